@@ -1,0 +1,1 @@
+"""The Interledger settlement host: adaptor supervision, settlement engine, connector core."""
