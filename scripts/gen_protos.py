@@ -63,7 +63,9 @@ def differences(a: Path, b: Path) -> list[str]:
     files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
     files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
     diff = sorted(str(p) for p in files_a ^ files_b)
-    diff += sorted(str(p) for p in files_a & files_b if not filecmp.cmp(a / p, b / p, shallow=False))
+    diff += sorted(
+        str(p) for p in files_a & files_b if not filecmp.cmp(a / p, b / p, shallow=False)
+    )
     return diff
 
 
@@ -78,7 +80,9 @@ def main() -> int:
         if args.check:
             stale = differences(fresh, OUT_DIR) if OUT_DIR.exists() else ["sdk/pb (missing)"]
             if stale:
-                print("generated stubs are stale; run: python scripts/gen_protos.py", file=sys.stderr)
+                print(
+                    "generated stubs are stale; run: python scripts/gen_protos.py", file=sys.stderr
+                )
                 for name in stale:
                     print(f"  {name}", file=sys.stderr)
                 return 1

@@ -53,8 +53,14 @@ class Handshake:
         if self.server_cert_der is not None:
             cert = base64.b64encode(self.server_cert_der).decode().rstrip("=")
         return "|".join(
-            (str(self.core_version), str(self.app_version), self.network, self.address,
-             self.protocol, cert)
+            (
+                str(self.core_version),
+                str(self.app_version),
+                self.network,
+                self.address,
+                self.protocol,
+                cert,
+            )
         )
 
     def grpc_target(self) -> str:
