@@ -15,7 +15,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-setup: $(BIN)/.installed node_modules/.installed
+# Each Node.js adaptor keeps its own package.json; install them all.
+NODE_ADAPTORS := $(patsubst %/package.json,%,$(wildcard adaptors/*/package.json))
+NODE_STAMPS := $(addsuffix /node_modules/.installed,$(NODE_ADAPTORS))
+
+adaptors/%/node_modules/.installed: adaptors/%/package.json adaptors/%/package-lock.json
+	cd adaptors/$* && npm ci --no-audit --no-fund
+	touch $@
+
+setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS)
 
 ## The main job on the embedded default.
 demo: setup
