@@ -1,0 +1,26 @@
+"""The names adaptor authors import from ``sdk`` (a change here is a change of the SDK's API)."""
+
+from __future__ import annotations
+
+import sdk
+
+
+def test_exported_names() -> None:
+    assert sorted(sdk.__all__) == [
+        "Adaptor",
+        "ConflictingSettlement",
+        "Connections",
+        "Context",
+        "EngineNotConfigured",
+        "EventHub",
+        "Incoming",
+        "IncomingSettlements",
+        "LaunchError",
+        "Log",
+        "UnknownSettlement",
+        "connect_engine",
+        "serve",
+        "serve_async",
+    ]
+    for name in sdk.__all__:
+        assert getattr(sdk, name) is not None, name
