@@ -98,7 +98,8 @@ class LedgerAdaptorServicer:
 
     def GetInfo(self, request, context):
         """GetInfo describes the adaptor: name, version, ledger, asset, capabilities and the contract
-        versions it speaks. Read-only and idempotent; never fails once the adaptor serves.
+        versions it speaks. Read-only and idempotent. UNAVAILABLE only while the adaptor cannot know
+        its asset yet (its ledger has never answered); the host asks again after every restart.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

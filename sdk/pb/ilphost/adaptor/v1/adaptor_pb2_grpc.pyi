@@ -47,7 +47,8 @@ class LedgerAdaptorStub:
     def __new__(cls, channel: _aio.Channel) -> LedgerAdaptorAsyncStub: ...
     GetInfo: _grpc.UnaryUnaryMultiCallable[_adaptor_pb2.GetInfoRequest, _adaptor_pb2.GetInfoResponse]
     """GetInfo describes the adaptor: name, version, ledger, asset, capabilities and the contract
-    versions it speaks. Read-only and idempotent; never fails once the adaptor serves.
+    versions it speaks. Read-only and idempotent. UNAVAILABLE only while the adaptor cannot know
+    its asset yet (its ledger has never answered); the host asks again after every restart.
     """
     Probe: _grpc.UnaryUnaryMultiCallable[_adaptor_pb2.ProbeRequest, _adaptor_pb2.ProbeResponse]
     """Probe reports readiness and the state of each of the adaptor's own connections (its
@@ -110,7 +111,8 @@ class LedgerAdaptorAsyncStub(LedgerAdaptorStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetInfo: _aio.UnaryUnaryMultiCallable[_adaptor_pb2.GetInfoRequest, _adaptor_pb2.GetInfoResponse]  # type: ignore[assignment]
     """GetInfo describes the adaptor: name, version, ledger, asset, capabilities and the contract
-    versions it speaks. Read-only and idempotent; never fails once the adaptor serves.
+    versions it speaks. Read-only and idempotent. UNAVAILABLE only while the adaptor cannot know
+    its asset yet (its ledger has never answered); the host asks again after every restart.
     """
     Probe: _aio.UnaryUnaryMultiCallable[_adaptor_pb2.ProbeRequest, _adaptor_pb2.ProbeResponse]  # type: ignore[assignment]
     """Probe reports readiness and the state of each of the adaptor's own connections (its
@@ -176,7 +178,8 @@ class LedgerAdaptorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_adaptor_pb2.GetInfoResponse, _abc.Awaitable[_adaptor_pb2.GetInfoResponse]]:
         """GetInfo describes the adaptor: name, version, ledger, asset, capabilities and the contract
-        versions it speaks. Read-only and idempotent; never fails once the adaptor serves.
+        versions it speaks. Read-only and idempotent. UNAVAILABLE only while the adaptor cannot know
+        its asset yet (its ledger has never answered); the host asks again after every restart.
         """
 
     @_abc_1.abstractmethod

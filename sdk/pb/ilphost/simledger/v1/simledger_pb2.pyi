@@ -188,7 +188,7 @@ class LedgerTransfer(_message.Message):
     """Empty for a mint."""
     to_account_id: _builtins.str
     memo: _builtins.str
-    """Free text the payer attached (the reference adaptor puts the payer's host account id here)."""
+    """Free text the payer attached (the reference adaptor puts its own ledger account id here)."""
     sequence: _builtins.int
     """Position in the ledger's log, increasing from 1."""
     @_builtins.property

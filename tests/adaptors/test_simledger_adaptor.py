@@ -1,0 +1,580 @@
+"""The simledger adaptor as the host runs it: real ledger process, real adaptor processes
+(cookie, versions, handshake), fake engines that carry SendData to the other adaptor."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from host.simledger.process import LedgerProcess, start_ledger
+from sdk import contract
+from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
+from sdk.pb.ilphost.engine.v1 import engine_pb2
+from sdk.pb.ilphost.simledger.v1 import simledger_pb2 as lpb
+from sdk.pb.ilphost.simledger.v1 import simledger_pb2_grpc
+from sdk.pb.ilphost.types.v1 import types_pb2
+from sdk.testing import AdaptorClient, AdaptorProcess, Refuse, fake_engine, run_adaptor
+
+ADAPTOR = [
+    sys.executable,
+    str(Path(__file__).resolve().parents[2] / "adaptors" / "simledger-python" / "adaptor.py"),
+]
+Code = grpc.StatusCode
+READY = types_pb2.CONNECTIVITY_STATE_READY
+TRANSIENT_FAILURE = types_pb2.CONNECTIVITY_STATE_TRANSIENT_FAILURE
+#: Generous: the machine is shared; every wait polls a condition until this deadline.
+DEADLINE = 60.0
+
+
+def usd(value: str, scale: int = 2) -> types_pb2.Amount:
+    return types_pb2.Amount(value=value, scale=scale)
+
+
+def ledger_account(side: str) -> str:
+    return f"ledger:{side}"
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ilp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, socket_dir: Path) -> Iterator[LedgerProcess]:
+    with start_ledger(tmp_path / "ledger.db", f"unix:{socket_dir}/ledger.sock") as process:
+        yield process
+
+
+@asynccontextmanager
+async def ledger_client(target: str) -> AsyncIterator[Any]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        yield simledger_pb2_grpc.SimLedgerStub(channel)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after DEADLINE."""
+    try:
+        async with asyncio.timeout(DEADLINE):
+            # Polling: the condition lives in another process, nothing here can signal it.
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"gave up after {DEADLINE} s waiting until {what}")
+
+
+async def ledger_state(client: AdaptorClient) -> tuple[bool, int]:
+    """(Probe's ready, the "ledger" connection's state)."""
+    probe = await client.adaptor.Probe(apb.ProbeRequest())
+    (connection,) = [c for c in probe.connections if c.name == "ledger"]
+    return probe.ready.value, connection.state
+
+
+async def until_ready(client: AdaptorClient) -> None:
+    async def ready() -> bool:
+        return await ledger_state(client) == (True, READY)
+
+    await until(ready, "the ledger connection is READY")
+
+
+async def status(call: Awaitable[Any]) -> tuple[Code, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    return failure.value.code(), failure.value.details() or ""
+
+
+async def next_event(stream: Any, kind: str) -> Any:
+    """The next event of ``kind`` ("incoming_settlement" or "connection_changed")."""
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            reply = await stream.read()
+            assert reply is not grpc.aio.EOF, "WatchEvents ended"
+            if reply.WhichOneof("event") == kind:
+                return getattr(reply, kind)
+
+
+async def next_incoming_id(stream: Any) -> str:
+    return str((await next_event(stream, "incoming_settlement")).settlement_id)
+
+
+async def until_connection(stream: Any, state: int) -> types_pb2.Connection:
+    while True:
+        connection = await next_event(stream, "connection_changed")
+        if connection.name == "ledger" and connection.state == state:
+            return connection
+
+
+def send(account_id: str, value: str, key: str, scale: int = 2) -> apb.SendMoneyRequest:
+    return apb.SendMoneyRequest(
+        account_id=account_id, amount=usd(value, scale), idempotency_key=key
+    )
+
+
+@dataclass
+class Peering:
+    """Two hosts' worth of fakes: each side's engine carries SendData to the other adaptor."""
+
+    ledger_target: str
+    state_dir: Path
+    stack: AsyncExitStack
+    running: dict[str, AdaptorProcess] = field(default_factory=dict)
+    engines: dict[str, Any] = field(default_factory=dict)
+    #: While False, an engine answers SendData with UNAVAILABLE (the peer is unreachable).
+    reachable: bool = True
+
+    def _carry_to(self, peer: str, sender: str) -> Callable[[Any], Awaitable[bytes]]:
+        async def reply(request: engine_pb2.SendDataRequest) -> bytes:
+            if request.account_id != peer:
+                raise Refuse(Code.NOT_FOUND, f"no account {request.account_id!r}")
+            target = self.running.get(peer)
+            if not self.reachable or target is None:
+                raise Refuse(Code.UNAVAILABLE, f"peer {peer} cannot be reached")
+            try:
+                answer = await target.client.adaptor.ReceiveData(
+                    apb.ReceiveDataRequest(account_id=sender, data=request.data), timeout=10
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise Refuse(Code.FAILED_PRECONDITION, exc.details() or "") from exc
+            return bytes(answer.data)
+
+        return reply
+
+    async def start_engines(self) -> None:
+        for side, peer in (("alice", "bob"), ("bob", "alice")):
+            self.engines[side] = await self.stack.enter_async_context(
+                fake_engine(self._carry_to(peer, side), set_environ=False)
+            )
+
+    def environ(self, side: str) -> dict[str, str]:
+        return {
+            "ILP_SIMLEDGER_ADDR": self.ledger_target,
+            "ILP_SIMLEDGER_ACCOUNT": ledger_account(side),
+            "ILP_ADAPTOR_STATE_DB": str(self.state_dir / f"{side}.db"),
+            contract.ENV_ENGINE_ADDR: self.engines[side].address,
+        }
+
+    @asynccontextmanager
+    async def adaptor(self, side: str) -> AsyncIterator[AdaptorClient]:
+        """Run ``side``'s adaptor for the duration; its state file outlives it."""
+        async with run_adaptor(ADAPTOR, env=self.environ(side)) as running:
+            self.running[side] = running
+            try:
+                yield running.client
+            finally:
+                del self.running[side]
+        assert running.process.returncode == 0, bytes(running.stderr).decode(errors="replace")
+
+
+@asynccontextmanager
+async def peering(ledger: LedgerProcess, state_dir: Path) -> AsyncIterator[Peering]:
+    async with AsyncExitStack() as stack:
+        world = Peering(ledger.target, state_dir, stack)
+        await world.start_engines()
+        yield world
+
+
+async def fund(ledger_target: str, side: str, value: str) -> None:
+    async with ledger_client(ledger_target) as ledger:
+        await ledger.CreateAccount(lpb.CreateAccountRequest(account_id=ledger_account(side)))
+        await ledger.Mint(
+            lpb.MintRequest(
+                transfer_id=f"fund-{side}-{value}",
+                account_id=ledger_account(side),
+                amount=usd(value),
+            )
+        )
+
+
+async def ledger_balance(ledger_target: str, side: str) -> str:
+    async with ledger_client(ledger_target) as ledger:
+        reply = await ledger.GetAccount(lpb.GetAccountRequest(account_id=ledger_account(side)))
+        return str(reply.account.balance.value)
+
+
+async def set_up_both(alice: AdaptorClient, bob: AdaptorClient) -> None:
+    await bob.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="alice"))
+    await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
+
+
+def test_accounts_exchange_then_send_money_pays_once(ledger: LedgerProcess, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        await fund(ledger.target, "alice", "1000")
+        async with (
+            peering(ledger, tmp_path) as world,
+            world.adaptor("alice") as alice,
+            world.adaptor("bob") as bob,
+        ):
+            await until_ready(alice)
+            info = await alice.adaptor.GetInfo(apb.GetInfoRequest())
+            assert (info.name, info.ledger, info.asset_code, info.asset_scale) == (
+                "simledger-python",
+                "simledger",
+                "USD",
+                2,
+            )
+            assert set(info.capabilities) == {
+                "send_money",
+                "receive_money",
+                "data",
+                "balance",
+                "accounts",
+            }
+            assert list(info.contract_versions) == [1]
+
+            # The peers cannot reach each other yet: set-up succeeds, payment must wait.
+            world.reachable = False
+            await set_up_both(alice, bob)
+            await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
+            code, details = await status(alice.adaptor.SendMoney(send("bob", "500", "k1")))
+            assert (code, "not known yet" in details) == (Code.FAILED_PRECONDITION, True)
+            assert await ledger_balance(ledger.target, "bob") == "0"
+
+            # Reachable again: the background exchange completes on its own.
+            world.reachable = True
+            paid: list[apb.SendMoneyResponse] = []
+
+            async def payment_goes_through() -> bool:
+                try:
+                    paid.append(await alice.adaptor.SendMoney(send("bob", "500", "k1")))
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() is Code.FAILED_PRECONDITION, exc.details()
+                    return False
+                return True
+
+            await until(payment_goes_through, "alice learned bob's ledger account")
+            assert paid[0].settlement_id == "ledger:alice:k1"
+            assert paid[0].status == apb.SETTLEMENT_STATUS_COMPLETED
+
+            again = await alice.adaptor.SendMoney(send("bob", "500", "k1"))
+            assert again == paid[0]
+            assert await ledger_balance(ledger.target, "bob") == "500"
+            balance = await alice.adaptor.GetBalance(apb.GetBalanceRequest())
+            assert balance.balance == usd("500")
+
+            # carol's peer never answers: her ledger account stays unknown.
+            await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="carol"))
+            code, _ = await status(alice.adaptor.SendMoney(send("carol", "5", "c1")))
+            assert code is Code.FAILED_PRECONDITION
+            for other in (send("bob", "501", "k1"), send("carol", "500", "k1")):
+                code, details = await status(alice.adaptor.SendMoney(other))
+                assert (code, "'k1'" in details) == (Code.ALREADY_EXISTS, True)
+
+            code, details = await status(alice.adaptor.SendMoney(send("bob", "501", "k2")))
+            assert (code, "holds 500" in details) == (Code.FAILED_PRECONDITION, True)
+            assert await ledger_balance(ledger.target, "bob") == "500"
+
+            # bob learned alice's account too and can pay back.
+            back = await bob.adaptor.SendMoney(send("alice", "200", "b1"))
+            assert back.settlement_id == "ledger:bob:b1"
+            assert await ledger_balance(ledger.target, "alice") == "700"
+
+    asyncio.run(scenario())
+
+
+def test_ledger_faults_answer_unavailable_and_a_retry_with_the_key_pays_once(
+    ledger: LedgerProcess, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        await fund(ledger.target, "alice", "1000")
+        async with (
+            peering(ledger, tmp_path) as world,
+            world.adaptor("alice") as alice,
+            world.adaptor("bob") as bob,
+            ledger_client(ledger.target) as book,
+        ):
+            await until_ready(alice)
+            await set_up_both(alice, bob)
+            # Refused before commit: nothing paid, the engine retries.
+            await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults(error_per_mille=1000)))
+            code, details = await status(alice.adaptor.SendMoney(send("bob", "100", "k1")))
+            assert (code, "same key" in details) == (Code.UNAVAILABLE, True)
+            assert await ledger_balance(ledger.target, "bob") == "0"
+            # Committed, reply lost: the adaptor cannot know, says UNAVAILABLE ...
+            faults = lpb.Faults(fail_after_commit_per_mille=1000)
+            await book.SetFaults(lpb.SetFaultsRequest(faults=faults))
+            assert (await status(alice.adaptor.SendMoney(send("bob", "100", "k1"))))[
+                0
+            ] is Code.UNAVAILABLE
+            assert await ledger_balance(ledger.target, "bob") == "100"
+            # ... and the retry with the same key returns the committed transfer.
+            await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults()))
+            paid = await alice.adaptor.SendMoney(send("bob", "100", "k1"))
+            assert paid.settlement_id == "ledger:alice:k1"
+            assert await ledger_balance(ledger.target, "bob") == "100"
+            assert await ledger_balance(ledger.target, "alice") == "900"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "complaint"),
+    [
+        (send("bob", "0", "k"), Code.INVALID_ARGUMENT, "greater than zero"),
+        (send("bob", "-5", "k"), Code.INVALID_ARGUMENT, "negative"),
+        (send("bob", "1.5", "k"), Code.INVALID_ARGUMENT, "base-10"),
+        (send("bob", "", "k"), Code.INVALID_ARGUMENT, "empty"),
+        (send("bob", "9" * 79, "k"), Code.INVALID_ARGUMENT, "79 digits"),
+        (send("bob", "5", "k", scale=9), Code.INVALID_ARGUMENT, "scale 2"),
+        (send("bob", "5", ""), Code.INVALID_ARGUMENT, "idempotency_key"),
+        (send("bob", "5", "k" * 129), Code.INVALID_ARGUMENT, "idempotency_key"),
+        (send("bob", "5", "tab\tkey"), Code.INVALID_ARGUMENT, "idempotency_key"),
+        (send("", "5", "k"), Code.INVALID_ARGUMENT, "account_id"),
+        (send("bob/x", "5", "k"), Code.INVALID_ARGUMENT, "account_id"),
+        (send("dave", "5", "k"), Code.NOT_FOUND, "'dave'"),
+    ],
+)
+def test_send_money_refuses_bad_requests_without_paying(
+    ledger: LedgerProcess,
+    tmp_path: Path,
+    request_: apb.SendMoneyRequest,
+    code: Code,
+    complaint: str,
+) -> None:
+    async def scenario() -> None:
+        await fund(ledger.target, "alice", "1000")
+        async with (
+            peering(ledger, tmp_path) as world,
+            world.adaptor("alice") as alice,
+            world.adaptor("bob") as bob,
+        ):
+            await until_ready(alice)
+            await set_up_both(alice, bob)
+            got, details = await status(alice.adaptor.SendMoney(request_))
+            assert (got, complaint in details) == (code, True), details
+            # The key was not used up by the refusal.
+            ok = await alice.adaptor.SendMoney(send("bob", "5", "k"))
+            assert ok.settlement_id == "ledger:alice:k"
+            assert await ledger_balance(ledger.target, "bob") == "5"
+
+    asyncio.run(scenario())
+
+
+def test_incoming_settlements_are_redelivered_until_acknowledged_and_after_restart(
+    ledger: LedgerProcess, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        await fund(ledger.target, "alice", "1000")
+        async with peering(ledger, tmp_path) as world, world.adaptor("alice") as alice:
+            async with world.adaptor("bob") as bob:
+                await until_ready(bob)
+                await set_up_both(alice, bob)
+                first = bob.adaptor.WatchEvents(apb.WatchEventsRequest())
+                await alice.adaptor.SendMoney(send("bob", "300", "k1"))
+                settlement = await next_event(first, "incoming_settlement")
+                assert settlement == apb.IncomingSettlement(
+                    settlement_id="ledger:alice:k1", account_id="alice", amount=usd("300")
+                )
+                first.cancel()
+
+                # A new stream re-delivers it: not acknowledged yet.
+                second = bob.adaptor.WatchEvents(apb.WatchEventsRequest())
+                assert await next_incoming_id(second) == "ledger:alice:k1"
+                await bob.adaptor.ReceiveMoney(
+                    apb.ReceiveMoneyRequest(settlement_id="ledger:alice:k1")
+                )
+                await bob.adaptor.ReceiveMoney(
+                    apb.ReceiveMoneyRequest(settlement_id="ledger:alice:k1")
+                )
+                unknown = apb.ReceiveMoneyRequest(settlement_id="ledger:alice:never")
+                assert (await status(bob.adaptor.ReceiveMoney(unknown)))[0] is Code.NOT_FOUND
+                await alice.adaptor.SendMoney(send("bob", "20", "k2"))
+                assert await next_incoming_id(second) == "ledger:alice:k2"
+                second.cancel()
+
+                # Acknowledged k1 is not re-delivered; k2 is.
+                third = bob.adaptor.WatchEvents(apb.WatchEventsRequest())
+                assert await next_incoming_id(third) == "ledger:alice:k2"
+                third.cancel()
+
+            # bob is down; alice pays again. After the restart bob re-delivers exactly the
+            # unacknowledged k2, then catches up on k3 from its cursor.
+            await alice.adaptor.SendMoney(send("bob", "7", "k3"))
+            async with world.adaptor("bob") as bob:
+                stream = bob.adaptor.WatchEvents(apb.WatchEventsRequest())
+                assert await next_incoming_id(stream) == "ledger:alice:k2"
+                assert await next_incoming_id(stream) == "ledger:alice:k3"
+                for settlement_id in ("ledger:alice:k1", "ledger:alice:k2", "ledger:alice:k3"):
+                    await bob.adaptor.ReceiveMoney(
+                        apb.ReceiveMoneyRequest(settlement_id=settlement_id)
+                    )
+                await alice.adaptor.SendMoney(send("bob", "1", "k4"))
+                assert await next_incoming_id(stream) == "ledger:alice:k4"
+                stream.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_payment_from_an_unknown_payer_waits_for_its_account(
+    ledger: LedgerProcess, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        await fund(ledger.target, "carol", "100")
+        async with peering(ledger, tmp_path) as world, world.adaptor("bob") as bob:
+            await until_ready(bob)
+            stream = bob.adaptor.WatchEvents(apb.WatchEventsRequest())
+            async with ledger_client(ledger.target) as book:
+                await book.Transfer(
+                    lpb.TransferRequest(
+                        transfer_id="carol-pays",
+                        from_account_id=ledger_account("carol"),
+                        to_account_id=ledger_account("bob"),
+                        amount=usd("40"),
+                    )
+                )
+            await bob.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="carol"))
+            unknown = apb.ReceiveMoneyRequest(settlement_id="carol-pays")
+            assert (await status(bob.adaptor.ReceiveMoney(unknown)))[0] is Code.NOT_FOUND
+            # carol's adaptor introduces itself (the test plays it).
+            reply = await bob.adaptor.ReceiveData(
+                apb.ReceiveDataRequest(
+                    account_id="carol",
+                    data=b'{"type": "ledger_account", "ledger_account": "ledger:carol"}',
+                )
+            )
+            assert b'"ledger:bob"' in reply.data
+            settlement = await next_event(stream, "incoming_settlement")
+            assert (settlement.settlement_id, settlement.account_id) == ("carol-pays", "carol")
+            stream.cancel()
+            await bob.adaptor.ReceiveMoney(unknown)
+
+    asyncio.run(scenario())
+
+
+def test_receive_data_and_account_statuses(ledger: LedgerProcess, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with peering(ledger, tmp_path) as world, world.adaptor("bob") as bob:
+            hello = b'{"type": "ledger_account", "ledger_account": "ledger:erin"}'
+            for account_id, data, code in (
+                ("erin", hello, Code.NOT_FOUND),
+                ("", hello, Code.INVALID_ARGUMENT),
+                ("erin", b"not json", Code.INVALID_ARGUMENT),
+                ("erin", b'{"type": "claim"}', Code.INVALID_ARGUMENT),
+            ):
+                request = apb.ReceiveDataRequest(account_id=account_id, data=data)
+                assert (await status(bob.adaptor.ReceiveData(request)))[0] is code
+            bad = apb.SetupAccountRequest(account_id="a b")
+            assert (await status(bob.adaptor.SetupAccount(bad)))[0] is Code.INVALID_ARGUMENT
+            await bob.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="erin"))
+            await bob.adaptor.ReceiveData(apb.ReceiveDataRequest(account_id="erin", data=hello))
+            for _ in range(2):
+                await bob.adaptor.DeleteAccount(apb.DeleteAccountRequest(account_id="erin"))
+            gone = bob.adaptor.SendMoney(send("erin", "1", "k"))
+            assert (await status(gone))[0] is Code.NOT_FOUND
+            empty = apb.ReceiveMoneyRequest(settlement_id="")
+            assert (await status(bob.adaptor.ReceiveMoney(empty)))[0] is Code.INVALID_ARGUMENT
+
+    asyncio.run(scenario())
+
+
+def test_ledger_offline_shows_in_probe_and_events_and_recovers(
+    ledger: LedgerProcess, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with (
+            peering(ledger, tmp_path) as world,
+            world.adaptor("alice") as alice,
+            ledger_client(ledger.target) as book,
+        ):
+            await until_ready(alice)
+            events = alice.adaptor.WatchEvents(apb.WatchEventsRequest())
+            await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults(offline=True)))
+            failed = await until_connection(events, TRANSIENT_FAILURE)
+            assert "offline" in failed.last_error
+            assert failed.attempts >= 1
+            assert failed.kind == "settlement-system"
+            ready, state = await ledger_state(alice)
+            assert ready is False
+            assert state != READY
+            code, _ = await status(alice.adaptor.GetBalance(apb.GetBalanceRequest()))
+            assert code is Code.UNAVAILABLE
+            # The asset was learned while the ledger answered: GetInfo still works.
+            await alice.adaptor.GetInfo(apb.GetInfoRequest())
+
+            await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults()))
+            back = await until_connection(events, READY)
+            assert (back.last_error, back.attempts) == ("", 0)
+            await until_ready(alice)
+            await alice.adaptor.GetBalance(apb.GetBalanceRequest())
+            events.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_adaptor_serves_while_the_ledger_is_down_and_connects_when_it_comes(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    listen = f"unix:{socket_dir}/late-ledger.sock"
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            world = Peering(listen, tmp_path, stack)
+            await world.start_engines()
+            async with world.adaptor("alice") as alice:
+
+                async def failing() -> bool:
+                    return (await ledger_state(alice))[1] == TRANSIENT_FAILURE
+
+                await until(failing, "the ledger connection failed")
+                assert (await ledger_state(alice))[0] is False
+                code, details = await status(alice.adaptor.GetInfo(apb.GetInfoRequest()))
+                assert (code, "not known" in details) == (Code.UNAVAILABLE, True)
+                with start_ledger(tmp_path / "late.db", listen) as late:
+                    await until_ready(alice)
+                    info = await alice.adaptor.GetInfo(apb.GetInfoRequest())
+                    assert info.asset_code == "USD"
+                    # The adaptor opened its ledger account on connecting.
+                    assert await ledger_balance(late.target, "alice") == "0"
+                    await asyncio.to_thread(late.kill)
+
+                    async def lost() -> bool:
+                        return (await ledger_state(alice))[1] == TRANSIENT_FAILURE
+
+                    await until(lost, "the ledger connection failed after a crash")
+                with start_ledger(tmp_path / "late.db", listen):
+                    await until_ready(alice)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("drop", "complaint"),
+    [
+        ("ILP_ADAPTOR_STATE_DB", "ILP_ADAPTOR_STATE_DB"),
+        ("ILP_SIMLEDGER_ADDR", "ILP_SIMLEDGER_ADDR"),
+        (contract.ENV_ENGINE_ADDR, contract.ENV_ENGINE_ADDR),
+        ("ILP_ADAPTOR_STATE_DB (unusable)", "unable to open database file"),
+    ],
+)
+def test_missing_configuration_exits_1_naming_it(tmp_path: Path, drop: str, complaint: str) -> None:
+    from sdk.testing import adaptor_environ
+
+    env = adaptor_environ(
+        {
+            "ILP_SIMLEDGER_ADDR": "unix:/nonexistent/ledger.sock",
+            "ILP_SIMLEDGER_ACCOUNT": "ledger:alice",
+            "ILP_ADAPTOR_STATE_DB": str(tmp_path / "state.db"),
+            contract.ENV_ENGINE_ADDR: "unix:/nonexistent/engine.sock",
+        }
+    )
+    if drop == "ILP_ADAPTOR_STATE_DB (unusable)":
+        env["ILP_ADAPTOR_STATE_DB"] = str(tmp_path / "no-such-dir" / "state.db")
+    else:
+        del env[drop]
+    done = subprocess.run(ADAPTOR, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert complaint in done.stderr
