@@ -1,0 +1,43 @@
+"""Restart delays: exponential backoff with a cap and jitter. Pure; the random source is injected.
+
+Jitter spreads the restarts of several adaptors (or several hosts) that failed together, so
+that they do not hammer a shared ledger in lockstep.
+"""
+
+from __future__ import annotations
+
+import math
+import random as _random
+from collections.abc import Callable
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    initial: float,
+    multiplier: float,
+    cap: float,
+    jitter: float,
+    random: Callable[[], float] = _random.random,
+) -> float:
+    """The delay before restart number ``attempt`` (1 for the first restart).
+
+    The base delay is ``initial * multiplier ** (attempt - 1)``, at most ``cap``; jitter scales
+    it by a factor drawn uniformly from ``[1 - jitter, 1 + jitter]`` (``random()`` in [0, 1)),
+    and the result never exceeds ``cap``.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be at least 1, got {attempt}")
+    if not (initial > 0 and multiplier >= 1 and cap >= initial and 0 <= jitter < 1):
+        raise ValueError(
+            f"bad backoff parameters: initial={initial} multiplier={multiplier} cap={cap} "
+            f"jitter={jitter} (need initial > 0, multiplier >= 1, cap >= initial, 0 <= jitter < 1)"
+        )
+    try:
+        base = min(cap, initial * multiplier ** (attempt - 1))
+    except OverflowError:  # a long outage: the exponent no longer fits a float
+        base = cap
+    if math.isnan(base):
+        base = cap
+    factor = 1.0 + jitter * (2.0 * random() - 1.0)
+    return min(cap, base * factor)
