@@ -1,0 +1,418 @@
+"""The host's configuration file (TOML): parsed and checked in full before anything starts.
+
+``load_config(text, base_dir)`` is pure: it turns the text of a config file into a
+:class:`HostConfig` whose adaptors are :class:`~host.supervisor.spec.AdaptorSpec` values, or
+raises :class:`ConfigError` with a message that names the file, the key and what is wrong::
+
+    host.toml: adaptor[1].health.interval: must be a positive number, got "fast"
+
+Unknown keys are refused too (a typo must not pass silently). Path rules, applied here so that
+the rest of the host only sees absolute paths:
+
+- ``host.state_dir``, ``admin.tls_cert``, ``admin.tls_key``, ``admin.token_file`` and
+  ``adaptor.cwd`` are relative to the directory of the config file;
+- ``admin.socket`` is relative to the state directory;
+- an adaptor's program (``command[0]``) is resolved against the config directory when it
+  contains a ``/``; a bare name is looked up on PATH when started; ``"python"`` means the
+  Python that runs the host (so an adaptor written with the SDK finds its packages);
+- an adaptor runs in the config directory unless ``cwd`` says otherwise, so relative
+  arguments of ``command`` are relative to the config file too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from host.supervisor.spec import AdaptorSpec
+from sdk import contract
+
+#: Longest unix socket path we accept, in bytes. The kernel limit (sun_path) is 108 on Linux
+#: and 104 on macOS, terminating NUL included; staying well under keeps a config portable.
+MAX_SOCKET_PATH_BYTES: Final = 100
+
+DEFAULT_STATE_DIR: Final = "var"
+DEFAULT_ADMIN_SOCKET: Final = "admin.sock"
+
+_ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Variables the host itself sets for every adaptor: a config that sets them breaks the contract.
+_RESERVED_ENV: Final = frozenset(
+    {
+        contract.MAGIC_COOKIE_KEY,
+        contract.ENV_PROTOCOL_VERSIONS,
+        contract.ENV_CLIENT_CERT,
+        contract.ENV_MIN_PORT,
+        contract.ENV_MAX_PORT,
+        contract.ENV_UNIX_SOCKET_DIR,
+        contract.ENV_TRANSPORT,
+        contract.ENV_ENGINE_ADDR,
+        contract.ENV_ADAPTOR_NAME,
+    }
+)
+
+
+_ADAPTOR_KEYS: Final = (
+    *("name", "command", "env", "cwd", "transport", "auto_mtls"),
+    *("health", "restart", "timeouts"),
+)
+
+
+class ConfigError(ValueError):
+    """A configuration the host refuses; the message says where and what is wrong."""
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """Where the admin API listens.
+
+    The unix socket is always served (the local ``ilp-host`` CLI uses it). ``tcp`` adds a
+    TLS listener whose callers must present the bearer token read from ``token_file``.
+    """
+
+    socket: Path
+    tcp: tuple[str, int] | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_file: Path | None = None
+
+    @property
+    def socket_target(self) -> str:
+        """The gRPC target of the unix socket, e.g. ``unix:/srv/ilp/var/admin.sock``."""
+        return f"unix:{self.socket}"
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """A whole, checked host configuration with absolute paths."""
+
+    source: str
+    base_dir: Path
+    state_dir: Path
+    admin: AdminConfig
+    adaptors: tuple[AdaptorSpec, ...] = field(default=())
+
+
+def read_config(path: Path) -> HostConfig:
+    """Read and check the config file at ``path`` (the only I/O of this module)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
+    return load_config(text, path.resolve().parent, source=str(path))
+
+
+def load_config(
+    text: str,
+    base_dir: Path,
+    *,
+    source: str = "host.toml",
+    python: str = sys.executable,
+) -> HostConfig:
+    """Parse and check a config file's ``text``; relative paths are taken from ``base_dir``.
+
+    ``source`` names the file in error messages; ``python`` is what ``"python"`` stands for
+    as an adaptor's program.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return _Parser(source, _normal(base_dir.absolute()), python).config(document)
+
+
+class _Parser:
+    """Walks the parsed document; every check names its key through ``_fail``."""
+
+    def __init__(self, source: str, base_dir: Path, python: str) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.python = python
+
+    def _fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(
+            f"{self.source}: {key}: {problem}" if key else f"{self.source}: {problem}"
+        )
+
+    # -- the document ----------------------------------------------------------------------
+
+    def config(self, document: dict[str, Any]) -> HostConfig:
+        self._known_keys("", document, ("host", "admin", "adaptor"))
+        host = self._table("host", document.get("host", {}))
+        self._known_keys("host", host, ("state_dir",))
+        state_dir = self._path("host.state_dir", host.get("state_dir", DEFAULT_STATE_DIR))
+        admin = self._admin(self._table("admin", document.get("admin", {})), state_dir)
+        raw_adaptors = document.get("adaptor", [])
+        if not isinstance(raw_adaptors, list):
+            raise self._fail("adaptor", "must be an array of tables: write [[adaptor]]")
+        adaptors = tuple(
+            self._adaptor(f"adaptor[{index}]", raw) for index, raw in enumerate(raw_adaptors)
+        )
+        seen: dict[str, int] = {}
+        for index, spec in enumerate(adaptors):
+            if spec.name in seen:
+                raise self._fail(
+                    f"adaptor[{index}].name",
+                    f"duplicate adaptor name {spec.name!r} (also adaptor[{seen[spec.name]}])",
+                )
+            seen[spec.name] = index
+        return HostConfig(self.source, self.base_dir, state_dir, admin, adaptors)
+
+    def _admin(self, admin: dict[str, Any], state_dir: Path) -> AdminConfig:
+        self._known_keys("admin", admin, ("socket", "tcp", "tls_cert", "tls_key", "token_file"))
+        socket = _normal(
+            state_dir / self._string("admin.socket", admin.get("socket", DEFAULT_ADMIN_SOCKET))
+        )
+        if len(str(socket).encode()) >= MAX_SOCKET_PATH_BYTES:
+            raise self._fail(
+                "admin.socket",
+                f"the socket path {str(socket)!r} is {len(str(socket).encode())} bytes; unix "
+                f"sockets need under {MAX_SOCKET_PATH_BYTES}: use a shorter host.state_dir "
+                "or an absolute admin.socket",
+            )
+        if "tcp" not in admin:
+            for key in ("tls_cert", "tls_key", "token_file"):
+                if key in admin:
+                    raise self._fail(f"admin.{key}", "only applies with admin.tcp")
+            return AdminConfig(socket=socket)
+        tcp = self._address("admin.tcp", admin["tcp"])
+        for key in ("tls_cert", "tls_key", "token_file"):
+            if key not in admin:
+                raise self._fail(
+                    f"admin.{key}",
+                    "required with admin.tcp (the TCP admin API needs TLS and a bearer token)",
+                )
+        return AdminConfig(
+            socket=socket,
+            tcp=tcp,
+            tls_cert=self._path("admin.tls_cert", admin["tls_cert"]),
+            tls_key=self._path("admin.tls_key", admin["tls_key"]),
+            token_file=self._path("admin.token_file", admin["token_file"]),
+        )
+
+    def _adaptor(self, key: str, raw: object) -> AdaptorSpec:
+        adaptor = self._table(key, raw)
+        self._known_keys(
+            key,
+            adaptor,
+            _ADAPTOR_KEYS,
+        )
+        if "name" not in adaptor:
+            raise self._fail(f"{key}.name", "missing (every adaptor needs a name)")
+        name = self._string(f"{key}.name", adaptor["name"])
+        if not _ADAPTOR_NAME.fullmatch(name):
+            raise self._fail(
+                f"{key}.name", f"must be 1 to 64 of A-Z a-z 0-9 . _ -, got {_show(name)}"
+            )
+        if "command" not in adaptor:
+            raise self._fail(f"{key}.command", "missing (the program to run and its arguments)")
+        command = self._command(f"{key}.command", adaptor["command"])
+        transport = self._transport(f"{key}.transport", adaptor.get("transport", "unix"))
+        auto_mtls = adaptor.get("auto_mtls", transport == "tcp")
+        if not isinstance(auto_mtls, bool):
+            raise self._fail(f"{key}.auto_mtls", f"must be true or false, got {_show(auto_mtls)}")
+        if transport == "tcp" and not auto_mtls:
+            raise self._fail(f"{key}.auto_mtls", 'cannot be false with transport = "tcp"')
+        cwd = self._path(f"{key}.cwd", adaptor.get("cwd", "."))
+
+        health = self._section(key, adaptor, "health", ("interval", "timeout", "failure_threshold"))
+        restart = self._section(key, adaptor, "restart", ("initial", "max", "multiplier", "jitter"))
+        timeouts = self._section(
+            key, adaptor, "timeouts", ("start", "shutdown_grace", "term_grace")
+        )
+        defaults = AdaptorSpec(name=name, command=command)
+        backoff_initial = self._positive(
+            f"{key}.restart.initial", restart, defaults.backoff_initial
+        )
+        backoff_max = self._positive(f"{key}.restart.max", restart, defaults.backoff_max)
+        if backoff_max < backoff_initial:
+            raise self._fail(
+                f"{key}.restart.max",
+                f"must be at least restart.initial ({backoff_initial}), got {_show(backoff_max)}",
+            )
+        multiplier = self._positive(
+            f"{key}.restart.multiplier", restart, defaults.backoff_multiplier
+        )
+        if multiplier < 1:
+            raise self._fail(f"{key}.restart.multiplier", f"must be at least 1, got {multiplier}")
+        jitter = self._non_negative(f"{key}.restart.jitter", restart, defaults.backoff_jitter)
+        if jitter >= 1:
+            raise self._fail(
+                f"{key}.restart.jitter", f"must be a fraction below 1 (0.2 = 20 %), got {jitter}"
+            )
+        return AdaptorSpec(
+            name=name,
+            command=command,
+            env=self._env(f"{key}.env", adaptor.get("env", {})),
+            cwd=cwd,
+            transport=transport,
+            auto_mtls=auto_mtls,
+            start_timeout=self._positive(f"{key}.timeouts.start", timeouts, defaults.start_timeout),
+            health_interval=self._positive(
+                f"{key}.health.interval", health, defaults.health_interval
+            ),
+            health_timeout=self._positive(f"{key}.health.timeout", health, defaults.health_timeout),
+            failure_threshold=self._count(
+                f"{key}.health.failure_threshold", health, defaults.failure_threshold
+            ),
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            backoff_multiplier=multiplier,
+            backoff_jitter=jitter,
+            shutdown_grace=self._non_negative(
+                f"{key}.timeouts.shutdown_grace", timeouts, defaults.shutdown_grace
+            ),
+            term_grace=self._non_negative(
+                f"{key}.timeouts.term_grace", timeouts, defaults.term_grace
+            ),
+        )
+
+    # -- value checks ----------------------------------------------------------------------
+
+    def _known_keys(self, key: str, table: Mapping[str, object], known: tuple[str, ...]) -> None:
+        for name in table:
+            if name not in known:
+                where = f"{key}.{name}" if key else name
+                hint = difflib.get_close_matches(name, known, n=1)
+                advice = f"did you mean {hint[0]!r}?" if hint else f"known: {', '.join(known)}"
+                raise self._fail(where, f"unknown key ({advice})")
+
+    def _table(self, key: str, value: object) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self._fail(key, f"must be a table, got {_show(value)}")
+        return value
+
+    def _section(
+        self, key: str, adaptor: dict[str, Any], name: str, known: tuple[str, ...]
+    ) -> dict[str, Any]:
+        section = self._table(f"{key}.{name}", adaptor.get(name, {}))
+        self._known_keys(f"{key}.{name}", section, known)
+        return section
+
+    def _string(self, key: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise self._fail(key, f"must be a string, got {_show(value)}")
+        if not value:
+            raise self._fail(key, "must not be empty")
+        if "\0" in value:
+            raise self._fail(key, "must not contain a NUL character")
+        return value
+
+    def _path(self, key: str, value: object) -> Path:
+        return _normal(self.base_dir / self._string(key, value))
+
+    def _number(self, key: str, table: dict[str, Any], default: float, kind: str) -> float:
+        name = key.rpartition(".")[2]
+        value = table.get(name, default)
+        # bool is an int in Python, but `interval = true` is a mistake, not 1 second.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._fail(key, f"must be {kind}, got {_show(value)}")
+        if not math.isfinite(value):
+            raise self._fail(key, f"must be {kind}, got {_show(value)}")
+        return float(value)
+
+    def _positive(self, key: str, table: dict[str, Any], default: float) -> float:
+        value = self._number(key, table, default, "a positive number")
+        if value <= 0:
+            raise self._fail(key, f"must be a positive number, got {_show(value)}")
+        return value
+
+    def _non_negative(self, key: str, table: dict[str, Any], default: float) -> float:
+        value = self._number(key, table, default, "a number >= 0")
+        if value < 0:
+            raise self._fail(key, f"must be a number >= 0, got {_show(value)}")
+        return value
+
+    def _count(self, key: str, table: dict[str, Any], default: int) -> int:
+        value = table.get(key.rpartition(".")[2], default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._fail(key, f"must be a whole number >= 1, got {_show(value)}")
+        return value
+
+    def _command(self, key: str, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            raise self._fail(
+                key, f"must be an array of strings (program, then arguments), got {_show(value)}"
+            )
+        if not isinstance(value, list) or not value:
+            raise self._fail(key, f"must be a non-empty array of strings, got {_show(value)}")
+        argv = [self._string(f"{key}[{index}]", item) for index, item in enumerate(value)]
+        program = argv[0]
+        if program == "python":
+            argv[0] = self.python
+        elif "/" in program:
+            argv[0] = str(_normal(self.base_dir / program))
+        return tuple(argv)
+
+    def _transport(self, key: str, value: object) -> Literal["unix", "tcp"]:
+        if value == "unix":
+            return "unix"
+        if value == "tcp":
+            return "tcp"
+        raise self._fail(key, f'must be "unix" or "tcp", got {_show(value)}')
+
+    def _env(self, key: str, value: object) -> dict[str, str]:
+        table = self._table(key, value)
+        env: dict[str, str] = {}
+        for name, item in table.items():
+            where = f"{key}.{name}"
+            if not name or "=" in name or "\0" in name:
+                raise self._fail(where, "not a valid environment variable name")
+            if name in _RESERVED_ENV:
+                raise self._fail(where, "is set by the host for every adaptor; remove it")
+            if not isinstance(item, str):
+                hint = f" (write {json.dumps(_show(item))})" if _is_scalar(item) else ""
+                raise self._fail(where, f"must be a string, got {_show(item)}{hint}")
+            if "\0" in item:
+                raise self._fail(where, "must not contain a NUL character")
+            env[name] = item
+        return env
+
+    def _address(self, key: str, value: object) -> tuple[str, int]:
+        text = self._string(key, value)
+        host, colon, port_text = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise self._fail(
+                key, f'must be "HOST:PORT" with a port from 1 to 65535, got {_show(value)}'
+            )
+        return host, int(port_text)
+
+
+def _normal(path: Path) -> Path:
+    """``path`` without ``.`` and ``..`` parts, so that messages and logs show plain paths.
+
+    Lexical, like the shell's ``cd``: no file system access (this module stays pure).
+    """
+    return Path(os.path.normpath(path))
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, bool | int | float)
+
+
+def _show(value: object) -> str:
+    """A value as the TOML author wrote it (strings quoted), for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime | date | time):
+        return f"a date/time ({value.isoformat()})"
+    return repr(value)
