@@ -479,7 +479,6 @@ async def _take(
                 return
 
 
-@pytest.mark.skipif(not MEMORY.exists(), reason="the memory-python adaptor is not there yet")
 def test_memory_python_adaptor_under_the_supervisor() -> None:
     async def go() -> None:
         specs = [
