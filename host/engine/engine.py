@@ -1,0 +1,475 @@
+"""The settlement engine: clearing balances, settlement decisions, the outbox, incoming credits.
+
+Pure orchestration over a Store and the adaptors' SettlementPorts: no SQL, no gRPC. Every
+operation validates its input first and raises an EngineError (state untouched) when refused.
+Every change is one store transaction; the adaptor is only called after that transaction
+committed (the outbox pattern), so a crash between any two steps loses nothing and, thanks to
+stable idempotency keys, pays nothing twice. The sign convention is in host.engine.model.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+from host.engine.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from host.engine.model import (
+    Account,
+    AccountView,
+    Direction,
+    IdempotencyRecord,
+    Policy,
+    Settlement,
+    SettlementState,
+    check_account_id,
+    check_adaptor_name,
+    check_amount,
+    check_asset,
+    check_idempotency_key,
+    check_ledger_settlement_id,
+    incoming_id,
+)
+from host.engine.outbox import Backoff, OutboxWorker
+from host.engine.policy import (
+    check_policy,
+    check_scales,
+    credit_allows,
+    new_balance,
+    plan_incoming,
+    plan_outgoing,
+    settlement_amount,
+)
+from host.engine.ports import Clock, RandomSource, SettlementPort, Store, SystemClock, Transaction
+
+_log = logging.getLogger(__name__)
+
+#: Idempotency scopes: keys of balance changes and of manual settlements never collide.
+BALANCE_SCOPE = "balance"
+SETTLE_SCOPE = "settle"
+#: RFC 38 keeps idempotency keys at least 24 hours.
+KEY_RETENTION = 24 * 3600.0
+MAX_LIST = 10_000
+
+
+def _new_settlement_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Engine:
+    """The settlement engine of one host (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        ports: Mapping[str, SettlementPort],
+        *,
+        clock: Clock | None = None,
+        rng: RandomSource | None = None,
+        backoff: Backoff | None = None,
+        new_settlement_id: Callable[[], str] = _new_settlement_id,
+        outbox_batch: int = 32,
+        lease: float = 30.0,
+    ) -> None:
+        """``ports`` maps adaptor names to the adaptors serving now; the host may update it live.
+
+        ``new_settlement_id`` makes the id (and SendMoney idempotency key) of each outgoing
+        settlement: it must be unique forever, not just per database, hence random by default.
+        """
+        self._store = store
+        self._ports = ports
+        self._clock: Clock = clock or SystemClock()
+        self._new_id = new_settlement_id
+        self.outbox = OutboxWorker(
+            store,
+            ports,
+            self._clock,
+            rng or random.Random(),
+            backoff or Backoff(),
+            batch=outbox_batch,
+            lease=lease,
+        )
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    async def create_account(
+        self,
+        account_id: str,
+        *,
+        adaptor: str,
+        asset_code: str,
+        asset_scale: int,
+        ledger_scale: int,
+        policy: Policy,
+    ) -> Account:
+        """Create a peer account with a zero balance.
+
+        Idempotent: creating an account that exists with the same adaptor, asset, scales and
+        policy returns it; with anything different, AlreadyExists (use update_policy).
+        """
+        check_account_id(account_id)
+        check_adaptor_name(adaptor)
+        check_asset(asset_code, asset_scale, ledger_scale)
+        check_scales(asset_scale, ledger_scale)
+        check_policy(policy)
+        now = self._clock.now()
+        wanted = Account(
+            id=account_id,
+            adaptor=adaptor,
+            asset_code=asset_code,
+            asset_scale=asset_scale,
+            ledger_scale=ledger_scale,
+            policy=policy,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._store.transaction() as tx:
+            existing = await tx.lock_account(account_id)
+            if existing is None:
+                await tx.insert_account(wanted)
+                return wanted
+        same = (existing.adaptor, existing.asset_code, existing.asset_scale) == (
+            adaptor,
+            asset_code,
+            asset_scale,
+        ) and (existing.ledger_scale, existing.policy) == (ledger_scale, policy)
+        if not same:
+            raise AlreadyExists(f"account {account_id} exists with another configuration")
+        return existing
+
+    async def update_policy(self, account_id: str, policy: Policy) -> Account:
+        """Replace an account's thresholds and credit limits (balances are untouched)."""
+        check_account_id(account_id)
+        check_policy(policy)
+        async with self._store.transaction() as tx:
+            account = await self._locked(tx, account_id)
+            updated = replace(account, policy=policy, updated_at=self._clock.now())
+            await tx.update_account(updated)
+        return updated
+
+    async def get_account(self, account_id: str) -> AccountView:
+        """An account with its pending settlement total; NotFound if unknown."""
+        check_account_id(account_id)
+        account = await self._store.get_account(account_id)
+        if account is None:
+            raise NotFound(f"account {account_id} does not exist")
+        totals = await self._store.pending_settlement_totals(account_id)
+        return AccountView(account, totals.get(account_id, 0))
+
+    async def list_accounts(self) -> list[AccountView]:
+        """Every account, by id, with its pending settlement total."""
+        accounts = await self._store.list_accounts()
+        totals = await self._store.pending_settlement_totals(None)
+        return [AccountView(a, totals.get(a.id, 0)) for a in accounts]
+
+    async def record_liquidity(self, adaptor: str, liquidity: int | None) -> None:
+        """Remember the liquidity an adaptor reported (GetBalance, ledger scale) on its accounts."""
+        check_adaptor_name(adaptor)
+        if liquidity is not None:
+            check_amount(liquidity, "liquidity")
+            if liquidity < 0:
+                raise InvalidArgument(f"liquidity must not be negative, got {liquidity}")
+        await self._store.set_liquidity(adaptor, liquidity, self._clock.now())
+
+    # -- clearing -------------------------------------------------------------------------------
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        """Whether a balance change of ``delta`` would stay within the account's credit limits.
+
+        The balance middleware asks on each Prepare (``delta > 0``: the peer would owe us more).
+        """
+        check_account_id(account_id)
+        check_amount(delta, "delta")
+        account = await self._store.get_account(account_id)
+        if account is None:
+            raise NotFound(f"account {account_id} does not exist")
+        return credit_allows(account.balance, delta, account.policy)
+
+    async def apply_balance_change(
+        self, account_id: str, delta: int, idempotency_key: str | None = None
+    ) -> int:
+        """Change the clearing balance by ``delta``, settle if the policy says so; the new balance.
+
+        Idempotent by key: a repeated key with the same account and delta returns the balance the
+        first call returned and changes nothing; with other content, AlreadyExists. If the new
+        balance crosses the settle threshold, the settlement is debited and queued in the same
+        transaction (the returned balance includes it), unless a settlement of the account is
+        parked as FAILED: automatic settlement then waits until an operator retried it.
+        """
+        check_account_id(account_id)
+        check_amount(delta, "delta")
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+        request = f"{account_id} {delta}"
+        now = self._clock.now()
+        queued = False
+        async with self._store.transaction() as tx:
+            account = await self._locked(tx, account_id)
+            if idempotency_key is not None:
+                replay = await self._replay(tx, BALANCE_SCOPE, idempotency_key, account_id, request)
+                if replay is not None:
+                    return int(replay.result)
+            account = replace(account, balance=new_balance(account, delta), updated_at=now)
+            debit = settlement_amount(account.balance, account.policy)
+            # A settlement the adaptor refused for good waits for an operator; settling more
+            # meanwhile would only debit more that cannot be paid. The balance keeps the truth
+            # (what we owe), so the credit limit stops the traffic if it goes on.
+            if debit is not None and not await tx.has_failed_settlement(account_id):
+                account, row = self._debit(account, debit, now)
+                if row is not None:
+                    await tx.insert_settlement(row)
+                    queued = True
+            await tx.update_account(account)
+            if idempotency_key is not None:
+                await tx.record_idempotency(
+                    IdempotencyRecord(
+                        BALANCE_SCOPE,
+                        idempotency_key,
+                        account_id,
+                        request,
+                        str(account.balance),
+                        now,
+                    )
+                )
+        if queued:
+            self.outbox.wake()
+        return account.balance
+
+    # -- outgoing settlements -------------------------------------------------------------------
+
+    async def settle(
+        self, account_id: str, amount: int | None = None, idempotency_key: str | None = None
+    ) -> Settlement:
+        """Settle now, on an operator's request: ``amount`` (account scale) or down to settle_to.
+
+        Never pays more than we owe the peer. Idempotent by key like any settlement: the same key
+        with the same content returns that settlement; other content, AlreadyExists. Without a
+        key every call is a new request. FailedPrecondition when nothing is owed, when the amount
+        is below one ledger unit, or when the account's adaptor is not serving.
+        """
+        check_account_id(account_id)
+        if amount is not None:
+            check_amount(amount, "amount", positive=True)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+        request = f"{account_id} {'' if amount is None else amount}"
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            account = await self._locked(tx, account_id)
+            if idempotency_key is not None:
+                replay = await self._replay(tx, SETTLE_SCOPE, idempotency_key, account_id, request)
+                if replay is not None:
+                    found = await tx.lock_settlement(replay.result)
+                    if found is None:  # pragma: no cover - settlements are never deleted
+                        raise NotFound(f"settlement {replay.result} does not exist")
+                    return found
+            if account.adaptor not in self._ports:
+                raise FailedPrecondition(
+                    f"account {account_id}: adaptor {account.adaptor!r} is not serving; "
+                    "try again once it is"
+                )
+            debit = self._manual_debit(account, amount)
+            account, row = self._debit(replace(account, updated_at=now), debit, now)
+            if row is None:
+                raise FailedPrecondition(
+                    f"account {account_id}: {debit} at scale {account.asset_scale} is less than "
+                    f"one unit at the ledger's scale {account.ledger_scale}; nothing settled"
+                )
+            await tx.update_account(account)
+            await tx.insert_settlement(row)
+            if idempotency_key is not None:
+                await tx.record_idempotency(
+                    IdempotencyRecord(
+                        SETTLE_SCOPE, idempotency_key, account_id, request, row.id, now
+                    )
+                )
+        self.outbox.wake()
+        return row
+
+    async def retry_settlement(self, settlement_id: str) -> Settlement:
+        """Send a FAILED outgoing settlement again (same key), after an operator fixed the cause."""
+        async with self._store.transaction() as tx:
+            row = await tx.lock_settlement(settlement_id)
+            if row is None:
+                raise NotFound(f"settlement {settlement_id[:80]!r} does not exist")
+            if row.state is not SettlementState.FAILED:
+                raise FailedPrecondition(
+                    f"settlement {settlement_id} is {row.state.value}, only failed ones are retried"
+                )
+            now = self._clock.now()
+            row = replace(row, state=SettlementState.PENDING, next_attempt_at=now, updated_at=now)
+            await tx.update_settlement(row)
+        self.outbox.wake()
+        return row
+
+    # -- incoming settlements -------------------------------------------------------------------
+
+    async def receive_settlement(
+        self, settlement_id: str, account_id: str, ledger_amount: int
+    ) -> Settlement:
+        """Credit an incoming ledger payment once, then acknowledge it to the adaptor.
+
+        A re-delivered ``settlement_id`` credits nothing and is only acknowledged again. The
+        acknowledgement happens after the credit committed; if it fails, the outbox retries it.
+        NotFound for an unknown account (nothing recorded, nothing acknowledged: the adaptor
+        re-delivers); AlreadyExists if the id comes back with another account or amount.
+        """
+        check_ledger_settlement_id(settlement_id)
+        check_account_id(account_id)
+        check_amount(ledger_amount, "amount", positive=True)
+        now = self._clock.now()
+        lease_until = now + self.outbox.lease
+        async with self._store.transaction() as tx:
+            account = await self._locked(tx, account_id)
+            row = await tx.lock_settlement(incoming_id(account.adaptor, settlement_id))
+            if row is None:
+                plan = plan_incoming(account, ledger_amount)
+                await tx.update_account(replace(plan.account, updated_at=now))
+                row = Settlement(
+                    id=incoming_id(account.adaptor, settlement_id),
+                    account_id=account_id,
+                    adaptor=account.adaptor,
+                    direction=Direction.INCOMING,
+                    state=SettlementState.CREDITED,
+                    amount=plan.amount,
+                    ledger_amount=ledger_amount,
+                    ledger_settlement_id=settlement_id,
+                    next_attempt_at=now,
+                    lease_until=lease_until,  # ours: we acknowledge it right after the commit
+                    created_at=now,
+                    updated_at=now,
+                )
+                await tx.insert_settlement(row)
+            elif (row.account_id, row.ledger_amount) != (account_id, ledger_amount):
+                raise AlreadyExists(
+                    f"settlement {settlement_id} was already received for account "
+                    f"{row.account_id} amount {row.ledger_amount}; this delivery says "
+                    f"{account_id} amount {ledger_amount}"
+                )
+            elif row.state is SettlementState.CREDITED and (
+                row.lease_until is None or row.lease_until <= now
+            ):
+                row = replace(row, lease_until=lease_until)
+                await tx.update_settlement(row)
+        if row.state is SettlementState.CREDITED and row.lease_until == lease_until:
+            return await self.outbox.process(row)
+        if row.state is SettlementState.COMPLETED:
+            await self._acknowledge_again(row)
+        return row
+
+    async def _acknowledge_again(self, row: Settlement) -> None:
+        # The adaptor re-delivered a settlement we acknowledged: our acknowledgement was lost.
+        port = self._ports.get(row.adaptor)
+        if port is None:
+            return
+        try:
+            await port.acknowledge_incoming(row.ledger_settlement_id)
+        except Exception as exc:  # best effort: the adaptor re-delivers and we try again
+            _log.warning("re-acknowledging settlement %s failed: %s", row.id, exc)
+
+    # -- views and recovery ---------------------------------------------------------------------
+
+    async def get_settlement(self, settlement_id: str) -> Settlement:
+        """One settlement by the host's id; NotFound if unknown."""
+        row = await self._store.get_settlement(settlement_id)
+        if row is None:
+            raise NotFound(f"settlement {settlement_id[:80]!r} does not exist")
+        return row
+
+    async def list_settlements(
+        self, account_id: str | None = None, limit: int = 100
+    ) -> list[Settlement]:
+        """Settlements newest first, of one account or all; at most ``limit`` (1..10000)."""
+        if account_id is not None:
+            check_account_id(account_id)
+        if not 1 <= limit <= MAX_LIST:
+            raise InvalidArgument(f"limit must be 1..{MAX_LIST}, got {limit}")
+        return await self._store.list_settlements(account_id, limit)
+
+    async def reconcile(self) -> int:
+        """At start-up: resume every settlement with work left; how many there were.
+
+        Unfinished outgoing settlements are sent again with their own keys (healing a crash after
+        the debit, or after the ledger committed), credited incoming ones acknowledged again.
+        Each gets one attempt now; the outbox worker carries on from there.
+        """
+        resumed = await self._store.resume_outbox(self._clock.now())
+        attempted = 0
+        while attempted < resumed:
+            claimed = await self.outbox.run_once()
+            if not claimed:
+                break
+            attempted += claimed
+        return resumed
+
+    async def run_outbox(self) -> None:
+        """Carry the outbox to the adaptors until cancelled (run it as a task)."""
+        await self.outbox.run()
+
+    async def forget_idempotency_keys(self, older_than: float = KEY_RETENTION) -> int:
+        """Drop idempotency records older than ``older_than`` seconds; how many went."""
+        return await self._store.forget_idempotency(self._clock.now() - older_than)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _locked(self, tx: Transaction, account_id: str) -> Account:
+        account = await tx.lock_account(account_id)
+        if account is None:
+            raise NotFound(f"account {account_id} does not exist")
+        return account
+
+    async def _replay(
+        self, tx: Transaction, scope: str, key: str, account_id: str, request: str
+    ) -> IdempotencyRecord | None:
+        record = await tx.get_idempotency(scope, key)
+        if record is not None and (record.account_id, record.request) != (account_id, request):
+            raise AlreadyExists(
+                f"idempotency key {key!r} was already used for another request; use a new key"
+            )
+        return record
+
+    def _manual_debit(self, account: Account, amount: int | None) -> int:
+        owed = -account.balance
+        if amount is None:
+            debit = account.policy.settle_to - account.balance
+            if debit <= 0:
+                raise FailedPrecondition(
+                    f"account {account.id}: nothing to settle, the balance {account.balance} is "
+                    f"not below settle_to {account.policy.settle_to}"
+                )
+            return debit
+        if owed <= 0:
+            raise FailedPrecondition(
+                f"account {account.id}: nothing is owed to the peer (balance {account.balance})"
+            )
+        if amount > owed:
+            raise FailedPrecondition(
+                f"account {account.id}: {amount} is more than what we owe the peer ({owed})"
+            )
+        return amount
+
+    def _debit(self, account: Account, debit: int, now: float) -> tuple[Account, Settlement | None]:
+        """Raise the balance by ``debit``; the outbox row to pay it, or None (all leftover)."""
+        plan = plan_outgoing(account, debit)
+        if plan.ledger_amount == 0:
+            return plan.account, None  # never settle 0: it waits in the leftover
+        row = Settlement(
+            id=self._new_id(),
+            account_id=account.id,
+            adaptor=account.adaptor,
+            direction=Direction.OUTGOING,
+            state=SettlementState.PENDING,
+            amount=plan.amount,
+            ledger_amount=plan.ledger_amount,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        return plan.account, row

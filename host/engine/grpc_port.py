@@ -1,0 +1,92 @@
+"""A SettlementPort over a running adaptor's LedgerAdaptor gRPC service.
+
+gRPC statuses become the engine's two failure kinds at this one boundary:
+
+* **transient** (retry later with the same idempotency key): UNAVAILABLE, DEADLINE_EXCEEDED,
+  RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNKNOWN, CANCELLED, DATA_LOSS, and FAILED_PRECONDITION.
+  For most of these the outcome is unknown (the adaptor may have paid before the reply was lost),
+  so only a retry with the same key can find out. FAILED_PRECONDITION is a definite refusal, but
+  of a kind that passes by itself (insufficient liquidity gets topped up; the peer's ledger
+  account becomes known once the peers exchanged it), so it is retried with backoff too, and
+  stays visible as the settlement's ``last_error`` meanwhile.
+* **permanent** (park the settlement as FAILED for an operator, never refund):
+  INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_RANGE, PERMISSION_DENIED,
+  UNAUTHENTICATED, UNIMPLEMENTED. The adaptor refused without paying, and asking again
+  unchanged would be refused again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from host.engine.errors import (
+    PermanentSettlementError,
+    SettlementError,
+    TransientSettlementError,
+)
+from host.engine.ports import SendResult
+from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
+from sdk.pb.ilphost.types.v1 import types_pb2
+
+if TYPE_CHECKING:
+    from sdk.pb.ilphost.adaptor.v1.adaptor_pb2_grpc import LedgerAdaptorAsyncStub
+
+_PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+def classify(code: grpc.StatusCode, details: str, what: str) -> SettlementError:
+    """The engine's error for a failed call (see the module docstring for the mapping)."""
+    message = f"{what}: {code.name}: {details or 'no details'}"
+    if code in _PERMANENT:
+        return PermanentSettlementError(message)
+    return TransientSettlementError(message)
+
+
+class GrpcSettlementPort:
+    """The SettlementPort of one adaptor, given its stub and its ledger's scale (from GetInfo)."""
+
+    def __init__(
+        self, stub: LedgerAdaptorAsyncStub, ledger_scale: int, *, timeout: float = 10.0
+    ) -> None:
+        """``timeout`` is each call's deadline; keep it below the outbox lease."""
+        self._stub = stub
+        self._scale = ledger_scale
+        self._timeout = timeout
+
+    async def send_money(
+        self, account_id: str, ledger_amount: int, idempotency_key: str
+    ) -> SendResult:
+        """SendMoney; COMPLETED means final, PENDING (or unset) means ask again later."""
+        request = adaptor_pb2.SendMoneyRequest(
+            account_id=account_id,
+            amount=types_pb2.Amount(value=str(ledger_amount), scale=self._scale),
+            idempotency_key=idempotency_key,
+        )
+        try:
+            response = await self._stub.SendMoney(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise classify(exc.code(), exc.details() or "", "SendMoney") from exc
+        return SendResult(
+            settlement_id=response.settlement_id,
+            completed=response.status == adaptor_pb2.SETTLEMENT_STATUS_COMPLETED,
+        )
+
+    async def acknowledge_incoming(self, settlement_id: str) -> None:
+        """ReceiveMoney for an incoming settlement the engine has credited."""
+        request = adaptor_pb2.ReceiveMoneyRequest(settlement_id=settlement_id)
+        try:
+            await self._stub.ReceiveMoney(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise classify(exc.code(), exc.details() or "", "ReceiveMoney") from exc

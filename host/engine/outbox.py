@@ -1,0 +1,245 @@
+"""The outbox worker: it carries every settlement with work left to its adaptor, until done.
+
+Outgoing settlements (PENDING, SUBMITTED) get ``send_money`` with the settlement's own id as the
+idempotency key, on every attempt and after every restart: if an earlier attempt did pay (the
+reply was lost, or the host crashed after the ledger committed), the adaptor's idempotency reports
+that payment instead of making another. Incoming settlements that are CREDITED get
+``acknowledge_incoming``. A transient failure is retried with capped exponential backoff and
+jitter; a permanent refusal parks an outgoing settlement as FAILED (still debited: never
+refunded behind anyone's back) and an incoming acknowledgement until the next start-up.
+
+The decision of what an outcome does to a row is the pure function ``after_outcome``; the worker
+around it only claims rows, calls the port and records the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from host.engine.errors import PermanentSettlementError, TransientSettlementError
+from host.engine.model import Direction, Settlement, SettlementState
+from host.engine.ports import Clock, RandomSource, SendResult, SettlementPort, Store
+
+_log = logging.getLogger(__name__)
+
+#: Exponents beyond this would overflow a float; the cap is reached long before anyway.
+_MAX_EXPONENT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry delays: ``initial * multiplier**(attempt-1)``, capped, minus up to ``jitter`` of it.
+
+    Jitter spreads the retries of many rows (and hosts) that failed together; it only shortens
+    a delay, so ``cap`` is a true upper bound.
+    """
+
+    initial: float = 0.2
+    multiplier: float = 2.0
+    cap: float = 60.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (self.initial > 0 and self.multiplier >= 1 and self.cap >= self.initial):
+            raise ValueError(f"backoff needs initial > 0, multiplier >= 1, cap >= initial: {self}")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"backoff jitter must be within [0, 1], got {self.jitter}")
+
+    def delay(self, attempt: int, rng: RandomSource) -> float:
+        """The wait before retrying after failed attempt number ``attempt`` (1-based)."""
+        exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
+        base = min(self.cap, self.initial * self.multiplier**exponent)
+        return base * (1 - self.jitter * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class Paid:
+    """send_money answered."""
+
+    result: SendResult
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """acknowledge_incoming succeeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The port failed: ``transient`` (retry later, same key) or not (park the row)."""
+
+    error: str
+    transient: bool
+
+
+Outcome = Paid | Acknowledged | Refused
+
+_FINAL = frozenset({SettlementState.COMPLETED, SettlementState.FAILED})
+
+
+def after_outcome(
+    row: Settlement, outcome: Outcome, *, now: float, retry_delay: float, lease_until: float | None
+) -> Settlement | None:
+    """The row after ``outcome``, or None to leave it as it is.
+
+    ``row`` is the current (locked) row; ``lease_until`` the lease under which the attempt was
+    made. States only move forward: a late outcome never undoes a final state, and a failure
+    reported under an expired lease (another worker has the row now) changes nothing.
+    """
+    if row.state in _FINAL:
+        return None
+    attempts = row.attempts + 1
+    if isinstance(outcome, Refused):
+        if row.lease_until != lease_until:
+            return None
+        if outcome.transient:
+            return replace(
+                row,
+                attempts=attempts,
+                last_error=outcome.error,
+                next_attempt_at=now + retry_delay,
+                lease_until=None,
+                updated_at=now,
+            )
+        parked_state = SettlementState.FAILED if row.direction is Direction.OUTGOING else row.state
+        return replace(
+            row,
+            state=parked_state,
+            attempts=attempts,
+            last_error=outcome.error,
+            next_attempt_at=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    if isinstance(outcome, Acknowledged):
+        return replace(
+            row,
+            state=SettlementState.COMPLETED,
+            attempts=attempts,
+            last_error="",
+            next_attempt_at=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    completed = outcome.result.completed
+    return replace(
+        row,
+        state=SettlementState.COMPLETED if completed else SettlementState.SUBMITTED,
+        ledger_settlement_id=outcome.result.settlement_id or row.ledger_settlement_id,
+        attempts=attempts,
+        last_error="",
+        # Not final yet: ask the ledger again later (same key) until it is.
+        next_attempt_at=None if completed else now + retry_delay,
+        lease_until=None,
+        updated_at=now,
+    )
+
+
+class OutboxWorker:
+    """Claims due settlements from the store and carries each to its adaptor's port."""
+
+    def __init__(
+        self,
+        store: Store,
+        ports: Mapping[str, SettlementPort],
+        clock: Clock,
+        rng: RandomSource,
+        backoff: Backoff,
+        *,
+        batch: int = 32,
+        lease: float = 30.0,
+        idle_poll: float = 60.0,
+    ) -> None:
+        """``ports`` maps adaptor names to the adaptors serving now (absent: not serving).
+
+        ``lease`` must exceed the longest port call (the gRPC port's deadline), or another worker
+        may pick a row up while its call is still running (harmless, only wasteful). ``idle_poll``
+        bounds the sleep when nothing is due, to notice rows other hosts make due.
+        """
+        self._store = store
+        self._ports = ports
+        self._clock = clock
+        self._rng = rng
+        self._backoff = backoff
+        self._batch = batch
+        self.lease = lease
+        self._idle_poll = idle_poll
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the outbox now (a row was added or made due)."""
+        self._wakeup.set()
+
+    async def run_once(self) -> int:
+        """Claim the due rows (one batch) and process them concurrently; how many were claimed."""
+        rows = await self._store.claim_outbox(self._batch, self._clock.now(), self.lease)
+        async with asyncio.TaskGroup() as group:
+            for row in rows:
+                group.create_task(self.process(row))
+        return len(rows)
+
+    async def run(self) -> None:
+        """Process the outbox until cancelled, sleeping until the next row is due or wake()."""
+        while True:
+            self._wakeup.clear()
+            try:
+                if await self.run_once():
+                    continue
+                due = await self._store.next_outbox_due()
+            except Exception:  # keep the worker alive; the store may recover (disk full...)
+                _log.exception("outbox pass failed; retrying")
+                due = self._clock.now() + self._backoff.cap
+            timeout = self._idle_poll
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - self._clock.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def process(self, row: Settlement) -> Settlement:
+        """Make one attempt for a leased row and record its outcome; the row as recorded."""
+        outcome = await self._attempt(row)
+        if isinstance(outcome, Refused):
+            _log.warning(
+                "settlement %s (%s, account %s): %s",
+                row.id,
+                row.direction.value,
+                row.account_id,
+                outcome.error,
+            )
+        async with self._store.transaction() as tx:
+            current = await tx.lock_settlement(row.id)
+            if current is None:  # pragma: no cover - rows are never deleted
+                return row
+            updated = after_outcome(
+                current,
+                outcome,
+                now=self._clock.now(),
+                retry_delay=self._backoff.delay(current.attempts + 1, self._rng),
+                lease_until=row.lease_until,
+            )
+            if updated is None:
+                return current
+            await tx.update_settlement(updated)
+            return updated
+
+    async def _attempt(self, row: Settlement) -> Outcome:
+        port = self._ports.get(row.adaptor)
+        if port is None:
+            return Refused(f"adaptor {row.adaptor!r} is not serving", transient=True)
+        try:
+            if row.direction is Direction.OUTGOING:
+                return Paid(await port.send_money(row.account_id, row.ledger_amount, row.id))
+            await port.acknowledge_incoming(row.ledger_settlement_id)
+            return Acknowledged()
+        except TransientSettlementError as exc:
+            return Refused(str(exc) or type(exc).__name__, transient=True)
+        except PermanentSettlementError as exc:
+            return Refused(str(exc) or type(exc).__name__, transient=False)
+        except Exception as exc:
+            # A bug in a port: the outcome is unknown, so treat it as transient (same key).
+            _log.exception("settlement port for %r raised unexpectedly", row.adaptor)
+            return Refused(f"unexpected {type(exc).__name__}: {exc}", transient=True)

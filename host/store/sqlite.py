@@ -1,0 +1,492 @@
+"""The embedded Store: one SQLite file, WAL, durable commits, batched by group commit.
+
+One dedicated thread owns two connections to the file: the writer (every transaction, through
+host.store.groupcommit) and a query-only reader (reads outside transactions, which therefore see
+committed data only). ``synchronous=FULL`` makes every commit durable before it is acknowledged;
+group commit shares that fsync among concurrent transactions.
+
+The file belongs to one process at a time (an exclusive lock on ``<file>.lock``, released by
+the kernel if the process dies): that is what lets ``open`` free the outbox leases a crashed
+previous run left behind. Several hosts sharing state use the PostgreSQL store instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from host.engine.model import (
+    Account,
+    Direction,
+    IdempotencyRecord,
+    Policy,
+    Settlement,
+    SettlementState,
+)
+from host.store.base import Store, StoreError, StoreInUse, Transaction
+from host.store.groupcommit import GroupCommit, TxContext, WriterThread, translate
+from host.store.sqlite_schema import MIGRATIONS, migrate
+
+T = TypeVar("T")
+
+_ACCOUNT_COLUMNS = (
+    "id, adaptor, asset_code, asset_scale, ledger_scale, settle_threshold, settle_to, "
+    "min_balance, max_balance, balance, outgoing_leftover, incoming_leftover, liquidity, "
+    "created_at, updated_at"
+)
+_SETTLEMENT_COLUMNS = (
+    "id, account_id, adaptor, direction, state, amount, ledger_amount, ledger_settlement_id, "
+    "attempts, last_error, next_attempt_at, lease_until, created_at, updated_at"
+)
+_OUTBOX = "('pending', 'submitted', 'credited')"
+_UNFINISHED_OUTGOING = "direction = 'outgoing' AND state IN ('pending', 'submitted', 'failed')"
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(
+        id=row[0],
+        adaptor=row[1],
+        asset_code=row[2],
+        asset_scale=row[3],
+        ledger_scale=row[4],
+        policy=Policy(int(row[5]), int(row[6]), int(row[7]), int(row[8])),
+        balance=int(row[9]),
+        outgoing_leftover=int(row[10]),
+        incoming_leftover=int(row[11]),
+        liquidity=None if row[12] is None else int(row[12]),
+        created_at=row[13],
+        updated_at=row[14],
+    )
+
+
+def _account_values(a: Account) -> tuple[object, ...]:
+    p = a.policy
+    return (
+        a.id,
+        a.adaptor,
+        a.asset_code,
+        a.asset_scale,
+        a.ledger_scale,
+        str(p.settle_threshold),
+        str(p.settle_to),
+        str(p.min_balance),
+        str(p.max_balance),
+        str(a.balance),
+        str(a.outgoing_leftover),
+        str(a.incoming_leftover),
+        None if a.liquidity is None else str(a.liquidity),
+        a.created_at,
+        a.updated_at,
+    )
+
+
+def _settlement(row: Sequence[Any]) -> Settlement:
+    return Settlement(
+        id=row[0],
+        account_id=row[1],
+        adaptor=row[2],
+        direction=Direction(row[3]),
+        state=SettlementState(row[4]),
+        amount=int(row[5]),
+        ledger_amount=int(row[6]),
+        ledger_settlement_id=row[7],
+        attempts=row[8],
+        last_error=row[9],
+        next_attempt_at=row[10],
+        lease_until=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+    )
+
+
+def _settlement_values(s: Settlement) -> tuple[object, ...]:
+    return (
+        s.id,
+        s.account_id,
+        s.adaptor,
+        s.direction.value,
+        s.state.value,
+        str(s.amount),
+        str(s.ledger_amount),
+        s.ledger_settlement_id,
+        s.attempts,
+        s.last_error,
+        s.next_attempt_at,
+        s.lease_until,
+        s.created_at,
+        s.updated_at,
+    )
+
+
+def _one_row(cursor: sqlite3.Cursor, what: str) -> None:
+    if cursor.rowcount != 1:
+        raise StoreError(f"{what} does not exist")
+
+
+class _SqliteTransaction:
+    """The Transaction protocol over a group-commit context. Writes are deferred (see there)."""
+
+    def __init__(self, context: TxContext) -> None:
+        self._ctx = context
+
+    async def lock_account(self, account_id: str) -> Account | None:
+        # The writer is the only one: a plain read in its transaction is already exclusive.
+        row = await self._ctx.run(
+            lambda c: c.execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+        )
+        return None if row is None else _account(row)
+
+    async def insert_account(self, account: Account) -> None:
+        values = _account_values(account)
+        self._ctx.defer(
+            lambda c: c.execute(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES ({', '.join('?' * 15)})", values
+            )
+        )
+
+    async def update_account(self, account: Account) -> None:
+        values = _account_values(account)
+        self._ctx.defer(
+            lambda c: _one_row(
+                c.execute(
+                    "UPDATE accounts SET adaptor = ?2, asset_code = ?3, asset_scale = ?4, "
+                    "ledger_scale = ?5, settle_threshold = ?6, settle_to = ?7, min_balance = ?8, "
+                    "max_balance = ?9, balance = ?10, outgoing_leftover = ?11, "
+                    "incoming_leftover = ?12, liquidity = ?13, updated_at = ?15 WHERE id = ?1",
+                    values,
+                ),
+                f"account {account.id}",
+            )
+        )
+
+    async def lock_settlement(self, settlement_id: str) -> Settlement | None:
+        row = await self._ctx.run(
+            lambda c: c.execute(
+                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE id = ?", (settlement_id,)
+            ).fetchone()
+        )
+        return None if row is None else _settlement(row)
+
+    async def insert_settlement(self, settlement: Settlement) -> None:
+        values = _settlement_values(settlement)
+        self._ctx.defer(
+            lambda c: c.execute(
+                f"INSERT INTO settlements ({_SETTLEMENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                values,
+            )
+        )
+
+    async def update_settlement(self, settlement: Settlement) -> None:
+        values = _settlement_values(settlement)
+        self._ctx.defer(
+            lambda c: _one_row(
+                c.execute(
+                    "UPDATE settlements SET state = ?5, amount = ?6, ledger_amount = ?7, "
+                    "ledger_settlement_id = ?8, attempts = ?9, last_error = ?10, "
+                    "next_attempt_at = ?11, lease_until = ?12, updated_at = ?14 WHERE id = ?1",
+                    values,
+                ),
+                f"settlement {settlement.id}",
+            )
+        )
+
+    async def has_failed_settlement(self, account_id: str) -> bool:
+        row = await self._ctx.run(
+            lambda c: c.execute(
+                f"SELECT 1 FROM settlements WHERE account_id = ? AND {_UNFINISHED_OUTGOING} "
+                "AND state = 'failed' LIMIT 1",
+                (account_id,),
+            ).fetchone()
+        )
+        return row is not None
+
+    async def get_idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
+        row = await self._ctx.run(
+            lambda c: c.execute(
+                "SELECT scope, key, account_id, request, result, created_at FROM idempotency "
+                "WHERE scope = ? AND key = ?",
+                (scope, key),
+            ).fetchone()
+        )
+        return None if row is None else IdempotencyRecord(*row)
+
+    async def record_idempotency(self, record: IdempotencyRecord) -> None:
+        r = record
+        values = (r.scope, r.key, r.account_id, r.request, r.result, r.created_at)
+        self._ctx.defer(
+            lambda c: c.execute(
+                "INSERT INTO idempotency (scope, key, account_id, request, result, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        )
+
+    async def claim(self, limit: int, now: float, lease: float) -> list[Settlement]:
+        def claim(c: sqlite3.Connection) -> list[Settlement]:
+            rows = c.execute(
+                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE state IN {_OUTBOX} "
+                "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+                "ORDER BY next_attempt_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            until = now + lease
+            c.executemany(
+                "UPDATE settlements SET lease_until = ? WHERE id = ?",
+                [(until, row[0]) for row in rows],
+            )
+            return [_settlement((*row[:11], until, *row[12:])) for row in rows]
+
+        return await self._ctx.run(claim)
+
+    async def execute(self, sql: str, parameters: Sequence[object]) -> int:
+        return await self._ctx.run(lambda c: c.execute(sql, parameters).rowcount)
+
+
+def _connect(path: str, busy_timeout_ms: int, query_only: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{path}: cannot use WAL journaling here (got {mode!r})")
+        # FULL: a commit is on disk (the WAL is fsynced) before anyone is told it happened.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if query_only:
+            conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open_connections(
+    path: str, busy_timeout_ms: int
+) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    writer: sqlite3.Connection | None = None
+    try:
+        writer = _connect(path, busy_timeout_ms, query_only=False)
+        migrate(writer, MIGRATIONS)
+        # The file is ours alone (see the module docstring): no lease can be live.
+        writer.execute("UPDATE settlements SET lease_until = NULL WHERE lease_until IS NOT NULL")
+        return writer, _connect(path, busy_timeout_ms, query_only=True)
+    except BaseException as exc:
+        if writer is not None:
+            writer.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"{path}: not a usable host database: {exc}") from exc
+        raise
+
+
+def _lock_file(path: str) -> int:
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file of {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUse(
+            f"{path} is in use by another process (or already open in this one); "
+            "stop the other host or give this one its own database"
+        ) from None
+    return fd
+
+
+class SqliteStore:
+    """The Store protocol over one SQLite file (see the module docstring). Use ``open``."""
+
+    def __init__(
+        self,
+        path: str,
+        writer: WriterThread,
+        group: GroupCommit,
+        reader: sqlite3.Connection,
+        lock_fd: int,
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self._group = group
+        self._reader = reader
+        self._lock_fd = lock_fd
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        max_batch: int = 256,
+        busy_timeout_ms: int = 5000,
+    ) -> SqliteStore:
+        """Open (creating and migrating if needed) the database at ``path``.
+
+        Raises StoreInUse if another process has it open, SchemaTooNew if a newer host wrote it,
+        StoreError if it is not a host database.
+        """
+        path = str(Path(path))
+        lock_fd = _lock_file(path)
+        writer = WriterThread("ilp-store-sqlite")
+        try:
+            conn, reader = await writer.submit(partial(_open_connections, path, busy_timeout_ms))
+        except BaseException:
+            await writer.stop(lambda: None)
+            os.close(lock_fd)
+            raise
+        return cls(path, writer, GroupCommit(writer, conn, max_batch), reader, lock_fd)
+
+    @property
+    def commits(self) -> int:
+        """How many batches were committed (for tests and benchmarks)."""
+        return self._group.commits
+
+    @property
+    def transactions(self) -> int:
+        """How many logical transactions ended (for tests and benchmarks)."""
+        return self._group.transactions
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A logical transaction, committed with its batch (host.store.groupcommit)."""
+        async with self._sqlite_transaction() as tx:
+            yield tx
+
+    @contextlib.asynccontextmanager
+    async def _sqlite_transaction(self) -> AsyncIterator[_SqliteTransaction]:
+        self._check_open()
+        async with self._group.transaction() as context:
+            yield _SqliteTransaction(context)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        reader = self._reader
+        try:
+            return await self._writer.submit(lambda: fn(reader))
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store {self.path} is closed")
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The committed account, or None."""
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+        )
+        return None if row is None else _account(row)
+
+    async def list_accounts(self) -> list[Account]:
+        """Every account, by id."""
+        rows = await self._read(
+            lambda c: c.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY id").fetchall()
+        )
+        return [_account(row) for row in rows]
+
+    async def pending_settlement_totals(self, account_id: str | None) -> dict[str, int]:
+        """Per account, the sum of its unfinished outgoing settlements (summed here: TEXT)."""
+        where = _UNFINISHED_OUTGOING + ("" if account_id is None else " AND account_id = ?")
+        parameters = () if account_id is None else (account_id,)
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT account_id, amount FROM settlements WHERE {where}", parameters
+            ).fetchall()
+        )
+        totals: dict[str, int] = {}
+        for account, amount in rows:
+            totals[account] = totals.get(account, 0) + int(amount)
+        return totals
+
+    async def get_settlement(self, settlement_id: str) -> Settlement | None:
+        """The committed settlement, or None."""
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE id = ?", (settlement_id,)
+            ).fetchone()
+        )
+        return None if row is None else _settlement(row)
+
+    async def list_settlements(self, account_id: str | None, limit: int) -> list[Settlement]:
+        """At most ``limit`` settlements, newest first."""
+        where = "" if account_id is None else "WHERE account_id = ?"
+        parameters: tuple[object, ...] = (limit,) if account_id is None else (account_id, limit)
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements {where} ORDER BY seq DESC LIMIT ?",
+                parameters,
+            ).fetchall()
+        )
+        return [_settlement(row) for row in rows]
+
+    async def claim_outbox(self, limit: int, now: float, lease: float) -> list[Settlement]:
+        """Lease up to ``limit`` due rows with work left (see Store.claim_outbox)."""
+        async with self._sqlite_transaction() as tx:
+            return await tx.claim(limit, now, lease)
+
+    async def resume_outbox(self, now: float) -> int:
+        """Make every row with work left due at ``now``."""
+        async with self._sqlite_transaction() as tx:
+            return await tx.execute(
+                f"UPDATE settlements SET next_attempt_at = ? WHERE state IN {_OUTBOX}", (now,)
+            )
+
+    async def next_outbox_due(self) -> float | None:
+        """When the next row with work left is due (its lease included), or None."""
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM settlements "
+                f"WHERE state IN {_OUTBOX} AND next_attempt_at IS NOT NULL"
+            ).fetchone()
+        )
+        return None if row[0] is None else float(row[0])
+
+    async def set_liquidity(self, adaptor: str, liquidity: int | None, now: float) -> int:
+        """Record the adaptor's liquidity on each of its accounts."""
+        value = None if liquidity is None else str(liquidity)
+        async with self._sqlite_transaction() as tx:
+            return await tx.execute(
+                "UPDATE accounts SET liquidity = ?, updated_at = ? WHERE adaptor = ?",
+                (value, now, adaptor),
+            )
+
+    async def forget_idempotency(self, created_before: float) -> int:
+        """Delete idempotency records created before ``created_before``."""
+        async with self._sqlite_transaction() as tx:
+            return await tx.execute(
+                "DELETE FROM idempotency WHERE created_at < ?", (created_before,)
+            )
+
+    async def close(self) -> None:
+        """Commit what is pending, close the connections and the thread, unlock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        group, reader = self._group, self._reader
+        try:
+            with contextlib.suppress(StoreError):
+                await group.flush()
+        finally:
+
+            def close_connections() -> None:
+                reader.close()
+                group.close_connection()
+
+            await self._writer.stop(close_connections)
+            os.close(self._lock_fd)
+
+
+if TYPE_CHECKING:
+    # mypy proves here that SqliteStore implements the Store protocol.
+    def _is_a_store(store: SqliteStore) -> Store:
+        return store

@@ -1,0 +1,135 @@
+"""The SQLite schema, as an ordered list of migrations, and the function that applies them.
+
+Version N of the schema is the result of applying ``MIGRATIONS[0..N-1]`` in order; the
+``schema_version`` table holds N. Each migration runs in its own transaction together with the
+version bump, so a crash mid-migration leaves the previous version intact. Released migrations
+are never edited: a change is a new migration appended at the end. A database whose version is
+higher than ``len(MIGRATIONS)`` was written by a newer host and is refused.
+
+Amounts are TEXT holding a base-10 integer (SQLite's INTEGER is 64-bit; amounts are not);
+times are REAL seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from host.store.base import SchemaTooNew
+
+Migration = tuple[str, ...]
+
+_V1: Migration = (
+    """
+    CREATE TABLE accounts (
+        id                TEXT PRIMARY KEY,
+        adaptor           TEXT NOT NULL,
+        asset_code        TEXT NOT NULL,
+        asset_scale       INTEGER NOT NULL,
+        ledger_scale      INTEGER NOT NULL,
+        settle_threshold  TEXT NOT NULL,
+        settle_to         TEXT NOT NULL,
+        min_balance       TEXT NOT NULL,
+        max_balance       TEXT NOT NULL,
+        balance           TEXT NOT NULL,
+        outgoing_leftover TEXT NOT NULL,
+        incoming_leftover TEXT NOT NULL,
+        liquidity         TEXT,
+        created_at        REAL NOT NULL,
+        updated_at        REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX accounts_by_adaptor ON accounts (adaptor)",
+    # seq: insertion order for "newest first" (an explicit INTEGER PRIMARY KEY, because VACUUM
+    # may renumber an implicit rowid).
+    """
+    CREATE TABLE settlements (
+        seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        id                   TEXT NOT NULL UNIQUE,
+        account_id           TEXT NOT NULL REFERENCES accounts (id),
+        adaptor              TEXT NOT NULL,
+        direction            TEXT NOT NULL CHECK (direction IN ('outgoing', 'incoming')),
+        state                TEXT NOT NULL
+            CHECK (state IN ('pending', 'submitted', 'completed', 'failed', 'credited')),
+        amount               TEXT NOT NULL,
+        ledger_amount        TEXT NOT NULL,
+        ledger_settlement_id TEXT NOT NULL,
+        attempts             INTEGER NOT NULL,
+        last_error           TEXT NOT NULL,
+        next_attempt_at      REAL,
+        lease_until          REAL,
+        created_at           REAL NOT NULL,
+        updated_at           REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX settlements_by_account ON settlements (account_id, seq)",
+    """
+    CREATE INDEX settlements_outbox ON settlements (next_attempt_at)
+        WHERE state IN ('pending', 'submitted', 'credited')
+    """,
+    """
+    CREATE INDEX settlements_unfinished ON settlements (account_id)
+        WHERE direction = 'outgoing' AND state IN ('pending', 'submitted', 'failed')
+    """,
+    """
+    CREATE TABLE idempotency (
+        scope      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        request    TEXT NOT NULL,
+        result     TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (scope, key)
+    )
+    """,
+    "CREATE INDEX idempotency_by_age ON idempotency (created_at)",
+)
+
+#: Every migration, oldest first. Append only.
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The database's schema version (0 for a new, empty database)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database up to ``len(migrations)``; the version it was at.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). Raises SchemaTooNew, leaving
+    the database untouched, if the database is newer than ``migrations``.
+    """
+    target = len(migrations)
+    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time
+    try:
+        start = schema_version(conn)
+        if start > target:
+            raise SchemaTooNew(
+                f"the database has schema version {start} but this host knows only up to "
+                f"{target}: it was written by a newer host; upgrade this host or use another file"
+            )
+        if start == 0:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    for version in range(start + 1, target + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in migrations[version - 1]:
+                conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = ?", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return start
