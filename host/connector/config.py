@@ -1,0 +1,293 @@
+"""The connector's tables of the host configuration: ``[connector]``, ``[[peer]]``, ``[[route]]``.
+
+:func:`parse_connector_config` takes the parsed TOML document (a dict) and returns a frozen
+:class:`ConnectorConfig`, or None when the document has none of the three tables. Every
+problem is a :class:`ConnectorConfigError` naming the key, e.g.
+``peer[0].url: must be an http(s) URL, got "ftp://b.example"``; unknown keys are refused.
+Pure: no I/O. Example::
+
+    [connector]
+    address = "test.alice"      # this host's ILP address
+    host = "127.0.0.1"          # where the ILP-over-HTTP server listens
+    port = 7768                 # 0 picks a free port
+    # expiry_margin = 1.0       # seconds kept off each forwarded Prepare's expiry
+    # safety_margin = 1.0       # least time left to forward a Prepare with
+    # max_hold = 30.0           # latest expiry of a forwarded Prepare, from now
+    # settle_timeout = 30.0     # how long a peer.settle message may take
+
+    [[peer]]
+    id = "bob"                  # the account id in the settlement engine
+    url = "http://bob.example:7768/"
+    address = "test.bob"        # implicitly a route to this peer
+    incoming_token = "..."      # what bob presents to us
+    outgoing_token = "..."      # what we present to bob
+
+    [[route]]
+    prefix = "test.carol"       # longest prefix wins; "" is the default route
+    peer = "bob"
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from host.connector.expiry import ExpiryPolicy
+from host.connector.routing import RouteError, check_prefix
+from host.ilp import address
+
+#: An account id, as the settlement engine accepts it.
+_PEER_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+#: A bearer token: visible ASCII, no spaces (it goes in an HTTP header).
+_TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
+
+_CONNECTOR_KEYS: Final = (
+    *("address", "host", "port"),
+    *("expiry_margin", "safety_margin", "max_hold", "settle_timeout"),
+)
+_PEER_KEYS: Final = ("id", "url", "address", "incoming_token", "outgoing_token")
+_ROUTE_KEYS: Final = ("prefix", "peer")
+
+
+class ConnectorConfigError(ValueError):
+    """A connector configuration the host refuses; ``key`` says where."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One peer: its account id, where to reach it, its address and the two bearer tokens."""
+
+    id: str
+    url: str
+    address: str
+    incoming_token: str = field(repr=False)
+    outgoing_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """A static route: destinations under ``prefix`` go to ``peer``."""
+
+    prefix: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """The whole, checked connector configuration."""
+
+    address: str
+    port: int
+    host: str = "127.0.0.1"
+    peers: tuple[PeerConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    settle_timeout: float = 30.0
+
+
+def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | None:
+    """The connector configuration of a parsed TOML document, or None if it has none."""
+    if not any(name in document for name in ("connector", "peer", "route")):
+        return None
+    if "connector" not in document:
+        name = "peer" if "peer" in document else "route"
+        raise ConnectorConfigError(
+            name, "needs a [connector] table (this host's ILP address and port)"
+        )
+    table = _table("connector", document["connector"])
+    _known_keys("connector", table, _CONNECTOR_KEYS)
+    if "address" not in table:
+        raise ConnectorConfigError("connector.address", "missing (this host's ILP address)")
+    own = _ilp_address("connector.address", table["address"])
+    if "port" not in table:
+        raise ConnectorConfigError(
+            "connector.port", "missing (the TCP port peers POST packets to; 0 picks a free one)"
+        )
+    port = table["port"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConnectorConfigError("connector.port", f"must be 0 to 65535, got {_show(port)}")
+    host = _string("connector.host", table.get("host", "127.0.0.1"))
+    defaults = ExpiryPolicy()
+    margin = _seconds("connector.expiry_margin", table, defaults.margin, minimum=0)
+    safety = _seconds("connector.safety_margin", table, defaults.safety_margin, minimum=0)
+    max_hold = _seconds("connector.max_hold", table, defaults.max_hold, minimum=0)
+    if max_hold <= safety:
+        raise ConnectorConfigError(
+            "connector.max_hold",
+            f"must exceed connector.safety_margin ({safety.total_seconds()}), "
+            f"got {max_hold.total_seconds()}",
+        )
+    settle_timeout = _seconds("connector.settle_timeout", table, timedelta(seconds=30), minimum=0)
+    if settle_timeout <= timedelta(0):
+        raise ConnectorConfigError("connector.settle_timeout", "must be a positive number")
+    peers = _peers(document.get("peer", []), own)
+    routes = _routes(document.get("route", []), {peer.id for peer in peers})
+    return ConnectorConfig(
+        address=own,
+        port=port,
+        host=host,
+        peers=peers,
+        routes=routes,
+        expiry=ExpiryPolicy(margin=margin, safety_margin=safety, max_hold=max_hold),
+        settle_timeout=settle_timeout.total_seconds(),
+    )
+
+
+def _peers(raw: object, own: str) -> tuple[PeerConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConnectorConfigError("peer", "must be an array of tables: write [[peer]]")
+    peers: list[PeerConfig] = []
+    ids: dict[str, str] = {}
+    addresses: dict[str, str] = {}
+    tokens: dict[str, str] = {}
+    for index, item in enumerate(raw):
+        key = f"peer[{index}]"
+        table = _table(key, item)
+        _known_keys(key, table, _PEER_KEYS)
+        for name in _PEER_KEYS:
+            if name not in table:
+                raise ConnectorConfigError(f"{key}.{name}", "missing")
+        peer_id = _string(f"{key}.id", table["id"])
+        if not _PEER_ID.fullmatch(peer_id):
+            raise ConnectorConfigError(
+                f"{key}.id", f"must be 1 to 128 of A-Z a-z 0-9 . _ ~ -, got {_show(peer_id)}"
+            )
+        _unique(ids, peer_id, f"{key}.id", "peer id")
+        url = _url(f"{key}.url", table["url"])
+        peer_address = _ilp_address(f"{key}.address", table["address"])
+        if peer_address == own:
+            raise ConnectorConfigError(f"{key}.address", "is this host's own address")
+        _unique(addresses, peer_address, f"{key}.address", "peer address")
+        incoming = _token(f"{key}.incoming_token", table["incoming_token"])
+        _unique(tokens, incoming, f"{key}.incoming_token", "incoming token")
+        outgoing = _token(f"{key}.outgoing_token", table["outgoing_token"])
+        peers.append(PeerConfig(peer_id, url, peer_address, incoming, outgoing))
+    return tuple(peers)
+
+
+def _routes(raw: object, peer_ids: set[str]) -> tuple[RouteConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConnectorConfigError("route", "must be an array of tables: write [[route]]")
+    routes: list[RouteConfig] = []
+    prefixes: dict[str, str] = {}
+    for index, item in enumerate(raw):
+        key = f"route[{index}]"
+        table = _table(key, item)
+        _known_keys(key, table, _ROUTE_KEYS)
+        for name in _ROUTE_KEYS:
+            if name not in table:
+                raise ConnectorConfigError(f"{key}.{name}", "missing")
+        prefix = table["prefix"]
+        if not isinstance(prefix, str):
+            raise ConnectorConfigError(f"{key}.prefix", f"must be a string, got {_show(prefix)}")
+        try:
+            check_prefix(prefix)
+        except RouteError as exc:
+            raise ConnectorConfigError(f"{key}.prefix", str(exc)) from None
+        _unique(prefixes, prefix, f"{key}.prefix", "route prefix")
+        peer = _string(f"{key}.peer", table["peer"])
+        if peer not in peer_ids:
+            known = ", ".join(sorted(peer_ids)) or "none configured"
+            raise ConnectorConfigError(f"{key}.peer", f"no peer has id {_show(peer)} ({known})")
+        routes.append(RouteConfig(prefix, peer))
+    return tuple(routes)
+
+
+# -- value checks --------------------------------------------------------------------------
+
+
+def _unique(seen: dict[str, str], value: str, key: str, what: str) -> None:
+    if value in seen:
+        shown = "" if "token" in what else f" {_show(value)}"
+        raise ConnectorConfigError(key, f"duplicate {what}{shown} (also {seen[value]})")
+    seen[value] = key
+
+
+def _known_keys(key: str, table: Mapping[str, object], known: tuple[str, ...]) -> None:
+    for name in table:
+        if name not in known:
+            hint = difflib.get_close_matches(name, known, n=1)
+            advice = f"did you mean {hint[0]!r}?" if hint else f"known: {', '.join(known)}"
+            raise ConnectorConfigError(f"{key}.{name}", f"unknown key ({advice})")
+
+
+def _table(key: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConnectorConfigError(key, f"must be a table, got {_show(value)}")
+    return value
+
+
+def _string(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConnectorConfigError(key, f"must be a string, got {_show(value)}")
+    if not value:
+        raise ConnectorConfigError(key, "must not be empty")
+    return value
+
+
+def _ilp_address(key: str, value: object) -> str:
+    text = _string(key, value)
+    if not address.is_valid(text):
+        raise ConnectorConfigError(
+            key, f'must be an ILP address like "test.alice" ({address.why_invalid(text)})'
+        )
+    if address.is_peer_address(text):
+        raise ConnectorConfigError(key, "must not be a peer.* address (those are link-local)")
+    return text
+
+
+def _url(key: str, value: object) -> str:
+    text = _string(key, value)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConnectorConfigError(key, f"must be an http(s) URL, got {_show(text)}")
+    return text
+
+
+def _token(key: str, value: object) -> str:
+    text = _string(key, value)
+    if not _TOKEN.fullmatch(text):
+        raise ConnectorConfigError(
+            key, f"must be 8 to 512 visible ASCII characters without spaces ({len(text)} given)"
+        )
+    return text
+
+
+def _seconds(key: str, table: Mapping[str, Any], default: timedelta, minimum: float) -> timedelta:
+    value = table.get(key.rpartition(".")[2], default.total_seconds())
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConnectorConfigError(key, f"must be a number of seconds, got {_show(value)}")
+    if value < minimum:
+        raise ConnectorConfigError(key, f"must be at least {minimum}, got {_show(value)}")
+    return timedelta(seconds=value)
+
+
+def _show(value: object) -> str:
+    """A value as the TOML author wrote it (strings quoted), for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value[:80], ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

@@ -1,0 +1,142 @@
+"""The connector's seams: what it needs from the settlement engine, and the errors that cross.
+
+The connector never imports the engine. It sees two Protocols, which the host binds to the
+engine (and the tests to the in-memory :class:`InMemoryClearing`):
+
+- :class:`ClearingPort`: credit checks and durable, idempotent clearing-balance changes;
+- :class:`SettlementMessagesPort`: ``peer.settle`` messages from a peer's engine to ours;
+
+and one local seam, :class:`LocalHandler`, for packets addressed to this host.
+
+Sign convention (the one of the whole host): a clearing balance is what the peer owes us.
+Packets the peer sends us that we fulfill raise it; packets we forward to the peer that it
+fulfills lower it.
+
+Errors::
+
+    ConnectorError               something the connector could not do; nothing was applied
+    ├── UnknownPeer              no peer has that account id (the engine: NOT_FOUND)
+    ├── PeerUnreachable          the link failed or the peer did not answer in time (UNAVAILABLE)
+    └── PeerRefused              the peer answered with a Reject (FAILED_PRECONDITION)
+
+    MessageRefused               raised by a SettlementMessagesPort to refuse a peer's message
+                                 with a chosen ILP error code
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from host.ilp import Prepare, Reply
+from host.ilp.errors import ErrorCode
+
+
+class ClearingPort(Protocol):
+    """The clearing balances of the peer accounts, as the balance middleware sees them."""
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        """Whether changing the balance by ``delta`` would stay within the credit limits."""
+        ...
+
+    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
+        """Change the balance by ``delta``, durably; the new balance.
+
+        Idempotent by key: a repeated key changes nothing and returns the first result.
+        """
+        ...
+
+
+class SettlementMessagesPort(Protocol):
+    """Where ``peer.settle`` messages from a peer's engine go (our engine, then its adaptor)."""
+
+    async def receive(self, account_id: str, data: bytes) -> bytes:
+        """Handle ``data`` from the engine of peer ``account_id``; the reply for it.
+
+        Raise :class:`MessageRefused` to answer with a chosen ILP error code; any other
+        exception is answered with F99.
+        """
+        ...
+
+
+class LocalHandler(Protocol):
+    """Receives the Prepares addressed to this host's own address (and below)."""
+
+    async def handle(self, prepare: Prepare) -> Reply:
+        """Fulfill or reject ``prepare``."""
+        ...
+
+
+class ConnectorError(Exception):
+    """Something the connector could not do; the message says what, to whom, and why."""
+
+
+class UnknownPeer(ConnectorError):
+    """No peer is configured with that account id."""
+
+
+class PeerUnreachable(ConnectorError):
+    """The link to the peer failed (connection, HTTP status) or the peer did not answer in time."""
+
+
+class PeerRefused(ConnectorError):
+    """The peer answered with a Reject: ``code``, its ``message`` and ``data``."""
+
+    def __init__(self, text: str, code: str, data: bytes = b"") -> None:
+        super().__init__(text)
+        self.code = code
+        self.data = data
+
+
+class MessageRefused(Exception):
+    """A :class:`SettlementMessagesPort` refuses a peer's message: the peer gets this Reject."""
+
+    def __init__(self, message: str, code: str = ErrorCode.F99_APPLICATION_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class InMemoryClearing:
+    """A :class:`ClearingPort` in memory: balances, limits and idempotency keys in dicts.
+
+    For tests and benchmarks (nothing survives the process). ``limits`` maps an account to
+    its ``(min_balance, max_balance)``; an account without limits accepts any change.
+    """
+
+    def __init__(self, limits: dict[str, tuple[int, int]] | None = None) -> None:
+        self.balances: dict[str, int] = {}
+        self.limits: dict[str, tuple[int, int]] = dict(limits or {})
+        self.keys: dict[str, tuple[str, int, int]] = {}
+        #: Every change applied (not replays), in order: (account, delta, key).
+        self.applied: list[tuple[str, int, str]] = []
+
+    def balance(self, account_id: str) -> int:
+        """The clearing balance of an account (0 if never changed)."""
+        return self.balances.get(account_id, 0)
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        """Whether the change stays within the account's limits (moving back towards them is
+        always allowed, as the engine does)."""
+        limits = self.limits.get(account_id)
+        if limits is None:
+            return True
+        low, high = limits
+        new = self.balance(account_id) + delta
+        if delta > 0:
+            return new <= high
+        if delta < 0:
+            return new >= low
+        return True
+
+    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
+        """Apply once per key; a replay with other content is a bug and raises ValueError."""
+        seen = self.keys.get(idempotency_key)
+        if seen is not None:
+            if seen[:2] != (account_id, delta):
+                raise ValueError(f"idempotency key {idempotency_key!r} reused with other content")
+            return seen[2]
+        balance = self.balance(account_id) + delta
+        self.balances[account_id] = balance
+        self.keys[idempotency_key] = (account_id, delta, balance)
+        self.applied.append((account_id, delta, idempotency_key))
+        return balance

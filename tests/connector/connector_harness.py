@@ -1,0 +1,170 @@
+"""Real connectors on real sockets for the connector tests: a few hosts peered in one process.
+
+Every host gets a TCP socket bound on 127.0.0.1 port 0 *before* any connector is built, so all
+peer URLs are known up front without racing for ports. A host can be left unstarted: its
+socket is bound but not listening, so connecting to it is refused (an unreachable peer) until
+:meth:`Net.start` starts it on that same socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from host.connector import (
+    Connector,
+    ExpiryPolicy,
+    InMemoryClearing,
+    LocalHandler,
+    MessageRefused,
+    PeerConfig,
+    RouteConfig,
+)
+from host.connector.local import exercise_prepare
+from host.ilp import Prepare
+
+#: Long enough on a loaded 2-core machine; tests never wait for it unless they mean to.
+LIFETIME = timedelta(seconds=30)
+
+
+def token(sender: str, receiver: str) -> str:
+    """The bearer token ``sender`` presents to ``receiver``."""
+    return f"token-{sender}-to-{receiver}"
+
+
+def address_of(name: str) -> str:
+    """The ILP address of host ``name``."""
+    return f"test.{name}"
+
+
+def prepare_to(destination: str, amount: int, *, lifetime: timedelta = LIFETIME) -> Prepare:
+    """An exercise Prepare the LocalReceiver at ``destination`` fulfills."""
+    return exercise_prepare(destination, amount, datetime.now(UTC) + lifetime)
+
+
+class RecordingMessages:
+    """A SettlementMessagesPort that records messages and answers ``reply(data)``."""
+
+    def __init__(self, reply: Callable[[str, bytes], bytes] | None = None) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        self._reply = reply or (lambda account, data: b"ack:" + data)
+
+    async def receive(self, account_id: str, data: bytes) -> bytes:
+        self.received.append((account_id, data))
+        return self._reply(account_id, data)
+
+
+def refuse(code: str, text: str) -> Callable[[str, bytes], bytes]:
+    """A reply function that refuses every message with ``code``."""
+
+    def reply(account_id: str, data: bytes) -> bytes:
+        raise MessageRefused(text, code)
+
+    return reply
+
+
+@dataclass
+class Host:
+    """One connector with its in-memory engine ports."""
+
+    name: str
+    connector: Connector
+    clearing: InMemoryClearing
+    messages: RecordingMessages
+    sock: socket.socket
+    started: bool = False
+
+
+@dataclass
+class Net:
+    """Hosts peered along ``links``; ``hosts[name]``."""
+
+    hosts: dict[str, Host] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Host:
+        return self.hosts[name]
+
+    async def start(self, name: str) -> None:
+        host = self.hosts[name]
+        await host.connector.start()
+        host.started = True
+
+
+@contextlib.asynccontextmanager
+async def network(
+    links: Sequence[tuple[str, str]],
+    *,
+    routes: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    limits: Mapping[str, dict[str, tuple[int, int]]] | None = None,
+    local_handlers: Mapping[str, LocalHandler] | None = None,
+    messages: Mapping[str, RecordingMessages] | None = None,
+    expiry: ExpiryPolicy | None = None,
+    url_overrides: Mapping[tuple[str, str], str] | None = None,
+    token_overrides: Mapping[tuple[str, str], str] | None = None,
+    not_started: Sequence[str] = (),
+) -> AsyncIterator[Net]:
+    """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
+
+    ``routes[host]`` are (prefix, peer) routes of that host; ``limits[host][peer]`` the
+    (min, max) clearing limits host keeps for peer; ``url_overrides[(host, peer)]`` replaces
+    the URL host uses for peer, ``token_overrides[(host, peer)]`` the token it presents.
+    """
+    names = sorted({name for pair in links for name in pair})
+    socks: dict[str, socket.socket] = {}
+    net = Net()
+    try:
+        for name in names:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks[name] = sock
+            sock.bind(("127.0.0.1", 0))
+        for name in names:
+            neighbours = [b if a == name else a for a, b in links if name in (a, b)]
+            peers = [
+                PeerConfig(
+                    id=peer,
+                    url=(url_overrides or {}).get(
+                        (name, peer), f"http://127.0.0.1:{socks[peer].getsockname()[1]}/ilp"
+                    ),
+                    address=address_of(peer),
+                    incoming_token=token(peer, name),
+                    outgoing_token=(token_overrides or {}).get((name, peer), token(name, peer)),
+                )
+                for peer in neighbours
+            ]
+            clearing = InMemoryClearing((limits or {}).get(name))
+            recorder = (messages or {}).get(name) or RecordingMessages()
+            connector = Connector(
+                address_of(name),
+                peers,
+                [RouteConfig(p, peer) for p, peer in (routes or {}).get(name, ())],
+                clearing,
+                recorder,
+                sock=socks[name],
+                expiry_policy=expiry,
+                local_handler=(local_handlers or {}).get(name),
+            )
+            net.hosts[name] = Host(name, connector, clearing, recorder, socks[name])
+        for name in names:
+            if name not in not_started:
+                await net.start(name)
+        yield net
+    finally:
+        await asyncio.gather(
+            *(host.connector.stop() for host in net.hosts.values()), return_exceptions=True
+        )
+        for sock in socks.values():
+            sock.close()
+
+
+async def poll(condition: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
+    """Wait until ``condition()`` holds; AssertionError naming ``what`` after ``deadline`` s."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)

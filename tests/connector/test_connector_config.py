@@ -1,0 +1,173 @@
+"""The [connector] / [[peer]] / [[route]] tables: a good document, and every refusal naming
+its key."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from host.connector import (
+    ConnectorConfig,
+    ConnectorConfigError,
+    ExpiryPolicy,
+    PeerConfig,
+    RouteConfig,
+    parse_connector_config,
+)
+
+GOOD = """
+[connector]
+address = "test.alice"
+host = "0.0.0.0"
+port = 7768
+expiry_margin = 0.5
+max_hold = 20
+
+[[peer]]
+id = "bob"
+url = "http://bob.example:7768/ilp"
+address = "test.bob"
+incoming_token = "bob-to-alice-secret"
+outgoing_token = "alice-to-bob-secret"
+
+[[peer]]
+id = "carol.eu"
+url = "https://[::1]:8443/"
+address = "g.carol"
+incoming_token = "carol-to-alice-secret"
+outgoing_token = "alice-to-carol-secret"
+
+[[route]]
+prefix = "test.dave"
+peer = "bob"
+
+[[route]]
+prefix = ""
+peer = "carol.eu"
+"""
+
+
+def document(text: str = GOOD) -> dict[str, Any]:
+    return tomllib.loads(text)
+
+
+def test_a_good_document() -> None:
+    config = parse_connector_config(document())
+    assert config == ConnectorConfig(
+        address="test.alice",
+        port=7768,
+        host="0.0.0.0",
+        peers=(
+            PeerConfig(
+                "bob",
+                "http://bob.example:7768/ilp",
+                "test.bob",
+                "bob-to-alice-secret",
+                "alice-to-bob-secret",
+            ),
+            PeerConfig(
+                "carol.eu",
+                "https://[::1]:8443/",
+                "g.carol",
+                "carol-to-alice-secret",
+                "alice-to-carol-secret",
+            ),
+        ),
+        routes=(RouteConfig("test.dave", "bob"), RouteConfig("", "carol.eu")),
+        expiry=ExpiryPolicy(
+            margin=timedelta(seconds=0.5),
+            safety_margin=timedelta(seconds=1),
+            max_hold=timedelta(seconds=20),
+        ),
+        settle_timeout=30.0,
+    )
+    assert "secret" not in repr(config)  # tokens stay out of logs
+
+
+def test_no_connector_tables_is_none_and_defaults_apply() -> None:
+    assert parse_connector_config({"host": {}, "adaptor": []}) is None
+    minimal = parse_connector_config({"connector": {"address": "test.a", "port": 0}})
+    assert minimal == ConnectorConfig(address="test.a", port=0)
+
+
+def edit(path: str, value: object) -> dict[str, Any]:
+    """The good document with one value replaced (or removed, for value ...)."""
+    doc = document()
+    *parents, last = path.split(".")
+    node: Any = doc
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("connector.address", ..., "connector.address: missing"),
+        ("connector.address", "alice", 'connector.address: must be an ILP address like "test'),
+        ("connector.address", "peer.settle", "connector.address: must not be a peer.* address"),
+        ("connector.port", ..., "connector.port: missing"),
+        ("connector.port", 70000, "connector.port: must be 0 to 65535, got 70000"),
+        ("connector.port", "80", 'connector.port: must be 0 to 65535, got "80"'),
+        ("connector.port", True, "connector.port: must be 0 to 65535, got true"),
+        ("connector.host", "", "connector.host: must not be empty"),
+        ("connector.expiry_margin", -1, "connector.expiry_margin: must be at least 0"),
+        ("connector.safety_margin", "1s", "connector.safety_margin: must be a number of seconds"),
+        ("connector.max_hold", 0.5, "connector.max_hold: must exceed connector.safety_margin"),
+        ("connector.settle_timeout", 0, "connector.settle_timeout: must be a positive number"),
+        ("connector.adress", "x", "connector.adress: unknown key (did you mean 'address'?)"),
+        ("peer.0.url", "ftp://bob.example/", 'peer[0].url: must be an http(s) URL, got "ftp:'),
+        ("peer.0.url", "http://", "peer[0].url: must be an http(s) URL"),
+        ("peer.0.url", "http://bob:port/", "peer[0].url: must be an http(s) URL"),
+        ("peer.0.url", 5, "peer[0].url: must be a string, got 5"),
+        ("peer.1.id", "bob", 'peer[1].id: duplicate peer id "bob" (also peer[0].id)'),
+        ("peer.1.id", "bob smith", "peer[1].id: must be 1 to 128 of A-Z"),
+        ("peer.0.id", ..., "peer[0].id: missing"),
+        ("peer.0.address", "test.alice", "peer[0].address: is this host's own address"),
+        ("peer.1.address", "test.bob", 'peer[1].address: duplicate peer address "test.bob"'),
+        ("peer.0.address", "peer.config", "peer[0].address: must not be a peer.* address"),
+        ("peer.0.incoming_token", "short", "peer[0].incoming_token: must be 8 to 512 visible"),
+        ("peer.0.outgoing_token", "has a space", "peer[0].outgoing_token: must be 8 to 512"),
+        ("peer.1.incoming_token", "bob-to-alice-secret", "peer[1].incoming_token: duplicate"),
+        ("peer.0.colour", "red", "peer[0].colour: unknown key"),
+        ("route.0.peer", "dave", 'route[0].peer: no peer has id "dave" (bob, carol.eu)'),
+        ("route.0.prefix", "peer.settle", "route[0].prefix: prefix 'peer.settle' cannot be"),
+        ("route.0.prefix", "test.", "route[0].prefix: prefix 'test.' is not an ILP address"),
+        ("route.1.prefix", "test.dave", 'route[1].prefix: duplicate route prefix "test.dave"'),
+        ("route.0.peer", ..., "route[0].peer: missing"),
+    ],
+)
+def test_every_refusal_names_its_key(path: str, value: object, message: str) -> None:
+    with pytest.raises(ConnectorConfigError) as error:
+        parse_connector_config(edit(path, value))
+    assert str(error.value).startswith(message), str(error.value)
+    assert error.value.key == message.partition(":")[0]
+
+
+def test_a_duplicate_token_is_not_shown() -> None:
+    with pytest.raises(ConnectorConfigError) as error:
+        parse_connector_config(edit("peer.1.incoming_token", "bob-to-alice-secret"))
+    assert "secret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"peer": []}, "peer: needs a [connector] table"),
+        ({"route": []}, "route: needs a [connector] table"),
+        ({"connector": "test.a"}, 'connector: must be a table, got "test.a"'),
+        ({"connector": {"address": "test.a", "port": 1}, "peer": {}}, "peer: must be an array"),
+        ({"connector": {"address": "test.a", "port": 1}, "route": 1}, "route: must be an array"),
+        ({"connector": {"address": "test.a", "port": 1}, "peer": [3]}, "peer[0]: must be a table"),
+    ],
+)
+def test_shape_errors(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConnectorConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        parse_connector_config(doc)
