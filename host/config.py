@@ -34,8 +34,11 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from host.connector.config import ConnectorConfig, ConnectorConfigError, parse_connector_config
+from host.engine.model import Policy
 from host.supervisor.spec import AdaptorSpec
 from sdk import contract
+from sdk.amount import AmountError, parse_signed
 
 #: Longest unix socket path we accept, in bytes. The kernel limit (sun_path) is 108 on Linux
 #: and 104 on macOS, terminating NUL included; staying well under keeps a config portable.
@@ -67,6 +70,32 @@ _ADAPTOR_KEYS: Final = (
 )
 
 
+_ACCOUNT_KEYS: Final = (
+    *("id", "adaptor", "asset_code", "asset_scale"),
+    *("settle_threshold", "settle_to", "min_balance", "max_balance"),
+)
+_ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+#: With these defaults an account never settles by itself and extends no credit.
+_POLICY_DEFAULTS: Final[dict[str, int]] = {
+    "settle_threshold": 0,
+    "settle_to": 0,
+    "min_balance": 0,
+    "max_balance": 0,
+}
+
+
+def _policy_problem(policy: Policy) -> str:
+    """What is wrong with a policy under the sign convention, or "" (pure)."""
+    if policy.max_balance < 0:
+        return "max_balance must be >= 0 (the credit we extend to the peer)"
+    if not policy.min_balance <= policy.settle_threshold <= policy.settle_to <= 0:
+        return (
+            "need min_balance <= settle_threshold <= settle_to <= 0 (a balance is what the "
+            "peer owes us: we settle when we owe it settle_threshold or more)"
+        )
+    return ""
+
+
 class ConfigError(ValueError):
     """A configuration the host refuses; the message says where and what is wrong."""
 
@@ -92,6 +121,21 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class AccountSpec:
+    """A configured peer account: which adaptor settles it, its asset and its policy.
+
+    Amounts are at ``asset_scale``, with the sign convention of host.engine.model (a balance is
+    what the peer owes us; we settle when it falls to ``settle_threshold``).
+    """
+
+    id: str
+    adaptor: str
+    asset_code: str
+    asset_scale: int
+    policy: Policy
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """A whole, checked host configuration with absolute paths."""
 
@@ -100,6 +144,11 @@ class HostConfig:
     state_dir: Path
     admin: AdminConfig
     adaptors: tuple[AdaptorSpec, ...] = field(default=())
+    accounts: tuple[AccountSpec, ...] = field(default=())
+    #: The engine's SQLite database; None when no account is configured (no engine runs).
+    database: Path | None = None
+    #: The connector core (ILP-over-HTTP peering); None when not configured.
+    connector: ConnectorConfig | None = None
 
 
 def read_config(path: Path) -> HostConfig:
@@ -146,7 +195,11 @@ class _Parser:
     # -- the document ----------------------------------------------------------------------
 
     def config(self, document: dict[str, Any]) -> HostConfig:
-        self._known_keys("", document, ("host", "admin", "adaptor"))
+        self._known_keys(
+            "",
+            document,
+            ("host", "admin", "adaptor", "engine", "account", "connector", "peer", "route"),
+        )
         host = self._table("host", document.get("host", {}))
         self._known_keys("host", host, ("state_dir",))
         state_dir = self._path("host.state_dir", host.get("state_dir", DEFAULT_STATE_DIR))
@@ -165,7 +218,99 @@ class _Parser:
                     f"duplicate adaptor name {spec.name!r} (also adaptor[{seen[spec.name]}])",
                 )
             seen[spec.name] = index
-        return HostConfig(self.source, self.base_dir, state_dir, admin, adaptors)
+        accounts = self._accounts(document.get("account", []), set(seen))
+        engine = self._table("engine", document.get("engine", {}))
+        self._known_keys("engine", engine, ("database",))
+        database = None
+        if accounts or engine:
+            database = _normal(
+                state_dir / self._string("engine.database", engine.get("database", "engine.db"))
+            )
+        try:
+            connector = parse_connector_config(document)
+        except ConnectorConfigError as exc:
+            raise self._fail("", str(exc)) from exc
+        if connector is not None:
+            peers = {peer.id for peer in connector.peers}
+            account_ids = {account.id for account in accounts}
+            for index, peer in enumerate(connector.peers):
+                if peer.id not in account_ids:
+                    raise self._fail(
+                        f"peer[{index}].id",
+                        f"no [[account]] with id {peer.id!r}: the engine keeps each peer's "
+                        "clearing balance in its account",
+                    )
+            for index, account in enumerate(accounts):
+                if account.id not in peers:
+                    raise self._fail(
+                        f"account[{index}].id",
+                        f"no [[peer]] with id {account.id!r}: each account is a peer's",
+                    )
+        return HostConfig(
+            self.source, self.base_dir, state_dir, admin, adaptors, accounts, database, connector
+        )
+
+    def _accounts(self, raw: object, adaptors: set[str]) -> tuple[AccountSpec, ...]:
+        if not isinstance(raw, list):
+            raise self._fail("account", "must be an array of tables: write [[account]]")
+        accounts: list[AccountSpec] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(raw):
+            key = f"account[{index}]"
+            table = self._table(key, item)
+            self._known_keys(key, table, _ACCOUNT_KEYS)
+            for required in ("id", "adaptor", "asset_code", "asset_scale"):
+                if required not in table:
+                    raise self._fail(f"{key}.{required}", "is required")
+            account_id = self._string(f"{key}.id", table["id"])
+            if not _ACCOUNT_ID.fullmatch(account_id):
+                raise self._fail(
+                    f"{key}.id", f"must be 1-128 of [A-Za-z0-9._~-], got {_show(account_id)}"
+                )
+            if account_id in seen:
+                raise self._fail(
+                    f"{key}.id", f"duplicate account id (also account[{seen[account_id]}])"
+                )
+            seen[account_id] = index
+            adaptor = self._string(f"{key}.adaptor", table["adaptor"])
+            if adaptor not in adaptors:
+                raise self._fail(f"{key}.adaptor", f"no [[adaptor]] named {adaptor!r}")
+            scale = table["asset_scale"]
+            if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 255:
+                raise self._fail(
+                    f"{key}.asset_scale", f"must be a whole number 0..255, got {_show(scale)}"
+                )
+            values = {
+                name: self._amount(f"{key}.{name}", table.get(name, default))
+                for name, default in _POLICY_DEFAULTS.items()
+            }
+            policy = Policy(**values)
+            problem = _policy_problem(policy)
+            if problem:
+                raise self._fail(key, problem)
+            accounts.append(
+                AccountSpec(
+                    account_id,
+                    adaptor,
+                    self._string(f"{key}.asset_code", table["asset_code"]),
+                    scale,
+                    policy,
+                )
+            )
+        return tuple(accounts)
+
+    def _amount(self, key: str, value: object) -> int:
+        """An integer amount: a TOML integer or a decimal string (for values beyond 64 bits)."""
+        if isinstance(value, bool):
+            raise self._fail(key, f"must be an integer or a decimal string, got {_show(value)}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_signed(value, 0, key.rpartition(".")[2])
+            except AmountError as exc:
+                raise self._fail(key, str(exc)) from exc
+        raise self._fail(key, f"must be an integer or a decimal string, got {_show(value)}")
 
     def _admin(self, admin: dict[str, Any], state_dir: Path) -> AdminConfig:
         self._known_keys("admin", admin, ("socket", "tcp", "tls_cert", "tls_key", "token_file"))

@@ -74,6 +74,18 @@ class EngineAdmin(Protocol):
 
     async def settle(self, request: admin_pb2.SettleRequest) -> admin_pb2.SettleResponse: ...
 
+    async def retry_settlement(self, settlement_id: str) -> admin_pb2.RetrySettlementResponse: ...
+
+
+class ConnectorAdmin(Protocol):
+    """The connector's side of HostAdmin; refusals raise :class:`AdminError`."""
+
+    async def list_peers(self) -> admin_pb2.ListPeersResponse: ...
+
+    def send_packets(
+        self, request: admin_pb2.SendPacketsRequest
+    ) -> AsyncIterator[admin_pb2.SendPacketsResponse]: ...
+
 
 class AdminError(Exception):
     """A refusal with a gRPC status, raised by an :class:`EngineAdmin`."""
@@ -85,14 +97,21 @@ class AdminError(Exception):
 
 
 NO_ENGINE = "no settlement engine configured in this host"
+NO_CONNECTOR = "no connector configured in this host (add [connector] and [[peer]])"
 
 
 class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
     """ilphost.admin.v1.HostAdmin over a supervisor and, optionally, an engine."""
 
-    def __init__(self, supervisor: SupervisorView, engine: EngineAdmin | None = None) -> None:
+    def __init__(
+        self,
+        supervisor: SupervisorView,
+        engine: EngineAdmin | None = None,
+        connector: ConnectorAdmin | None = None,
+    ) -> None:
         self._supervisor = supervisor
         self._engine = engine
+        self._connector = connector
         self.stopping = False
 
     async def _adaptor(self, name: str, context: Context) -> AdaptorSnapshot:
@@ -164,6 +183,33 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
         self, request: admin_pb2.SettleRequest, context: Context
     ) -> admin_pb2.SettleResponse:
         return await self._engine_call(context, lambda engine: engine.settle(request))
+
+    async def RetrySettlement(
+        self, request: admin_pb2.RetrySettlementRequest, context: Context
+    ) -> admin_pb2.RetrySettlementResponse:
+        return await self._engine_call(
+            context, lambda engine: engine.retry_settlement(request.settlement_id)
+        )
+
+    async def ListPeers(
+        self, request: admin_pb2.ListPeersRequest, context: Context
+    ) -> admin_pb2.ListPeersResponse:
+        if self._connector is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
+        assert self._connector is not None
+        return await self._connector.list_peers()
+
+    async def SendPackets(
+        self, request: admin_pb2.SendPacketsRequest, context: Context
+    ) -> AsyncIterator[admin_pb2.SendPacketsResponse]:
+        if self._connector is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
+        assert self._connector is not None
+        try:
+            async for progress in self._connector.send_packets(request):
+                yield progress
+        except AdminError as exc:
+            await context.abort(exc.code, exc.details)
 
     async def _engine_call(
         self, context: Context, call: Callable[[EngineAdmin], Awaitable[_T]]
@@ -251,11 +297,12 @@ class AdminServer:
         socket: Path,
         *,
         engine: EngineAdmin | None = None,
+        connector: ConnectorAdmin | None = None,
         tcp: TcpListener | None = None,
     ) -> None:
         self.socket = socket
         self._tcp = tcp
-        self.admin = HostAdminServicer(supervisor, engine)
+        self.admin = HostAdminServicer(supervisor, engine, connector)
         self.health = HealthFollower(supervisor)
         self._servers: list[grpc.aio.Server] = []
         self._follower: asyncio.Task[None] | None = None

@@ -42,6 +42,9 @@ SERVICES = {
             "GetAccount",
             "ListSettlements",
             "Settle",
+            "RetrySettlement",
+            "ListPeers",
+            "SendPackets",
         ],
     },
     "sdk.pb.ilphost.simledger.v1.simledger_pb2": {

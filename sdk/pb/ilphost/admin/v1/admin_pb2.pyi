@@ -101,6 +101,11 @@ class _SettlementStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Settl
     """Final: paid (outgoing) or credited and acknowledged (incoming)."""
     SETTLEMENT_STATE_CREDITED: _SettlementState.ValueType  # 4
     """Incoming: credited, acknowledgement to the adaptor pending."""
+    SETTLEMENT_STATE_FAILED: _SettlementState.ValueType  # 5
+    """Outgoing: the adaptor refused it for good (see last_error). It stays debited, never
+    refunded silently, and automatic settlement of the account pauses until an operator
+    retries it with RetrySettlement.
+    """
 
 class SettlementState(_SettlementState, metaclass=_SettlementStateEnumTypeWrapper):
     """SettlementState is where a settlement is in its life."""
@@ -114,6 +119,11 @@ SETTLEMENT_STATE_COMPLETED: SettlementState.ValueType  # 3
 """Final: paid (outgoing) or credited and acknowledged (incoming)."""
 SETTLEMENT_STATE_CREDITED: SettlementState.ValueType  # 4
 """Incoming: credited, acknowledgement to the adaptor pending."""
+SETTLEMENT_STATE_FAILED: SettlementState.ValueType  # 5
+"""Outgoing: the adaptor refused it for good (see last_error). It stays debited, never
+refunded silently, and automatic settlement of the account pauses until an operator
+retries it with RetrySettlement.
+"""
 Global___SettlementState: _TypeAlias = SettlementState  # noqa: Y015
 
 @_typing.final
@@ -662,3 +672,225 @@ class SettleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleResponse: _TypeAlias = SettleResponse  # noqa: Y015
+
+@_typing.final
+class RetrySettlementRequest(_message.Message):
+    """RetrySettlementRequest names the settlement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    settlement_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        settlement_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settlement_id", b"settlement_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrySettlementRequest: _TypeAlias = RetrySettlementRequest  # noqa: Y015
+
+@_typing.final
+class RetrySettlementResponse(_message.Message):
+    """RetrySettlementResponse is the settlement after the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTLEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settlement(self) -> Global___Settlement: ...
+    def __init__(
+        self,
+        *,
+        settlement: Global___Settlement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settlement", b"settlement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settlement", b"settlement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrySettlementResponse: _TypeAlias = RetrySettlementResponse  # noqa: Y015
+
+@_typing.final
+class ListPeersRequest(_message.Message):
+    """ListPeersRequest has no fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeersRequest: _TypeAlias = ListPeersRequest  # noqa: Y015
+
+@_typing.final
+class Peer(_message.Message):
+    """Peer is one peer of the connector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    LINK_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The peer's account id in the engine."""
+    address: _builtins.str
+    """The peer's ILP address."""
+    url: _builtins.str
+    """Where this host sends the peer's packets."""
+    @_builtins.property
+    def link(self) -> _types_pb2.Connection:
+        """The link's state (name "peer:<id>", kind "peer")."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        url: _builtins.str = ...,
+        link: _types_pb2.Connection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "link", b"link", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Peer: _TypeAlias = Peer  # noqa: Y015
+
+@_typing.final
+class ListPeersResponse(_message.Message):
+    """ListPeersResponse lists the peers in configuration order, with this host's own address."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Peer]: ...
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        peers: _abc.Iterable[Global___Peer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "peers", b"peers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeersResponse: _TypeAlias = ListPeersResponse  # noqa: Y015
+
+@_typing.final
+class SendPacketsRequest(_message.Message):
+    """SendPacketsRequest says what to send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    destination: _builtins.str
+    """An ILP address reached through this host's routes."""
+    amount: _builtins.int
+    """Per packet, in the units of the first hop's account."""
+    count: _builtins.int
+    concurrency: _builtins.int
+    """Packets in flight at once (0: 1)."""
+    def __init__(
+        self,
+        *,
+        destination: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        count: _builtins.int = ...,
+        concurrency: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "concurrency", b"concurrency", "count", b"count", "destination", b"destination"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPacketsRequest: _TypeAlias = SendPacketsRequest  # noqa: Y015
+
+@_typing.final
+class SendPacketsResponse(_message.Message):
+    """SendPacketsResponse is progress so far."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RejectedByCodeEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SENT_FIELD_NUMBER: _builtins.int
+    FULFILLED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REJECTED_BY_CODE_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    MEDIAN_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    P99_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    LAST_REJECT_FIELD_NUMBER: _builtins.int
+    sent: _builtins.int
+    fulfilled: _builtins.int
+    rejected: _builtins.int
+    done: _builtins.bool
+    """True on the last message."""
+    median_latency_ms: _builtins.float
+    """Round-trip latency of the packets answered so far, milliseconds."""
+    p99_latency_ms: _builtins.float
+    last_reject: _builtins.str
+    """The most recent rejection's code and message, for the operator."""
+    @_builtins.property
+    def rejected_by_code(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rejections by ILP error code, e.g. "T04"."""
+
+    def __init__(
+        self,
+        *,
+        sent: _builtins.int = ...,
+        fulfilled: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        rejected_by_code: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        done: _builtins.bool = ...,
+        median_latency_ms: _builtins.float = ...,
+        p99_latency_ms: _builtins.float = ...,
+        last_reject: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "fulfilled", b"fulfilled", "last_reject", b"last_reject", "median_latency_ms", b"median_latency_ms", "p99_latency_ms", b"p99_latency_ms", "rejected", b"rejected", "rejected_by_code", b"rejected_by_code", "sent", b"sent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPacketsResponse: _TypeAlias = SendPacketsResponse  # noqa: Y015

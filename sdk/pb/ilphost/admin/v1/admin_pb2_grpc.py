@@ -77,6 +77,21 @@ class HostAdminStub:
                 request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SettleRequest.SerializeToString,
                 response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.RetrySettlement = channel.unary_unary(
+                '/ilphost.admin.v1.HostAdmin/RetrySettlement',
+                request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.RetrySettlementRequest.SerializeToString,
+                response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.RetrySettlementResponse.FromString,
+                _registered_method=True)
+        self.ListPeers = channel.unary_unary(
+                '/ilphost.admin.v1.HostAdmin/ListPeers',
+                request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListPeersRequest.SerializeToString,
+                response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListPeersResponse.FromString,
+                _registered_method=True)
+        self.SendPackets = channel.unary_stream(
+                '/ilphost.admin.v1.HostAdmin/SendPackets',
+                request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsRequest.SerializeToString,
+                response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsResponse.FromString,
+                _registered_method=True)
 
 
 class HostAdminServicer:
@@ -149,6 +164,35 @@ class HostAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetrySettlement(self, request, context):
+        """RetrySettlement puts a FAILED outgoing settlement back in the outbox with its original
+        idempotency key (so it can still be paid only once). Retrying one that is not FAILED
+        returns it unchanged. NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeers(self, request, context):
+        """ListPeers returns the connector's peers with the state of each link. Read-only.
+        FAILED_PRECONDITION when the host runs no connector.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendPackets(self, request, context):
+        """SendPackets sends `count` test packets of `amount` to `destination` through this host's
+        connector and streams progress, ending with a message whose `done` is true. It exercises
+        links, the balance middleware and settlement; it is not a payment protocol (the packets
+        carry their own fulfillment, which only the host's test receiver honours). Not idempotent.
+        Statuses: INVALID_ARGUMENT (bad address, amount, count 0 or over 1000000, concurrency over
+        256), FAILED_PRECONDITION (no connector).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +235,21 @@ def add_HostAdminServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SettleRequest.FromString,
                     response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SettleResponse.SerializeToString,
+            ),
+            'RetrySettlement': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrySettlement,
+                    request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.RetrySettlementRequest.FromString,
+                    response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.RetrySettlementResponse.SerializeToString,
+            ),
+            'ListPeers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeers,
+                    request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListPeersRequest.FromString,
+                    response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListPeersResponse.SerializeToString,
+            ),
+            'SendPackets': grpc.unary_stream_rpc_method_handler(
+                    servicer.SendPackets,
+                    request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsRequest.FromString,
+                    response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +471,87 @@ class HostAdmin:
             '/ilphost.admin.v1.HostAdmin/Settle',
             ilphost_dot_admin_dot_v1_dot_admin__pb2.SettleRequest.SerializeToString,
             ilphost_dot_admin_dot_v1_dot_admin__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrySettlement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ilphost.admin.v1.HostAdmin/RetrySettlement',
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.RetrySettlementRequest.SerializeToString,
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.RetrySettlementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ilphost.admin.v1.HostAdmin/ListPeers',
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.ListPeersRequest.SerializeToString,
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.ListPeersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPackets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ilphost.admin.v1.HostAdmin/SendPackets',
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsRequest.SerializeToString,
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsResponse.FromString,
             options,
             channel_credentials,
             insecure,

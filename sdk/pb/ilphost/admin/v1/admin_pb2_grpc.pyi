@@ -63,6 +63,23 @@ class HostAdminStub:
     owed to the peer, or the adaptor is not serving), ALREADY_EXISTS (key reused for another
     amount or account).
     """
+    RetrySettlement: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RetrySettlementRequest, _admin_pb2.RetrySettlementResponse]
+    """RetrySettlement puts a FAILED outgoing settlement back in the outbox with its original
+    idempotency key (so it can still be paid only once). Retrying one that is not FAILED
+    returns it unchanged. NOT_FOUND for an unknown id.
+    """
+    ListPeers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPeersRequest, _admin_pb2.ListPeersResponse]
+    """ListPeers returns the connector's peers with the state of each link. Read-only.
+    FAILED_PRECONDITION when the host runs no connector.
+    """
+    SendPackets: _grpc.UnaryStreamMultiCallable[_admin_pb2.SendPacketsRequest, _admin_pb2.SendPacketsResponse]
+    """SendPackets sends `count` test packets of `amount` to `destination` through this host's
+    connector and streams progress, ending with a message whose `done` is true. It exercises
+    links, the balance middleware and settlement; it is not a payment protocol (the packets
+    carry their own fulfillment, which only the host's test receiver honours). Not idempotent.
+    Statuses: INVALID_ARGUMENT (bad address, amount, count 0 or over 1000000, concurrency over
+    256), FAILED_PRECONDITION (no connector).
+    """
 
 @_typing.type_check_only
 class HostAdminAsyncStub(HostAdminStub):
@@ -98,6 +115,23 @@ class HostAdminAsyncStub(HostAdminStub):
     NOT_FOUND, INVALID_ARGUMENT (malformed amount or key), FAILED_PRECONDITION (nothing is
     owed to the peer, or the adaptor is not serving), ALREADY_EXISTS (key reused for another
     amount or account).
+    """
+    RetrySettlement: _aio.UnaryUnaryMultiCallable[_admin_pb2.RetrySettlementRequest, _admin_pb2.RetrySettlementResponse]  # type: ignore[assignment]
+    """RetrySettlement puts a FAILED outgoing settlement back in the outbox with its original
+    idempotency key (so it can still be paid only once). Retrying one that is not FAILED
+    returns it unchanged. NOT_FOUND for an unknown id.
+    """
+    ListPeers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPeersRequest, _admin_pb2.ListPeersResponse]  # type: ignore[assignment]
+    """ListPeers returns the connector's peers with the state of each link. Read-only.
+    FAILED_PRECONDITION when the host runs no connector.
+    """
+    SendPackets: _aio.UnaryStreamMultiCallable[_admin_pb2.SendPacketsRequest, _admin_pb2.SendPacketsResponse]  # type: ignore[assignment]
+    """SendPackets sends `count` test packets of `amount` to `destination` through this host's
+    connector and streams progress, ending with a message whose `done` is true. It exercises
+    links, the balance middleware and settlement; it is not a payment protocol (the packets
+    carry their own fulfillment, which only the host's test receiver honours). Not idempotent.
+    Statuses: INVALID_ARGUMENT (bad address, amount, count 0 or over 1000000, concurrency over
+    256), FAILED_PRECONDITION (no connector).
     """
 
 class HostAdminServicer(metaclass=_abc_1.ABCMeta):
@@ -179,6 +213,41 @@ class HostAdminServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND, INVALID_ARGUMENT (malformed amount or key), FAILED_PRECONDITION (nothing is
         owed to the peer, or the adaptor is not serving), ALREADY_EXISTS (key reused for another
         amount or account).
+        """
+
+    @_abc_1.abstractmethod
+    def RetrySettlement(
+        self,
+        request: _admin_pb2.RetrySettlementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RetrySettlementResponse, _abc.Awaitable[_admin_pb2.RetrySettlementResponse]]:
+        """RetrySettlement puts a FAILED outgoing settlement back in the outbox with its original
+        idempotency key (so it can still be paid only once). Retrying one that is not FAILED
+        returns it unchanged. NOT_FOUND for an unknown id.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPeers(
+        self,
+        request: _admin_pb2.ListPeersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListPeersResponse, _abc.Awaitable[_admin_pb2.ListPeersResponse]]:
+        """ListPeers returns the connector's peers with the state of each link. Read-only.
+        FAILED_PRECONDITION when the host runs no connector.
+        """
+
+    @_abc_1.abstractmethod
+    def SendPackets(
+        self,
+        request: _admin_pb2.SendPacketsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.SendPacketsResponse], _abc.AsyncIterator[_admin_pb2.SendPacketsResponse]]:
+        """SendPackets sends `count` test packets of `amount` to `destination` through this host's
+        connector and streams progress, ending with a message whose `done` is true. It exercises
+        links, the balance middleware and settlement; it is not a payment protocol (the packets
+        carry their own fulfillment, which only the host's test receiver honours). Not idempotent.
+        Statuses: INVALID_ARGUMENT (bad address, amount, count 0 or over 1000000, concurrency over
+        256), FAILED_PRECONDITION (no connector).
         """
 
 def add_HostAdminServicer_to_server(servicer: HostAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,114 @@
+"""The connector behind HostAdmin: its peers' link states, and test packets with progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from host.admin.server import AdminError
+from host.connector.local import PacketSource, SendProgress, SendSummary, nearest_rank
+from host.connector.switch import Connector
+from host.ilp import IlpPacketError
+from host.ilp import address as ilp_address
+from sdk.pb.ilphost.admin.v1 import admin_pb2
+
+#: Progress messages at most this often (the last one always comes).
+PROGRESS_INTERVAL = 0.25
+MAX_COUNT = 1_000_000
+MAX_CONCURRENCY = 256
+
+
+class ConnectorAdminService:
+    """host.admin.server.ConnectorAdmin over a running Connector."""
+
+    def __init__(self, connector: Connector, peers: dict[str, tuple[str, str]]) -> None:
+        """``peers`` maps each peer id to its (ILP address, URL), in configuration order."""
+        self._connector = connector
+        self._peers = peers
+
+    async def list_peers(self) -> admin_pb2.ListPeersResponse:
+        links = {state.name: state for state in self._connector.link_states()}
+        return admin_pb2.ListPeersResponse(
+            address=self._connector.address,
+            peers=[
+                admin_pb2.Peer(
+                    id=peer_id, address=address, url=url, link=links[f"peer:{peer_id}"].to_proto()
+                )
+                for peer_id, (address, url) in self._peers.items()
+            ],
+        )
+
+    async def send_packets(
+        self, request: admin_pb2.SendPacketsRequest
+    ) -> AsyncIterator[admin_pb2.SendPacketsResponse]:
+        try:
+            ilp_address.validate(request.destination, "destination")
+        except (IlpPacketError, ValueError) as exc:
+            raise AdminError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        if not 1 <= request.count <= MAX_COUNT:
+            raise AdminError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"count must be 1..{MAX_COUNT}, got {request.count}",
+            )
+        if request.concurrency > MAX_CONCURRENCY:
+            raise AdminError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"concurrency must be at most {MAX_CONCURRENCY}, got {request.concurrency}",
+            )
+        latest: list[SendProgress] = []
+        changed = asyncio.Event()
+
+        def progress(now: SendProgress) -> None:
+            latest[:] = [now]
+            changed.set()
+
+        source = PacketSource(self._connector)
+        sending = asyncio.create_task(
+            source.send(
+                request.destination,
+                request.amount,
+                request.count,
+                concurrency=request.concurrency or 1,
+                progress=progress,
+            )
+        )
+        try:
+            while not sending.done():
+                waiter = asyncio.create_task(changed.wait())
+                await asyncio.wait({sending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if latest and not sending.done():
+                    changed.clear()
+                    yield _progress(latest[0])
+                    await asyncio.sleep(PROGRESS_INTERVAL)
+            summary = sending.result()
+        finally:
+            if not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+        yield _summary(summary)
+
+
+def _progress(now: SendProgress) -> admin_pb2.SendPacketsResponse:
+    return admin_pb2.SendPacketsResponse(
+        sent=now.sent,
+        fulfilled=now.fulfilled,
+        rejected=sum(now.rejected.values()),
+        rejected_by_code=dict(now.rejected),
+    )
+
+
+def _summary(summary: SendSummary) -> admin_pb2.SendPacketsResponse:
+    return admin_pb2.SendPacketsResponse(
+        sent=summary.sent,
+        fulfilled=summary.fulfilled,
+        rejected=sum(summary.rejected.values()),
+        rejected_by_code=dict(summary.rejected),
+        done=True,
+        median_latency_ms=nearest_rank(summary.latencies, 0.5) * 1000,
+        p99_latency_ms=nearest_rank(summary.latencies, 0.99) * 1000,
+    )

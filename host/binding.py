@@ -1,0 +1,264 @@
+"""The engine bound to its adaptors: one place where engine, supervisor and connector meet.
+
+- Each adaptor that serves becomes a SettlementPort of the engine (its ledger scale from
+  GetInfo); one that stops serving is removed, so the outbox waits for it instead of failing.
+- The configured accounts of an adaptor are created in the engine and set up in the adaptor
+  (SetupAccount, retried with backoff) each time it starts serving.
+- Incoming settlements reported on WatchEvents go to the engine (credit once, then
+  acknowledge).
+- ``peer.settle`` messages from a peer's engine go to the account's adaptor (ReceiveData), and
+  the adaptors' Engine.SendData goes to the peer through the connector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import grpc
+
+from host.config import AccountSpec
+from host.connector.ports import (
+    MessageRefused,
+    PeerRefused,
+    PeerUnreachable,
+    UnknownPeer,
+)
+from host.engine import Engine, EngineError, InvalidArgument, NotFound, SettlementPort
+from host.engine.grpc_port import GrpcSettlementPort
+from host.lifecycle import ProcessState
+from host.supervisor import AdaptorSnapshot, Supervisor
+from sdk.amount import AmountError, parse_unsigned
+from sdk.contract import MAX_DATA_BYTES
+from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
+from sdk.pb.ilphost.engine.v1 import engine_pb2, engine_pb2_grpc
+
+log = logging.getLogger("ilp_host.engine")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+#: Backoff of SetupAccount retries, seconds.
+SETUP_RETRY_INITIAL = 0.2
+SETUP_RETRY_MAX = 10.0
+#: Deadline of each call to an adaptor made here.
+CALL_TIMEOUT = 10.0
+#: How often the settlement accounts' liquidity is read (GetBalance).
+LIQUIDITY_INTERVAL = 5.0
+
+
+class PeerMessenger(Protocol):
+    """Carries settlement messages to a peer's engine (the connector's peer.settle)."""
+
+    async def send_settlement_message(self, account_id: str, data: bytes) -> bytes: ...
+
+
+class EngineBinding:
+    """Keeps the engine's ports and accounts in step with the supervisor's adaptors."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        ports: dict[str, SettlementPort],
+        accounts: Sequence[AccountSpec],
+    ) -> None:
+        self._engine = engine
+        self._ports = ports
+        self._accounts = tuple(accounts)
+        self._by_id = {account.id: account for account in accounts}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._setups: dict[str, asyncio.Task[None]] = {}
+        self.ready: dict[str, bool] = {account.id: False for account in accounts}
+
+    async def follow(self, supervisor: Supervisor) -> None:
+        """Until cancelled: bind each adaptor while it serves, unbind it when it stops."""
+        try:
+            async for snapshot in supervisor.watch():
+                self._apply(snapshot, supervisor.channel(snapshot.name))
+        finally:
+            for task in self._setups.values():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*self._setups.values(), return_exceptions=True)
+
+    def _apply(self, snapshot: AdaptorSnapshot, channel: grpc.aio.Channel | None) -> None:
+        name = snapshot.name
+        serving = snapshot.state == ProcessState.SERVING and snapshot.info is not None
+        if serving and channel is not None and self._channels.get(name) is not channel:
+            assert snapshot.info is not None
+            self._channels[name] = channel
+            stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
+            self._ports[name] = GrpcSettlementPort(stub, snapshot.info.asset_scale)
+            self._restart_setup(name, self._setup(name, stub, snapshot.info))
+            log.info("adaptor %s bound to the engine", name)
+        elif not serving and name in self._channels:
+            del self._channels[name]
+            self._ports.pop(name, None)
+            task = self._setups.pop(name, None)
+            if task is not None:
+                task.cancel()
+            for account in self._accounts:
+                if account.adaptor == name:
+                    self.ready[account.id] = False
+            log.info("adaptor %s unbound from the engine (%s)", name, snapshot.state.name)
+
+    def _restart_setup(self, name: str, work: Any) -> None:
+        old = self._setups.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._setups[name] = asyncio.create_task(work, name=f"setup-{name}")
+
+    async def _setup(
+        self,
+        name: str,
+        stub: adaptor_pb2_grpc.LedgerAdaptorAsyncStub,
+        info: adaptor_pb2.GetInfoResponse,
+    ) -> None:
+        """Create and set up this adaptor's accounts, then keep its liquidity current."""
+        for account in self._accounts:
+            if account.adaptor != name:
+                continue
+            try:
+                await self._engine.create_account(
+                    account.id,
+                    adaptor=name,
+                    asset_code=account.asset_code,
+                    asset_scale=account.asset_scale,
+                    ledger_scale=info.asset_scale,
+                    policy=account.policy,
+                )
+            except EngineError as exc:
+                log.error("account %s cannot be created: %s", account.id, exc)
+                continue
+            delay = SETUP_RETRY_INITIAL
+            while True:
+                try:
+                    await stub.SetupAccount(
+                        adaptor_pb2.SetupAccountRequest(account_id=account.id),
+                        timeout=CALL_TIMEOUT,
+                    )
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    log.warning(
+                        "SetupAccount %s on %s: %s: %s; retrying in %.1fs",
+                        account.id,
+                        name,
+                        exc.code().name,
+                        exc.details(),
+                        delay,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SETUP_RETRY_MAX)
+            self.ready[account.id] = True
+            log.info("account %s set up on adaptor %s", account.id, name)
+        self._engine.outbox.wake()  # settlements that waited for this adaptor
+        if "balance" in info.capabilities:
+            while True:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    reply = await stub.GetBalance(
+                        adaptor_pb2.GetBalanceRequest(), timeout=CALL_TIMEOUT
+                    )
+                    with contextlib.suppress(AmountError):
+                        value = parse_unsigned(reply.balance.value, reply.balance.scale)
+                        await self._engine.record_liquidity(name, value)
+                await asyncio.sleep(LIQUIDITY_INTERVAL)
+
+    async def on_incoming(self, adaptor: str, settlement: adaptor_pb2.IncomingSettlement) -> None:
+        """An adaptor reported an incoming settlement: credit it once, then acknowledge it.
+
+        A malformed report is logged and left unacknowledged. An unknown account raises, so the
+        supervisor reopens the event stream (with backoff) and the adaptor re-delivers it: the
+        account may simply not be created yet at start-up.
+        """
+        try:
+            amount = parse_unsigned(settlement.amount.value, settlement.amount.scale, "amount")
+            account = self._by_id.get(settlement.account_id)
+            if account is not None and account.adaptor != adaptor:
+                raise InvalidArgument(
+                    f"account {settlement.account_id} is settled by {account.adaptor}, "
+                    f"not {adaptor}"
+                )
+            await self._engine.receive_settlement(
+                settlement.settlement_id, settlement.account_id, amount
+            )
+        except (AmountError, InvalidArgument) as exc:
+            log.error("adaptor %s reported a malformed incoming settlement: %s", adaptor, exc)
+        except NotFound:
+            raise
+        except EngineError as exc:
+            log.error("incoming settlement %s refused: %s", settlement.settlement_id, exc)
+
+    def settlement_messages(self) -> SettlementMessages:
+        """The connector's SettlementMessagesPort: peer.settle messages to our adaptors."""
+        return SettlementMessages(self._by_id, self._channels)
+
+
+class SettlementMessages:
+    """peer.settle messages from a peer's engine, delivered to the account's adaptor."""
+
+    def __init__(
+        self, accounts: dict[str, AccountSpec], channels: dict[str, grpc.aio.Channel]
+    ) -> None:
+        self._accounts = accounts
+        self._channels = channels
+
+    async def receive(self, account_id: str, data: bytes) -> bytes:
+        account = self._accounts.get(account_id)
+        if account is None:
+            raise MessageRefused(f"no account {account_id} on this host")
+        channel = self._channels.get(account.adaptor)
+        if channel is None:
+            raise MessageRefused(f"adaptor {account.adaptor} is not serving", code="T00")
+        stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
+        try:
+            reply = await stub.ReceiveData(
+                adaptor_pb2.ReceiveDataRequest(account_id=account_id, data=data),
+                timeout=CALL_TIMEOUT,
+            )
+        except grpc.aio.AioRpcError as exc:
+            transient = exc.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+            raise MessageRefused(
+                f"adaptor {account.adaptor}: {exc.code().name}: {exc.details()}",
+                code="T00" if transient else "F99",
+            ) from exc
+        return reply.data
+
+
+class EngineServicer(engine_pb2_grpc.EngineServicer):
+    """ilphost.engine.v1.Engine, served to the adaptors on a private socket."""
+
+    def __init__(self, accounts: Sequence[AccountSpec], messenger: PeerMessenger | None) -> None:
+        self._accounts = {account.id for account in accounts}
+        self._messenger = messenger
+
+    async def SendData(
+        self, request: engine_pb2.SendDataRequest, context: Context
+    ) -> engine_pb2.SendDataResponse:
+        if request.account_id not in self._accounts:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no account {request.account_id!r} on this host"
+            )
+        if len(request.data) > MAX_DATA_BYTES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"data is {len(request.data)} bytes, at most {MAX_DATA_BYTES} allowed",
+            )
+        if self._messenger is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this host has no connector: no peer link to carry the message",
+            )
+        assert self._messenger is not None
+        try:
+            reply = await self._messenger.send_settlement_message(request.account_id, request.data)
+        except UnknownPeer as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except PeerUnreachable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except PeerRefused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return engine_pb2.SendDataResponse(data=reply)

@@ -1,0 +1,95 @@
+"""Config of the engine and connector parts: [engine], [[account]], and their cross-checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from host.config import ConfigError, load_config
+from host.engine import Policy
+
+BASE = Path("/srv/ilp")
+ADAPTOR = """
+[[adaptor]]
+name = "simledger"
+command = ["python", "adaptor.py"]
+"""
+ACCOUNT = """
+[[account]]
+id = "bob"
+adaptor = "simledger"
+asset_code = "USD"
+asset_scale = 6
+settle_threshold = -100000
+settle_to = "0"
+min_balance = "-1000000000000000000000000"
+max_balance = 1000000
+"""
+PEER = """
+[connector]
+address = "test.alice"
+port = 7768
+
+[[peer]]
+id = "bob"
+url = "http://127.0.0.1:7769/"
+address = "test.bob"
+incoming_token = "token-from-bob"
+outgoing_token = "token-to-bob-1"
+"""
+
+
+def test_account_with_big_amounts_and_default_database() -> None:
+    config = load_config(ADAPTOR + ACCOUNT, BASE)
+    (account,) = config.accounts
+    assert account.policy == Policy(-100000, 0, -(10**24), 1000000)
+    assert (account.adaptor, account.asset_code, account.asset_scale) == ("simledger", "USD", 6)
+    assert config.database == BASE / "var" / "engine.db"
+    assert config.connector is None
+
+
+def test_no_account_no_engine() -> None:
+    assert load_config(ADAPTOR, BASE).database is None
+
+
+def test_engine_database_is_relative_to_the_state_dir() -> None:
+    text = '[host]\nstate_dir = "state"\n[engine]\ndatabase = "e.sqlite"\n' + ADAPTOR + ACCOUNT
+    assert load_config(text, BASE).database == BASE / "state" / "e.sqlite"
+
+
+def test_connector_with_its_account() -> None:
+    config = load_config(ADAPTOR + ACCOUNT + PEER, BASE)
+    assert config.connector is not None
+    assert [peer.id for peer in config.connector.peers] == ["bob"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (ADAPTOR + ACCOUNT.replace('"simledger"', '"nope"'), "account[0].adaptor: no [[adaptor]]"),
+        (ADAPTOR + ACCOUNT.replace("asset_scale = 6", "asset_scale = 300"), "asset_scale"),
+        (ADAPTOR + ACCOUNT.replace('id = "bob"', 'id = "b o b"'), "account[0].id"),
+        (ADAPTOR + ACCOUNT + ACCOUNT, "duplicate account id"),
+        (ADAPTOR + ACCOUNT.replace('settle_to = "0"', 'settle_to = "1.5"'), "settle_to"),
+        (ADAPTOR + ACCOUNT.replace('settle_to = "0"', "settle_to = true"), "settle_to"),
+        (ADAPTOR + ACCOUNT.replace("max_balance = 1000000", "max_balance = -1"), "max_balance"),
+        (
+            ADAPTOR + ACCOUNT.replace("settle_threshold = -100000", "settle_threshold = 5"),
+            "min_balance <= settle_threshold <= settle_to <= 0",
+        ),
+        (ADAPTOR + ACCOUNT.replace("max_balance", "max_balanse"), "did you mean 'max_balance'"),
+        (ADAPTOR + ACCOUNT.replace('asset_code = "USD"\n', ""), "account[0].asset_code: is"),
+        (
+            ADAPTOR + ACCOUNT + PEER.replace('id = "bob"', 'id = "carol"'),
+            "peer[0].id: no [[account]]",
+        ),
+        (ADAPTOR + ACCOUNT.replace('id = "bob"', 'id = "carol"') + PEER, "no [[account]]"),
+        (ADAPTOR + ACCOUNT + "[engine]\ndb = 1\n", "engine.db: unknown key"),
+    ],
+)
+def test_refusals_name_the_key(text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config(text, BASE, source="alice.toml")
+    assert words in str(refused.value)
+    assert str(refused.value).startswith("alice.toml: ")
