@@ -1,0 +1,453 @@
+"""``ilp-host demo``: two peered hosts settle on a simulated ledger, and the books reconcile.
+
+What it runs, all real processes on this machine: the simulated ledger (``python -m
+host.simledger``), and two hosts, Alice and Bob (``ilp-host run``), each supervising the Python
+simledger adaptor, peered over ILP-over-HTTP on loopback. Alice's ledger account is funded; Alice
+then sends test packets to Bob through her connector until her engine has settled several
+times on the ledger. The packets exercise links and settlement; they are not a payment protocol.
+
+At the end it prints both sides' clearing balances and both ledger balances, and checks that
+they reconcile exactly (see :func:`reconcile`). Exit status 0 only when they do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+import grpc
+
+from host.simledger.process import LedgerProcess, start_ledger
+from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from sdk.pb.ilphost.types.v1 import types_pb2
+
+REPO = Path(__file__).resolve().parents[1]
+ADAPTOR = REPO / "adaptors" / "simledger-python" / "adaptor.py"
+ACCOUNT_SCALE = 6  # the ILP accounts count in micro-dollars...
+LEDGER_SCALE = 2  # ...the ledger in cents: conversions leave leftovers, kept and settled later
+FUNDING = 1_000_000  # cents minted into Alice's ledger account
+PACKET_AMOUNT = 12_345  # micro-dollars per packet
+SETTLE_THRESHOLD = -100_000
+MIN_BALANCE = -2_000_000
+MAX_BALANCE = 2_000_000
+DEADLINE = 60.0  # for each wait; generous, the machine may be busy
+_T = TypeVar("_T")
+
+_CONFIG = """\
+[host]
+state_dir = "{name}"
+
+[[adaptor]]
+name = "simledger"
+command = ["python", "{adaptor}"]
+env = {{ ILP_SIMLEDGER_ADDR = "{ledger}", ILP_SIMLEDGER_ACCOUNT = "{name}-ledger", \
+ILP_ADAPTOR_STATE_DB = "{name}/adaptor.db" }}
+
+[[account]]
+id = "{peer}"
+adaptor = "simledger"
+asset_code = "USD"
+asset_scale = {account_scale}
+settle_threshold = {threshold}
+settle_to = 0
+min_balance = {min_balance}
+max_balance = {max_balance}
+
+[connector]
+address = "test.{name}"
+port = {port}
+
+[[peer]]
+id = "{peer}"
+url = "http://127.0.0.1:{peer_port}/"
+address = "test.{peer}"
+incoming_token = "demo-token-{peer}-to-{name}"
+outgoing_token = "demo-token-{name}-to-{peer}"
+"""
+
+
+class DemoError(RuntimeError):
+    """The demo could not run to the end; the message says where it stopped."""
+
+
+@dataclass
+class Host:
+    """One running ``ilp-host run`` process and its admin client."""
+
+    name: str
+    config: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+    channel: grpc.Channel
+    admin: admin_pb2_grpc.HostAdminStub
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(f"    {line}" for line in text[-lines:])
+
+
+@dataclass
+class Books:
+    """Everything the reconciliation looks at, read once the settlements are quiet."""
+
+    sent: int  # micro-dollars fulfilled from Alice to Bob
+    alice_balance: int  # Alice's clearing balance of account "bob"
+    alice_leftover: int
+    alice_completed: list[admin_pb2.Settlement] = field(default_factory=list)
+    alice_unfinished: list[admin_pb2.Settlement] = field(default_factory=list)
+    bob_balance: int = 0  # Bob's clearing balance of account "alice"
+    bob_credited: list[admin_pb2.Settlement] = field(default_factory=list)
+    alice_ledger: int = 0  # cents
+    bob_ledger: int = 0
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out on loopback (the hosts bind them right after)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def write_config(
+    directory: Path, name: str, peer: str, port: int, peer_port: int, ledger: str
+) -> Path:
+    """The host config of one side."""
+    path = directory / f"{name}.toml"
+    path.write_text(
+        _CONFIG.format(
+            name=name,
+            peer=peer,
+            port=port,
+            peer_port=peer_port,
+            ledger=ledger,
+            adaptor=ADAPTOR,
+            account_scale=ACCOUNT_SCALE,
+            threshold=SETTLE_THRESHOLD,
+            min_balance=MIN_BALANCE,
+            max_balance=MAX_BALANCE,
+        )
+    )
+    return path
+
+
+def start_host(directory: Path, name: str, config: Path) -> Host:
+    log = directory / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "host.cli", "run", "-c", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=directory,
+        )
+    channel = grpc.insecure_channel(f"unix:{directory / name / 'admin.sock'}")
+    return Host(name, config, log, process, channel, admin_pb2_grpc.HostAdminStub(channel))
+
+
+def stop_host(host: Host) -> None:
+    host.channel.close()
+    if host.process.poll() is None:
+        host.process.send_signal(signal.SIGTERM)
+        try:
+            host.process.wait(30)
+        except subprocess.TimeoutExpired:
+            host.process.kill()
+            host.process.wait()
+
+
+def wait_for(what: str, check: Callable[[], _T | None], hosts: Sequence[Host] = ()) -> _T:
+    """Poll ``check`` until it returns a value; DemoError naming ``what`` at the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    last = ""
+    while time.monotonic() < deadline:
+        for host in hosts:
+            if host.process.poll() is not None:
+                raise DemoError(
+                    f"{host.name}'s host exited with status {host.process.returncode} while "
+                    f"waiting for {what}; its log ends:\n{host.log_tail()}"
+                )
+        try:
+            value = check()
+        except grpc.RpcError as exc:
+            value, last = None, f"{exc.code().name}: {exc.details()}"
+        if value is not None:
+            return value
+        time.sleep(0.2)
+    tails = "".join(f"\n  {h.name}'s log ends:\n{h.log_tail()}" for h in hosts)
+    raise DemoError(f"timed out waiting for {what} ({last or 'no answer'}){tails}")
+
+
+def link_ready(host: Host) -> bool | None:
+    peers = host.admin.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
+    ready = types_pb2.CONNECTIVITY_STATE_READY
+    return True if peers and all(p.link.state == ready for p in peers) else None
+
+
+def settlements(host: Host) -> list[admin_pb2.Settlement]:
+    request = admin_pb2.ListSettlementsRequest(limit=10000)
+    return list(host.admin.ListSettlements(request, timeout=10).settlements)
+
+
+def account(host: Host) -> admin_pb2.Account:
+    (only,) = host.admin.ListAccounts(admin_pb2.ListAccountsRequest(), timeout=10).accounts
+    return only
+
+
+def ledger_balance(ledger: simledger_pb2_grpc.SimLedgerStub, account_id: str) -> int:
+    reply = ledger.GetAccount(simledger_pb2.GetAccountRequest(account_id=account_id), timeout=10)
+    return int(reply.account.balance.value)
+
+
+_OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
+_IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING
+_DONE = admin_pb2.SETTLEMENT_STATE_COMPLETED
+
+
+def usd(micro: int, scale: int = ACCOUNT_SCALE) -> str:
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), 10**scale)
+    return f"{sign}{whole}.{frac:0{scale}d} USD"
+
+
+def reconcile(books: Books) -> list[str]:
+    """What does not add up (empty when everything reconciles). Pure.
+
+    - Alice: what she owes Bob for the packets, less what her engine debited for settlements
+      (completed + unfinished + leftover), is her clearing balance.
+    - Ledger: Bob's account received exactly Alice's completed settlements; Alice's lost them.
+    - Bob: what Alice owes him for the packets, less the settlements he credited, is his
+      clearing balance; and he credited each of Alice's settlements once.
+    """
+    problems = []
+    debited = (
+        sum(int(s.amount.value) for s in books.alice_completed + books.alice_unfinished)
+        + books.alice_leftover
+    )
+    if books.alice_balance != -books.sent + debited:
+        problems.append(
+            f"Alice: balance {books.alice_balance} != -sent {books.sent} + debited {debited}"
+        )
+    paid = sum(int(s.ledger_amount.value) for s in books.alice_completed)
+    if books.bob_ledger != paid:
+        problems.append(f"ledger: Bob's account holds {books.bob_ledger}, Alice paid {paid}")
+    if books.alice_ledger != FUNDING - paid:
+        problems.append(
+            f"ledger: Alice's account holds {books.alice_ledger}, expected {FUNDING} - {paid}"
+        )
+    credited = sum(int(s.amount.value) for s in books.bob_credited)
+    if books.bob_balance != books.sent - credited:
+        problems.append(
+            f"Bob: balance {books.bob_balance} != sent {books.sent} - credited {credited}"
+        )
+    alice_ids = sorted(s.ledger_settlement_id for s in books.alice_completed)
+    bob_ids = sorted(s.ledger_settlement_id for s in books.bob_credited)
+    if alice_ids != bob_ids:
+        problems.append(
+            f"Bob credited {len(bob_ids)} ledger payments, Alice completed {len(alice_ids)}"
+        )
+    return problems
+
+
+def run_demo(
+    directory: Path,
+    *,
+    min_settlements: int = 5,
+    out: TextIO = sys.stdout,
+    then: Callable[[Host, Host], None] | None = None,
+) -> tuple[Books, list[str]]:
+    """Run the whole scenario in ``directory``; the books and what did not reconcile.
+
+    ``then`` is called with Alice's and Bob's hosts once the books are read, before the hosts
+    stop (tests use it to probe the running pair).
+    """
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        ledger_target = f"unix:{directory / 'ledger.sock'}"
+        say(f"starting the simulated ledger ({ledger_target})")
+        ledger_process: LedgerProcess = stack.enter_context(
+            start_ledger(
+                directory / "ledger.db",
+                ledger_target,
+                ["--asset-code", "USD", "--asset-scale", str(LEDGER_SCALE)],
+            )
+        )
+        del ledger_process
+        ledger_channel = stack.enter_context(grpc.insecure_channel(ledger_target))
+        ledger = simledger_pb2_grpc.SimLedgerStub(ledger_channel)
+        ledger.CreateAccount(simledger_pb2.CreateAccountRequest(account_id="alice-ledger"))
+        ledger.Mint(
+            simledger_pb2.MintRequest(
+                transfer_id="demo-funding",
+                account_id="alice-ledger",
+                amount=types_pb2.Amount(value=str(FUNDING), scale=LEDGER_SCALE),
+            )
+        )
+        say(f"funded alice-ledger with {usd(FUNDING, LEDGER_SCALE)}")
+        alice_port, bob_port = free_ports(2)
+        configs = {
+            "alice": write_config(directory, "alice", "bob", alice_port, bob_port, ledger_target),
+            "bob": write_config(directory, "bob", "alice", bob_port, alice_port, ledger_target),
+        }
+        hosts = []
+        for name, config in configs.items():
+            say(f"starting {name}'s host (ilp-host run -c {config.name}; log {name}.log)")
+            host = start_host(directory, name, config)
+            stack.callback(stop_host, host)
+            hosts.append(host)
+        alice, bob = hosts
+        for host in hosts:
+            wait_for(f"{host.name}'s peer link to be READY", partial(link_ready, host), hosts)
+        say("both hosts serve; their adaptors exchanged ledger accounts over peer.settle")
+
+        sent = 0
+        seen: set[str] = set()
+        rounds = 0
+        while True:
+            outgoing = [s for s in settlements(alice) if s.direction == _OUT]
+            for s in sorted(outgoing, key=lambda s: s.created.ToNanoseconds()):
+                if s.id not in seen and s.state == _DONE:
+                    seen.add(s.id)
+                    say(
+                        f"  settlement {s.id[:8]}: {usd(int(s.amount.value))} = "
+                        f"{s.ledger_amount.value} cents on the ledger ({s.ledger_settlement_id})"
+                    )
+            if len(seen) >= min_settlements:
+                break
+            rounds += 1
+            if rounds > 40:
+                raise DemoError(f"only {len(seen)} settlements after {rounds - 1} rounds")
+            request = admin_pb2.SendPacketsRequest(
+                destination="test.bob.demo", amount=PACKET_AMOUNT, count=50, concurrency=8
+            )
+            last = admin_pb2.SendPacketsResponse()
+            for progress in alice.admin.SendPackets(request, timeout=DEADLINE):
+                last = progress
+            sent += last.fulfilled * PACKET_AMOUNT
+            rejected = ", ".join(f"{c}: {n}" for c, n in sorted(last.rejected_by_code.items()))
+            say(
+                f"round {rounds}: {last.fulfilled}/{last.sent} packets fulfilled"
+                f"{' (rejected ' + rejected + ')' if rejected else ''}, "
+                f"median {last.median_latency_ms:.1f} ms; sent so far {usd(sent)}"
+            )
+
+        def quiet() -> Books | None:
+            alice_rows = [s for s in settlements(alice) if s.direction == _OUT]
+            bob_rows = [s for s in settlements(bob) if s.direction == _IN]
+            unfinished = [s for s in alice_rows if s.state != _DONE]
+            credited = [s for s in bob_rows if s.state == _DONE]
+            done = [s for s in alice_rows if s.state == _DONE]
+            if unfinished or len(credited) != len(done) or len(bob_rows) != len(credited):
+                return None
+            a, b = account(alice), account(bob)
+            return Books(
+                sent=sent,
+                alice_balance=int(a.clearing_balance.value),
+                alice_leftover=int(a.leftover.value),
+                alice_completed=done,
+                alice_unfinished=unfinished,
+                bob_balance=int(b.clearing_balance.value),
+                bob_credited=credited,
+                alice_ledger=ledger_balance(ledger, "alice-ledger"),
+                bob_ledger=ledger_balance(ledger, "bob-ledger"),
+            )
+
+        books = wait_for("every settlement to be paid and credited", quiet, hosts)
+        problems = reconcile(books)
+        say("")
+        say(render(books))
+        if then is not None:
+            then(alice, bob)
+        return books, problems
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def render(books: Books) -> str:
+    """The final table."""
+    paid = sum(int(s.ledger_amount.value) for s in books.alice_completed)
+    rows = [
+        ("packets sent Alice -> Bob", usd(books.sent), ""),
+        (
+            "settlements",
+            f"{len(books.alice_completed)} paid by Alice",
+            f"{len(books.bob_credited)} credited by Bob",
+        ),
+        (
+            "clearing balance",
+            f"Alice: {usd(books.alice_balance)}",
+            f"Bob: {usd(books.bob_balance)}",
+        ),
+        ("leftover (not yet a cent)", f"Alice: {usd(books.alice_leftover)}", ""),
+        (
+            "ledger balance",
+            f"alice-ledger: {usd(books.alice_ledger, LEDGER_SCALE)}",
+            f"bob-ledger: {usd(books.bob_ledger, LEDGER_SCALE)}",
+        ),
+        ("paid on the ledger", usd(paid, LEDGER_SCALE), ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    middle = max(len(r[1]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:<{middle}}  {c}".rstrip() for a, b, c in rows)
+
+
+@contextlib.contextmanager
+def _workspace(keep: str | None) -> Iterator[Path]:
+    if keep is not None:
+        path = Path(keep).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    # Short, so that unix socket paths stay under the ~100-byte limit.
+    path = Path(tempfile.mkdtemp(prefix="ilpdemo"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; 0 when the books reconcile."""
+    parser = argparse.ArgumentParser(prog="ilp-host demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", help="keep everything in this directory (default: a temp dir)")
+    parser.add_argument("--settlements", type=int, default=5, help="settle at least this often")
+    args = parser.parse_args(list(argv) if argv is not None else [])
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    try:
+        with _workspace(args.dir) as directory:
+            _, problems = run_demo(directory, min_settlements=args.settlements)
+    except DemoError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    if problems:
+        print("\nthe books do NOT reconcile:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print("\nthe books reconcile: clearing balances, settlements and ledger agree")
+    return 0
