@@ -30,7 +30,7 @@ from typing import TextIO, TypeVar
 
 import grpc
 
-from host.simledger.process import LedgerProcess, start_ledger
+from host.simledger.process import start_ledger
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -133,7 +133,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def write_config(
-    directory: Path, name: str, peer: str, port: int, peer_port: int, ledger: str
+    directory: Path,
+    name: str,
+    peer: str,
+    port: int,
+    peer_port: int,
+    ledger: str,
+    *,
+    threshold: int = SETTLE_THRESHOLD,
 ) -> Path:
     """The host config of one side."""
     path = directory / f"{name}.toml"
@@ -146,7 +153,7 @@ def write_config(
             ledger=ledger,
             adaptor=ADAPTOR,
             account_scale=ACCOUNT_SCALE,
-            threshold=SETTLE_THRESHOLD,
+            threshold=threshold,
             min_balance=MIN_BALANCE,
             max_balance=MAX_BALANCE,
         )
@@ -272,6 +279,59 @@ def reconcile(books: Books) -> list[str]:
     return problems
 
 
+@contextlib.contextmanager
+def peered_hosts(
+    directory: Path,
+    *,
+    threshold: int = SETTLE_THRESHOLD,
+    say: Callable[[str], None] = lambda text: None,
+) -> Iterator[tuple[Host, Host, simledger_pb2_grpc.SimLedgerStub]]:
+    """The ledger (Alice's account funded) and Alice's and Bob's hosts, peered and READY.
+
+    Everything is stopped on exit: the hosts with SIGTERM, then the ledger.
+    """
+    with contextlib.ExitStack() as stack:
+        ledger_target = f"unix:{directory / 'ledger.sock'}"
+        say(f"starting the simulated ledger ({ledger_target})")
+        stack.enter_context(
+            start_ledger(
+                directory / "ledger.db",
+                ledger_target,
+                ["--asset-code", "USD", "--asset-scale", str(LEDGER_SCALE)],
+            )
+        )
+        ledger_channel = stack.enter_context(grpc.insecure_channel(ledger_target))
+        ledger = simledger_pb2_grpc.SimLedgerStub(ledger_channel)
+        ledger.CreateAccount(simledger_pb2.CreateAccountRequest(account_id="alice-ledger"))
+        ledger.Mint(
+            simledger_pb2.MintRequest(
+                transfer_id="demo-funding",
+                account_id="alice-ledger",
+                amount=types_pb2.Amount(value=str(FUNDING), scale=LEDGER_SCALE),
+            )
+        )
+        say(f"funded alice-ledger with {usd(FUNDING, LEDGER_SCALE)}")
+        alice_port, bob_port = free_ports(2)
+        configs = {
+            "alice": write_config(
+                directory, "alice", "bob", alice_port, bob_port, ledger_target, threshold=threshold
+            ),
+            "bob": write_config(
+                directory, "bob", "alice", bob_port, alice_port, ledger_target, threshold=threshold
+            ),
+        }
+        hosts = []
+        for name, config in configs.items():
+            say(f"starting {name}'s host (ilp-host run -c {config.name}; log {name}.log)")
+            host = start_host(directory, name, config)
+            stack.callback(stop_host, host)
+            hosts.append(host)
+        for host in hosts:
+            wait_for(f"{host.name}'s peer link to be READY", partial(link_ready, host), hosts)
+        say("both hosts serve; their adaptors exchanged ledger accounts over peer.settle")
+        yield hosts[0], hosts[1], ledger
+
+
 def run_demo(
     directory: Path,
     *,
@@ -288,43 +348,8 @@ def run_demo(
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    with contextlib.ExitStack() as stack:
-        ledger_target = f"unix:{directory / 'ledger.sock'}"
-        say(f"starting the simulated ledger ({ledger_target})")
-        ledger_process: LedgerProcess = stack.enter_context(
-            start_ledger(
-                directory / "ledger.db",
-                ledger_target,
-                ["--asset-code", "USD", "--asset-scale", str(LEDGER_SCALE)],
-            )
-        )
-        del ledger_process
-        ledger_channel = stack.enter_context(grpc.insecure_channel(ledger_target))
-        ledger = simledger_pb2_grpc.SimLedgerStub(ledger_channel)
-        ledger.CreateAccount(simledger_pb2.CreateAccountRequest(account_id="alice-ledger"))
-        ledger.Mint(
-            simledger_pb2.MintRequest(
-                transfer_id="demo-funding",
-                account_id="alice-ledger",
-                amount=types_pb2.Amount(value=str(FUNDING), scale=LEDGER_SCALE),
-            )
-        )
-        say(f"funded alice-ledger with {usd(FUNDING, LEDGER_SCALE)}")
-        alice_port, bob_port = free_ports(2)
-        configs = {
-            "alice": write_config(directory, "alice", "bob", alice_port, bob_port, ledger_target),
-            "bob": write_config(directory, "bob", "alice", bob_port, alice_port, ledger_target),
-        }
-        hosts = []
-        for name, config in configs.items():
-            say(f"starting {name}'s host (ilp-host run -c {config.name}; log {name}.log)")
-            host = start_host(directory, name, config)
-            stack.callback(stop_host, host)
-            hosts.append(host)
-        alice, bob = hosts
-        for host in hosts:
-            wait_for(f"{host.name}'s peer link to be READY", partial(link_ready, host), hosts)
-        say("both hosts serve; their adaptors exchanged ledger accounts over peer.settle")
+    with peered_hosts(directory, say=say) as (alice, bob, ledger):
+        hosts = [alice, bob]
 
         sent = 0
         seen: set[str] = set()
