@@ -1,18 +1,22 @@
 """The ``ilp-host`` command line.
 
-Commands: ``run`` (the host), ``status`` (adaptors and their connections), ``health`` (a
-grpc.health.v1 probe, like grpc_health_probe) and ``demo``. Exit status: 0 ok, 1 runtime
-failure (including "host not running" and "not serving"), 2 usage or configuration error.
+Commands: ``run`` (the host), ``status`` (adaptors and their connections, and peer links when a
+connector runs), ``health`` (a grpc.health.v1 probe, like grpc_health_probe), the settlement
+engine's ``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers`` and
+``send`` (test packets), and ``demo``. Exit status: 0 ok, 1 runtime failure (including "host not
+running", "not serving" and every status the server refuses a call with, printed with its
+message), 2 usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
+import contextlib
+import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +27,16 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from host.config import ConfigError, read_config
-from host.status import describe_change, render_status
+from host.conformance import cli as conformance_cli
+from host.status import (
+    describe_change,
+    render_accounts,
+    render_peers,
+    render_settlements,
+    render_status,
+    send_progress_line,
+    send_summary,
+)
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 
 EXIT_OK = 0
@@ -114,15 +127,36 @@ async def _status(args: argparse.Namespace) -> int:
         stub = admin_pb2_grpc.HostAdminStub(channel)
         try:
             listing = await stub.ListAdaptors(admin_pb2.ListAdaptorsRequest(), timeout=args.timeout)
+            peers = None if args.watch else await _peer_links(stub, args.timeout)
             if args.json and not args.watch:
-                print(json_format.MessageToJson(listing, indent=2))
+                document = json_format.MessageToDict(listing)
+                if peers is not None:
+                    document["connector"] = json_format.MessageToDict(peers)
+                print(json.dumps(document, indent=2))
             elif not args.watch:
                 print(render_status(listing.adaptors, datetime.now(UTC)))
+                if peers is not None:
+                    print(f"\n{render_peers(peers, datetime.now(UTC))}")
             else:
                 await _watch(stub, listing, json_lines=args.json)
         except grpc.aio.AioRpcError as exc:
             raise unreachable(target, exc) from exc
     return EXIT_OK
+
+
+async def _peer_links(
+    stub: admin_pb2_grpc.HostAdminAsyncStub, call_timeout: float
+) -> admin_pb2.ListPeersResponse | None:
+    """The connector's peers, or None when the host runs no connector."""
+    try:
+        peers: admin_pb2.ListPeersResponse = await stub.ListPeers(
+            admin_pb2.ListPeersRequest(), timeout=call_timeout
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+            return None
+        raise
+    return peers
 
 
 async def _watch(
@@ -179,6 +213,117 @@ async def _health(args: argparse.Namespace) -> int:
     return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILURE
 
 
+# -- accounts, settlements, settle, retry (the engine) -------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _admin(args: argparse.Namespace) -> AsyncIterator[admin_pb2_grpc.HostAdminAsyncStub]:
+    """A HostAdmin stub; a failed call becomes a CliError with the server's status."""
+    target = admin_target(args)
+    async with target.channel() as channel:
+        try:
+            yield admin_pb2_grpc.HostAdminStub(channel)
+        except grpc.aio.AioRpcError as exc:
+            raise unreachable(target, exc) from exc
+
+
+def _print_json(message: Any) -> None:
+    print(json_format.MessageToJson(message, indent=2))
+
+
+async def _accounts(args: argparse.Namespace) -> int:
+    async with _admin(args) as stub:
+        listing = await stub.ListAccounts(admin_pb2.ListAccountsRequest(), timeout=args.timeout)
+    if args.json:
+        _print_json(listing)
+    else:
+        print(render_accounts(listing.accounts))
+    return EXIT_OK
+
+
+async def _settlements(args: argparse.Namespace) -> int:
+    request = admin_pb2.ListSettlementsRequest(account_id=args.account or "", limit=args.limit)
+    async with _admin(args) as stub:
+        listing = await stub.ListSettlements(request, timeout=args.timeout)
+    if args.json:
+        _print_json(listing)
+    else:
+        print(render_settlements(listing.settlements, datetime.now(UTC), wide=args.wide))
+    return EXIT_OK
+
+
+def _print_settlement(
+    reply: admin_pb2.SettleResponse | admin_pb2.RetrySettlementResponse, *, as_json: bool
+) -> None:
+    if as_json:
+        _print_json(reply)
+    else:
+        print(render_settlements([reply.settlement], datetime.now(UTC), wide=True))
+
+
+async def _settle(args: argparse.Namespace) -> int:
+    request = admin_pb2.SettleRequest(account_id=args.account, idempotency_key=args.key or "")
+    async with _admin(args) as stub:
+        if args.amount is not None:
+            # The amount is at the account's scale; the server checks it (sign, digits, zero).
+            found = await stub.GetAccount(
+                admin_pb2.GetAccountRequest(account_id=args.account), timeout=args.timeout
+            )
+            request.amount.value = args.amount
+            request.amount.scale = found.account.asset_scale
+        reply = await stub.Settle(request, timeout=args.timeout)
+    _print_settlement(reply, as_json=args.json)
+    return EXIT_OK
+
+
+async def _retry(args: argparse.Namespace) -> int:
+    request = admin_pb2.RetrySettlementRequest(settlement_id=args.settlement_id)
+    async with _admin(args) as stub:
+        reply = await stub.RetrySettlement(request, timeout=args.timeout)
+    _print_settlement(reply, as_json=args.json)
+    return EXIT_OK
+
+
+# -- peers and send (the connector) --------------------------------------------------------
+
+
+async def _peers(args: argparse.Namespace) -> int:
+    async with _admin(args) as stub:
+        listing = await stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=args.timeout)
+    if args.json:
+        _print_json(listing)
+    else:
+        print(render_peers(listing, datetime.now(UTC)))
+    return EXIT_OK
+
+
+async def _send(args: argparse.Namespace) -> int:
+    request = admin_pb2.SendPacketsRequest(
+        destination=args.destination,
+        amount=args.amount,
+        count=args.count,
+        concurrency=args.concurrency,
+    )
+    live = sys.stdout.isatty() and not args.json
+    last: admin_pb2.SendPacketsResponse | None = None
+    async with _admin(args) as stub:
+        # No deadline: a long run streams progress for as long as it takes.
+        async for message in stub.SendPackets(request):
+            last = message
+            if args.json:
+                print(json_format.MessageToJson(message, indent=None), flush=True)
+            elif not message.done:
+                line = send_progress_line(message, args.count)
+                print(f"\r{line}" if live else line, end="" if live else "\n", flush=True)
+    if last is None or not last.done:
+        raise CliError("the host ended the send without a summary (is it stopping?)")
+    if not args.json:
+        if live:
+            print(f"\r{send_progress_line(last, args.count)}")
+        print(send_summary(last))
+    return EXIT_OK if last.fulfilled == last.sent == args.count else EXIT_FAILURE
+
+
 # -- run and demo --------------------------------------------------------------------------
 
 
@@ -199,14 +344,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    try:
-        demo = importlib.import_module("host.demo")
-    except ModuleNotFoundError as exc:
-        if exc.name != "host.demo":
-            raise
-        raise CliError("the demo is not part of this installation (no host.demo module)") from exc
-    status: int | None = demo.main()
-    return status or EXIT_OK
+    from host import demo  # imported here: only the demo needs it
+
+    argv = ["--settlements", str(args.settlements)]
+    if args.dir:
+        argv += ["--dir", args.dir]
+    return demo.main(argv)
 
 
 # -- the parser ----------------------------------------------------------------------------
@@ -261,9 +404,108 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_options(health)
     health.set_defaults(handler=_sync(_health))
 
-    demo = commands.add_parser("demo", help="run the demonstration")
+    accounts = commands.add_parser(
+        "accounts", help="show the peer accounts: clearing balances and settlement state"
+    )
+    _add_admin_options(accounts)
+    accounts.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    accounts.set_defaults(handler=_sync(_accounts))
+
+    settlements = commands.add_parser("settlements", help="show settlements, newest first")
+    _add_admin_options(settlements)
+    settlements.add_argument("--account", metavar="ID", help="only this account's")
+    settlements.add_argument(
+        "--limit", type=_count, default=20, help="at most this many (default 20)"
+    )
+    settlements.add_argument("--wide", action="store_true", help="show whole settlement ids")
+    settlements.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    settlements.set_defaults(handler=_sync(_settlements))
+
+    settle = commands.add_parser(
+        "settle", help="settle an account now: by --amount, or down to its settle_to"
+    )
+    settle.add_argument("account", metavar="ACCOUNT", help="the account's id")
+    settle.add_argument(
+        "--amount",
+        metavar="N",
+        help="an integer at the account's scale (1000000 is 1 USD at scale 6); "
+        "default: what brings the balance back to settle_to",
+    )
+    settle.add_argument(
+        "--key", metavar="K", help="idempotency key: the same key settles only once"
+    )
+    _add_admin_options(settle)
+    settle.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    settle.set_defaults(handler=_sync(_settle))
+
+    retry = commands.add_parser(
+        "retry", help="send a FAILED settlement again, with its original idempotency key"
+    )
+    retry.add_argument("settlement_id", metavar="SETTLEMENT_ID", help="the whole id (--wide)")
+    _add_admin_options(retry)
+    retry.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    retry.set_defaults(handler=_sync(_retry))
+
+    peers = commands.add_parser("peers", help="show the connector's peers and their links")
+    _add_admin_options(peers)
+    peers.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    peers.set_defaults(handler=_sync(_peers))
+
+    send = commands.add_parser(
+        "send",
+        help="send test packets through the connector (not a payment protocol)",
+        description="Send COUNT test packets of AMOUNT to DESTINATION through this host's "
+        "connector, showing progress, then a summary. This exercises the peer links, the "
+        "balance middleware and settlement; it is not a payment protocol: the packets carry "
+        "their own fulfillment, which only a host's test receiver honours. Exit 0 when every "
+        "packet was fulfilled, 1 otherwise.",
+    )
+    send.add_argument("destination", metavar="DESTINATION", help="an ILP address, e.g. test.bob")
+    send.add_argument(
+        "--amount",
+        type=_whole(64),
+        required=True,
+        metavar="N",
+        help="per packet, in the first hop account's units (its scale)",
+    )
+    send.add_argument("--count", type=_count, required=True, metavar="N", help="how many packets")
+    send.add_argument(
+        "--concurrency", type=_count, default=1, metavar="N", help="in flight at once (default 1)"
+    )
+    _add_admin_options(send)
+    send.add_argument("--json", action="store_true", help="print each progress message as JSON")
+    send.set_defaults(handler=_sync(_send))
+
+    demo = commands.add_parser(
+        "demo", help="two hosts settle on a simulated ledger until the books reconcile"
+    )
+    demo.add_argument("--dir", help="keep the ledger, configs and logs in this directory")
+    demo.add_argument("--settlements", type=int, default=5, help="settle at least this often")
     demo.set_defaults(handler=_demo)
+
+    conformance_cli.add_parser(commands).set_defaults(handler=conformance_cli.run)
     return parser
+
+
+def _whole(bits: int) -> Callable[[str], int]:
+    """An option's parser: a whole number that fits the message field (``bits`` unsigned).
+
+    Only what the field cannot carry is refused here; the server checks its own limits.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not 0 <= value < 2**bits:
+            raise argparse.ArgumentTypeError(f"must be 0..{2**bits - 1}, got {value}")
+        return value
+
+    return parse
+
+
+_count = _whole(32)
 
 
 def _sync(

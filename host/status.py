@@ -1,4 +1,5 @@
-"""What ``ilp-host status`` prints: the adaptor table and one-line change notes. Pure.
+"""What the ``ilp-host`` commands print: the adaptor table of ``status`` and its one-line change
+notes, the ``accounts``, ``settlements`` and ``peers`` tables, and ``send``'s lines. Pure.
 
 Works on the admin API's messages (what the CLI receives), with ``now`` passed in so that
 ages are testable::
@@ -11,6 +12,7 @@ ages are testable::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -163,3 +165,179 @@ def _details(after: admin_pb2.Adaptor, before: admin_pb2.Adaptor | None) -> str:
     text = f" ({', '.join(parts)})" if parts else ""
     new_error = after.last_error and (before is None or before.last_error != after.last_error)
     return f"{text}: {_short(after.last_error)}" if new_error else text
+
+
+# -- accounts, settlements, peers, test packets ---------------------------------------------
+#
+# The tables of ``ilp-host accounts``, ``settlements`` and ``peers``, and the lines of
+# ``ilp-host send``. Amounts are shown in human form with their scale (``-0.024690 USD``).
+
+ACCOUNTS_HEADER = (
+    *("ACCOUNT", "ADAPTOR", "ASSET", "BALANCE", "SETTLE AT", "SETTLE TO"),
+    *("PENDING", "LEFTOVER", "LIQUIDITY"),
+)
+SETTLEMENTS_HEADER = (
+    *("ID", "ACCOUNT", "DIRECTION", "STATE", "AMOUNT", "LEDGER AMOUNT"),
+    *("LEDGER ID", "ATTEMPTS", "AGE", "LAST ERROR"),
+)
+PEERS_HEADER = ("PEER", "ADDRESS", "URL", "LINK", "SINCE", "LAST ERROR")
+#: Settlement ids the host makes are 32 hex digits; tables show this many (``--wide``: all).
+SHORT_ID_CHARS = 12
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def format_amount(value: str, scale: int, asset_code: str = "") -> str:
+    """An integer amount at ``scale`` as a decimal: ``("-24690", 6, "USD")`` -> ``-0.024690 USD``.
+
+    A value that is not an integer (a server bug) is shown as it came, never hidden.
+    """
+    digits = value.removeprefix("-")
+    if not digits.isascii() or not digits.isdigit():
+        return f"{value}?" if value else EMPTY
+    sign = "-" if value.startswith("-") and digits.strip("0") else ""
+    if scale > 0:
+        digits = digits.rjust(scale + 1, "0")
+        digits = f"{digits[:-scale]}.{digits[-scale:]}"
+    text = f"{sign}{digits}"
+    return f"{text} {asset_code}" if asset_code else text
+
+
+def _amount_of(amount: types_pb2.Amount | types_pb2.SignedAmount, code: str = "") -> str:
+    return format_amount(amount.value, amount.scale, code)
+
+
+def short_id(settlement_id: str) -> str:
+    """A settlement id for a table: the host's hex ids shortened, ledger-derived ids whole."""
+    if _HEX_ID.fullmatch(settlement_id):
+        return settlement_id[:SHORT_ID_CHARS]
+    return settlement_id
+
+
+def accounts_rows(accounts: Sequence[admin_pb2.Account]) -> list[tuple[str, ...]]:
+    """The accounts table's rows, header first."""
+    rows: list[tuple[str, ...]] = [ACCOUNTS_HEADER]
+    for account in accounts:
+        code = account.asset_code
+        liquidity = (
+            _amount_of(account.settlement_liquidity, code)
+            if account.HasField("settlement_liquidity")
+            else EMPTY
+        )
+        rows.append(
+            (
+                account.account_id,
+                account.adaptor,
+                f"{code}/{account.asset_scale}",
+                _amount_of(account.clearing_balance, code),
+                _amount_of(account.settle_threshold),
+                _amount_of(account.settle_to),
+                _amount_of(account.pending_settlement),
+                _amount_of(account.leftover),
+                liquidity,
+            )
+        )
+    return rows
+
+
+def render_accounts(accounts: Sequence[admin_pb2.Account]) -> str:
+    """The whole accounts table, or a note when the host has no account."""
+    if not accounts:
+        return "no accounts configured"
+    return render_table(accounts_rows(accounts))
+
+
+def settlement_state_name(state: int) -> str:
+    """``COMPLETED`` for SETTLEMENT_STATE_COMPLETED; the number if the value is unknown."""
+    return _enum_name(admin_pb2.SettlementState, state, "SETTLEMENT_STATE_")
+
+
+def settlement_direction_name(direction: int) -> str:
+    """``outgoing`` for SETTLEMENT_DIRECTION_OUTGOING; the number if the value is unknown."""
+    return _enum_name(admin_pb2.SettlementDirection, direction, "SETTLEMENT_DIRECTION_").lower()
+
+
+def settlements_rows(
+    settlements: Sequence[admin_pb2.Settlement], now: datetime, *, wide: bool = False
+) -> list[tuple[str, ...]]:
+    """The settlements table's rows, header first, in the order given (the server's: newest
+    first). ``wide`` shows whole ids."""
+    rows: list[tuple[str, ...]] = [SETTLEMENTS_HEADER]
+    for settlement in settlements:
+        rows.append(
+            (
+                settlement.id if wide else short_id(settlement.id),
+                settlement.account_id,
+                settlement_direction_name(settlement.direction),
+                settlement_state_name(settlement.state),
+                _amount_of(settlement.amount),
+                _amount_of(settlement.ledger_amount),
+                settlement.ledger_settlement_id or EMPTY,
+                str(settlement.attempts),
+                _age(settlement.created, settlement.HasField("created"), now),
+                one_line(settlement.last_error),
+            )
+        )
+    return rows
+
+
+def render_settlements(
+    settlements: Sequence[admin_pb2.Settlement], now: datetime, *, wide: bool = False
+) -> str:
+    """The whole settlements table, or a note when there is none."""
+    if not settlements:
+        return "no settlements"
+    return render_table(settlements_rows(settlements, now, wide=wide))
+
+
+def peers_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str, ...]]:
+    """The peers table's rows, header first."""
+    rows: list[tuple[str, ...]] = [PEERS_HEADER]
+    for peer in peers:
+        link = peer.link
+        rows.append(
+            (
+                peer.id,
+                peer.address or EMPTY,
+                peer.url or EMPTY,
+                connectivity_name(link.state),
+                _age(link.since, link.HasField("since"), now),
+                one_line(link.last_error),
+            )
+        )
+    return rows
+
+
+def render_peers(listing: admin_pb2.ListPeersResponse, now: datetime) -> str:
+    """This host's ILP address, then the peers table (or a note when there is no peer)."""
+    head = f"address {listing.address or EMPTY}"
+    if not listing.peers:
+        return f"{head}\nno peers configured"
+    return f"{head}\n{render_table(peers_rows(listing.peers, now))}"
+
+
+def _by_code(progress: admin_pb2.SendPacketsResponse) -> str:
+    codes = sorted(progress.rejected_by_code.items())
+    return ", ".join(f"{code} {count}" for code, count in codes)
+
+
+def send_progress_line(progress: admin_pb2.SendPacketsResponse, count: int) -> str:
+    """One progress line of ``ilp-host send``: ``sent 120/200  fulfilled 118  rejected 2``."""
+    line = f"sent {progress.sent}/{count}  fulfilled {progress.fulfilled}"
+    line += f"  rejected {progress.rejected}"
+    if progress.rejected_by_code:
+        line += f" ({_by_code(progress)})"
+    return line
+
+
+def send_summary(summary: admin_pb2.SendPacketsResponse) -> str:
+    """The summary after the last message of ``ilp-host send``."""
+    lines = [
+        f"sent       {summary.sent}",
+        f"fulfilled  {summary.fulfilled}",
+        f"rejected   {summary.rejected}" + (f" ({_by_code(summary)})" if summary.rejected else ""),
+        f"latency    median {summary.median_latency_ms:.2f} ms, "
+        f"p99 {summary.p99_latency_ms:.2f} ms",
+    ]
+    if summary.last_reject:
+        lines.append(f"last reject  {one_line(summary.last_reject)}")
+    return "\n".join(lines)

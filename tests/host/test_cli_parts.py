@@ -3,7 +3,6 @@ the TCP listener's files."""
 
 from __future__ import annotations
 
-import importlib.util
 import stat
 from pathlib import Path
 
@@ -56,14 +55,6 @@ def test_unreadable_token_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     argv = ["status", "--admin", "127.0.0.1:1", "--token-file", str(tmp_path / "t")]
     assert main(argv) == EXIT_USAGE
     assert "cannot read" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("host.demo") is not None, reason="the demo exists: not run here"
-)
-def test_demo_slot_without_a_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == EXIT_FAILURE
-    assert "no host.demo module" in capsys.readouterr().err
 
 
 def test_state_dir_is_private(tmp_path: Path) -> None:
