@@ -68,6 +68,8 @@ class EngineBinding:
         self._accounts = tuple(accounts)
         self._by_id = {account.id: account for account in accounts}
         self._channels: dict[str, grpc.aio.Channel] = {}
+        #: Each bound adaptor's ledger scale (GetInfo): incoming amounts must be at it.
+        self._scales: dict[str, int] = {}
         self._setups: dict[str, asyncio.Task[None]] = {}
         self.ready: dict[str, bool] = {account.id: False for account in accounts}
 
@@ -88,6 +90,7 @@ class EngineBinding:
         if serving and channel is not None and self._channels.get(name) is not channel:
             assert snapshot.info is not None
             self._channels[name] = channel
+            self._scales[name] = snapshot.info.asset_scale
             stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
             self._ports[name] = GrpcSettlementPort(stub, snapshot.info.asset_scale)
             self._restart_setup(name, self._setup(name, stub, snapshot.info))
@@ -173,6 +176,11 @@ class EngineBinding:
         """
         try:
             amount = parse_unsigned(settlement.amount.value, settlement.amount.scale, "amount")
+            scale = self._scales.get(adaptor)
+            if scale is not None and settlement.amount.scale != scale:
+                raise InvalidArgument(
+                    f"amount.scale is {settlement.amount.scale}, the ledger's scale is {scale}"
+                )
             account = self._by_id.get(settlement.account_id)
             if account is not None and account.adaptor != adaptor:
                 raise InvalidArgument(

@@ -40,6 +40,7 @@ import grpc
 from adaptor_state import Acknowledgement, AdaptorState, Incoming
 
 import sdk
+from host import failpoints
 from sdk.amount import AmountError, unsigned_of
 from sdk.connectivity import Connectivity
 from sdk.contract import MAX_DATA_BYTES
@@ -442,6 +443,7 @@ class SimLedgerAdaptor(sdk.Adaptor):
         self, request: adaptor_pb2.SendMoneyRequest, context: sdk.Context
     ) -> adaptor_pb2.SendMoneyResponse:
         """One ledger Transfer to the peer's ledger account, idempotent by key."""
+        failpoints.hit("adaptor.send-money-received")
         account_id = await self._account_id(context, request.account_id)
         key = request.idempotency_key
         if not IDEMPOTENCY_KEY.fullmatch(key):
@@ -495,6 +497,7 @@ class SimLedgerAdaptor(sdk.Adaptor):
             )
         except grpc.aio.AioRpcError as exc:
             await self._refuse(context, *self._send_money_status(exc, payee))
+        failpoints.hit("adaptor.after-transfer")
         return adaptor_pb2.SendMoneyResponse(
             settlement_id=transfer_id, status=adaptor_pb2.SETTLEMENT_STATUS_COMPLETED
         )

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from host import failpoints
 from host.engine.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -239,6 +240,7 @@ class Engine:
                     )
                 )
         if queued:
+            failpoints.hit("engine.after-debit")
             self.outbox.wake()
         return account.balance
 
@@ -290,6 +292,7 @@ class Engine:
                         SETTLE_SCOPE, idempotency_key, account_id, request, row.id, now
                     )
                 )
+        failpoints.hit("engine.after-debit")
         self.outbox.wake()
         return row
 
@@ -358,6 +361,7 @@ class Engine:
             ):
                 row = replace(row, lease_until=lease_until)
                 await tx.update_settlement(row)
+        failpoints.hit("engine.after-credit")
         if row.state is SettlementState.CREDITED and row.lease_until == lease_until:
             return await self.outbox.process(row)
         if row.state is SettlementState.COMPLETED:

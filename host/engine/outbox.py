@@ -20,6 +20,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from host import failpoints
 from host.engine.errors import PermanentSettlementError, TransientSettlementError
 from host.engine.model import Direction, Settlement, SettlementState
 from host.engine.ports import Clock, RandomSource, SendResult, SettlementPort, Store
@@ -202,6 +203,8 @@ class OutboxWorker:
     async def process(self, row: Settlement) -> Settlement:
         """Make one attempt for a leased row and record its outcome; the row as recorded."""
         outcome = await self._attempt(row)
+        if isinstance(outcome, Paid):
+            failpoints.hit("engine.after-send-money")
         if isinstance(outcome, Refused):
             _log.warning(
                 "settlement %s (%s, account %s): %s",
