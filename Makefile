@@ -23,7 +23,13 @@ adaptors/%/node_modules/.installed: adaptors/%/package.json adaptors/%/package-l
 	cd adaptors/$* && npm ci --no-audit --no-fund
 	touch $@
 
-setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS)
+# The Go adaptor (go-plugin); the Go module proxy provides its modules.
+GO_ADAPTOR := adaptors/simledger-go/bin/simledger-go
+
+$(GO_ADAPTOR): $(wildcard adaptors/simledger-go/*.go adaptors/simledger-go/gen/*/*/*/*.go) adaptors/simledger-go/go.mod adaptors/simledger-go/go.sum
+	cd adaptors/simledger-go && go build -o bin/simledger-go .
+
+setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS) $(GO_ADAPTOR)
 
 ## The main job on the embedded default.
 demo: setup

@@ -148,8 +148,6 @@ def test_simledger_node_conforms(temp_root: Path) -> None:
 def simledger_go() -> Iterator[list[str]]:
     """The Go adaptor, built once into a temporary directory."""
     directory = ADAPTORS / "simledger-go"
-    if not directory.is_dir():
-        pytest.skip("adaptors/simledger-go does not exist (yet)")
     go = require_tool("go", "adaptors/simledger-go")
     build = Path(tempfile.mkdtemp(prefix="ilpgo"))
     try:
