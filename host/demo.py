@@ -36,7 +36,13 @@ from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 REPO = Path(__file__).resolve().parents[1]
-ADAPTOR = REPO / "adaptors" / "simledger-python" / "adaptor.py"
+#: The simledger adaptor in each language, as a TOML array of the command ("python" is the
+#: host's own interpreter). Any of them can settle with any other.
+ADAPTORS = {
+    "python": f'["python", "{REPO / "adaptors" / "simledger-python" / "adaptor.py"}"]',
+    "node": f'["node", "{REPO / "adaptors" / "simledger-node" / "adaptor.js"}"]',
+    "go": f'["{REPO / "adaptors" / "simledger-go" / "bin" / "simledger-go"}"]',
+}
 ACCOUNT_SCALE = 6  # the ILP accounts count in micro-dollars...
 LEDGER_SCALE = 2  # ...the ledger in cents: conversions leave leftovers, kept and settled later
 FUNDING = 1_000_000  # cents minted into Alice's ledger account
@@ -53,7 +59,7 @@ state_dir = "{name}"
 
 [[adaptor]]
 name = "simledger"
-command = ["python", "{adaptor}"]
+command = {command}
 env = {{ ILP_SIMLEDGER_ADDR = "{ledger}", ILP_SIMLEDGER_ACCOUNT = "{name}-ledger", \
 ILP_ADAPTOR_STATE_DB = "{name}/adaptor.db" }}
 
@@ -141,8 +147,9 @@ def write_config(
     ledger: str,
     *,
     threshold: int = SETTLE_THRESHOLD,
+    language: str = "python",
 ) -> Path:
-    """The host config of one side."""
+    """The host config of one side, its adaptor written in ``language`` (see ADAPTORS)."""
     path = directory / f"{name}.toml"
     path.write_text(
         _CONFIG.format(
@@ -151,7 +158,7 @@ def write_config(
             port=port,
             peer_port=peer_port,
             ledger=ledger,
-            adaptor=ADAPTOR,
+            command=ADAPTORS[language],
             account_scale=ACCOUNT_SCALE,
             threshold=threshold,
             min_balance=MIN_BALANCE,
@@ -284,6 +291,7 @@ def peered_hosts(
     directory: Path,
     *,
     threshold: int = SETTLE_THRESHOLD,
+    languages: tuple[str, str] = ("python", "python"),
     say: Callable[[str], None] = lambda text: None,
 ) -> Iterator[tuple[Host, Host, simledger_pb2_grpc.SimLedgerStub]]:
     """The ledger (Alice's account funded) and Alice's and Bob's hosts, peered and READY.
@@ -314,15 +322,33 @@ def peered_hosts(
         alice_port, bob_port = free_ports(2)
         configs = {
             "alice": write_config(
-                directory, "alice", "bob", alice_port, bob_port, ledger_target, threshold=threshold
+                directory,
+                "alice",
+                "bob",
+                alice_port,
+                bob_port,
+                ledger_target,
+                threshold=threshold,
+                language=languages[0],
             ),
             "bob": write_config(
-                directory, "bob", "alice", bob_port, alice_port, ledger_target, threshold=threshold
+                directory,
+                "bob",
+                "alice",
+                bob_port,
+                alice_port,
+                ledger_target,
+                threshold=threshold,
+                language=languages[1],
             ),
         }
         hosts = []
         for name, config in configs.items():
-            say(f"starting {name}'s host (ilp-host run -c {config.name}; log {name}.log)")
+            language = languages[0] if name == "alice" else languages[1]
+            say(
+                f"starting {name}'s host with the {language} adaptor "
+                f"(ilp-host run -c {config.name}; log {name}.log)"
+            )
             host = start_host(directory, name, config)
             stack.callback(stop_host, host)
             hosts.append(host)
@@ -338,6 +364,7 @@ def run_demo(
     min_settlements: int = 5,
     out: TextIO = sys.stdout,
     then: Callable[[Host, Host], None] | None = None,
+    languages: tuple[str, str] = ("python", "python"),
 ) -> tuple[Books, list[str]]:
     """Run the whole scenario in ``directory``; the books and what did not reconcile.
 
@@ -348,7 +375,7 @@ def run_demo(
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    with peered_hosts(directory, say=say) as (alice, bob, ledger):
+    with peered_hosts(directory, languages=languages, say=say) as (alice, bob, ledger):
         hosts = [alice, bob]
 
         sent = 0
@@ -461,11 +488,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ilp-host demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", help="keep everything in this directory (default: a temp dir)")
     parser.add_argument("--settlements", type=int, default=5, help="settle at least this often")
+    for side in ("alice", "bob"):
+        parser.add_argument(
+            f"--{side}",
+            choices=sorted(ADAPTORS),
+            default="python",
+            help=f"the language of {side.title()}'s simledger adaptor",
+        )
     args = parser.parse_args(list(argv) if argv is not None else [])
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     try:
         with _workspace(args.dir) as directory:
-            _, problems = run_demo(directory, min_settlements=args.settlements)
+            _, problems = run_demo(
+                directory, min_settlements=args.settlements, languages=(args.alice, args.bob)
+            )
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

@@ -73,3 +73,15 @@ def test_reconcile_names_what_does_not_add_up() -> None:
     assert any("Bob's account holds 22" in p for p in problems)
     assert any("Bob: balance" in p for p in problems)
     assert any("credited 2 ledger payments" in p for p in problems)
+
+
+@pytest.mark.parametrize("languages", [("go", "python"), ("python", "node")])
+def test_mixed_language_adaptors_settle_and_reconcile(
+    workdir: Path, languages: tuple[str, str]
+) -> None:
+    """Adaptors in different languages exchange ledger accounts and settle with each other."""
+    out = io.StringIO()
+    books, problems = run_demo(workdir, min_settlements=2, out=out, languages=languages)
+    assert problems == [], out.getvalue()
+    assert len(books.alice_completed) >= 2
+    assert f"with the {languages[0]} adaptor" in out.getvalue()
