@@ -17,7 +17,8 @@ gRPC statuses become the engine's two failure kinds at this one boundary:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
@@ -54,6 +55,16 @@ def classify(code: grpc.StatusCode, details: str, what: str) -> SettlementError:
     return TransientSettlementError(message)
 
 
+def _channel_closed(exc: asyncio.CancelledError, what: str) -> NoReturn:
+    """A call cut short: by our own cancellation (re-raised), or by its channel closing under it
+    (the adaptor died and the supervisor closed the channel): the outcome is unknown, so it is
+    transient, and the outbox retries with the same key instead of waiting out its lease."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise exc
+    raise TransientSettlementError(f"{what}: the channel to the adaptor closed mid-call") from exc
+
+
 class GrpcSettlementPort:
     """The SettlementPort of one adaptor, given its stub and its ledger's scale (from GetInfo)."""
 
@@ -78,6 +89,8 @@ class GrpcSettlementPort:
             response = await self._stub.SendMoney(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise classify(exc.code(), exc.details() or "", "SendMoney") from exc
+        except asyncio.CancelledError as exc:
+            _channel_closed(exc, "SendMoney")
         return SendResult(
             settlement_id=response.settlement_id,
             completed=response.status == adaptor_pb2.SETTLEMENT_STATUS_COMPLETED,
@@ -90,3 +103,5 @@ class GrpcSettlementPort:
             await self._stub.ReceiveMoney(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise classify(exc.code(), exc.details() or "", "ReceiveMoney") from exc
+        except asyncio.CancelledError as exc:
+            _channel_closed(exc, "ReceiveMoney")

@@ -251,6 +251,8 @@ class Host:
 
 def _query(path: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of a read query on another process's SQLite file (WAL: it sees what committed)."""
+    if not path.exists():  # connect() would create it, empty, under the process that owns it
+        raise AssertionError(f"{path} does not exist (yet)")
     connection = sqlite3.connect(path, timeout=10)
     try:
         return [tuple(row) for row in connection.execute(sql, parameters).fetchall()]
