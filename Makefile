@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test check lint typecheck buf stubs-check pytest stubs clean
+.PHONY: setup demo test check lint typecheck buf stubs-check go-check pytest stubs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,11 @@ demo: setup
 ## Every check and test.
 test: setup check pytest
 
-check: stubs-check buf lint typecheck
+check: stubs-check buf lint typecheck go-check
+
+# The Go adaptor's own unit tests and vet.
+go-check:
+	cd adaptors/simledger-go && go vet ./... && go test ./...
 
 stubs-check:
 	$(BIN)/python scripts/gen_protos.py --check

@@ -47,7 +47,13 @@ func main() {
 		os.Exit(1)
 	}
 
-	go stopOnSignalOrOrphan(log, ledgerPlugin)
+	// Subscribed before Serve: go-plugin starts ignoring SIGINT only after its handshake line,
+	// and a signal that arrives before anyone listens ends the process instead.
+	interrupts := make(chan os.Signal, 1)
+	signal.Notify(interrupts, os.Interrupt)
+	terms := make(chan os.Signal, 1)
+	signal.Notify(terms, syscall.SIGTERM)
+	go stopOnSignalOrOrphan(log, ledgerPlugin, terms)
 
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake,
@@ -91,9 +97,7 @@ func adaptorName() string {
 // stopOnSignalOrOrphan stops the adaptor on SIGTERM (go-plugin handles only SIGINT, which it
 // ignores) and when the parent process goes away (the host died). It stops the gRPC server as
 // go-plugin's Shutdown does, so main ends the usual way; exiting here is the fallback.
-func stopOnSignalOrOrphan(log hclog.Logger, p *ledgerAdaptorPlugin) {
-	terms := make(chan os.Signal, 1)
-	signal.Notify(terms, syscall.SIGTERM)
+func stopOnSignalOrOrphan(log hclog.Logger, p *ledgerAdaptorPlugin, terms <-chan os.Signal) {
 	parent := os.Getppid()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
