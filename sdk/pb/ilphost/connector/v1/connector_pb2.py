@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sdk.pb.ilphost.types.v1 import types_pb2 as ilphost_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ilphost/connector/v1/connector.proto\x12\x14ilphost.connector.v1\x1a\x1cilphost/types/v1/types.proto\"\'\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"E\n\x12GetBalanceResponse\x12/\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\"v\n\x18\x41pplyBalanceDeltaRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"L\n\x19\x41pplyBalanceDeltaResponse\x12/\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\"3\n\x0fSendDataRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x10SendDataResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"*\n\x12WatchEventsRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\"\xaa\x01\n\x13WatchEventsResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12?\n\x0f\x62\x61lance_changed\x18\x02 \x01(\x0b\x32$.ilphost.connector.v1.BalanceChangedH\x00\x12\x39\n\x0cpeer_message\x18\x03 \x01(\x0b\x32!.ilphost.connector.v1.PeerMessageH\x00\x42\x07\n\x05\x65vent\"\x84\x01\n\x0e\x42\x61lanceChanged\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12/\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\x12-\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\"C\n\x0bPeerMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"*\n\x18\x41\x63knowledgeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\"\x1b\n\x19\x41\x63knowledgeEventsResponse\"N\n\x1bRespondToPeerMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x1e\n\x1cRespondToPeerMessageResponse2\x98\x05\n\tConnector\x12_\n\nGetBalance\x12\'.ilphost.connector.v1.GetBalanceRequest\x1a(.ilphost.connector.v1.GetBalanceResponse\x12t\n\x11\x41pplyBalanceDelta\x12..ilphost.connector.v1.ApplyBalanceDeltaRequest\x1a/.ilphost.connector.v1.ApplyBalanceDeltaResponse\x12Y\n\x08SendData\x12%.ilphost.connector.v1.SendDataRequest\x1a&.ilphost.connector.v1.SendDataResponse\x12\x64\n\x0bWatchEvents\x12(.ilphost.connector.v1.WatchEventsRequest\x1a).ilphost.connector.v1.WatchEventsResponse0\x01\x12t\n\x11\x41\x63knowledgeEvents\x12..ilphost.connector.v1.AcknowledgeEventsRequest\x1a/.ilphost.connector.v1.AcknowledgeEventsResponse\x12}\n\x14RespondToPeerMessage\x12\x31.ilphost.connector.v1.RespondToPeerMessageRequest\x1a\x32.ilphost.connector.v1.RespondToPeerMessageResponseBOZMgithub.com/interledger-settlement-host/proto/ilphost/connector/v1;connectorv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$ilphost/connector/v1/connector.proto\x12\x14ilphost.connector.v1\x1a\x1cilphost/types/v1/types.proto\"\'\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"E\n\x12GetBalanceResponse\x12/\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\"v\n\x18\x41pplyBalanceDeltaRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"L\n\x19\x41pplyBalanceDeltaResponse\x12/\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\"3\n\x0fSendDataRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\" \n\x10SendDataResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"*\n\x12WatchEventsRequest\x12\x14\n\x0c\x61\x66ter_cursor\x18\x01 \x01(\x04\"\xaa\x01\n\x13WatchEventsResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\x12?\n\x0f\x62\x61lance_changed\x18\x02 \x01(\x0b\x32$.ilphost.connector.v1.BalanceChangedH\x00\x12\x39\n\x0cpeer_message\x18\x03 \x01(\x0b\x32!.ilphost.connector.v1.PeerMessageH\x00\x42\x07\n\x05\x65vent\"\x9d\x01\n\x0e\x42\x61lanceChanged\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12/\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\x12-\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32\x1e.ilphost.types.v1.SignedAmount\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"C\n\x0bPeerMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"*\n\x18\x41\x63knowledgeEventsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x04\"\x1b\n\x19\x41\x63knowledgeEventsResponse\"N\n\x1bRespondToPeerMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x1e\n\x1cRespondToPeerMessageResponse2\x98\x05\n\tConnector\x12_\n\nGetBalance\x12\'.ilphost.connector.v1.GetBalanceRequest\x1a(.ilphost.connector.v1.GetBalanceResponse\x12t\n\x11\x41pplyBalanceDelta\x12..ilphost.connector.v1.ApplyBalanceDeltaRequest\x1a/.ilphost.connector.v1.ApplyBalanceDeltaResponse\x12Y\n\x08SendData\x12%.ilphost.connector.v1.SendDataRequest\x1a&.ilphost.connector.v1.SendDataResponse\x12\x64\n\x0bWatchEvents\x12(.ilphost.connector.v1.WatchEventsRequest\x1a).ilphost.connector.v1.WatchEventsResponse0\x01\x12t\n\x11\x41\x63knowledgeEvents\x12..ilphost.connector.v1.AcknowledgeEventsRequest\x1a/.ilphost.connector.v1.AcknowledgeEventsResponse\x12}\n\x14RespondToPeerMessage\x12\x31.ilphost.connector.v1.RespondToPeerMessageRequest\x1a\x32.ilphost.connector.v1.RespondToPeerMessageResponseBOZMgithub.com/interledger-settlement-host/proto/ilphost/connector/v1;connectorv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,17 +50,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHEVENTSRESPONSE']._serialized_start=534
   _globals['_WATCHEVENTSRESPONSE']._serialized_end=704
   _globals['_BALANCECHANGED']._serialized_start=707
-  _globals['_BALANCECHANGED']._serialized_end=839
-  _globals['_PEERMESSAGE']._serialized_start=841
-  _globals['_PEERMESSAGE']._serialized_end=908
-  _globals['_ACKNOWLEDGEEVENTSREQUEST']._serialized_start=910
-  _globals['_ACKNOWLEDGEEVENTSREQUEST']._serialized_end=952
-  _globals['_ACKNOWLEDGEEVENTSRESPONSE']._serialized_start=954
-  _globals['_ACKNOWLEDGEEVENTSRESPONSE']._serialized_end=981
-  _globals['_RESPONDTOPEERMESSAGEREQUEST']._serialized_start=983
-  _globals['_RESPONDTOPEERMESSAGEREQUEST']._serialized_end=1061
-  _globals['_RESPONDTOPEERMESSAGERESPONSE']._serialized_start=1063
-  _globals['_RESPONDTOPEERMESSAGERESPONSE']._serialized_end=1093
-  _globals['_CONNECTOR']._serialized_start=1096
-  _globals['_CONNECTOR']._serialized_end=1760
+  _globals['_BALANCECHANGED']._serialized_end=864
+  _globals['_PEERMESSAGE']._serialized_start=866
+  _globals['_PEERMESSAGE']._serialized_end=933
+  _globals['_ACKNOWLEDGEEVENTSREQUEST']._serialized_start=935
+  _globals['_ACKNOWLEDGEEVENTSREQUEST']._serialized_end=977
+  _globals['_ACKNOWLEDGEEVENTSRESPONSE']._serialized_start=979
+  _globals['_ACKNOWLEDGEEVENTSRESPONSE']._serialized_end=1006
+  _globals['_RESPONDTOPEERMESSAGEREQUEST']._serialized_start=1008
+  _globals['_RESPONDTOPEERMESSAGEREQUEST']._serialized_end=1086
+  _globals['_RESPONDTOPEERMESSAGERESPONSE']._serialized_start=1088
+  _globals['_RESPONDTOPEERMESSAGERESPONSE']._serialized_end=1118
+  _globals['_CONNECTOR']._serialized_start=1121
+  _globals['_CONNECTOR']._serialized_end=1785
 # @@protoc_insertion_point(module_scope)

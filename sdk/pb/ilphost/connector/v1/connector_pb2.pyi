@@ -217,7 +217,14 @@ class BalanceChanged(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     BALANCE_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
+    idempotency_key: _builtins.str
+    """The idempotency key of the change: derived from the packet for a fulfilled packet, the
+    caller's for ApplyBalanceDelta. An engine applies the change to its own books under this
+    key, so a change delivered twice counts once. Keys that start with "engine/" are the
+    engine's own deltas (its settlements, pushed with ApplyBalanceDelta): it skips those.
+    """
     @_builtins.property
     def balance(self) -> _types_pb2.SignedAmount: ...
     @_builtins.property
@@ -228,10 +235,11 @@ class BalanceChanged(_message.Message):
         account_id: _builtins.str = ...,
         balance: _types_pb2.SignedAmount | None = ...,
         delta: _types_pb2.SignedAmount | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "delta", b"delta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "balance", b"balance", "delta", b"delta"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "balance", b"balance", "delta", b"delta", "idempotency_key", b"idempotency_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

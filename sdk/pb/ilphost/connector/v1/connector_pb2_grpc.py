@@ -91,6 +91,8 @@ class ConnectorServicer:
         """ApplyBalanceDelta adds `delta` to an account's clearing balance. Idempotent by
         `idempotency_key`: a key seen before returns the first result and changes nothing; the same
         key with another account or delta is refused with ALREADY_EXISTS. Durable when it returns.
+        Credit limits bound packets, not this: a settlement must always be recorded. The change is
+        logged as a BalanceChanged event like a packet's.
         Statuses: NOT_FOUND, INVALID_ARGUMENT (malformed delta, scale other than the account's,
         empty key), ALREADY_EXISTS.
         """
@@ -108,11 +110,20 @@ class ConnectorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchEvents(self, request, context):
-        """WatchEvents streams balance changes and messages from peers' engines, each with a cursor
-        that increases by one per event. The stream starts after `after_cursor` (0: from the oldest
-        event not yet acknowledged), so an engine that restarts resumes where it acknowledged and
-        loses nothing; events are kept until acknowledged. One consumer at a time: a second stream
-        is refused with FAILED_PRECONDITION. OUT_OF_RANGE when `after_cursor` is ahead of the log.
+        """WatchEvents streams the connector's events to the settlement engine.
+
+        Balance changes are durable: each has a cursor that increases by one per change, and is kept
+        until acknowledged. The stream starts after `after_cursor` (0: from the oldest change not yet
+        acknowledged), so an engine that restarts resumes where it acknowledged and loses nothing;
+        an engine that only lost its stream passes the last cursor it processed.
+
+        Peer messages are live, not logged: a peer waits for the reply (and retries on its own if
+        none comes), so each is sent once, on the stream open when it arrives, with cursor 0. With no
+        stream open the connector refuses the peer's message at once (T00, temporary).
+
+        One consumer at a time: a new stream replaces the one open (which ends with ABORTED), so an
+        engine that restarts after a crash is never locked out by its own dead stream.
+        OUT_OF_RANGE when `after_cursor` is ahead of the log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

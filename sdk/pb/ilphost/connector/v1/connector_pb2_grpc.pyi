@@ -46,6 +46,8 @@ class ConnectorStub:
     """ApplyBalanceDelta adds `delta` to an account's clearing balance. Idempotent by
     `idempotency_key`: a key seen before returns the first result and changes nothing; the same
     key with another account or delta is refused with ALREADY_EXISTS. Durable when it returns.
+    Credit limits bound packets, not this: a settlement must always be recorded. The change is
+    logged as a BalanceChanged event like a packet's.
     Statuses: NOT_FOUND, INVALID_ARGUMENT (malformed delta, scale other than the account's,
     empty key), ALREADY_EXISTS.
     """
@@ -55,11 +57,20 @@ class ConnectorStub:
     bytes), UNAVAILABLE (peer unreachable), FAILED_PRECONDITION (the peer refused it).
     """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_connector_pb2.WatchEventsRequest, _connector_pb2.WatchEventsResponse]
-    """WatchEvents streams balance changes and messages from peers' engines, each with a cursor
-    that increases by one per event. The stream starts after `after_cursor` (0: from the oldest
-    event not yet acknowledged), so an engine that restarts resumes where it acknowledged and
-    loses nothing; events are kept until acknowledged. One consumer at a time: a second stream
-    is refused with FAILED_PRECONDITION. OUT_OF_RANGE when `after_cursor` is ahead of the log.
+    """WatchEvents streams the connector's events to the settlement engine.
+
+    Balance changes are durable: each has a cursor that increases by one per change, and is kept
+    until acknowledged. The stream starts after `after_cursor` (0: from the oldest change not yet
+    acknowledged), so an engine that restarts resumes where it acknowledged and loses nothing;
+    an engine that only lost its stream passes the last cursor it processed.
+
+    Peer messages are live, not logged: a peer waits for the reply (and retries on its own if
+    none comes), so each is sent once, on the stream open when it arrives, with cursor 0. With no
+    stream open the connector refuses the peer's message at once (T00, temporary).
+
+    One consumer at a time: a new stream replaces the one open (which ends with ABORTED), so an
+    engine that restarts after a crash is never locked out by its own dead stream.
+    OUT_OF_RANGE when `after_cursor` is ahead of the log.
     """
     AcknowledgeEvents: _grpc.UnaryUnaryMultiCallable[_connector_pb2.AcknowledgeEventsRequest, _connector_pb2.AcknowledgeEventsResponse]
     """AcknowledgeEvents marks every event up to and including `cursor` as processed; they are
@@ -90,6 +101,8 @@ class ConnectorAsyncStub(ConnectorStub):
     """ApplyBalanceDelta adds `delta` to an account's clearing balance. Idempotent by
     `idempotency_key`: a key seen before returns the first result and changes nothing; the same
     key with another account or delta is refused with ALREADY_EXISTS. Durable when it returns.
+    Credit limits bound packets, not this: a settlement must always be recorded. The change is
+    logged as a BalanceChanged event like a packet's.
     Statuses: NOT_FOUND, INVALID_ARGUMENT (malformed delta, scale other than the account's,
     empty key), ALREADY_EXISTS.
     """
@@ -99,11 +112,20 @@ class ConnectorAsyncStub(ConnectorStub):
     bytes), UNAVAILABLE (peer unreachable), FAILED_PRECONDITION (the peer refused it).
     """
     WatchEvents: _aio.UnaryStreamMultiCallable[_connector_pb2.WatchEventsRequest, _connector_pb2.WatchEventsResponse]  # type: ignore[assignment]
-    """WatchEvents streams balance changes and messages from peers' engines, each with a cursor
-    that increases by one per event. The stream starts after `after_cursor` (0: from the oldest
-    event not yet acknowledged), so an engine that restarts resumes where it acknowledged and
-    loses nothing; events are kept until acknowledged. One consumer at a time: a second stream
-    is refused with FAILED_PRECONDITION. OUT_OF_RANGE when `after_cursor` is ahead of the log.
+    """WatchEvents streams the connector's events to the settlement engine.
+
+    Balance changes are durable: each has a cursor that increases by one per change, and is kept
+    until acknowledged. The stream starts after `after_cursor` (0: from the oldest change not yet
+    acknowledged), so an engine that restarts resumes where it acknowledged and loses nothing;
+    an engine that only lost its stream passes the last cursor it processed.
+
+    Peer messages are live, not logged: a peer waits for the reply (and retries on its own if
+    none comes), so each is sent once, on the stream open when it arrives, with cursor 0. With no
+    stream open the connector refuses the peer's message at once (T00, temporary).
+
+    One consumer at a time: a new stream replaces the one open (which ends with ABORTED), so an
+    engine that restarts after a crash is never locked out by its own dead stream.
+    OUT_OF_RANGE when `after_cursor` is ahead of the log.
     """
     AcknowledgeEvents: _aio.UnaryUnaryMultiCallable[_connector_pb2.AcknowledgeEventsRequest, _connector_pb2.AcknowledgeEventsResponse]  # type: ignore[assignment]
     """AcknowledgeEvents marks every event up to and including `cursor` as processed; they are
@@ -143,6 +165,8 @@ class ConnectorServicer(metaclass=_abc_1.ABCMeta):
         """ApplyBalanceDelta adds `delta` to an account's clearing balance. Idempotent by
         `idempotency_key`: a key seen before returns the first result and changes nothing; the same
         key with another account or delta is refused with ALREADY_EXISTS. Durable when it returns.
+        Credit limits bound packets, not this: a settlement must always be recorded. The change is
+        logged as a BalanceChanged event like a packet's.
         Statuses: NOT_FOUND, INVALID_ARGUMENT (malformed delta, scale other than the account's,
         empty key), ALREADY_EXISTS.
         """
@@ -164,11 +188,20 @@ class ConnectorServicer(metaclass=_abc_1.ABCMeta):
         request: _connector_pb2.WatchEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_connector_pb2.WatchEventsResponse], _abc.AsyncIterator[_connector_pb2.WatchEventsResponse]]:
-        """WatchEvents streams balance changes and messages from peers' engines, each with a cursor
-        that increases by one per event. The stream starts after `after_cursor` (0: from the oldest
-        event not yet acknowledged), so an engine that restarts resumes where it acknowledged and
-        loses nothing; events are kept until acknowledged. One consumer at a time: a second stream
-        is refused with FAILED_PRECONDITION. OUT_OF_RANGE when `after_cursor` is ahead of the log.
+        """WatchEvents streams the connector's events to the settlement engine.
+
+        Balance changes are durable: each has a cursor that increases by one per change, and is kept
+        until acknowledged. The stream starts after `after_cursor` (0: from the oldest change not yet
+        acknowledged), so an engine that restarts resumes where it acknowledged and loses nothing;
+        an engine that only lost its stream passes the last cursor it processed.
+
+        Peer messages are live, not logged: a peer waits for the reply (and retries on its own if
+        none comes), so each is sent once, on the stream open when it arrives, with cursor 0. With no
+        stream open the connector refuses the peer's message at once (T00, temporary).
+
+        One consumer at a time: a new stream replaces the one open (which ends with ABORTED), so an
+        engine that restarts after a crash is never locked out by its own dead stream.
+        OUT_OF_RANGE when `after_cursor` is ahead of the log.
         """
 
     @_abc_1.abstractmethod
