@@ -9,6 +9,7 @@ stable idempotency keys, pays nothing twice. The sign convention is in host.engi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import uuid
@@ -25,6 +26,7 @@ from host.engine.errors import (
 from host.engine.model import (
     Account,
     AccountView,
+    ClearingEffect,
     Direction,
     IdempotencyRecord,
     Policy,
@@ -78,16 +80,25 @@ class Engine:
         new_settlement_id: Callable[[], str] = _new_settlement_id,
         outbox_batch: int = 32,
         lease: float = 30.0,
+        journal_clearing: bool = False,
     ) -> None:
         """``ports`` maps adaptor names to the adaptors serving now; the host may update it live.
 
         ``new_settlement_id`` makes the id (and SendMoney idempotency key) of each outgoing
         settlement: it must be unique forever, not just per database, hence random by default.
+
+        ``journal_clearing``: the connector keeps its own copy of the clearing balances
+        (proposal 2), so every change the engine makes to a balance itself (a settlement's
+        debit or credit) is also journaled as a ClearingEffect, in the same transaction, for
+        the host to push to the connector; ``on_clearing_effect`` is called after each such
+        commit. Without it (proposal 1) the engine's balances are the connector's.
         """
         self._store = store
         self._ports = ports
         self._clock: Clock = clock or SystemClock()
         self._new_id = new_settlement_id
+        self._journal = journal_clearing
+        self.on_clearing_effect: Callable[[], None] | None = None
         self.outbox = OutboxWorker(
             store,
             ports,
@@ -222,11 +233,13 @@ class Engine:
             # A settlement the adaptor refused for good waits for an operator; settling more
             # meanwhile would only debit more that cannot be paid. The balance keeps the truth
             # (what we owe), so the credit limit stops the traffic if it goes on.
+            journaled = False
             if debit is not None and not await tx.has_failed_settlement(account_id):
                 account, row = self._debit(account, debit, now)
                 if row is not None:
                     await tx.insert_settlement(row)
                     queued = True
+                journaled = await self._journal_debit(tx, account_id, debit, row, now)
             await tx.update_account(account)
             if idempotency_key is not None:
                 await tx.record_idempotency(
@@ -239,6 +252,8 @@ class Engine:
                         now,
                     )
                 )
+        if journaled:
+            self._effect_written()
         if queued:
             failpoints.hit("engine.after-debit")
             self.outbox.wake()
@@ -286,12 +301,15 @@ class Engine:
                 )
             await tx.update_account(account)
             await tx.insert_settlement(row)
+            journaled = await self._journal_debit(tx, account_id, debit, row, now)
             if idempotency_key is not None:
                 await tx.record_idempotency(
                     IdempotencyRecord(
                         SETTLE_SCOPE, idempotency_key, account_id, request, row.id, now
                     )
                 )
+        if journaled:
+            self._effect_written()
         failpoints.hit("engine.after-debit")
         self.outbox.wake()
         return row
@@ -329,12 +347,21 @@ class Engine:
         check_amount(ledger_amount, "amount", positive=True)
         now = self._clock.now()
         lease_until = now + self.outbox.lease
+        journaled = False
         async with self._store.transaction() as tx:
             account = await self._locked(tx, account_id)
             row = await tx.lock_settlement(incoming_id(account.adaptor, settlement_id))
             if row is None:
                 plan = plan_incoming(account, ledger_amount)
                 await tx.update_account(replace(plan.account, updated_at=now))
+                if self._journal and plan.amount:
+                    digest = hashlib.sha256(
+                        incoming_id(account.adaptor, settlement_id).encode()
+                    ).hexdigest()[:48]
+                    await tx.record_clearing_effect(
+                        ClearingEffect(f"engine/credit/{digest}", account_id, -plan.amount, now)
+                    )
+                    journaled = True
                 row = Settlement(
                     id=incoming_id(account.adaptor, settlement_id),
                     account_id=account_id,
@@ -361,6 +388,8 @@ class Engine:
             ):
                 row = replace(row, lease_until=lease_until)
                 await tx.update_settlement(row)
+        if journaled:
+            self._effect_written()
         failpoints.hit("engine.after-credit")
         if row.state is SettlementState.CREDITED and row.lease_until == lease_until:
             return await self.outbox.process(row)
@@ -422,6 +451,22 @@ class Engine:
         return await self._store.forget_idempotency(self._clock.now() - older_than)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    async def _journal_debit(
+        self, tx: Transaction, account_id: str, debit: int, row: Settlement | None, now: float
+    ) -> bool:
+        """Journal a settlement's debit (proposal 2); whether anything was journaled."""
+        if not self._journal:
+            return False
+        # A debit that went wholly to the leftover has no settlement row, but it did raise the
+        # balance: the connector must see it too.
+        key = f"engine/debit/{row.id}" if row is not None else f"engine/leftover/{uuid.uuid4().hex}"
+        await tx.record_clearing_effect(ClearingEffect(key, account_id, debit, now))
+        return True
+
+    def _effect_written(self) -> None:
+        if self.on_clearing_effect is not None:
+            self.on_clearing_effect()
 
     async def _locked(self, tx: Transaction, account_id: str) -> Account:
         account = await tx.lock_account(account_id)

@@ -162,6 +162,23 @@ class IdempotencyRecord:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class ClearingEffect:
+    """A change the engine made to a clearing balance itself (a settlement), for a connector
+    that keeps its own copy of the balances (proposal 2: the external engine).
+
+    Journaled in the transaction that made the change, and pushed to the connector under
+    ``key`` (idempotent there) until it confirmed: the connector's balance then agrees.
+    """
+
+    #: "engine/debit/<settlement id>" or "engine/credit/<digest>": 1 to 128 characters.
+    key: str
+    account_id: str
+    #: Positive for an outgoing settlement's debit, negative for an incoming credit.
+    delta: int
+    created_at: float
+
+
 def incoming_id(adaptor: str, ledger_settlement_id: str) -> str:
     """The host's id of an incoming settlement: ledger ids are unique per ledger only."""
     return f"in:{adaptor}:{ledger_settlement_id}"

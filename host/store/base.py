@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     # Only for annotations: the model imports nothing from here, so there is no cycle.
-    from host.engine.model import Account, IdempotencyRecord, Settlement
+    from host.engine.model import Account, ClearingEffect, IdempotencyRecord, Settlement
 
 
 class StoreError(Exception):
@@ -81,6 +81,10 @@ class Transaction(Protocol):
 
     async def record_idempotency(self, record: IdempotencyRecord) -> None:
         """Record a key (new in its scope) with its request and result."""
+        ...
+
+    async def record_clearing_effect(self, effect: ClearingEffect) -> None:
+        """Journal a change the engine made to a clearing balance (its key must be new)."""
         ...
 
 
@@ -140,6 +144,14 @@ class Store(Protocol):
 
     async def forget_idempotency(self, created_before: float) -> int:
         """Delete idempotency records older than ``created_before``; how many went."""
+        ...
+
+    async def clearing_effects(self, limit: int) -> list[ClearingEffect]:
+        """At most ``limit`` journaled clearing effects, oldest first."""
+        ...
+
+    async def forget_clearing_effect(self, key: str) -> None:
+        """Drop a journaled effect once the connector confirmed it (no error if gone)."""
         ...
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from host.engine.model import (
     Account,
+    ClearingEffect,
     Direction,
     IdempotencyRecord,
     Policy,
@@ -225,6 +226,16 @@ class _SqliteTransaction:
             lambda c: c.execute(
                 "INSERT INTO idempotency (scope, key, account_id, request, result, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        )
+
+    async def record_clearing_effect(self, effect: ClearingEffect) -> None:
+        values = (effect.key, effect.account_id, str(effect.delta), effect.created_at)
+        self._ctx.defer(
+            lambda c: c.execute(
+                "INSERT INTO clearing_effects (key, account_id, delta, created_at) "
+                "VALUES (?, ?, ?, ?)",
                 values,
             )
         )
@@ -466,6 +477,22 @@ class SqliteStore:
             return await tx.execute(
                 "DELETE FROM idempotency WHERE created_at < ?", (created_before,)
             )
+
+    async def clearing_effects(self, limit: int) -> list[ClearingEffect]:
+        """At most ``limit`` journaled clearing effects, oldest first."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT key, account_id, delta, created_at FROM clearing_effects "
+                "ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [ClearingEffect(key, account, int(delta), at) for key, account, delta, at in rows]
+
+    async def forget_clearing_effect(self, key: str) -> None:
+        """Drop a journaled effect the connector confirmed."""
+        async with self._sqlite_transaction() as tx:
+            await tx.execute("DELETE FROM clearing_effects WHERE key = ?", (key,))
 
     async def close(self) -> None:
         """Commit what is pending, close the connections and the thread, unlock. Idempotent."""

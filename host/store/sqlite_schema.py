@@ -85,8 +85,22 @@ _V1: Migration = (
     "CREATE INDEX idempotency_by_age ON idempotency (created_at)",
 )
 
+# Version 2: the journal of clearing effects, for an engine whose connector keeps its own copy of
+# the balances (proposal 2). seq keeps the push order.
+_V2: Migration = (
+    """
+    CREATE TABLE clearing_effects (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        key        TEXT NOT NULL UNIQUE,
+        account_id TEXT NOT NULL REFERENCES accounts (id),
+        delta      TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )
+    """,
+)
+
 #: Every migration, oldest first. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
