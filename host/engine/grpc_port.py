@@ -91,6 +91,13 @@ class GrpcSettlementPort:
             raise classify(exc.code(), exc.details() or "", "SendMoney") from exc
         except asyncio.CancelledError as exc:
             _channel_closed(exc, "SendMoney")
+        if not response.settlement_id:
+            # Without the ledger's id the payment cannot be matched on the ledger or by the
+            # peer; retried with the same key, a conforming adaptor answers with it.
+            raise TransientSettlementError(
+                "SendMoney: the adaptor answered without a settlement_id (the ledger's id of "
+                "the payment is required)"
+            )
         return SendResult(
             settlement_id=response.settlement_id,
             completed=response.status == adaptor_pb2.SETTLEMENT_STATUS_COMPLETED,

@@ -210,7 +210,6 @@ async def follow_events(
         call = stub.WatchEvents(adaptor_pb2.WatchEventsRequest())
         try:
             async for event in call:
-                delay = EVENTS_RETRY_INITIAL
                 kind = event.WhichOneof("event")
                 if kind == "connection_changed":
                     connection = connection_from_proto(event.connection_changed)
@@ -224,16 +223,23 @@ async def follow_events(
                         on_connection(connection)
                 elif kind == "incoming_settlement" and on_incoming is not None:
                     await on_incoming(adaptor, event.incoming_settlement)
+                    # Only progress resets the backoff: an adaptor that re-delivers a
+                    # settlement the handler keeps refusing must not make the host reopen the
+                    # stream in a tight loop.
+                    delay = EVENTS_RETRY_INITIAL
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 _log.info("adaptor %s does not serve WatchEvents", adaptor)
                 return
             _log.debug("adaptor %s: WatchEvents ended: %s", adaptor, exc.code().name)
-        except Exception:
-            _log.exception(
-                "adaptor %s: incoming settlement handler failed; the stream is "
-                "reopened so that the adaptor re-delivers",
+        except Exception as exc:
+            _log.warning(
+                "adaptor %s: incoming settlement not taken (%s); reopening the stream in %.1fs "
+                "so that the adaptor re-delivers it",
                 adaptor,
+                exc,
+                delay,
+                exc_info=_log.isEnabledFor(logging.DEBUG),
             )
         finally:
             call.cancel()

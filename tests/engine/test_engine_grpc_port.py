@@ -62,6 +62,8 @@ class Adaptor(adaptor_pb2_grpc.LedgerAdaptorServicer):
         key = request.idempotency_key
         if key == "slow":
             await asyncio.sleep(30)
+        if key == "anonymous":  # completed, but without the ledger's id
+            return adaptor_pb2.SendMoneyResponse(status=adaptor_pb2.SETTLEMENT_STATUS_COMPLETED)
         if key in {"ok", "pending"}:
             status = (
                 adaptor_pb2.SETTLEMENT_STATUS_COMPLETED
@@ -108,6 +110,8 @@ def test_the_port_speaks_ledger_adaptor_over_a_real_socket() -> None:
                 await port.send_money("bob", 1, "NOT_FOUND")
             with pytest.raises(TransientSettlementError, match="DEADLINE_EXCEEDED"):
                 await port.send_money("bob", 1, "slow")
+            with pytest.raises(TransientSettlementError, match="without a settlement_id"):
+                await port.send_money("bob", 1, "anonymous")
             await port.acknowledge_incoming("ok")
             with pytest.raises(PermanentSettlementError, match="ReceiveMoney: NOT_FOUND"):
                 await port.acknowledge_incoming("NOT_FOUND")

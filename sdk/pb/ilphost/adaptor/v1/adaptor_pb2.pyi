@@ -292,7 +292,9 @@ class SendMoneyResponse(_message.Message):
     SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     settlement_id: _builtins.str
-    """The ledger's id for the payment (unique on that ledger)."""
+    """The ledger's id for the payment (unique on that ledger). Required: the host treats an
+    answer without it as a transient failure and asks again with the same key.
+    """
     status: Global___SettlementStatus.ValueType
     def __init__(
         self,
