@@ -40,7 +40,7 @@ import grpc
 from adaptor_state import Acknowledgement, AdaptorState, Incoming
 
 import sdk
-from host import failpoints
+from sdk import failpoints
 from sdk.amount import AmountError, unsigned_of
 from sdk.connectivity import Connectivity
 from sdk.contract import MAX_DATA_BYTES

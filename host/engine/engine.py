@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from host import failpoints
 from host.engine.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -51,6 +50,7 @@ from host.engine.policy import (
     settlement_amount,
 )
 from host.engine.ports import Clock, RandomSource, SettlementPort, Store, SystemClock, Transaction
+from sdk import failpoints
 
 _log = logging.getLogger(__name__)
 

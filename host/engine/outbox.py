@@ -20,10 +20,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from host import failpoints
 from host.engine.errors import PermanentSettlementError, TransientSettlementError
 from host.engine.model import Direction, Settlement, SettlementState
 from host.engine.ports import Clock, RandomSource, SendResult, SettlementPort, Store
+from sdk import failpoints
 
 _log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
 """Real processes for the crash tests: the simulated ledger and two peered hosts, Alice and Bob.
 
 Each host is an ``ilp-host run`` subprocess supervising the simledger-python adaptor, with an
-ILP-over-HTTP peer link to the other on loopback. Alice's ledger account is funded. A host can
-be started with failpoints armed (host.failpoints) in its environment, which its adaptor
+ILP-over-HTTP peer link to the other on loopback; or, for a host in ``split`` mode (proposal 2),
+two processes from the same config file: ``ilp-host connector`` and ``ilp-host engine``, each of
+which can be killed and restarted on its own. Alice's ledger account is funded. A host can
+be started with failpoints armed (sdk.failpoints) in its environment, which its adaptor
 inherits, and restarted without them.
 
 The checks read what an operator or an auditor would read: the admin API of each host, the
@@ -24,14 +26,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
-from host import failpoints
 from host.simledger.process import LedgerProcess, start_ledger
+from sdk import failpoints
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -109,26 +111,47 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+#: The processes of a host: one (``run``) or, split, the connector and the engine.
+ROLES = {"run": ("run",), "split": ("connector", "engine")}
+
+
 @dataclass
 class Host:
-    """One side: its files, and the ``ilp-host run`` process while it runs."""
+    """One side: its files, and its processes while they run (see ROLES)."""
 
     name: str
     peer: str
     directory: Path
     config: Path
     log: Path
-    process: subprocess.Popen[bytes] | None = None
-    channel: grpc.Channel | None = None
-    admin_stub: admin_pb2_grpc.HostAdminStub | None = None
+    mode: str = "run"
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
         return self.directory / self.name
 
+    def role_dir(self, role: str) -> Path:
+        """Where one process keeps its state: the state directory itself, or its role's."""
+        return self.state_dir if role == "run" else self.state_dir / role
+
+    @property
+    def engine_role(self) -> str:
+        return "run" if self.mode == "run" else "engine"
+
+    @property
+    def connector_role(self) -> str:
+        return "run" if self.mode == "run" else "connector"
+
     @property
     def engine_db(self) -> Path:
-        return self.state_dir / "engine.db"
+        return self.role_dir(self.engine_role) / "engine.db"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The engine's process (the only one when not split)."""
+        return self.processes.get(self.engine_role)
 
     @property
     def adaptor_db(self) -> Path:
@@ -138,69 +161,93 @@ class Host:
     def once_dir(self) -> Path:
         return self.directory / f"{self.name}-failpoints"
 
+    def _stub(self, role: str) -> admin_pb2_grpc.HostAdminStub:
+        channel = self.channels.get(role)
+        assert channel is not None, f"{self.name}'s {role} is not running"
+        return admin_pb2_grpc.HostAdminStub(channel)
+
     @property
     def admin(self) -> admin_pb2_grpc.HostAdminStub:
-        assert self.admin_stub is not None, f"{self.name}'s host is not running"
-        return self.admin_stub
+        """The engine's admin API: adaptors, accounts, settlements."""
+        return self._stub(self.engine_role)
 
-    def start(self, armed: tuple[str, ...] = ()) -> None:
-        """Start ``ilp-host run`` with the failpoints ``armed`` (each fires once per test)."""
-        assert self.process is None, f"{self.name}'s host is already running"
+    @property
+    def connector_admin(self) -> admin_pb2_grpc.HostAdminStub:
+        """The connector's admin API: peers, test packets."""
+        return self._stub(self.connector_role)
+
+    def start(self, armed: tuple[str, ...] = (), roles: tuple[str, ...] = ()) -> None:
+        """Start the host's processes (or only ``roles``) with the failpoints ``armed`` (each
+        fires once per test). The connector starts first: the engine connects to it."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ILP_FAILPOINTS")}
         if armed:
             self.once_dir.mkdir(exist_ok=True)
             env[failpoints.ENV_FAILPOINTS] = ",".join(armed)
             env[failpoints.ENV_ONCE_DIR] = str(self.once_dir)
-        with self.log.open("ab") as out:
-            out.write(f"==== start {self.name} armed={list(armed)}\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "host.cli", "run", "-c", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.directory,
-                env=env,
-            )
-        self.channel = grpc.insecure_channel(f"unix:{self.state_dir / 'admin.sock'}")
-        self.admin_stub = admin_pb2_grpc.HostAdminStub(self.channel)
+        for role in roles or ROLES[self.mode]:
+            assert role not in self.processes, f"{self.name}'s {role} is already running"
+            with self.log.open("ab") as out:
+                out.write(f"==== start {self.name} {role} armed={list(armed)}\n".encode())
+                out.flush()
+                self.processes[role] = subprocess.Popen(
+                    [sys.executable, "-m", "host.cli", role, "-c", str(self.config)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=self.directory,
+                    env=env,
+                )
+            socket = self.role_dir(role) / "admin.sock"
+            self.channels[role] = grpc.insecure_channel(f"unix:{socket}")
 
-    def _forget_process(self) -> int:
-        assert self.process is not None
-        status = self.process.returncode
-        self.process = None
-        if self.channel is not None:
-            self.channel.close()
-        self.channel = self.admin_stub = None
+    def _forget_process(self, role: str) -> int:
+        status = self.processes.pop(role).returncode
+        channel = self.channels.pop(role, None)
+        if channel is not None:
+            channel.close()
         return status
 
-    def wait_killed(self) -> int:
-        """Wait until the host died (a failpoint); its exit status."""
-        assert self.process is not None
+    def wait_killed(self, role: str | None = None) -> int:
+        """Wait until the engine's process (or ``role``'s) died (a failpoint); its status."""
+        role = role or self.engine_role
+        process = self.processes.get(role)
+        assert process is not None, f"{self.name}'s {role} is not running"
         try:
-            self.process.wait(DEADLINE)
+            process.wait(DEADLINE)
         except subprocess.TimeoutExpired:
             raise AssertionError(
-                f"{self.name}'s host did not die within {DEADLINE} s; its log ends:\n"
+                f"{self.name}'s {role} did not die within {DEADLINE} s; its log ends:\n"
                 f"{self.log_tail()}"
             ) from None
-        return self._forget_process()
+        return self._forget_process(role)
 
-    def stop(self) -> None:
-        """SIGTERM (graceful stop), SIGKILL if it does not stop in time. Idempotent."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._forget_process()
+    def kill(self, role: str) -> None:
+        """SIGKILL one process, as a crash would (its adaptors die with it: parent-death)."""
+        process = self.processes.get(role)
+        assert process is not None, f"{self.name}'s {role} is not running"
+        process.kill()
+        process.wait(DEADLINE)
+        self._forget_process(role)
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    def stop(self, roles: tuple[str, ...] = ()) -> None:
+        """SIGTERM (graceful stop), SIGKILL if it does not stop in time; the engine before the
+        connector. Idempotent."""
+        for role in reversed(roles or ROLES[self.mode]):
+            process = self.processes.get(role)
+            if process is None:
+                continue
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            self._forget_process(role)
+
+    def alive(self, role: str | None = None) -> bool:
+        process = self.processes.get(role or self.engine_role)
+        return process is not None and process.poll() is None
 
     def log_text(self) -> str:
         try:
@@ -221,6 +268,14 @@ class Host:
     def settlements(self) -> list[admin_pb2.Settlement]:
         request = admin_pb2.ListSettlementsRequest(limit=10_000)
         return list(self.admin.ListSettlements(request, timeout=10).settlements)
+
+    def connector_view(self) -> tuple[int | None, admin_pb2.EngineLink]:
+        """The clearing balance of the peer's account as the connector holds it (None when it
+        has none yet), and the connector's view of the engine."""
+        listing = self.connector_admin.ListPeers(admin_pb2.ListPeersRequest(), timeout=10)
+        (peer,) = listing.peers
+        balance = int(peer.clearing_balance.value) if peer.HasField("clearing_balance") else None
+        return balance, listing.engine
 
     def adaptor(self) -> admin_pb2.Adaptor:
         reply = self.admin.GetAdaptor(admin_pb2.GetAdaptorRequest(name="simledger"), timeout=10)
@@ -263,13 +318,21 @@ def _query(path: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tu
 class Pair:
     """The ledger and Alice's and Bob's hosts in one directory (see the module docstring)."""
 
-    def __init__(self, directory: Path, alice_threshold: int = NO_AUTOMATIC_SETTLEMENT) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        alice_threshold: int = NO_AUTOMATIC_SETTLEMENT,
+        *,
+        modes: tuple[str, str] = ("run", "run"),
+    ) -> None:
+        """``modes``: Alice's and Bob's, "run" (one process) or "split" (see ROLES)."""
         self.directory = directory
         self.ledger_target = f"unix:{directory / 'ledger.sock'}"
         self.ledger_db = directory / "ledger.db"
         alice_port, bob_port = free_ports(2)
         self.alice = self._host("alice", "bob", alice_port, bob_port, alice_threshold)
         self.bob = self._host("bob", "alice", bob_port, alice_port, NO_AUTOMATIC_SETTLEMENT)
+        self.alice.mode, self.bob.mode = modes
         self.hosts = (self.alice, self.bob)
         self._ledger: LedgerProcess | None = None
         self._ledger_channel: grpc.Channel | None = None
@@ -341,11 +404,12 @@ class Pair:
         last = ""
         while time.monotonic() < deadline:
             for host in self.hosts:
-                if host.process is not None and host.process.poll() is not None:
-                    raise AssertionError(
-                        f"{host.name}'s host exited with status {host.process.returncode} "
-                        f"while waiting for {what}{self.logs()}"
-                    )
+                for role, process in host.processes.items():
+                    if process.poll() is not None:
+                        raise AssertionError(
+                            f"{host.name}'s {role} exited with status {process.returncode} "
+                            f"while waiting for {what}{self.logs()}"
+                        )
             try:
                 value = check()
             except grpc.RpcError as exc:
@@ -367,7 +431,8 @@ class Pair:
                 return None
             host.account()  # NOT_FOUND until the adaptor served and the account was created
             if link:
-                peers = host.admin.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
+                request = admin_pb2.ListPeersRequest()
+                peers = host.connector_admin.ListPeers(request, timeout=5).peers
                 ready = types_pb2.CONNECTIVITY_STATE_READY
                 if not peers or any(p.link.state != ready for p in peers):
                     return None
@@ -385,7 +450,7 @@ class Pair:
             destination="test.bob.crash", amount=amount, count=count, concurrency=concurrency
         )
         last = admin_pb2.SendPacketsResponse()
-        for progress in self.alice.admin.SendPackets(request, timeout=DEADLINE):
+        for progress in self.alice.connector_admin.SendPackets(request, timeout=DEADLINE):
             last = progress
         assert last.done and last.fulfilled == count, f"packets: {last}{self.logs()}"
         return amount * count
@@ -448,6 +513,18 @@ class Pair:
             bob_ledger=self.ledger_balance("bob-ledger"),
         )
         assert not problems, "the books do not add up:\n  " + "\n  ".join(problems) + self.logs()
+        for host in self.hosts:
+            if host.mode == "split":
+                self.wait_for(
+                    f"{host.name}'s connector to hold the balance her engine holds",
+                    lambda host=host: in_step(host),
+                )
+
+
+def in_step(host: Host) -> bool | None:
+    """True once a split host's connector and engine agree on the clearing balance."""
+    balance, _ = host.connector_view()
+    return True if balance == int(host.account().clearing_balance.value) else None
 
 
 def books_problems(
@@ -505,10 +582,12 @@ def running_pair(
     alice_armed: tuple[str, ...] = (),
     bob_armed: tuple[str, ...] = (),
     alice_threshold: int = NO_AUTOMATIC_SETTLEMENT,
+    modes: tuple[str, str] = ("run", "run"),
 ) -> Iterator[Pair]:
-    """A fresh ledger and both hosts, started (with these failpoints armed) and ready."""
+    """A fresh ledger and both hosts (in these ``modes``, see ROLES), started (with these
+    failpoints armed) and ready."""
     directory = Path(tempfile.mkdtemp(prefix="ilpcr"))  # short: unix socket paths
-    pair = Pair(directory, alice_threshold)
+    pair = Pair(directory, alice_threshold, modes=modes)
     try:
         pair.start_ledger()
         pair.alice.start(alice_armed)

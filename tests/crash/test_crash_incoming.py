@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from host import failpoints
+from sdk import failpoints
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 from tests.crash.harness import COMPLETED, OUTGOING, SERVING, running_pair
 

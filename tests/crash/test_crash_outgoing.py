@@ -3,7 +3,7 @@
 Real processes throughout (tests/crash/harness.py): the simulated ledger, Alice's and Bob's
 ``ilp-host run`` with the simledger adaptor, peered over ILP-over-HTTP. Alice owes Bob for
 packets, an operator settles part of it (admin Settle with an idempotency key), and a failpoint
-(host.failpoints) kills Alice's host or her adaptor with SIGKILL at one exact step. After the
+(sdk.failpoints) kills Alice's host or her adaptor with SIGKILL at one exact step. After the
 recovery (a restart of the host; the supervisor's restart of the adaptor), the books must add
 up: one ledger transfer per settlement, COMPLETED on Alice's side, credited once by Bob,
 nothing FAILED, and every clearing balance exactly what the packets and the settlement say.
@@ -17,7 +17,7 @@ import signal
 import grpc
 import pytest
 
-from host import failpoints
+from sdk import failpoints
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2
 from tests.crash.harness import OUTGOING, SERVING, Pair, running_pair
 

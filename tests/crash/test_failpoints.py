@@ -1,4 +1,4 @@
-"""host.failpoints: an armed hit kills its own process with SIGKILL, once per once-directory."""
+"""sdk.failpoints: an armed hit kills its own process with SIGKILL, once per once-directory."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from host import failpoints
+from sdk import failpoints
 
 POINT = failpoints.ENGINE_AFTER_DEBIT
 # Prints before and after the hit: "after" proves the process went on.
 SCRIPT = (
-    "from host import failpoints\n"
+    "from sdk import failpoints\n"
     "print('before', flush=True)\n"
     f"failpoints.hit({POINT!r})\n"
     "print('after', flush=True)\n"
