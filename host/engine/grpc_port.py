@@ -18,6 +18,7 @@ gRPC statuses become the engine's two failure kinds at this one boundary:
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
@@ -45,6 +46,8 @@ _PERMANENT = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+
+_log = logging.getLogger("ilp_host.engine")
 
 
 def classify(code: grpc.StatusCode, details: str, what: str) -> SettlementError:
@@ -92,11 +95,13 @@ class GrpcSettlementPort:
         except asyncio.CancelledError as exc:
             _channel_closed(exc, "SendMoney")
         if not response.settlement_id:
-            # Without the ledger's id the payment cannot be matched on the ledger or by the
-            # peer; retried with the same key, a conforming adaptor answers with it.
-            raise TransientSettlementError(
-                "SendMoney: the adaptor answered without a settlement_id (the ledger's id of "
-                "the payment is required)"
+            # Accepted all the same: refusing a payment the ledger made would leave it unrecorded;
+            # but without the ledger's id nobody can match it, so say so.
+            _log.warning(
+                "SendMoney %s: the adaptor answered %s without a settlement_id (required by the "
+                "contract): the payment cannot be matched on the ledger",
+                idempotency_key,
+                adaptor_pb2.SettlementStatus.Name(response.status),
             )
         return SendResult(
             settlement_id=response.settlement_id,

@@ -292,8 +292,8 @@ class SendMoneyResponse(_message.Message):
     SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     settlement_id: _builtins.str
-    """The ledger's id for the payment (unique on that ledger). Required: the host treats an
-    answer without it as a transient failure and asks again with the same key.
+    """The ledger's id for the payment (unique on that ledger). Required: without it nobody can
+    match the payment (the host records it all the same, and logs a warning).
     """
     status: Global___SettlementStatus.ValueType
     def __init__(
