@@ -261,7 +261,9 @@ class _SqliteTransaction:
         return await self._ctx.run(lambda c: c.execute(sql, parameters).rowcount)
 
 
-def _connect(path: str, busy_timeout_ms: int, query_only: bool) -> sqlite3.Connection:
+def connect_database(path: str, busy_timeout_ms: int, query_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode, WAL, synchronous=FULL, foreign keys on (also used by
+    the connector's ledger, host.connector.ledger)."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -284,11 +286,11 @@ def _open_connections(
 ) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     writer: sqlite3.Connection | None = None
     try:
-        writer = _connect(path, busy_timeout_ms, query_only=False)
+        writer = connect_database(path, busy_timeout_ms, query_only=False)
         migrate(writer, MIGRATIONS)
         # The file is ours alone (see the module docstring): no lease can be live.
         writer.execute("UPDATE settlements SET lease_until = NULL WHERE lease_until IS NOT NULL")
-        return writer, _connect(path, busy_timeout_ms, query_only=True)
+        return writer, connect_database(path, busy_timeout_ms, query_only=True)
     except BaseException as exc:
         if writer is not None:
             writer.close()
@@ -297,7 +299,8 @@ def _open_connections(
         raise
 
 
-def _lock_file(path: str) -> int:
+def lock_database(path: str) -> int:
+    """Hold ``<path>.lock`` (flock) for this process; StoreInUse if another one holds it."""
     try:
         fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -345,7 +348,7 @@ class SqliteStore:
         StoreError if it is not a host database.
         """
         path = str(Path(path))
-        lock_fd = _lock_file(path)
+        lock_fd = lock_database(path)
         writer = WriterThread("ilp-store-sqlite")
         try:
             conn, reader = await writer.submit(partial(_open_connections, path, busy_timeout_ms))

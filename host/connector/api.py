@@ -1,0 +1,341 @@
+"""The Connector API (ilphost.connector.v1.Connector): what ``ilp-host connector`` serves to an
+external settlement engine (proposal 2).
+
+- :class:`EngineRelay` is the connector's SettlementMessagesPort when the engine is elsewhere:
+  a ``peer.settle`` message from a peer's engine goes, live, onto the engine's open event
+  stream, and the connector waits for the engine's RespondToPeerMessage. With no engine
+  connected the peer gets T00 at once (its adaptor retries).
+- :class:`ConnectorApi` serves the RPCs over the ledger (host.connector.ledger), the relay and
+  the connector's own peer links, with the statuses the .proto documents.
+- :func:`serve_connector_api` listens on a unix socket (0600) or a loopback TCP port, with
+  grpc.health.v1 and server reflection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from host.connector.ledger import (
+    BalanceEvent,
+    ConnectorLedger,
+    CursorOutOfRange,
+    KeyConflict,
+    LedgerInputError,
+)
+from host.connector.ports import (
+    MessageRefused,
+    PeerRefused,
+    PeerUnreachable,
+    UnknownPeer,
+)
+from host.ilp.errors import ErrorCode
+from sdk.amount import AmountError, signed_of
+from sdk.contract import MAX_DATA_BYTES
+from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
+from sdk.pb.ilphost.types.v1 import types_pb2
+
+log = logging.getLogger("ilp_host.connector.api")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+SERVICE = connector_pb2.DESCRIPTOR.services_by_name["Connector"].full_name
+#: Events sent per read of the log.
+BATCH = 256
+
+
+class PeerMessenger(Protocol):
+    """The connector's side of SendData: carries data to a peer's engine (peer.settle)."""
+
+    async def send_settlement_message(self, account_id: str, data: bytes) -> bytes: ...
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One open event stream: its live peer messages, and whether it was replaced."""
+
+    messages: asyncio.Queue[connector_pb2.PeerMessage] = field(default_factory=asyncio.Queue)
+    replaced: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class EngineRelay:
+    """The SettlementMessagesPort of a connector whose engine is another process."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self._timeout = timeout
+        self._current: Subscription | None = None
+        self._waiting: dict[str, asyncio.Future[tuple[bytes, str]]] = {}
+        #: When the engine connected or disconnected last (None: never, since the start).
+        self.since: datetime | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._current is not None
+
+    def attach(self) -> Subscription:
+        """A new stream takes over; the one open before ends (ABORTED)."""
+        if self._current is not None:
+            self._current.replaced.set()
+        self._current = Subscription()
+        self.since = datetime.now(UTC)
+        return self._current
+
+    def detach(self, subscription: Subscription) -> None:
+        """The stream ended. Messages still queued on it are refused (T00: the peer retries)."""
+        if self._current is subscription:
+            self._current = None
+            self.since = datetime.now(UTC)
+        while not subscription.messages.empty():
+            message = subscription.messages.get_nowait()
+            future = self._waiting.pop(message.message_id, None)
+            if future is not None and not future.done():
+                future.set_exception(
+                    MessageRefused("the settlement engine went away", ErrorCode.T00_INTERNAL_ERROR)
+                )
+
+    async def receive(self, account_id: str, data: bytes) -> bytes:
+        """A peer engine's message: to our engine's stream, and its answer back."""
+        subscription = self._current
+        if subscription is None:
+            raise MessageRefused(
+                "no settlement engine is connected to this connector",
+                ErrorCode.T00_INTERNAL_ERROR,
+            )
+        message_id = uuid.uuid4().hex
+        future: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
+        self._waiting[message_id] = future
+        subscription.messages.put_nowait(
+            connector_pb2.PeerMessage(message_id=message_id, account_id=account_id, data=data)
+        )
+        try:
+            reply, error = await asyncio.wait_for(future, self._timeout)
+        except TimeoutError:
+            raise MessageRefused(
+                f"the settlement engine did not answer within {self._timeout:g}s",
+                ErrorCode.T00_INTERNAL_ERROR,
+            ) from None
+        finally:
+            self._waiting.pop(message_id, None)
+        if error:
+            raise MessageRefused(error, ErrorCode.F99_APPLICATION_ERROR)
+        return reply
+
+    def respond(self, message_id: str, data: bytes, error: str) -> bool:
+        """The engine's answer to a message; False when nobody waits for it any more."""
+        future = self._waiting.pop(message_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result((data, error))
+        return True
+
+
+def _event(event: BalanceEvent, scale: int) -> connector_pb2.WatchEventsResponse:
+    return connector_pb2.WatchEventsResponse(
+        cursor=event.cursor,
+        balance_changed=connector_pb2.BalanceChanged(
+            account_id=event.account_id,
+            balance=types_pb2.SignedAmount(value=str(event.balance), scale=scale),
+            delta=types_pb2.SignedAmount(value=str(event.delta), scale=scale),
+            idempotency_key=event.idempotency_key,
+        ),
+    )
+
+
+class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
+    """ilphost.connector.v1.Connector over the ledger, the relay and the peer links."""
+
+    def __init__(
+        self, ledger: ConnectorLedger, relay: EngineRelay, messenger: PeerMessenger
+    ) -> None:
+        self._ledger = ledger
+        self._relay = relay
+        self._messenger = messenger
+
+    async def _scale(self, account_id: str, context: Context) -> int:
+        try:
+            return self._ledger.limits(account_id).asset_scale
+        except UnknownPeer as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            raise AssertionError("unreachable") from exc
+
+    async def GetBalance(
+        self, request: connector_pb2.GetBalanceRequest, context: Context
+    ) -> connector_pb2.GetBalanceResponse:
+        scale = await self._scale(request.account_id, context)
+        balance = await self._ledger.balance(request.account_id)
+        return connector_pb2.GetBalanceResponse(
+            balance=types_pb2.SignedAmount(value=str(balance), scale=scale)
+        )
+
+    async def ApplyBalanceDelta(
+        self, request: connector_pb2.ApplyBalanceDeltaRequest, context: Context
+    ) -> connector_pb2.ApplyBalanceDeltaResponse:
+        scale = await self._scale(request.account_id, context)
+        try:
+            delta = signed_of(request.delta, "delta")
+            if request.delta.scale != scale:
+                raise AmountError(
+                    f"delta.scale is {request.delta.scale}, account {request.account_id} counts "
+                    f"at scale {scale}"
+                )
+            balance = await self._ledger.apply_balance_change(
+                request.account_id, delta, request.idempotency_key
+            )
+        except (AmountError, LedgerInputError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except KeyConflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        return connector_pb2.ApplyBalanceDeltaResponse(
+            balance=types_pb2.SignedAmount(value=str(balance), scale=scale)
+        )
+
+    async def SendData(
+        self, request: connector_pb2.SendDataRequest, context: Context
+    ) -> connector_pb2.SendDataResponse:
+        await self._scale(request.account_id, context)  # NOT_FOUND for an unknown peer
+        if len(request.data) > MAX_DATA_BYTES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"data is {len(request.data)} bytes, at most {MAX_DATA_BYTES} allowed",
+            )
+        try:
+            reply = await self._messenger.send_settlement_message(request.account_id, request.data)
+        except UnknownPeer as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except PeerUnreachable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except PeerRefused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return connector_pb2.SendDataResponse(data=reply)
+
+    async def WatchEvents(
+        self, request: connector_pb2.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[connector_pb2.WatchEventsResponse]:
+        ledger = self._ledger
+        if request.after_cursor > ledger.last_cursor:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"after_cursor {request.after_cursor} is ahead of the log (last "
+                f"{ledger.last_cursor}): was this connector's database replaced?",
+            )
+        cursor = max(request.after_cursor, ledger.acknowledged)
+        subscription = self._relay.attach()
+        log.info("settlement engine attached, from cursor %d", cursor)
+        try:
+            while True:
+                while not subscription.messages.empty():
+                    yield connector_pb2.WatchEventsResponse(
+                        cursor=0, peer_message=subscription.messages.get_nowait()
+                    )
+                events = await ledger.events_after(cursor, BATCH)
+                for event in events:
+                    yield _event(event, ledger.limits(event.account_id).asset_scale)
+                    cursor = event.cursor
+                if events:
+                    continue
+                await self._next(subscription, cursor)
+                if subscription.replaced.is_set():
+                    await context.abort(
+                        grpc.StatusCode.ABORTED, "another engine stream replaced this one"
+                    )
+        finally:
+            self._relay.detach(subscription)
+            log.info("settlement engine detached at cursor %d", cursor)
+
+    async def _next(self, subscription: Subscription, cursor: int) -> None:
+        """Wait for a new event, a live peer message, or being replaced."""
+        waits = {
+            asyncio.ensure_future(self._ledger.wait_beyond(cursor)),
+            asyncio.ensure_future(subscription.replaced.wait()),
+            asyncio.ensure_future(_nonempty(subscription.messages)),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def AcknowledgeEvents(
+        self, request: connector_pb2.AcknowledgeEventsRequest, context: Context
+    ) -> connector_pb2.AcknowledgeEventsResponse:
+        try:
+            await self._ledger.acknowledge(request.cursor)
+        except CursorOutOfRange as exc:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+        return connector_pb2.AcknowledgeEventsResponse()
+
+    async def RespondToPeerMessage(
+        self, request: connector_pb2.RespondToPeerMessageRequest, context: Context
+    ) -> connector_pb2.RespondToPeerMessageResponse:
+        if not self._relay.respond(request.message_id, request.data, request.error):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no peer waits for message {request.message_id[:64]!r} (answered already, or "
+                "it timed out)",
+            )
+        return connector_pb2.RespondToPeerMessageResponse()
+
+
+async def _nonempty(queue: asyncio.Queue[connector_pb2.PeerMessage]) -> None:
+    """Return once ``queue`` has an item, without taking it."""
+    while queue.empty():
+        item = await queue.get()
+        # Put it back at the front's place: nothing else reads the queue meanwhile.
+        queue.put_nowait(item)
+        return
+
+
+def check_api_address(address: str) -> None:
+    """ValueError unless ``address`` is unix:PATH or a loopback HOST:PORT (no authentication)."""
+    if address.startswith("unix:"):
+        return
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"{address}: the Connector API has no authentication; serve it on a unix socket or "
+            "a loopback address"
+        )
+
+
+async def serve_connector_api(api: ConnectorApi, address: str) -> grpc.aio.Server:
+    """Start a server for ``api`` on ``address`` (with health and reflection); it is running."""
+    check_api_address(address)
+    server = grpc.aio.server()
+    connector_pb2_grpc.add_ConnectorServicer_to_server(api, server)
+    health_servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot listen on {address}")
+    if address.startswith("unix:"):
+        with contextlib.suppress(OSError):
+            os.chmod(address.removeprefix("unix:").removeprefix("//"), 0o600)
+    await server.start()
+    for service in ("", SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return server

@@ -1,0 +1,397 @@
+"""The connector's own clearing balances, for proposal 2: a durable ClearingPort with an event log.
+
+When the settlement engine runs in another process, the connector must keep clearing without it,
+so it holds the clearing balances itself: one SQLite file (WAL, synchronous=FULL, group commit
+through host.store.groupcommit, like the engine's store). Every change, a fulfilled packet's or
+one applied through the Connector API, is one transaction that
+
+- updates the account's balance,
+- records the change under its idempotency key (a replay returns the first result and changes
+  nothing; the same key with another account or delta is a :class:`KeyConflict`), and
+- appends a :class:`BalanceEvent` to the log, under a cursor that never repeats.
+
+The engine follows the log (host.connector.api) and acknowledges what it processed; acknowledged
+events are deleted, the others wait for it across any restart of either process. Credit limits
+come from the configuration (:class:`AccountLimits`) and bound packets only
+(:meth:`check_credit`): a settlement the engine reports is always applied.
+
+The file belongs to one process (a lock file, as the engine's store has), so the balances are
+also kept in memory: a credit check reads no disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from host.connector.ports import UnknownPeer
+from host.engine.model import Policy
+from host.engine.policy import credit_allows
+from host.store.base import StoreError
+from host.store.groupcommit import GroupCommit, WriterThread, translate
+from host.store.sqlite import connect_database, lock_database
+from host.store.sqlite_schema import Migration, migrate
+from sdk.amount import fits
+
+T = TypeVar("T")
+
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_KEY = re.compile(r"[\x20-\x7e]{1,128}")
+
+_V1: Migration = (
+    """
+    CREATE TABLE accounts (
+        id          TEXT PRIMARY KEY,
+        asset_scale INTEGER NOT NULL,
+        min_balance TEXT NOT NULL,
+        max_balance TEXT NOT NULL,
+        balance     TEXT NOT NULL,
+        updated_at  REAL NOT NULL
+    )
+    """,
+    # The idempotency keys of applied changes, with their result.
+    """
+    CREATE TABLE changes (
+        key        TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts (id),
+        delta      TEXT NOT NULL,
+        balance    TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX changes_by_age ON changes (created_at)",
+    # AUTOINCREMENT: a cursor is never reused, even after every event was deleted.
+    """
+    CREATE TABLE events (
+        cursor     INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL,
+        delta      TEXT NOT NULL,
+        balance    TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )
+    """,
+    "CREATE TABLE consumer (id INTEGER PRIMARY KEY CHECK (id = 1), acknowledged INTEGER NOT NULL)",
+    "INSERT INTO consumer (id, acknowledged) VALUES (1, 0)",
+)
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+
+
+class LedgerInputError(ValueError):
+    """A malformed account id, key or amount; nothing changed."""
+
+
+class KeyConflict(ValueError):
+    """An idempotency key reused with another account or delta; nothing changed."""
+
+
+class CursorOutOfRange(ValueError):
+    """A cursor ahead of the log."""
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """What the configuration says of one peer account."""
+
+    asset_scale: int
+    min_balance: int  # <= 0: how far we may owe the peer
+    max_balance: int  # >= 0: the credit we extend to the peer
+
+
+@dataclass(frozen=True)
+class BalanceEvent:
+    """One applied change, as the log keeps it."""
+
+    cursor: int
+    account_id: str
+    delta: int
+    balance: int  # after the change
+    idempotency_key: str
+
+
+def _check_change(account_id: str, delta: int, key: str) -> None:
+    if not _ACCOUNT_ID.fullmatch(account_id):
+        raise LedgerInputError(f"account id must be 1-128 of [A-Za-z0-9._~-], got {account_id!r}")
+    if not _KEY.fullmatch(key):
+        raise LedgerInputError("idempotency key must be 1 to 128 printable ASCII characters")
+    if not fits(delta):
+        raise LedgerInputError("delta is too large")
+
+
+class ConnectorLedger:
+    """The connector's clearing balances (see the module docstring). Use :meth:`open`."""
+
+    def __init__(
+        self,
+        path: str,
+        writer: WriterThread,
+        group: GroupCommit,
+        reader: sqlite3.Connection,
+        lock_fd: int,
+        limits: Mapping[str, AccountLimits],
+        balances: dict[str, int],
+        last_cursor: int,
+        acknowledged: int,
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self._group = group
+        self._reader = reader
+        self._lock_fd = lock_fd
+        self._limits = dict(limits)
+        self._balances = balances
+        self._last = last_cursor
+        self._acknowledged = acknowledged
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], accounts: Mapping[str, AccountLimits]
+    ) -> ConnectorLedger:
+        """Open (creating if needed) the ledger at ``path`` for the configured ``accounts``.
+
+        Missing accounts are created at balance 0; the limits and scale of existing ones are
+        taken from ``accounts`` (the configuration is their truth). Accounts in the file but not
+        in ``accounts`` keep their history but are unknown until configured again.
+        """
+        path = str(Path(path))
+        lock_fd = lock_database(path)
+        writer = WriterThread("ilp-connector-ledger")
+        try:
+            conn, reader, balances, last, acked = await writer.submit(
+                partial(_open, path, dict(accounts))
+            )
+        except BaseException:
+            await writer.stop(lambda: None)
+            os.close(lock_fd)
+            raise
+        group = GroupCommit(writer, conn, max_batch=256)
+        return cls(path, writer, group, reader, lock_fd, accounts, balances, last, acked)
+
+    async def close(self) -> None:
+        """Commit what is pending, close the connections and the thread, unlock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        group, reader = self._group, self._reader
+        try:
+            with contextlib.suppress(StoreError):
+                await group.flush()
+        finally:
+
+            def close_connections() -> None:
+                reader.close()
+                group.close_connection()
+
+            await self._writer.stop(close_connections)
+            os.close(self._lock_fd)
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    def limits(self, account_id: str) -> AccountLimits:
+        """The configured limits and scale of an account; UnknownPeer if none."""
+        limits = self._limits.get(account_id)
+        if limits is None:
+            raise UnknownPeer(f"no peer account {account_id[:128]!r} on this connector")
+        return limits
+
+    async def balance(self, account_id: str) -> int:
+        """The clearing balance (what the peer owes us); UnknownPeer if not configured."""
+        self.limits(account_id)
+        return self._balances[account_id]
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        """Whether a packet changing the balance by ``delta`` stays within the credit limits
+        (the engine's rule: moving back toward the allowed range is always allowed)."""
+        limits = self.limits(account_id)
+        policy = Policy(
+            settle_threshold=limits.min_balance,
+            settle_to=0,
+            min_balance=limits.min_balance,
+            max_balance=limits.max_balance,
+        )
+        return credit_allows(self._balances[account_id], delta, policy)
+
+    # -- changes --------------------------------------------------------------------------------
+
+    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
+        """Apply ``delta`` once per key, durably, and log it; the balance after it.
+
+        Not bounded by the credit limits (packets were checked before; settlements must
+        apply). UnknownPeer, LedgerInputError, KeyConflict: nothing changed.
+        """
+        _check_change(account_id, delta, idempotency_key)
+        self.limits(account_id)
+        self._check_open()
+        now = time.time()
+        async with self._group.transaction() as context:
+            balance, cursor = await context.run(
+                partial(_apply, account_id, delta, idempotency_key, now)
+            )
+        # Committed: publish it (only committed events are ever streamed).
+        if cursor is not None:
+            self._balances[account_id] = balance
+            self._last = max(self._last, cursor)
+            self._wake()
+        return balance
+
+    # -- the event log --------------------------------------------------------------------------
+
+    @property
+    def last_cursor(self) -> int:
+        """The highest cursor written (0 before the first event)."""
+        return self._last
+
+    @property
+    def acknowledged(self) -> int:
+        """Every event up to this cursor was processed by the engine (and deleted)."""
+        return self._acknowledged
+
+    async def events_after(self, cursor: int, limit: int) -> list[BalanceEvent]:
+        """At most ``limit`` events with a cursor above ``cursor``, oldest first."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT cursor, account_id, delta, balance, key FROM events WHERE cursor > ? "
+                "ORDER BY cursor LIMIT ?",
+                (cursor, limit),
+            ).fetchall()
+        )
+        return [BalanceEvent(c, a, int(d), int(b), k) for c, a, d, b, k in rows]
+
+    async def acknowledge(self, cursor: int) -> None:
+        """Record that the engine processed every event up to ``cursor``, and delete them.
+
+        Idempotent; an older cursor changes nothing. CursorOutOfRange if ahead of the log.
+        """
+        if cursor > self._last:
+            raise CursorOutOfRange(f"cursor {cursor} is ahead of the log (last {self._last})")
+        if cursor <= self._acknowledged:
+            return
+        self._check_open()
+        async with self._group.transaction() as context:
+            await context.run(partial(_acknowledge, cursor))
+        self._acknowledged = max(self._acknowledged, cursor)
+
+    async def wait_beyond(self, cursor: int) -> None:
+        """Return once an event with a cursor above ``cursor`` is committed."""
+        while self._last <= cursor:
+            await self._changed.wait()
+
+    async def forget_keys(self, older_than: float) -> int:
+        """Delete the idempotency keys recorded more than ``older_than`` seconds ago."""
+        self._check_open()
+        before = time.time() - older_than
+        async with self._group.transaction() as context:
+            return await context.run(
+                lambda c: c.execute("DELETE FROM changes WHERE created_at < ?", (before,)).rowcount
+            )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the connector ledger {self.path} is closed")
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        reader = self._reader
+        try:
+            return await self._writer.submit(lambda: fn(reader))
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+
+# -- in the writer thread ---------------------------------------------------------------------
+
+
+def _open(
+    path: str, accounts: dict[str, AccountLimits]
+) -> tuple[sqlite3.Connection, sqlite3.Connection, dict[str, int], int, int]:
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = connect_database(path, 5000, query_only=False)
+        migrate(conn, MIGRATIONS)
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        for account_id, limits in accounts.items():
+            conn.execute(
+                "INSERT INTO accounts (id, asset_scale, min_balance, max_balance, balance, "
+                "updated_at) VALUES (?, ?, ?, ?, '0', ?) ON CONFLICT (id) DO UPDATE SET "
+                "asset_scale = excluded.asset_scale, min_balance = excluded.min_balance, "
+                "max_balance = excluded.max_balance",
+                (
+                    account_id,
+                    limits.asset_scale,
+                    str(limits.min_balance),
+                    str(limits.max_balance),
+                    now,
+                ),
+            )
+        conn.execute("COMMIT")
+        balances = {
+            account_id: int(balance)
+            for account_id, balance in conn.execute("SELECT id, balance FROM accounts")
+            if account_id in accounts
+        }
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        last = 0 if row is None else int(row[0])
+        (acked,) = conn.execute("SELECT acknowledged FROM consumer").fetchone()
+        return conn, connect_database(path, 5000, query_only=True), balances, last, int(acked)
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"{path}: not a usable connector ledger: {exc}") from exc
+        raise
+
+
+def _apply(
+    account_id: str, delta: int, key: str, now: float, c: sqlite3.Connection
+) -> tuple[int, int | None]:
+    """(balance, new cursor), or (first balance, None) for a replay."""
+    seen = c.execute(
+        "SELECT account_id, delta, balance FROM changes WHERE key = ?", (key,)
+    ).fetchone()
+    if seen is not None:
+        if (seen[0], int(seen[1])) != (account_id, delta):
+            raise KeyConflict(
+                f"idempotency key {key!r} was used for another change ({seen[0]} {seen[1]})"
+            )
+        return int(seen[2]), None
+    (balance,) = c.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    balance = int(balance) + delta
+    if not fits(balance):
+        raise LedgerInputError(f"account {account_id}: the balance would no longer fit")
+    c.execute(
+        "UPDATE accounts SET balance = ?, updated_at = ? WHERE id = ?",
+        (str(balance), now, account_id),
+    )
+    c.execute(
+        "INSERT INTO changes (key, account_id, delta, balance, created_at) VALUES (?, ?, ?, ?, ?)",
+        (key, account_id, str(delta), str(balance), now),
+    )
+    cursor = c.execute(
+        "INSERT INTO events (account_id, delta, balance, key, created_at) VALUES (?, ?, ?, ?, ?)",
+        (account_id, str(delta), str(balance), key, now),
+    ).lastrowid
+    assert cursor is not None
+    return balance, cursor
+
+
+def _acknowledge(cursor: int, c: sqlite3.Connection) -> None:
+    c.execute("UPDATE consumer SET acknowledged = MAX(acknowledged, ?)", (cursor,))
+    c.execute("DELETE FROM events WHERE cursor <= ?", (cursor,))

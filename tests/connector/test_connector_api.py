@@ -1,0 +1,241 @@
+"""The Connector API (proposal 2) served on a real unix socket over a real ledger file: every RPC,
+its error statuses, resuming the event stream, take-over, and peer messages through the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from host.connector.api import ConnectorApi, EngineRelay, check_api_address, serve_connector_api
+from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.ports import MessageRefused, PeerRefused, PeerUnreachable
+from sdk.pb.ilphost.connector.v1 import connector_pb2 as pb
+from sdk.pb.ilphost.connector.v1 import connector_pb2_grpc
+from sdk.pb.ilphost.types.v1 import types_pb2
+
+Stub = Any  # connector_pb2_grpc.ConnectorAsyncStub exists for type checkers only
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Poll ``check`` (every 10 ms, up to 10 s)."""
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 10 s")
+
+
+class Messenger:
+    """The connector's side of SendData, answering by the data: b"down", b"refuse", else echo."""
+
+    async def send_settlement_message(self, account_id: str, data: bytes) -> bytes:
+        if data == b"down":
+            raise PeerUnreachable("bob: connection refused")
+        if data == b"refuse":
+            raise PeerRefused("bob refused it", "F99")
+        return b"echo:" + data
+
+
+def run(scenario: Callable[[Stub, EngineRelay, ConnectorLedger], Awaitable[None]]) -> None:
+    async def main(directory: Path) -> None:
+        ledger = await ConnectorLedger.open(
+            directory / "c.db", {"bob": AccountLimits(6, -1000, 1000)}
+        )
+        relay = EngineRelay(timeout=5)
+        address = f"unix:{directory / 'api.sock'}"
+        server = await serve_connector_api(ConnectorApi(ledger, relay, Messenger()), address)
+        channel = grpc.aio.insecure_channel(address)
+        try:
+            await scenario(connector_pb2_grpc.ConnectorStub(channel), relay, ledger)
+        finally:
+            await channel.close()
+            await server.stop(None)
+            await ledger.close()
+
+    directory = Path(tempfile.mkdtemp(prefix="ilp"))
+    try:
+        asyncio.run(main(directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def delta(
+    value: int, key: str, scale: int = 6, account: str = "bob"
+) -> pb.ApplyBalanceDeltaRequest:
+    return pb.ApplyBalanceDeltaRequest(
+        account_id=account,
+        delta=types_pb2.SignedAmount(value=str(value), scale=scale),
+        idempotency_key=key,
+    )
+
+
+async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await call
+    return failure.value.code()
+
+
+def test_balances_and_idempotent_deltas() -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+        reply = await stub.ApplyBalanceDelta(delta(-250, "d1"))
+        assert (reply.balance.value, reply.balance.scale) == ("-250", 6)
+        # Past the credit limit: deltas are settlements, not packets.
+        assert (await stub.ApplyBalanceDelta(delta(-2000, "d2"))).balance.value == "-2250"
+        assert (await stub.ApplyBalanceDelta(delta(-250, "d1"))).balance.value == "-250"
+        got = await stub.GetBalance(pb.GetBalanceRequest(account_id="bob"))
+        assert got.balance.value == "-2250"
+        code = grpc.StatusCode
+        assert await status_of(stub.ApplyBalanceDelta(delta(-251, "d1"))) == code.ALREADY_EXISTS
+        assert await status_of(stub.ApplyBalanceDelta(delta(1, "d3", scale=2))) == (
+            code.INVALID_ARGUMENT
+        )
+        assert await status_of(stub.ApplyBalanceDelta(delta(1, ""))) == code.INVALID_ARGUMENT
+        bad = delta(1, "d4")
+        bad.delta.value = "01"
+        assert await status_of(stub.ApplyBalanceDelta(bad)) == code.INVALID_ARGUMENT
+        assert await status_of(stub.ApplyBalanceDelta(delta(1, "d5", account="carol"))) == (
+            code.NOT_FOUND
+        )
+        assert await status_of(stub.GetBalance(pb.GetBalanceRequest(account_id="carol"))) == (
+            code.NOT_FOUND
+        )
+        assert await ledger.balance("bob") == -2250  # the refusals changed nothing
+        assert ledger.last_cursor == 2
+
+    run(scenario)
+
+
+def test_send_data_maps_the_peers_answers() -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+        reply = await stub.SendData(pb.SendDataRequest(account_id="bob", data=b"hi"))
+        assert reply.data == b"echo:hi"
+        code = grpc.StatusCode
+        for data, expected in [(b"down", code.UNAVAILABLE), (b"refuse", code.FAILED_PRECONDITION)]:
+            call = stub.SendData(pb.SendDataRequest(account_id="bob", data=data))
+            assert await status_of(call) == expected
+        call = stub.SendData(pb.SendDataRequest(account_id="carol", data=b"x"))
+        assert await status_of(call) == code.NOT_FOUND
+        call = stub.SendData(pb.SendDataRequest(account_id="bob", data=b"x" * 40_000))
+        assert await status_of(call) == code.INVALID_ARGUMENT
+
+    run(scenario)
+
+
+async def take(
+    stream: grpc.aio.UnaryStreamCall[pb.WatchEventsRequest, pb.WatchEventsResponse], count: int
+) -> list[pb.WatchEventsResponse]:
+    events = []
+    while len(events) < count:
+        events.append(await asyncio.wait_for(stream.read(), 10))
+    return events
+
+
+def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+        for n in range(3):
+            await ledger.apply_balance_change("bob", -10, f"p{n}")
+        stream = stub.WatchEvents(pb.WatchEventsRequest())
+        events = await take(stream, 3)
+        assert [e.cursor for e in events] == [1, 2, 3]
+        change = events[2].balance_changed
+        assert (change.account_id, change.delta.value, change.balance.value) == (
+            "bob",
+            "-10",
+            "-30",
+        )
+        assert change.idempotency_key == "p2"
+        # Live: a new change arrives on the open stream.
+        await ledger.apply_balance_change("bob", 5, "p3")
+        assert [e.cursor for e in await take(stream, 1)] == [4]
+        stream.cancel()
+
+        await stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(cursor=2))
+        assert await status_of(stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(cursor=9))) == (
+            grpc.StatusCode.OUT_OF_RANGE
+        )
+        again = stub.WatchEvents(pb.WatchEventsRequest())  # from the oldest unacknowledged
+        assert [e.cursor for e in await take(again, 2)] == [3, 4]
+        again.cancel()
+        later = stub.WatchEvents(pb.WatchEventsRequest(after_cursor=3))
+        assert [e.cursor for e in await take(later, 1)] == [4]
+        later.cancel()
+        ahead = stub.WatchEvents(pb.WatchEventsRequest(after_cursor=99))
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await ahead.read()
+        assert failure.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+    run(scenario)
+
+
+def test_a_new_stream_replaces_the_open_one() -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+        first = stub.WatchEvents(pb.WatchEventsRequest())
+        await ledger.apply_balance_change("bob", -1, "p0")
+        await take(first, 1)
+        assert relay.connected
+        second = stub.WatchEvents(pb.WatchEventsRequest(after_cursor=1))
+        await ledger.apply_balance_change("bob", -1, "p1")
+        assert [e.cursor for e in await take(second, 1)] == [2]
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            while True:
+                await asyncio.wait_for(first.read(), 10)
+        assert failure.value.code() == grpc.StatusCode.ABORTED
+        assert relay.connected
+        second.cancel()
+
+        await until(lambda: not relay.connected)
+
+    run(scenario)
+
+
+def test_peer_messages_go_to_the_engine_and_its_answer_back() -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+        with pytest.raises(MessageRefused) as refused:
+            await relay.receive("bob", b"nobody listens")
+        assert refused.value.code == "T00"
+
+        stream = stub.WatchEvents(pb.WatchEventsRequest())
+        await until(lambda: relay.connected)
+        waiting = asyncio.create_task(relay.receive("bob", b"claim"))
+        (event,) = await take(stream, 1)
+        assert event.cursor == 0
+        message = event.peer_message
+        assert (message.account_id, message.data) == ("bob", b"claim")
+        await stub.RespondToPeerMessage(
+            pb.RespondToPeerMessageRequest(message_id=message.message_id, data=b"ok")
+        )
+        assert await asyncio.wait_for(waiting, 10) == b"ok"
+        # Answered already: nobody waits any more.
+        call = stub.RespondToPeerMessage(
+            pb.RespondToPeerMessageRequest(message_id=message.message_id)
+        )
+        assert await status_of(call) == grpc.StatusCode.NOT_FOUND
+
+        refusing = asyncio.create_task(relay.receive("bob", b"bad"))
+        (event,) = await take(stream, 1)
+        await stub.RespondToPeerMessage(
+            pb.RespondToPeerMessageRequest(
+                message_id=event.peer_message.message_id, error="unknown channel"
+            )
+        )
+        with pytest.raises(MessageRefused, match="unknown channel") as refused:
+            await asyncio.wait_for(refusing, 10)
+        assert refused.value.code == "F99"
+        stream.cancel()
+
+    run(scenario)
+
+
+def test_the_api_is_never_offered_beyond_this_machine() -> None:
+    for ok in ("unix:/run/c.sock", "127.0.0.1:7771", "[::1]:7771", "localhost:7771"):
+        check_api_address(ok)
+    for bad in ("0.0.0.0:7771", "10.1.2.3:7771", "example.com:7771"):
+        with pytest.raises(ValueError, match="no authentication"):
+            check_api_address(bad)

@@ -1,0 +1,158 @@
+"""The connector's own clearing ledger (proposal 2) on real SQLite files: idempotent changes, the
+event log and its acknowledgements across reopening, credit limits, bad input, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from host.connector.ledger import (
+    AccountLimits,
+    ConnectorLedger,
+    CursorOutOfRange,
+    KeyConflict,
+    LedgerInputError,
+)
+from host.connector.ports import UnknownPeer
+from host.store import StoreInUse
+
+LIMITS = {"bob": AccountLimits(asset_scale=6, min_balance=-1000, max_balance=500)}
+
+
+def with_ledger(
+    path: Path, scenario: Callable[[ConnectorLedger], Awaitable[None]], limits: dict = LIMITS
+) -> None:
+    async def main() -> None:
+        ledger = await ConnectorLedger.open(path, limits)
+        try:
+            await scenario(ledger)
+        finally:
+            await ledger.close()
+
+    asyncio.run(main())
+
+
+def test_changes_apply_once_per_key_and_are_logged(tmp_path: Path) -> None:
+    async def scenario(ledger: ConnectorLedger) -> None:
+        assert await ledger.balance("bob") == 0
+        assert await ledger.apply_balance_change("bob", -300, "k1") == -300
+        assert await ledger.apply_balance_change("bob", 100, "k2") == -200
+        assert await ledger.apply_balance_change("bob", -300, "k1") == -300  # replay: first result
+        assert await ledger.balance("bob") == -200
+        with pytest.raises(KeyConflict, match="k1"):
+            await ledger.apply_balance_change("bob", -301, "k1")
+        events = await ledger.events_after(0, 10)
+        assert [(e.cursor, e.delta, e.balance, e.idempotency_key) for e in events] == [
+            (1, -300, -300, "k1"),
+            (2, 100, -200, "k2"),
+        ]
+        assert ledger.last_cursor == 2
+        assert [e.cursor for e in await ledger.events_after(1, 10)] == [2]
+
+    with_ledger(tmp_path / "c.db", scenario)
+
+
+def test_acknowledged_events_go_and_cursors_never_repeat_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+
+    async def first(ledger: ConnectorLedger) -> None:
+        for n in range(3):
+            await ledger.apply_balance_change("bob", -1, f"k{n}")
+        await ledger.acknowledge(2)
+        await ledger.acknowledge(1)  # older: nothing changes
+        assert ledger.acknowledged == 2
+        with pytest.raises(CursorOutOfRange):
+            await ledger.acknowledge(4)
+        await ledger.acknowledge(3)
+        assert await ledger.events_after(0, 10) == []
+
+    async def second(ledger: ConnectorLedger) -> None:
+        assert (ledger.acknowledged, ledger.last_cursor) == (3, 3)
+        assert await ledger.balance("bob") == -3
+        await ledger.apply_balance_change("bob", 5, "k9")
+        assert [e.cursor for e in await ledger.events_after(0, 10)] == [4]
+
+    with_ledger(path, first)
+    with_ledger(path, second)
+
+
+def test_credit_limits_bound_packets_not_changes(tmp_path: Path) -> None:
+    async def scenario(ledger: ConnectorLedger) -> None:
+        assert await ledger.check_credit("bob", 500)
+        assert not await ledger.check_credit("bob", 501)
+        assert await ledger.check_credit("bob", -1000)
+        assert not await ledger.check_credit("bob", -1001)
+        # A settlement always applies, even past a limit...
+        assert await ledger.apply_balance_change("bob", -1500, "s1") == -1500
+        # ...and the way back toward the range stays open while the way out does not.
+        assert await ledger.check_credit("bob", 100)
+        assert not await ledger.check_credit("bob", -1)
+        with pytest.raises(UnknownPeer):
+            await ledger.check_credit("carol", 1)
+
+    with_ledger(tmp_path / "c.db", scenario)
+
+
+def test_bad_input_changes_nothing(tmp_path: Path) -> None:
+    async def scenario(ledger: ConnectorLedger) -> None:
+        await ledger.apply_balance_change("bob", 7, "ok")
+        for account, delta, key, error in [
+            ("bob", 1, "", LedgerInputError),
+            ("bob", 1, "x" * 129, LedgerInputError),
+            ("bob", 1, "tab\there", LedgerInputError),
+            ("bob", 10**80, "big", LedgerInputError),
+            ("no spaces", 1, "k", LedgerInputError),
+            ("carol", 1, "k", UnknownPeer),
+        ]:
+            with pytest.raises(error):
+                await ledger.apply_balance_change(account, delta, key)
+        assert await ledger.balance("bob") == 7
+        assert ledger.last_cursor == 1
+
+    with_ledger(tmp_path / "c.db", scenario)
+
+
+def test_the_configuration_is_the_truth_for_limits(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+
+    async def first(ledger: ConnectorLedger) -> None:
+        await ledger.apply_balance_change("bob", -900, "k")
+
+    async def second(ledger: ConnectorLedger) -> None:
+        assert await ledger.balance("bob") == -900  # kept
+        assert ledger.limits("bob") == AccountLimits(2, -100, 100)
+        assert not await ledger.check_credit("bob", -1)
+        assert await ledger.balance("carol") == 0
+
+    with_ledger(path, first)
+    with_ledger(
+        path,
+        second,
+        {"bob": AccountLimits(2, -100, 100), "carol": AccountLimits(2, 0, 0)},
+    )
+
+
+def test_a_second_process_cannot_open_it(tmp_path: Path) -> None:
+    async def scenario(ledger: ConnectorLedger) -> None:
+        with pytest.raises(StoreInUse):
+            await ConnectorLedger.open(ledger.path, LIMITS)
+
+    with_ledger(tmp_path / "c.db", scenario)
+
+
+def test_concurrent_changes_group_commit_and_add_up(tmp_path: Path) -> None:
+    async def scenario(ledger: ConnectorLedger) -> None:
+        woke = asyncio.create_task(ledger.wait_beyond(0))
+        await asyncio.gather(*(ledger.apply_balance_change("bob", -1, f"p{n}") for n in range(200)))
+        await asyncio.wait_for(woke, 10)
+        assert await ledger.balance("bob") == -200
+        events = await ledger.events_after(0, 1000)
+        assert sorted(e.cursor for e in events) == list(range(1, 201))
+        assert sorted(e.balance for e in events) == list(range(-200, 0))
+        group = ledger._group  # the batching is what this test is about
+        assert group.transactions >= 200 and group.commits < group.transactions
+
+    with_ledger(tmp_path / "c.db", scenario)
