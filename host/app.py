@@ -1,4 +1,13 @@
-"""What ``ilp-host run`` runs: adaptors under a supervisor, the admin API, signal handling.
+"""What ``ilp-host run``, ``connector`` and ``engine`` run: the parts, the admin API, signals.
+
+Three modes, one engine (see docs/architecture.md):
+
+- ``run`` (proposal 1): the connector and the engine in one process; the engine is the
+  connector's ClearingPort and SettlementMessagesPort, by plain calls.
+- ``connector`` (proposal 2): the connector alone, with its own durable clearing ledger
+  (host.connector.ledger), serving the Connector API (host.connector.api) to an engine.
+- ``engine`` (proposal 2): the engine and the adaptors' supervision, bound to a connector
+  process through the Connector API (host.connector_link).
 
 Start-up, in order: the state directory (created 0700) and its lock (one host per state
 directory), the admin API on its socket (so that ``ilp-host status`` can watch the adaptors
@@ -18,25 +27,32 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from host.admin.auth import read_token
-from host.admin.connector_admin import ConnectorAdminService
+from host.admin.connector_admin import BalanceReader, ConnectorAdminService
 from host.admin.engine_admin import EngineAdminService
 from host.admin.server import AdminServer, TcpListener
-from host.binding import EngineBinding, EngineServicer
-from host.config import AdminConfig, ConfigError, HostConfig
+from host.binding import EngineBinding, EngineServicer, PeerMessenger
+from host.config import CONNECTOR_DATABASE, AdminConfig, ConfigError, HostConfig
+from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
+from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.ports import UnknownPeer
 from host.connector.switch import Connector
-from host.engine import Engine, SettlementPort
+from host.connector_link import ConnectorLink, channel_to
+from host.engine import Engine, EngineError, SettlementPort
 from host.store import StoreError
 from host.store.sqlite import SqliteStore
 from host.supervisor import Supervisor
+from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
 
 log = logging.getLogger("ilp_host")
@@ -46,6 +62,8 @@ LOCK_FILE = "host.lock"
 ENGINE_SOCKET = "engine.sock"
 #: Exit status after a second signal: the graceful stop was cut short.
 EXIT_IMMEDIATE = 1
+#: What one process runs (see the module docstring).
+Mode = Literal["run", "connector", "engine"]
 
 
 class HostError(RuntimeError):
@@ -146,11 +164,19 @@ class _Signals:
             self._loop.remove_signal_handler(signum)
 
 
-async def run_host(config: HostConfig) -> int:
-    """Run the host of ``config`` until SIGTERM or SIGINT; the process exit status."""
+async def run_host(
+    config: HostConfig, *, mode: Mode = "run", connector_address: str | None = None
+) -> int:
+    """Run ``mode`` of ``config`` until SIGTERM or SIGINT; the process exit status.
+
+    For the two processes of a split host, ``config`` is already the role's
+    (host.config.for_role); ``connector_address`` is the Connector API an engine binds to.
+    """
+    if mode == "engine" and connector_address is None:
+        raise HostError("ilp-host engine needs the address of the connector's Connector API")
     prepare_state_dir(config.state_dir)
     with state_lock(config.state_dir):
-        return await _run_locked(config)
+        return await _run_locked(config, mode, connector_address)
 
 
 @dataclass
@@ -162,12 +188,22 @@ class _Parts:
     binding: EngineBinding | None = None
     engine_server: grpc.aio.Server | None = None
     connector: Connector | None = None
+    #: Proposal 2, engine side: the link to the connector process.
+    link: ConnectorLink | None = None
+    #: For the connector's admin API: a peer's clearing balance, and where the engine runs.
+    balance: BalanceReader | None = None
+    engine_link: Callable[[], admin_pb2.EngineLink] = admin_pb2.EngineLink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-async def _open_parts(config: HostConfig, stack: contextlib.AsyncExitStack) -> _Parts:
-    """Open the engine's store, the engine, the Engine service for adaptors and the connector,
-    registering each one's teardown on ``stack`` (closed in reverse order)."""
+async def _open_parts(
+    config: HostConfig, stack: contextlib.AsyncExitStack, mode: Mode, connector_address: str | None
+) -> _Parts:
+    """Open what ``mode`` runs besides the supervisor: the engine's store, the engine, the
+    Engine service for adaptors, the connector or the link to it; each one's teardown is
+    registered on ``stack`` (closed in reverse order)."""
+    if mode == "connector":
+        return await _open_connector(config, stack)
     parts = _Parts()
     if config.database is None:
         return parts
@@ -177,17 +213,31 @@ async def _open_parts(config: HostConfig, stack: contextlib.AsyncExitStack) -> _
         raise HostError(f"cannot open the engine database {config.database}: {exc}") from exc
     stack.push_async_callback(parts.store.close)
     ports: dict[str, SettlementPort] = {}
-    parts.engine = Engine(parts.store, ports)
+    parts.engine = Engine(parts.store, ports, journal_clearing=mode == "engine")
     parts.binding = EngineBinding(parts.engine, ports, config.accounts)
     peering = config.connector
-    if peering is not None:
+    messenger: PeerMessenger | None = None
+    if mode == "engine":
+        assert connector_address is not None
+        channel = channel_to(connector_address)
+        stack.push_async_callback(channel.close, None)
+        parts.link = ConnectorLink(
+            parts.engine,
+            parts.store,
+            channel,
+            parts.binding.settlement_messages(),
+            address=connector_address,
+            send_timeout=peering.settle_timeout if peering is not None else 30.0,
+        )
+        messenger = parts.link
+    elif peering is not None:
         parts.connector = Connector.from_config(
             peering, parts.engine, parts.binding.settlement_messages()
         )
+        messenger = parts.connector
+        parts.balance = partial(_engine_balance, parts.engine)
     server = grpc.aio.server()
-    engine_pb2_grpc.add_EngineServicer_to_server(
-        EngineServicer(config.accounts, parts.connector), server
-    )
+    engine_pb2_grpc.add_EngineServicer_to_server(EngineServicer(config.accounts, messenger), server)
     socket = config.state_dir / ENGINE_SOCKET
     with contextlib.suppress(FileNotFoundError):
         socket.unlink()  # left by a host that died; we hold the state lock
@@ -197,22 +247,95 @@ async def _open_parts(config: HostConfig, stack: contextlib.AsyncExitStack) -> _
     await server.start()
     parts.engine_server = server
     stack.push_async_callback(server.stop, 1.0)
-    if parts.connector is not None and peering is not None:
-        try:
-            await parts.connector.start()
-        except OSError as exc:
-            raise HostError(
-                f"cannot listen for ILP-over-HTTP on {peering.host}:{peering.port}: {exc}"
-            ) from exc
-        stack.push_async_callback(parts.connector.stop)
-        log.info("connector %s listening on %s", peering.address, parts.connector.url)
+    if parts.connector is not None:
+        await _start_connector(parts.connector, config, stack)
     return parts
 
 
-async def _run_locked(config: HostConfig) -> int:
+async def _open_connector(config: HostConfig, stack: contextlib.AsyncExitStack) -> _Parts:
+    """Proposal 2, connector side: the clearing ledger, the connector and the Connector API."""
+    peering = config.connector
+    assert peering is not None  # checked by host.config.for_role
+    limits = {
+        account.id: AccountLimits(
+            account.asset_scale, account.policy.min_balance, account.policy.max_balance
+        )
+        for account in config.accounts
+    }
+    path = config.state_dir / CONNECTOR_DATABASE
+    try:
+        ledger = await ConnectorLedger.open(path, limits)
+    except StoreError as exc:
+        raise HostError(f"cannot open the connector's ledger {path}: {exc}") from exc
+    stack.push_async_callback(ledger.close)
+    relay = EngineRelay(timeout=peering.settle_timeout)
+    connector = Connector.from_config(peering, ledger, relay)
+    address = peering.api
+    if address.startswith("unix:"):
+        socket = config.state_dir / address.removeprefix("unix:")
+        with contextlib.suppress(FileNotFoundError):
+            socket.unlink()  # left by a connector that died; we hold the state lock
+        address = f"unix:{socket}"
+    try:
+        server = await serve_connector_api(ConnectorApi(ledger, relay, connector), address)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise HostError(f"cannot serve the Connector API on {address}: {exc}") from exc
+    stack.push_async_callback(server.stop, 1.0)
+    log.info("Connector API on %s (ilp-host engine --connector %s)", address, address)
+    await _start_connector(connector, config, stack)
+    return _Parts(
+        connector=connector,
+        balance=partial(_ledger_balance, ledger),
+        engine_link=partial(_engine_link, ledger, relay),
+    )
+
+
+async def _engine_balance(engine: Engine, account_id: str) -> tuple[int, int] | None:
+    try:
+        account = (await engine.get_account(account_id)).account
+    except EngineError:
+        return None
+    return account.balance, account.asset_scale
+
+
+async def _ledger_balance(ledger: ConnectorLedger, account_id: str) -> tuple[int, int] | None:
+    try:
+        return await ledger.balance(account_id), ledger.limits(account_id).asset_scale
+    except UnknownPeer:
+        return None
+
+
+def _engine_link(ledger: ConnectorLedger, relay: EngineRelay) -> admin_pb2.EngineLink:
+    link = admin_pb2.EngineLink(
+        external=True,
+        connected=relay.connected,
+        unacknowledged=ledger.last_cursor - ledger.acknowledged,
+        last_cursor=ledger.last_cursor,
+    )
+    if relay.since is not None:
+        link.since.FromDatetime(relay.since)
+    return link
+
+
+async def _start_connector(
+    connector: Connector, config: HostConfig, stack: contextlib.AsyncExitStack
+) -> None:
+    peering = config.connector
+    assert peering is not None
+    try:
+        await connector.start()
+    except OSError as exc:
+        raise HostError(
+            f"cannot listen for ILP-over-HTTP on {peering.host}:{peering.port}: {exc}"
+        ) from exc
+    stack.push_async_callback(connector.stop)
+    log.info("connector %s listening on %s", peering.address, connector.url)
+
+
+async def _run_locked(config: HostConfig, mode: Mode, connector_address: str | None) -> int:
     tcp = tcp_listener(config.admin, config.source)
     async with contextlib.AsyncExitStack() as stack:
-        parts = await _open_parts(config, stack)
+        parts = await _open_parts(config, stack, mode, connector_address)
         engine_addr = (
             f"unix:{config.state_dir / ENGINE_SOCKET}" if parts.engine_server is not None else None
         )
@@ -224,9 +347,12 @@ async def _run_locked(config: HostConfig) -> int:
         engine_admin = EngineAdminService(parts.engine) if parts.engine is not None else None
         connector_admin = None
         if parts.connector is not None and config.connector is not None:
+            assert parts.balance is not None
             connector_admin = ConnectorAdminService(
                 parts.connector,
                 {peer.id: (peer.address, peer.url) for peer in config.connector.peers},
+                parts.balance,
+                parts.engine_link,
             )
         admin = AdminServer(
             supervisor,
@@ -264,6 +390,8 @@ async def _run_engine(parts: _Parts, supervisor: Supervisor) -> None:
     if resumed:
         log.info("resumed %d unfinished settlement(s) from before the last stop", resumed)
     parts.tasks.append(asyncio.create_task(parts.engine.run_outbox(), name="engine-outbox"))
+    if parts.link is not None:
+        parts.tasks.append(asyncio.create_task(parts.link.run(), name="connector-link"))
 
 
 async def _stop_engine(parts: _Parts) -> None:

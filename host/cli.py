@@ -1,9 +1,10 @@
 """The ``ilp-host`` command line.
 
-Commands: ``run`` (the host), ``status`` (adaptors and their connections, and peer links when a
-connector runs), ``health`` (a grpc.health.v1 probe, like grpc_health_probe), the settlement
-engine's ``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers`` and
-``send`` (test packets), and ``demo``. Exit status: 0 ok, 1 runtime failure (including "host not
+Commands: ``run`` (the host in one process), ``connector`` and ``engine`` (the same host split in
+two processes), ``status`` (adaptors and their connections, and peer links when a connector
+runs), ``health`` (a grpc.health.v1 probe, like grpc_health_probe), the settlement engine's
+``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers`` and ``send``
+(test packets), and ``demo``. Exit status: 0 ok, 1 runtime failure (including "host not
 running", "not serving" and every status the server refuses a call with, printed with its
 message), 2 usage or configuration error.
 """
@@ -26,7 +27,7 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from host.config import ConfigError, read_config
+from host.config import ConfigError, connector_api_target, for_role, read_config
 from host.conformance import cli as conformance_cli
 from host.status import (
     describe_change,
@@ -82,13 +83,23 @@ class AdminTarget:
 
 
 def admin_target(args: argparse.Namespace) -> AdminTarget:
-    """The admin address from ``--admin`` or else from the config file's state directory."""
+    """The admin address from ``--admin`` or else from the config file's state directory.
+
+    A host split in two processes (``ilp-host connector`` and ``ilp-host engine``) has an admin
+    socket per process: the command's ``admin_role`` says which one it wants.
+    """
     if args.admin is None:
         config = read_config(Path(args.config))
-        socket = config.admin.socket
-        if not socket.exists():
-            raise CliError(f"no admin socket at {socket}: is `ilp-host run` running?")
-        return AdminTarget(config.admin.socket_target, socket=socket)
+        sockets = [config.admin.socket]
+        with contextlib.suppress(ConfigError):
+            sockets.append(for_role(config, getattr(args, "admin_role", "engine")).admin.socket)
+        for socket in sockets:
+            if socket.exists():
+                return AdminTarget(f"unix:{socket}", socket=socket)
+        raise CliError(
+            f"no admin socket at {' or '.join(map(str, sockets))}: is the host running "
+            "(`ilp-host run`, or `ilp-host connector` and `ilp-host engine`)?"
+        )
     if args.admin.startswith("unix:"):
         socket = Path(args.admin.removeprefix("unix:").removeprefix("//"))
         if not socket.exists():
@@ -337,8 +348,14 @@ def _run(args: argparse.Namespace) -> int:
     # Imported here so that `status` and `health` do not load the supervisor.
     from host.app import HostError, run_host
 
+    mode = args.command
+    connector = None
+    if mode != "run":
+        if mode == "engine":
+            connector = args.connector or connector_api_target(config)
+        config = for_role(config, mode)
     try:
-        return asyncio.run(run_host(config))
+        return asyncio.run(run_host(config, mode=mode, connector_address=connector))
     except HostError as exc:
         raise CliError(str(exc)) from exc
 
@@ -381,15 +398,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the host until SIGTERM or SIGINT")
-    run.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (TOML)")
-    run.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="stderr log level (default info)",
+    run = commands.add_parser(
+        "run", help="run the host, connector and engine in one process, until SIGTERM or SIGINT"
     )
-    run.set_defaults(handler=_run)
+    connector = commands.add_parser(
+        "connector",
+        help="run the connector alone, serving the Connector API to an `ilp-host engine`",
+    )
+    engine = commands.add_parser(
+        "engine",
+        help="run the engine and the adaptors, bound to an `ilp-host connector`",
+    )
+    engine.add_argument(
+        "--connector",
+        metavar="ADDRESS",
+        help="the Connector API: unix:/path or host:port (default: where `ilp-host connector` "
+        "serves it for the same config file)",
+    )
+    for command in (run, connector, engine):
+        command.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (TOML)")
+        command.add_argument(
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="stderr log level (default info)",
+        )
+        command.set_defaults(handler=_run)
 
     status = commands.add_parser("status", help="show the adaptors and their connections")
     _add_admin_options(status)
@@ -449,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     peers = commands.add_parser("peers", help="show the connector's peers and their links")
     _add_admin_options(peers)
     peers.add_argument("--json", action="store_true", help="print the admin API's JSON")
-    peers.set_defaults(handler=_sync(_peers))
+    peers.set_defaults(handler=_sync(_peers), admin_role="connector")
 
     send = commands.add_parser(
         "send",
@@ -474,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_admin_options(send)
     send.add_argument("--json", action="store_true", help="print each progress message as JSON")
-    send.set_defaults(handler=_sync(_send))
+    send.set_defaults(handler=_sync(_send), admin_role="connector")
 
     demo = commands.add_parser(
         "demo", help="two hosts settle on a simulated ledger until the books reconcile"

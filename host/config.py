@@ -29,12 +29,17 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from host.connector.config import ConnectorConfig, ConnectorConfigError, parse_connector_config
+from host.connector.config import (
+    DEFAULT_API,
+    ConnectorConfig,
+    ConnectorConfigError,
+    parse_connector_config,
+)
 from host.engine.model import Policy
 from host.supervisor.spec import AdaptorSpec
 from sdk import contract
@@ -149,6 +154,57 @@ class HostConfig:
     database: Path | None = None
     #: The connector core (ILP-over-HTTP peering); None when not configured.
     connector: ConnectorConfig | None = None
+
+
+#: The two processes of a split host (proposal 2): ``ilp-host connector`` and ``ilp-host engine``.
+Role = Literal["connector", "engine"]
+#: The connector's clearing ledger, in its state directory.
+CONNECTOR_DATABASE = "connector.db"
+
+
+def for_role(config: HostConfig, role: Role) -> HostConfig:
+    """The configuration of one process of a split host: its own state directory.
+
+    The connector and the engine of one config file run side by side, each with
+    ``<state_dir>/<role>`` for its lock, its admin socket and its database; everything else is
+    shared. The admin API's TCP listener (one port) stays with the engine, whose admin API is the
+    one operators use most; the connector's admin API is on its unix socket.
+    """
+    if role == "connector" and config.connector is None:
+        raise ConfigError(
+            f"{config.source}: `ilp-host connector` needs a [connector] table and [[peer]]s"
+        )
+    if role == "engine" and not config.accounts:
+        raise ConfigError(f"{config.source}: `ilp-host engine` needs at least one [[account]]")
+    role_dir = config.state_dir / role
+    admin = config.admin
+    try:
+        socket = role_dir / admin.socket.relative_to(config.state_dir)
+    except ValueError:
+        socket = admin.socket.with_name(f"{role}-{admin.socket.name}")
+    if role == "engine":
+        admin = replace(admin, socket=socket)
+        assert config.database is not None  # accounts imply a database
+        try:
+            database: Path | None = role_dir / config.database.relative_to(config.state_dir)
+        except ValueError:
+            database = config.database
+        adaptors = config.adaptors
+    else:
+        admin = AdminConfig(socket=socket)
+        database = None
+        adaptors = ()  # they belong to the engine
+    return replace(config, state_dir=role_dir, admin=admin, database=database, adaptors=adaptors)
+
+
+def connector_api_target(config: HostConfig) -> str:
+    """The gRPC target of the Connector API that ``ilp-host connector`` serves for ``config``
+    (the whole configuration, not a role's): what ``ilp-host engine`` connects to by default."""
+    api = config.connector.api if config.connector is not None else DEFAULT_API
+    if not api.startswith("unix:"):
+        return api
+    path = Path(api.removeprefix("unix:"))
+    return f"unix:{_normal(config.state_dir / 'connector' / path)}"
 
 
 def read_config(path: Path) -> HostConfig:

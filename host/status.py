@@ -180,7 +180,7 @@ SETTLEMENTS_HEADER = (
     *("ID", "ACCOUNT", "DIRECTION", "STATE", "AMOUNT", "LEDGER AMOUNT"),
     *("LEDGER ID", "ATTEMPTS", "AGE", "LAST ERROR"),
 )
-PEERS_HEADER = ("PEER", "ADDRESS", "URL", "LINK", "SINCE", "LAST ERROR")
+PEERS_HEADER = ("PEER", "ADDRESS", "URL", "BALANCE", "LINK", "SINCE", "LAST ERROR")
 #: Settlement ids the host makes are 32 hex digits; tables show this many (``--wide``: all).
 SHORT_ID_CHARS = 12
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -299,6 +299,7 @@ def peers_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str
                 peer.id,
                 peer.address or EMPTY,
                 peer.url or EMPTY,
+                _amount_of(peer.clearing_balance) if peer.HasField("clearing_balance") else EMPTY,
                 connectivity_name(link.state),
                 _age(link.since, link.HasField("since"), now),
                 one_line(link.last_error),
@@ -309,10 +310,22 @@ def peers_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str
 
 def render_peers(listing: admin_pb2.ListPeersResponse, now: datetime) -> str:
     """This host's ILP address, then the peers table (or a note when there is no peer)."""
-    head = f"address {listing.address or EMPTY}"
+    head = f"address {listing.address or EMPTY}\n{engine_line(listing.engine, now)}"
     if not listing.peers:
         return f"{head}\nno peers configured"
     return f"{head}\n{render_table(peers_rows(listing.peers, now))}"
+
+
+def engine_line(engine: admin_pb2.EngineLink, now: datetime) -> str:
+    """Where the connector's settlement engine runs and, when external, how it keeps up."""
+    if not engine.external:
+        return "engine in this process"
+    state = "connected" if engine.connected else "NOT connected"
+    age = _age(engine.since, engine.HasField("since"), now)
+    return (
+        f"engine external, {state} for {age}; {engine.unacknowledged} balance change(s) "
+        f"not yet acknowledged (cursor {engine.last_cursor})"
+    )
 
 
 def _by_code(progress: admin_pb2.SendPacketsResponse) -> str:

@@ -1,10 +1,11 @@
-"""The connector behind HostAdmin: its peers' link states, and test packets with progress."""
+"""The connector behind HostAdmin: its peers' links and balances, where its engine runs, and
+test packets with progress."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
@@ -14,6 +15,10 @@ from host.connector.switch import Connector
 from host.ilp import IlpPacketError
 from host.ilp import address as ilp_address
 from sdk.pb.ilphost.admin.v1 import admin_pb2
+from sdk.pb.ilphost.types.v1 import types_pb2
+
+#: An account's clearing balance as the connector holds it, and its scale; None if unknown.
+BalanceReader = Callable[[str], Awaitable[tuple[int, int] | None]]
 
 #: Progress messages at most this often (the last one always comes).
 PROGRESS_INTERVAL = 0.25
@@ -24,22 +29,36 @@ MAX_CONCURRENCY = 256
 class ConnectorAdminService:
     """host.admin.server.ConnectorAdmin over a running Connector."""
 
-    def __init__(self, connector: Connector, peers: dict[str, tuple[str, str]]) -> None:
-        """``peers`` maps each peer id to its (ILP address, URL), in configuration order."""
+    def __init__(
+        self,
+        connector: Connector,
+        peers: dict[str, tuple[str, str]],
+        balance: BalanceReader,
+        engine_link: Callable[[], admin_pb2.EngineLink] = admin_pb2.EngineLink,
+    ) -> None:
+        """``peers`` maps each peer id to its (ILP address, URL), in configuration order;
+        ``engine_link`` describes the engine (by default: in this process)."""
         self._connector = connector
         self._peers = peers
+        self._balance = balance
+        self._engine_link = engine_link
 
     async def list_peers(self) -> admin_pb2.ListPeersResponse:
         links = {state.name: state for state in self._connector.link_states()}
-        return admin_pb2.ListPeersResponse(
-            address=self._connector.address,
-            peers=[
-                admin_pb2.Peer(
-                    id=peer_id, address=address, url=url, link=links[f"peer:{peer_id}"].to_proto()
-                )
-                for peer_id, (address, url) in self._peers.items()
-            ],
+        listing = admin_pb2.ListPeersResponse(
+            address=self._connector.address, engine=self._engine_link()
         )
+        for peer_id, (address, url) in self._peers.items():
+            peer = listing.peers.add(
+                id=peer_id, address=address, url=url, link=links[f"peer:{peer_id}"].to_proto()
+            )
+            balance = await self._balance(peer_id)
+            if balance is not None:
+                value, scale = balance
+                peer.clearing_balance.CopyFrom(
+                    types_pb2.SignedAmount(value=str(value), scale=scale)
+                )
+        return listing
 
     async def send_packets(
         self, request: admin_pb2.SendPacketsRequest

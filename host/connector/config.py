@@ -14,6 +14,9 @@ Pure: no I/O. Example::
     # safety_margin = 1.0       # least time left to forward a Prepare with
     # max_hold = 30.0           # latest expiry of a forwarded Prepare, from now
     # settle_timeout = 30.0     # how long a peer.settle message may take
+    # api = "unix:connector.sock"   # `ilp-host connector`: where the Connector API listens
+    #                               # (unix:PATH, relative to its state directory, or a
+    #                               # loopback HOST:PORT)
 
     [[peer]]
     id = "bob"                  # the account id in the settlement engine
@@ -50,8 +53,11 @@ _TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
 
 _CONNECTOR_KEYS: Final = (
     *("address", "host", "port"),
-    *("expiry_margin", "safety_margin", "max_hold", "settle_timeout"),
+    *("expiry_margin", "safety_margin", "max_hold", "settle_timeout", "api"),
 )
+#: Where ``ilp-host connector`` serves the Connector API unless ``connector.api`` says.
+DEFAULT_API = "unix:connector.sock"
+_LOOPBACK: Final = ("127.0.0.1", "::1", "localhost")
 _PEER_KEYS: Final = ("id", "url", "address", "incoming_token", "outgoing_token")
 _ROUTE_KEYS: Final = ("prefix", "peer")
 
@@ -95,6 +101,10 @@ class ConnectorConfig:
     routes: tuple[RouteConfig, ...] = ()
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
     settle_timeout: float = 30.0
+    #: The Connector API's address: "unix:PATH" (relative paths: to the connector's state
+    #: directory) or a loopback "HOST:PORT". The API moves balances and carries no
+    #: authentication, so it is never offered beyond this machine.
+    api: str = DEFAULT_API
 
 
 def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | None:
@@ -132,6 +142,7 @@ def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | Non
     settle_timeout = _seconds("connector.settle_timeout", table, timedelta(seconds=30), minimum=0)
     if settle_timeout <= timedelta(0):
         raise ConnectorConfigError("connector.settle_timeout", "must be a positive number")
+    api = _api_address(table.get("api", DEFAULT_API))
     peers = _peers(document.get("peer", []), own)
     routes = _routes(document.get("route", []), {peer.id for peer in peers})
     return ConnectorConfig(
@@ -142,7 +153,30 @@ def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | Non
         routes=routes,
         expiry=ExpiryPolicy(margin=margin, safety_margin=safety, max_hold=max_hold),
         settle_timeout=settle_timeout.total_seconds(),
+        api=api,
     )
+
+
+def _api_address(value: object) -> str:
+    """``connector.api``: unix:PATH or a loopback HOST:PORT."""
+    text = _string("connector.api", value)
+    if text.startswith("unix:"):
+        if not text.removeprefix("unix:"):
+            raise ConnectorConfigError("connector.api", "unix: needs a socket path")
+        return text
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConnectorConfigError(
+            "connector.api", f"must be unix:PATH or HOST:PORT, got {_show(value)}"
+        )
+    if host not in _LOOPBACK:
+        raise ConnectorConfigError(
+            "connector.api",
+            f"must be a unix socket or a loopback address, got {_show(value)}: the Connector "
+            "API has no authentication, so it is not offered to other machines",
+        )
+    return text
 
 
 def _peers(raw: object, own: str) -> tuple[PeerConfig, ...]:

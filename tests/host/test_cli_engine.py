@@ -156,14 +156,28 @@ def test_render_peers() -> None:
         address="test.alice",
         peers=[admin_pb2.Peer(id="bob", address="test.bob", url="http://b/", link=link)],
     )
+    listing.peers[0].clearing_balance.value = "-1250"
+    listing.peers[0].clearing_balance.scale = 2
     lines = render_peers(listing, NOW).splitlines()
     assert lines[0] == "address test.alice"
-    assert lines[1].split() == ["PEER", "ADDRESS", "URL", "LINK", "SINCE", "LAST", "ERROR"]
+    assert lines[1] == "engine in this process"
     assert lines[2].split() == [
-        *("bob", "test.bob", "http://b/", "TRANSIENT_FAILURE", "12s", "connection", "refused"),
+        *("PEER", "ADDRESS", "URL", "BALANCE", "LINK", "SINCE", "LAST", "ERROR"),
+    ]
+    assert lines[3].split() == [
+        *("bob", "test.bob", "http://b/", "-12.50", "TRANSIENT_FAILURE", "12s"),
+        *("connection", "refused"),
     ]
     empty = admin_pb2.ListPeersResponse(address="test.alice")
-    assert render_peers(empty, NOW).splitlines()[1] == "no peers configured"
+    empty.engine.external = True
+    empty.engine.unacknowledged = 7
+    empty.engine.last_cursor = 40
+    empty.engine.since.FromDatetime(NOW - timedelta(seconds=3))
+    assert render_peers(empty, NOW).splitlines()[1:] == [
+        "engine external, NOT connected for 3s; 7 balance change(s) not yet acknowledged "
+        "(cursor 40)",
+        "no peers configured",
+    ]
 
 
 def test_send_lines() -> None:
@@ -461,11 +475,12 @@ def test_with_a_connector_peers_status_and_send() -> None:
         peers = running.cli("peers")
         assert peers.returncode == EXIT_OK, peers.stderr
         lines = peers.stdout.splitlines()
-        assert lines[0] == "address test.alice"
-        assert lines[2].split()[:3] == ["bob", "test.bob", "http://127.0.0.1:9/"]
+        assert lines[:2] == ["address test.alice", "engine in this process"]
+        # The clearing balance as the connector sees it: the engine's, in this process.
+        assert lines[3].split()[:4] == ["bob", "test.bob", "http://127.0.0.1:9/", "-5.000000"]
         status = running.cli("status")
         assert status.returncode == EXIT_OK, status.stderr
-        assert "\naddress test.alice\nPEER " in status.stdout
+        assert "\naddress test.alice\nengine in this process\nPEER " in status.stdout
         assert running.json("status")["connector"]["peers"][0]["id"] == "bob"
 
         # The host's own test receiver fulfills; the unreachable peer makes rejections.

@@ -409,7 +409,7 @@ def test_host_not_running() -> None:
             result = ilp_host(command, "-c", str(config))
             assert result.returncode == 1
             assert f"no admin socket at {directory / 'state' / 'admin.sock'}" in result.stderr
-            assert "is `ilp-host run` running?" in result.stderr
+            assert "is the host running (`ilp-host run`, or `ilp-host connector`" in result.stderr
         # A socket file left behind by a dead host: still a clear message.
         (directory / "state").mkdir()
         with socket.socket(socket.AF_UNIX) as stale:

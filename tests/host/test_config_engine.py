@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from host.config import ConfigError, load_config
+from host.config import ConfigError, connector_api_target, for_role, load_config
 from host.engine import Policy
 
 BASE = Path("/srv/ilp")
@@ -93,3 +93,44 @@ def test_refusals_name_the_key(text: str, words: str) -> None:
         load_config(text, BASE, source="alice.toml")
     assert words in str(refused.value)
     assert str(refused.value).startswith("alice.toml: ")
+
+
+# -- one file, two processes (proposal 2) ---------------------------------------------------------
+
+
+def test_each_process_of_a_split_host_gets_its_own_state_directory() -> None:
+    whole = load_config('[host]\nstate_dir = "state"\n' + ADAPTOR + ACCOUNT + PEER, BASE)
+    connector = for_role(whole, "connector")
+    engine = for_role(whole, "engine")
+    assert connector.state_dir == BASE / "state" / "connector"
+    assert connector.admin.socket == BASE / "state" / "connector" / "admin.sock"
+    assert connector.adaptors == () and connector.database is None
+    assert connector.accounts == whole.accounts  # their limits bound the connector's packets
+    assert engine.state_dir == BASE / "state" / "engine"
+    assert engine.admin.socket == BASE / "state" / "engine" / "admin.sock"
+    assert engine.database == BASE / "state" / "engine" / "engine.db"
+    assert engine.adaptors == whole.adaptors
+    # What the engine connects to by default: where the connector serves the API.
+    assert connector_api_target(whole) == f"unix:{BASE / 'state' / 'connector' / 'connector.sock'}"
+
+
+def test_the_connector_api_address() -> None:
+    tcp = PEER.replace("port = 7768", 'port = 7768\napi = "127.0.0.1:7771"')
+    assert connector_api_target(load_config(ADAPTOR + ACCOUNT + tcp, BASE)) == "127.0.0.1:7771"
+    for bad, words in [
+        ('"0.0.0.0:7771"', "no authentication"),
+        ('"example.com:80"', "no authentication"),
+        ('"unix:"', "needs a socket path"),
+        ('"7771"', "must be unix:PATH or HOST:PORT"),
+    ]:
+        text = ADAPTOR + ACCOUNT + PEER.replace("port = 7768", f"port = 7768\napi = {bad}")
+        with pytest.raises(ConfigError, match=r"connector\.api") as refused:
+            load_config(text, BASE)
+        assert words in str(refused.value)
+
+
+def test_a_role_needs_its_tables() -> None:
+    with pytest.raises(ConfigError, match=r"`ilp-host connector` needs a \[connector\]"):
+        for_role(load_config(ADAPTOR + ACCOUNT, BASE), "connector")
+    with pytest.raises(ConfigError, match=r"`ilp-host engine` needs at least one \[\[account\]\]"):
+        for_role(load_config(ADAPTOR, BASE), "engine")

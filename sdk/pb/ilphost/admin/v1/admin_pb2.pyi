@@ -743,6 +743,7 @@ class Peer(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     LINK_FIELD_NUMBER: _builtins.int
+    CLEARING_BALANCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The peer's account id in the engine."""
     address: _builtins.str
@@ -753,6 +754,12 @@ class Peer(_message.Message):
     def link(self) -> _types_pb2.Connection:
         """The link's state (name "peer:<id>", kind "peer")."""
 
+    @_builtins.property
+    def clearing_balance(self) -> _types_pb2.SignedAmount:
+        """The clearing balance as the connector holds it (what the peer owes us), at the account's
+        scale. Unset when the account does not exist (yet).
+        """
+
     def __init__(
         self,
         *,
@@ -760,10 +767,11 @@ class Peer(_message.Message):
         address: _builtins.str = ...,
         url: _builtins.str = ...,
         link: _types_pb2.Connection | None = ...,
+        clearing_balance: _types_pb2.SignedAmount | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clearing_balance", b"clearing_balance", "link", b"link"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "link", b"link", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -777,22 +785,69 @@ class ListPeersResponse(_message.Message):
 
     ADDRESS_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Peer]: ...
+    @_builtins.property
+    def engine(self) -> Global___EngineLink:
+        """Where the settlement engine runs, as the connector sees it."""
+
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         peers: _abc.Iterable[Global___Peer] | None = ...,
+        engine: Global___EngineLink | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "peers", b"peers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "engine", b"engine", "peers", b"peers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPeersResponse: _TypeAlias = ListPeersResponse  # noqa: Y015
+
+@_typing.final
+class EngineLink(_message.Message):
+    """EngineLink is the connector's view of its settlement engine."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTERNAL_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    LAST_CURSOR_FIELD_NUMBER: _builtins.int
+    external: _builtins.bool
+    """False: the engine runs in the connector's process (`ilp-host run`, proposal 1). True: it
+    is an `ilp-host engine` process behind the Connector API (proposal 2).
+    """
+    connected: _builtins.bool
+    """External only: whether an engine follows the event stream now, and since when."""
+    unacknowledged: _builtins.int
+    """External only: balance changes logged and not yet acknowledged by the engine (they wait,
+    durably, while it is away), and the last cursor written.
+    """
+    last_cursor: _builtins.int
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        external: _builtins.bool = ...,
+        connected: _builtins.bool = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        unacknowledged: _builtins.int = ...,
+        last_cursor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "external", b"external", "last_cursor", b"last_cursor", "since", b"since", "unacknowledged", b"unacknowledged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineLink: _TypeAlias = EngineLink  # noqa: Y015
 
 @_typing.final
 class SendPacketsRequest(_message.Message):

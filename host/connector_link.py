@@ -1,0 +1,324 @@
+"""The engine's binding to a connector in another process (proposal 2), over the Connector API.
+
+The engine is the same as in proposal 1; what differs is who holds the clearing balances that
+packets move. Here the connector does (it must keep clearing while the engine is away), and the
+engine keeps its own copy, in step through two flows:
+
+- **Connector to engine**: ``WatchEvents``. Each balance change (a fulfilled packet) is applied
+  to the engine's account under the change's own idempotency key, which may queue a settlement;
+  then its cursor is acknowledged. A crash between the two replays the change, and the key makes
+  the replay count once. Changes whose key starts with ``engine/`` are our own, echoed back.
+- **Engine to connector**: the engine journals every change it makes to a balance itself (a
+  settlement's debit, an incoming credit) in the transaction that makes it
+  (``Engine(journal_clearing=True)``); :meth:`ConnectorLink.push_effects` sends each with
+  ``ApplyBalanceDelta`` under its ``engine/`` key and forgets it once the connector confirmed.
+
+Both flows retry with backoff while the connector is down, so nothing is lost and, thanks to the
+keys, nothing counts twice. ``peer.settle`` messages travel both ways too: the connector's
+``PeerMessage`` events go to our adaptors (``SettlementMessagesPort``), and our adaptors'
+``SendData`` goes to the connector's ``SendData`` (:meth:`send_settlement_message`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from host.connector.ports import (
+    ConnectorError,
+    MessageRefused,
+    PeerRefused,
+    PeerUnreachable,
+    SettlementMessagesPort,
+    UnknownPeer,
+)
+from host.engine import Engine, EngineError, NotFound
+from host.engine.model import ClearingEffect
+from host.store import Store, StoreError
+from sdk.amount import AmountError, signed_of
+from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
+from sdk.pb.ilphost.types.v1 import types_pb2
+
+log = logging.getLogger("ilp_host.connector_link")
+
+#: The prefix of the keys of the engine's own balance changes (the Connector API reserves it).
+ENGINE_KEY_PREFIX = "engine/"
+#: Backoff while the connector is unreachable or an event cannot be applied yet, seconds.
+RETRY_INITIAL = 0.2
+RETRY_MAX = 5.0
+#: How often the processed cursor is acknowledged (acknowledgements are cumulative).
+ACK_INTERVAL = 0.2
+#: Deadline of unary calls to the connector.
+CALL_TIMEOUT = 10.0
+#: How many journaled effects are read at a time.
+PUSH_BATCH = 64
+#: Slack added to the peer's own timeout for SendData.
+SEND_SLACK = 5.0
+
+
+@dataclass
+class LinkStatus:
+    """What an operator watches of the link (logged on change; see ``ilp-host engine``)."""
+
+    connected: bool = False
+    #: The last event cursor applied, and the last acknowledged to the connector.
+    processed: int = 0
+    acknowledged: int = 0
+    #: Effects pushed since the start.
+    pushed: int = 0
+
+
+def channel_to(address: str) -> grpc.aio.Channel:
+    """A channel to the Connector API at ``unix:PATH`` or ``HOST:PORT`` (plain: local only)."""
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            # Notice a connector that died without closing the connection (a TCP peer).
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+
+
+class ConnectorLink:
+    """Keeps an engine and a connector process in step (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        channel: grpc.aio.Channel,
+        messages: SettlementMessagesPort,
+        *,
+        address: str,
+        send_timeout: float = 30.0,
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._stub = connector_pb2_grpc.ConnectorStub(channel)
+        self._messages = messages
+        self.address = address
+        self._send_timeout = send_timeout + SEND_SLACK
+        self.status = LinkStatus()
+        self._effects = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._scales: dict[str, int] = {}
+        engine.on_clearing_effect = self._effects.set
+
+    async def run(self) -> None:
+        """Follow the events, acknowledge them and push the effects, until cancelled."""
+        self._effects.set()  # effects journaled before a restart are pushed first
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.follow_events(), name="connector-events")
+                group.create_task(self.acknowledge_events(), name="connector-acks")
+                group.create_task(self.push_effects(), name="connector-effects")
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- connector to engine --------------------------------------------------------------------
+
+    async def follow_events(self) -> None:
+        """Apply the connector's events in order, reopening the stream after any failure."""
+        delay = RETRY_INITIAL
+        while True:
+            # 0 on the first open: from the oldest unacknowledged. After that, from what this
+            # process applied (unacknowledged changes would only be replays).
+            request = connector_pb2.WatchEventsRequest(after_cursor=self.status.processed)
+            call = self._stub.WatchEvents(request)
+            try:
+                async for event in call:
+                    if not self.status.connected:
+                        self.status.connected = True
+                        log.info("following the connector's events at %s", self.address)
+                    delay = RETRY_INITIAL
+                    await self._on_event(event)
+            except grpc.aio.AioRpcError as exc:
+                self._disconnected(f"{exc.code().name}: {exc.details()}", delay)
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    log.error(
+                        "the connector's event log is behind this engine (cursor %d): was its "
+                        "database replaced? Resuming from its oldest unacknowledged event; the "
+                        "balances of the two may now differ",
+                        self.status.processed,
+                    )
+                    self.status.processed = self.status.acknowledged = 0
+            else:
+                self._disconnected("the event stream ended", delay)
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    def _disconnected(self, why: str, delay: float) -> None:
+        if self.status.connected:
+            log.warning("lost the connector at %s (%s); reconnecting", self.address, why)
+        else:
+            log.info(
+                "connector at %s not reachable (%s); retrying in %.1fs", self.address, why, delay
+            )
+        self.status.connected = False
+
+    async def _on_event(self, event: connector_pb2.WatchEventsResponse) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "peer_message":
+            # Answered concurrently: a message may wait on the ledger, the log must not.
+            task = asyncio.create_task(self._answer(event.peer_message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if kind == "balance_changed":
+            await self._apply(event.balance_changed)
+        self.status.processed = event.cursor
+
+    async def _apply(self, change: connector_pb2.BalanceChanged) -> None:
+        """Apply one balance change to the engine, waiting (in order) until it can be."""
+        key = change.idempotency_key
+        if key.startswith(ENGINE_KEY_PREFIX):
+            return  # our own settlement effect, already in the engine's balance
+        delay = RETRY_INITIAL
+        while True:
+            try:
+                scale = await self._scale(change.account_id)
+                if change.delta.scale != scale:
+                    raise ValueError(
+                        f"delta at scale {change.delta.scale}, the engine's account is at "
+                        f"scale {scale}: the connector's and the engine's accounts differ"
+                    )
+                delta = signed_of(change.delta, "delta")
+                await self._engine.apply_balance_change(change.account_id, delta, key)
+                return
+            except NotFound:
+                # At start-up an account exists once its adaptor serves; keep the order.
+                problem = f"no account {change.account_id} in the engine yet"
+            except (ValueError, AmountError, StoreError) as exc:
+                problem = str(exc)
+            except EngineError as exc:
+                # Refused for good (a key reused with other content): nothing to wait for.
+                log.error("balance change %s on %s refused: %s", key, change.account_id, exc)
+                return
+            log.warning(
+                "cannot apply the connector's balance change %s yet: %s; retrying in %.1fs",
+                key,
+                problem,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _scale(self, account_id: str) -> int:
+        scale = self._scales.get(account_id)
+        if scale is None:
+            scale = (await self._engine.get_account(account_id)).account.asset_scale
+            self._scales[account_id] = scale
+        return scale
+
+    async def acknowledge_events(self) -> None:
+        """Acknowledge the processed cursor whenever it moved (cumulative, so batched)."""
+        while True:
+            await asyncio.sleep(ACK_INTERVAL)
+            cursor = self.status.processed
+            if cursor <= self.status.acknowledged:
+                continue
+            with contextlib.suppress(grpc.aio.AioRpcError):  # next round, or the next stream
+                await self._stub.AcknowledgeEvents(
+                    connector_pb2.AcknowledgeEventsRequest(cursor=cursor), timeout=CALL_TIMEOUT
+                )
+                self.status.acknowledged = cursor
+
+    async def _answer(self, message: connector_pb2.PeerMessage) -> None:
+        """A peer engine's message to our adaptor, and our reply back through the connector."""
+        reply = connector_pb2.RespondToPeerMessageRequest(message_id=message.message_id)
+        try:
+            reply.data = await self._messages.receive(message.account_id, message.data)
+        except MessageRefused as exc:
+            reply.error = exc.message
+        except Exception as exc:
+            log.exception("peer message %s for %s failed", message.message_id, message.account_id)
+            reply.error = f"the engine could not handle the message: {exc}"
+        try:
+            await self._stub.RespondToPeerMessage(reply, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "reply to peer message %s not delivered: %s: %s (the peer retries)",
+                message.message_id,
+                exc.code().name,
+                exc.details(),
+            )
+
+    # -- engine to connector --------------------------------------------------------------------
+
+    async def push_effects(self) -> None:
+        """Send each journaled effect to the connector, oldest first, until cancelled."""
+        delay = RETRY_INITIAL
+        while True:
+            await self._effects.wait()
+            self._effects.clear()
+            try:
+                while effects := await self._store.clearing_effects(PUSH_BATCH):
+                    for effect in effects:
+                        await self._push(effect)
+                        await self._store.forget_clearing_effect(effect.key)
+                        self.status.pushed += 1
+                delay = RETRY_INITIAL
+            except (grpc.aio.AioRpcError, StoreError, EngineError) as exc:
+                text = (
+                    f"{exc.code().name}: {exc.details()}"
+                    if isinstance(exc, grpc.aio.AioRpcError)
+                    else str(exc)
+                )
+                log.warning(
+                    "settlement effects not pushed to the connector yet (%s); retrying in %.1fs",
+                    text,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                self._effects.set()
+
+    async def _push(self, effect: ClearingEffect) -> None:
+        scale = await self._scale(effect.account_id)
+        started = time.monotonic()
+        await self._stub.ApplyBalanceDelta(
+            connector_pb2.ApplyBalanceDeltaRequest(
+                account_id=effect.account_id,
+                delta=types_pb2.SignedAmount(value=str(effect.delta), scale=scale),
+                idempotency_key=effect.key,
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+        log.debug(
+            "pushed %s (%+d on %s) in %.1f ms",
+            effect.key,
+            effect.delta,
+            effect.account_id,
+            (time.monotonic() - started) * 1000,
+        )
+
+    # -- adaptors to the peer -------------------------------------------------------------------
+
+    async def send_settlement_message(self, account_id: str, data: bytes) -> bytes:
+        """Our adaptor's message to the peer's engine, through the connector (PeerMessenger)."""
+        try:
+            reply = await self._stub.SendData(
+                connector_pb2.SendDataRequest(account_id=account_id, data=data),
+                timeout=self._send_timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code, text = exc.code(), f"connector at {self.address}: {exc.details()}"
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise UnknownPeer(text) from exc
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise PeerRefused(text, "F99") from exc
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise PeerUnreachable(text) from exc
+            raise ConnectorError(f"{text} ({code.name})") from exc
+        return reply.data
