@@ -52,7 +52,7 @@ def send(alice: Host, count: int, concurrency: int) -> tuple[float, admin_pb2.Se
         destination="test.bob.bench", amount=PACKET_AMOUNT, count=count, concurrency=concurrency
     )
     began = time.perf_counter()
-    replies = list(alice.admin.SendPackets(request, timeout=600))
+    replies = list(alice.connector.SendPackets(request, timeout=600))
     return time.perf_counter() - began, replies[-1]
 
 

@@ -1,8 +1,10 @@
 """``ilp-host demo``: two peered hosts settle on a simulated ledger, and the books reconcile.
 
 What it runs, all real processes on this machine: the simulated ledger (``python -m
-host.simledger``), and two hosts, Alice and Bob (``ilp-host run``), each supervising the Python
-simledger adaptor, peered over ILP-over-HTTP on loopback. Alice's ledger account is funded; Alice
+host.simledger``), and two hosts, Alice and Bob (``ilp-host run``; or, with ``--alice-engine
+external``/``--bob-engine external``, ``ilp-host connector`` and ``ilp-host engine`` from the
+same config: proposal 2), each supervising the Python simledger adaptor, peered over
+ILP-over-HTTP on loopback. Alice's ledger account is funded; Alice
 then sends test packets to Bob through her connector until her engine has settled several
 times on the ledger. The packets exercise links and settlement; they are not a payment protocol.
 
@@ -90,16 +92,24 @@ class DemoError(RuntimeError):
     """The demo could not run to the end; the message says where it stopped."""
 
 
+#: Where a host's engine runs: in the connector's process (proposal 1, ``ilp-host run``) or
+#: in a process of its own (proposal 2), and the processes that makes.
+ENGINE_PLACES = {"internal": ("run",), "external": ("connector", "engine")}
+
+
 @dataclass
 class Host:
-    """One running ``ilp-host run`` process and its admin client."""
+    """One running host, its processes (see ENGINE_PLACES) and its admin clients."""
 
     name: str
     config: Path
     log: Path
-    process: subprocess.Popen[bytes]
-    channel: grpc.Channel
+    processes: dict[str, subprocess.Popen[bytes]]
+    channels: list[grpc.Channel]
+    #: The engine's admin API (adaptors, accounts, settlements) and the connector's (peers,
+    #: packets): the same one unless the host is split.
     admin: admin_pb2_grpc.HostAdminStub
+    connector: admin_pb2_grpc.HostAdminStub
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -168,29 +178,47 @@ def write_config(
     return path
 
 
-def start_host(directory: Path, name: str, config: Path) -> Host:
+def start_host(directory: Path, name: str, config: Path, engine: str = "internal") -> Host:
+    """Start the host's processes: ``ilp-host run``, or the connector then the engine."""
     log = directory / f"{name}.log"
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    stubs: dict[str, admin_pb2_grpc.HostAdminStub] = {}
+    channels = []
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "host.cli", "run", "-c", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=directory,
-        )
-    channel = grpc.insecure_channel(f"unix:{directory / name / 'admin.sock'}")
-    return Host(name, config, log, process, channel, admin_pb2_grpc.HostAdminStub(channel))
+        for role in ENGINE_PLACES[engine]:
+            processes[role] = subprocess.Popen(
+                [sys.executable, "-m", "host.cli", role, "-c", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=directory,
+            )
+            state = directory / name if role == "run" else directory / name / role
+            channels.append(grpc.insecure_channel(f"unix:{state / 'admin.sock'}"))
+            stubs[role] = admin_pb2_grpc.HostAdminStub(channels[-1])
+    return Host(
+        name,
+        config,
+        log,
+        processes,
+        channels,
+        stubs["engine" if "engine" in stubs else "run"],
+        stubs["connector" if "connector" in stubs else "run"],
+    )
 
 
 def stop_host(host: Host) -> None:
-    host.channel.close()
-    if host.process.poll() is None:
-        host.process.send_signal(signal.SIGTERM)
-        try:
-            host.process.wait(30)
-        except subprocess.TimeoutExpired:
-            host.process.kill()
-            host.process.wait()
+    """SIGTERM to each process, the engine before the connector; SIGKILL after 30 s."""
+    for channel in host.channels:
+        channel.close()
+    for process in reversed(host.processes.values()):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def wait_for(what: str, check: Callable[[], _T | None], hosts: Sequence[Host] = ()) -> _T:
@@ -199,11 +227,12 @@ def wait_for(what: str, check: Callable[[], _T | None], hosts: Sequence[Host] = 
     last = ""
     while time.monotonic() < deadline:
         for host in hosts:
-            if host.process.poll() is not None:
-                raise DemoError(
-                    f"{host.name}'s host exited with status {host.process.returncode} while "
-                    f"waiting for {what}; its log ends:\n{host.log_tail()}"
-                )
+            for role, process in host.processes.items():
+                if process.poll() is not None:
+                    raise DemoError(
+                        f"{host.name}'s {role} exited with status {process.returncode} while "
+                        f"waiting for {what}; its log ends:\n{host.log_tail()}"
+                    )
         try:
             value = check()
         except grpc.RpcError as exc:
@@ -216,7 +245,7 @@ def wait_for(what: str, check: Callable[[], _T | None], hosts: Sequence[Host] = 
 
 
 def link_ready(host: Host) -> bool | None:
-    peers = host.admin.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
+    peers = host.connector.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
     ready = types_pb2.CONNECTIVITY_STATE_READY
     return True if peers and all(p.link.state == ready for p in peers) else None
 
@@ -292,9 +321,13 @@ def peered_hosts(
     *,
     threshold: int = SETTLE_THRESHOLD,
     languages: tuple[str, str] = ("python", "python"),
+    engines: tuple[str, str] = ("internal", "internal"),
     say: Callable[[str], None] = lambda text: None,
 ) -> Iterator[tuple[Host, Host, simledger_pb2_grpc.SimLedgerStub]]:
     """The ledger (Alice's account funded) and Alice's and Bob's hosts, peered and READY.
+
+    ``languages``: of each side's adaptor (see ADAPTORS); ``engines``: where each side's engine
+    runs (see ENGINE_PLACES).
 
     Everything is stopped on exit: the hosts with SIGTERM, then the ledger.
     """
@@ -343,13 +376,16 @@ def peered_hosts(
             ),
         }
         hosts = []
-        for name, config in configs.items():
-            language = languages[0] if name == "alice" else languages[1]
-            say(
-                f"starting {name}'s host with the {language} adaptor "
-                f"(ilp-host run -c {config.name}; log {name}.log)"
+        for index, (name, config) in enumerate(configs.items()):
+            language, engine = languages[index], engines[index]
+            commands = " + ".join(
+                f"ilp-host {role} -c {config.name}" for role in ENGINE_PLACES[engine]
             )
-            host = start_host(directory, name, config)
+            say(
+                f"starting {name}'s host with the {language} adaptor, engine {engine} "
+                f"({commands}; log {name}.log)"
+            )
+            host = start_host(directory, name, config, engine)
             stack.callback(stop_host, host)
             hosts.append(host)
         for host in hosts:
@@ -365,6 +401,7 @@ def run_demo(
     out: TextIO = sys.stdout,
     then: Callable[[Host, Host], None] | None = None,
     languages: tuple[str, str] = ("python", "python"),
+    engines: tuple[str, str] = ("internal", "internal"),
 ) -> tuple[Books, list[str]]:
     """Run the whole scenario in ``directory``; the books and what did not reconcile.
 
@@ -375,7 +412,11 @@ def run_demo(
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    with peered_hosts(directory, languages=languages, say=say) as (alice, bob, ledger):
+    with peered_hosts(directory, languages=languages, engines=engines, say=say) as (
+        alice,
+        bob,
+        ledger,
+    ):
         hosts = [alice, bob]
 
         sent = 0
@@ -399,7 +440,7 @@ def run_demo(
                 destination="test.bob.demo", amount=PACKET_AMOUNT, count=50, concurrency=8
             )
             last = admin_pb2.SendPacketsResponse()
-            for progress in alice.admin.SendPackets(request, timeout=DEADLINE):
+            for progress in alice.connector.SendPackets(request, timeout=DEADLINE):
                 last = progress
             sent += last.fulfilled * PACKET_AMOUNT
             rejected = ", ".join(f"{c}: {n}" for c, n in sorted(last.rejected_by_code.items()))
@@ -495,12 +536,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             default="python",
             help=f"the language of {side.title()}'s simledger adaptor",
         )
+        parser.add_argument(
+            f"--{side}-engine",
+            choices=sorted(ENGINE_PLACES),
+            default="internal",
+            help=f"where {side.title()}'s engine runs: in the connector's process "
+            "(proposal 1) or in its own (proposal 2)",
+        )
     args = parser.parse_args(list(argv) if argv is not None else [])
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     try:
         with _workspace(args.dir) as directory:
             _, problems = run_demo(
-                directory, min_settlements=args.settlements, languages=(args.alice, args.bob)
+                directory,
+                min_settlements=args.settlements,
+                languages=(args.alice, args.bob),
+                engines=(args.alice_engine, args.bob_engine),
             )
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

@@ -31,7 +31,7 @@ def test_two_hosts_settle_and_reconcile(workdir: Path) -> None:
         request = admin_pb2.SendPacketsRequest(
             destination="test.bob.demo", amount=3_000_000, count=1, concurrency=1
         )
-        replies = list(alice.admin.SendPackets(request, timeout=60))
+        replies = list(alice.connector.SendPackets(request, timeout=60))
         probed["last"] = replies[-1]
         after = (account(alice).clearing_balance.value, account(bob).clearing_balance.value)
         probed["unchanged"] = before == after and count == len(settlements(alice))
