@@ -62,6 +62,9 @@ LOCK_FILE = "host.lock"
 ENGINE_SOCKET = "engine.sock"
 #: Exit status after a second signal: the graceful stop was cut short.
 EXIT_IMMEDIATE = 1
+#: How long idempotency keys are kept, and how often older ones are forgotten, seconds.
+KEY_RETENTION = 24 * 3600.0
+HOUSEKEEPING_INTERVAL = 3600.0
 #: What one process runs (see the module docstring).
 Mode = Literal["run", "connector", "engine"]
 
@@ -190,6 +193,8 @@ class _Parts:
     connector: Connector | None = None
     #: Proposal 2, engine side: the link to the connector process.
     link: ConnectorLink | None = None
+    #: Proposal 2, connector side: its own clearing ledger.
+    ledger: ConnectorLedger | None = None
     #: For the connector's admin API: a peer's clearing balance, and where the engine runs.
     balance: BalanceReader | None = None
     engine_link: Callable[[], admin_pb2.EngineLink] = admin_pb2.EngineLink
@@ -285,6 +290,7 @@ async def _open_connector(config: HostConfig, stack: contextlib.AsyncExitStack) 
     await _start_connector(connector, config, stack)
     return _Parts(
         connector=connector,
+        ledger=ledger,
         balance=partial(_ledger_balance, ledger),
         engine_link=partial(_engine_link, ledger, relay),
     )
@@ -394,6 +400,27 @@ async def _run_engine(parts: _Parts, supervisor: Supervisor) -> None:
         parts.tasks.append(asyncio.create_task(parts.link.run(), name="connector-link"))
 
 
+async def _housekeeping(parts: _Parts) -> None:
+    """Forget idempotency keys past their retention (RFC 38: at least 24 hours), hourly: each
+    packet records one per side, and without this the databases only grow.
+
+    The first round comes an hour after the start, not at it: an engine back from a long stop
+    first replays the connector's unacknowledged changes, whose keys must still be known.
+    """
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+        try:
+            forgotten = 0
+            if parts.engine is not None:
+                forgotten += await parts.engine.forget_idempotency_keys(KEY_RETENTION)
+            if parts.ledger is not None:
+                forgotten += await parts.ledger.forget_keys(KEY_RETENTION)
+            if forgotten:
+                log.info("forgot %d idempotency key(s) older than 24 h", forgotten)
+        except StoreError as exc:
+            log.warning("idempotency keys not forgotten this time: %s", exc)
+
+
 async def _stop_engine(parts: _Parts) -> None:
     for task in parts.tasks:
         task.cancel()
@@ -417,6 +444,7 @@ async def _supervise(
             log.info("adaptors started (%s); running until SIGTERM or SIGINT", states or "none")
             if parts.engine is not None:
                 await _run_engine(parts, supervisor)
+            parts.tasks.append(asyncio.create_task(_housekeeping(parts), name="housekeeping"))
             await stop_requested
     finally:
         stop_requested.cancel()

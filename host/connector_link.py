@@ -59,6 +59,9 @@ CALL_TIMEOUT = 10.0
 PUSH_BATCH = 64
 #: Slack added to the peer's own timeout for SendData.
 SEND_SLACK = 5.0
+#: Events read ahead of the engine, and applied together at most.
+QUEUE_LIMIT = 1024
+BATCH_LIMIT = 256
 
 
 @dataclass
@@ -71,6 +74,39 @@ class LinkStatus:
     acknowledged: int = 0
     #: Effects pushed since the start.
     pushed: int = 0
+
+
+async def _read_into(
+    call: grpc.aio.UnaryStreamCall[
+        connector_pb2.WatchEventsRequest, connector_pb2.WatchEventsResponse
+    ],
+    arrived: asyncio.Queue[connector_pb2.WatchEventsResponse | None],
+) -> None:
+    """Move the stream's events into ``arrived``; None once it ended (its error is raised)."""
+    try:
+        async for event in call:
+            await arrived.put(event)
+    except grpc.aio.AioRpcError:
+        await arrived.put(None)
+        raise
+    await arrived.put(None)
+
+
+async def _next_batch(
+    arrived: asyncio.Queue[connector_pb2.WatchEventsResponse | None],
+) -> list[connector_pb2.WatchEventsResponse] | None:
+    """The events that arrived (waiting for one), up to BATCH_LIMIT; None once the stream ended."""
+    first = await arrived.get()
+    if first is None:
+        return None
+    batch = [first]
+    while len(batch) < BATCH_LIMIT and not arrived.empty():
+        event = arrived.get_nowait()
+        if event is None:
+            arrived.put_nowait(None)  # seen again on the next call, after this batch
+            break
+        batch.append(event)
+    return batch
 
 
 def channel_to(address: str) -> grpc.aio.Channel:
@@ -134,13 +170,18 @@ class ConnectorLink:
             # process applied (unacknowledged changes would only be replays).
             request = connector_pb2.WatchEventsRequest(after_cursor=self.status.processed)
             call = self._stub.WatchEvents(request)
+            arrived: asyncio.Queue[connector_pb2.WatchEventsResponse | None] = asyncio.Queue(
+                maxsize=QUEUE_LIMIT
+            )
+            reader = asyncio.create_task(_read_into(call, arrived))
             try:
-                async for event in call:
+                while (batch := await _next_batch(arrived)) is not None:
                     if not self.status.connected:
                         self.status.connected = True
                         log.info("following the connector's events at %s", self.address)
                     delay = RETRY_INITIAL
-                    await self._on_event(event)
+                    await self._on_events(batch)
+                await reader  # the stream ended: its error, if any
             except grpc.aio.AioRpcError as exc:
                 self._disconnected(f"{exc.code().name}: {exc.details()}", delay)
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
@@ -155,6 +196,8 @@ class ConnectorLink:
                 self._disconnected("the event stream ended", delay)
             finally:
                 call.cancel()
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
@@ -167,52 +210,69 @@ class ConnectorLink:
             )
         self.status.connected = False
 
-    async def _on_event(self, event: connector_pb2.WatchEventsResponse) -> None:
-        kind = event.WhichOneof("event")
-        if kind == "peer_message":
-            # Answered concurrently: a message may wait on the ledger, the log must not.
-            task = asyncio.create_task(self._answer(event.peer_message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        if kind == "balance_changed":
-            await self._apply(event.balance_changed)
-        self.status.processed = event.cursor
+    async def _on_events(self, batch: list[connector_pb2.WatchEventsResponse]) -> None:
+        """Answer the peer messages, apply the balance changes, then move the cursor."""
+        changes = []
+        for event in batch:
+            kind = event.WhichOneof("event")
+            if kind == "peer_message":
+                # Answered concurrently: a message may wait on the ledger, the log must not.
+                task = asyncio.create_task(self._answer(event.peer_message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif kind == "balance_changed":
+                changes.append(event.balance_changed)
+        # Started in cursor order, the engine's transactions run in that order and share
+        # their commits (group commit): one fsync for the batch, not one per change.
+        applied = await asyncio.gather(*(self._apply_once(change) for change in changes))
+        for change, done in zip(changes, applied, strict=True):
+            if not done:
+                await self._apply(change)
+        cursors = [event.cursor for event in batch if event.cursor]
+        if cursors:
+            self.status.processed = max(cursors)
 
     async def _apply(self, change: connector_pb2.BalanceChanged) -> None:
-        """Apply one balance change to the engine, waiting (in order) until it can be."""
+        """Apply one balance change to the engine, retrying until it can be."""
+        delay = RETRY_INITIAL
+        while not await self._apply_once(change, retrying_in=delay):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _apply_once(
+        self, change: connector_pb2.BalanceChanged, retrying_in: float = 0.0
+    ) -> bool:
+        """Apply a change; False when it cannot be yet (the caller retries)."""
         key = change.idempotency_key
         if key.startswith(ENGINE_KEY_PREFIX):
-            return  # our own settlement effect, already in the engine's balance
-        delay = RETRY_INITIAL
-        while True:
-            try:
-                scale = await self._scale(change.account_id)
-                if change.delta.scale != scale:
-                    raise ValueError(
-                        f"delta at scale {change.delta.scale}, the engine's account is at "
-                        f"scale {scale}: the connector's and the engine's accounts differ"
-                    )
-                delta = signed_of(change.delta, "delta")
-                await self._engine.apply_balance_change(change.account_id, delta, key)
-                return
-            except NotFound:
-                # At start-up an account exists once its adaptor serves; keep the order.
-                problem = f"no account {change.account_id} in the engine yet"
-            except (ValueError, AmountError, StoreError) as exc:
-                problem = str(exc)
-            except EngineError as exc:
-                # Refused for good (a key reused with other content): nothing to wait for.
-                log.error("balance change %s on %s refused: %s", key, change.account_id, exc)
-                return
+            return True  # our own settlement effect, already in the engine's balance
+        try:
+            scale = await self._scale(change.account_id)
+            if change.delta.scale != scale:
+                raise ValueError(
+                    f"delta at scale {change.delta.scale}, the engine's account is at "
+                    f"scale {scale}: the connector's and the engine's accounts differ"
+                )
+            delta = signed_of(change.delta, "delta")
+            await self._engine.apply_balance_change(change.account_id, delta, key)
+            return True
+        except NotFound:
+            # At start-up an account exists once its adaptor serves.
+            problem = f"no account {change.account_id} in the engine yet"
+        except (ValueError, AmountError, StoreError) as exc:
+            problem = str(exc)
+        except EngineError as exc:
+            # Refused for good (a key reused with other content): nothing to wait for.
+            log.error("balance change %s on %s refused: %s", key, change.account_id, exc)
+            return True
+        if retrying_in:
             log.warning(
                 "cannot apply the connector's balance change %s yet: %s; retrying in %.1fs",
                 key,
                 problem,
-                delay,
+                retrying_in,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        return False
 
     async def _scale(self, account_id: str) -> int:
         scale = self._scales.get(account_id)

@@ -102,7 +102,8 @@ class ConnectorAdminService:
                 if latest and not sending.done():
                     changed.clear()
                     yield _progress(latest[0])
-                    await asyncio.sleep(PROGRESS_INTERVAL)
+                    # At most one message per interval, but the summary the moment it is done.
+                    await asyncio.wait({sending}, timeout=PROGRESS_INTERVAL)
             summary = sending.result()
         finally:
             if not sending.done():

@@ -84,6 +84,8 @@ _V1: Migration = (
     "INSERT INTO consumer (id, acknowledged) VALUES (1, 0)",
 )
 MIGRATIONS: tuple[Migration, ...] = (_V1,)
+#: How many unacknowledged events are kept in memory as well (beyond: read from the file).
+RECENT_LIMIT = 65_536
 
 
 class LedgerInputError(ValueError):
@@ -153,6 +155,10 @@ class ConnectorLedger:
         self._acknowledged = acknowledged
         self._changed = asyncio.Event()
         self._closed = False
+        #: The events written by this process and not yet acknowledged, by cursor: an engine
+        #: that keeps up reads them from here, not from the file (whose one thread the packets
+        #: need).
+        self._recent: dict[int, BalanceEvent] = {}
 
     @classmethod
     async def open(
@@ -242,6 +248,10 @@ class ConnectorLedger:
         if cursor is not None:
             self._balances[account_id] = balance
             self._last = max(self._last, cursor)
+            if len(self._recent) < RECENT_LIMIT:
+                self._recent[cursor] = BalanceEvent(
+                    cursor, account_id, delta, balance, idempotency_key
+                )
             self._wake()
         return balance
 
@@ -259,6 +269,9 @@ class ConnectorLedger:
 
     async def events_after(self, cursor: int, limit: int) -> list[BalanceEvent]:
         """At most ``limit`` events with a cursor above ``cursor``, oldest first."""
+        wanted = range(cursor + 1, min(self._last, cursor + limit) + 1)
+        if all(n in self._recent for n in wanted):
+            return [self._recent[n] for n in wanted]
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT cursor, account_id, delta, balance, key FROM events WHERE cursor > ? "
@@ -281,6 +294,8 @@ class ConnectorLedger:
         async with self._group.transaction() as context:
             await context.run(partial(_acknowledge, cursor))
         self._acknowledged = max(self._acknowledged, cursor)
+        for done in [n for n in self._recent if n <= self._acknowledged]:
+            del self._recent[done]
 
     async def wait_beyond(self, cursor: int) -> None:
         """Return once an event with a cursor above ``cursor`` is committed."""

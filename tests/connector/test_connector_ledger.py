@@ -156,3 +156,15 @@ def test_concurrent_changes_group_commit_and_add_up(tmp_path: Path) -> None:
         assert group.transactions >= 200 and group.commits < group.transactions
 
     with_ledger(tmp_path / "c.db", scenario)
+
+
+def test_keys_are_forgotten_after_their_retention(tmp_path: Path) -> None:
+    async def scenario(ledger: ConnectorLedger) -> None:
+        await ledger.apply_balance_change("bob", -5, "old")
+        assert await ledger.forget_keys(3600) == 0  # younger than an hour: kept
+        assert await ledger.apply_balance_change("bob", -5, "old") == -5  # still a replay
+        assert await ledger.forget_keys(-1) == 1  # everything is older than a second from now
+        # Past its retention a key is new again: that is what retention means.
+        assert await ledger.apply_balance_change("bob", -5, "old") == -10
+
+    with_ledger(tmp_path / "c.db", scenario)
