@@ -77,6 +77,19 @@ def round_trips(alice: Host, bob: Host, times: int) -> list[float]:
     return trips
 
 
+def packet_rounds(
+    alice: Host, count: int, rounds: int, concurrency: int
+) -> tuple[float, float, float]:
+    """Medians over ``rounds`` of packets/s, median latency and p99 latency (ms)."""
+    rates, medians, p99s = [], [], []
+    for _ in range(rounds):
+        elapsed, last = send(alice, count, concurrency)
+        rates.append(last.fulfilled / elapsed)
+        medians.append(last.median_latency_ms)
+        p99s.append(last.p99_latency_ms)
+    return statistics.median(rates), statistics.median(medians), statistics.median(p99s)
+
+
 def packets(count: int, rounds: int) -> list[str]:
     rows = [
         "| concurrency | packets/s (median of rounds) | median latency | p99 latency |",
@@ -85,16 +98,8 @@ def packets(count: int, rounds: int) -> list[str]:
     with workdir() as directory, peered_hosts(directory, threshold=-1_000_000) as (alice, bob, _):
         send(alice, 50, 4)  # warm-up
         for concurrency in (1, 16):
-            rates, medians, p99s = [], [], []
-            for _ in range(rounds):
-                elapsed, last = send(alice, count, concurrency)
-                rates.append(last.fulfilled / elapsed)
-                medians.append(last.median_latency_ms)
-                p99s.append(last.p99_latency_ms)
-            rows.append(
-                f"| {concurrency} | {statistics.median(rates):.0f} | "
-                f"{statistics.median(medians):.2f} ms | {statistics.median(p99s):.2f} ms |"
-            )
+            rate, median, p99 = packet_rounds(alice, count, rounds, concurrency)
+            rows.append(f"| {concurrency} | {rate:.0f} | {median:.2f} ms | {p99:.2f} ms |")
         trips = round_trips(alice, bob, 15)
     rows += [
         "",
@@ -136,12 +141,9 @@ def settling(count: int) -> list[str]:
     ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer packets and rounds")
-    args = parser.parse_args()
-    count, rounds, settle_count = (300, 2, 100) if args.quick else (1000, 3, 300)
-    cpu = next(
+def cpu_name() -> str:
+    """The CPU's model name, for the heading of a benchmark's output."""
+    return next(
         (
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -149,6 +151,14 @@ def main() -> int:
         ),
         platform.processor(),
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer packets and rounds")
+    args = parser.parse_args()
+    count, rounds, settle_count = (300, 2, 100) if args.quick else (1000, 3, 300)
+    cpu = cpu_name()
     print(
         f"# End to end ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, "
         f"Python {platform.python_version()})\n"

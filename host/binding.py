@@ -22,6 +22,7 @@ import grpc
 
 from host.config import AccountSpec
 from host.connector.ports import (
+    STATUS_OF_ERROR,
     MessageRefused,
     PeerRefused,
     PeerUnreachable,
@@ -263,10 +264,6 @@ class EngineServicer(engine_pb2_grpc.EngineServicer):
         assert self._messenger is not None
         try:
             reply = await self._messenger.send_settlement_message(request.account_id, request.data)
-        except UnknownPeer as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except PeerUnreachable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except PeerRefused as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except (UnknownPeer, PeerUnreachable, PeerRefused) as exc:
+            await context.abort(grpc.StatusCode[STATUS_OF_ERROR[type(exc)]], str(exc))
         return engine_pb2.SendDataResponse(data=reply)

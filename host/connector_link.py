@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import grpc
 
 from host.connector.ports import (
+    STATUS_OF_ERROR,
     ConnectorError,
     MessageRefused,
     PeerRefused,
@@ -373,12 +374,12 @@ class ConnectorLink:
                 timeout=self._send_timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            code, text = exc.code(), f"connector at {self.address}: {exc.details()}"
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise UnknownPeer(text) from exc
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
+            code, text = exc.code().name, f"connector at {self.address}: {exc.details()}"
+            if code == STATUS_OF_ERROR[PeerRefused]:
                 raise PeerRefused(text, "F99") from exc
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if code == STATUS_OF_ERROR[UnknownPeer]:
+                raise UnknownPeer(text) from exc
+            if code in (STATUS_OF_ERROR[PeerUnreachable], "DEADLINE_EXCEEDED"):
                 raise PeerUnreachable(text) from exc
-            raise ConnectorError(f"{text} ({code.name})") from exc
+            raise ConnectorError(f"{text} ({code})") from exc
         return reply.data

@@ -207,18 +207,23 @@ def start_host(directory: Path, name: str, config: Path, engine: str = "internal
     )
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it is still running after ``grace`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def stop_host(host: Host) -> None:
-    """SIGTERM to each process, the engine before the connector; SIGKILL after 30 s."""
+    """Stop each process, the engine before the connector."""
     for channel in host.channels:
         channel.close()
     for process in reversed(host.processes.values()):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 def wait_for(what: str, check: Callable[[], _T | None], hosts: Sequence[Host] = ()) -> _T:

@@ -36,11 +36,14 @@ from host.connector.ledger import (
     LedgerInputError,
 )
 from host.connector.ports import (
+    STATUS_OF_ERROR,
     MessageRefused,
     PeerRefused,
     PeerUnreachable,
     UnknownPeer,
 )
+from host.engine.errors import InvalidArgument
+from host.engine.model import check_account_id
 from host.ilp.errors import ErrorCode
 from sdk.amount import AmountError, signed_of
 from sdk.contract import MAX_DATA_BYTES
@@ -163,6 +166,11 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         self._messenger = messenger
 
     async def _scale(self, account_id: str, context: Context) -> int:
+        """The account's scale; INVALID_ARGUMENT if the id is malformed, NOT_FOUND if unknown."""
+        try:
+            check_account_id(account_id)
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"account_id: {exc}")
         try:
             return self._ledger.limits(account_id).asset_scale
         except UnknownPeer as exc:
@@ -211,12 +219,8 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
             )
         try:
             reply = await self._messenger.send_settlement_message(request.account_id, request.data)
-        except UnknownPeer as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except PeerUnreachable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except PeerRefused as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except (UnknownPeer, PeerUnreachable, PeerRefused) as exc:
+            await context.abort(grpc.StatusCode[STATUS_OF_ERROR[type(exc)]], str(exc))
         return connector_pb2.SendDataResponse(data=reply)
 
     async def WatchEvents(

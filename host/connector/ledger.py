@@ -22,27 +22,20 @@ also kept in memory: a credit check reads no disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import TypeVar
 
 from host.connector.ports import UnknownPeer
 from host.engine.model import Policy
 from host.engine.policy import credit_allows
-from host.store.base import StoreError
-from host.store.groupcommit import GroupCommit, WriterThread, translate
-from host.store.sqlite import connect_database, lock_database
 from host.store.sqlite_schema import Migration, migrate
+from host.store.sqlitefile import SqliteFile
 from sdk.amount import fits
-
-T = TypeVar("T")
 
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _KEY = re.compile(r"[\x20-\x7e]{1,128}")
@@ -84,6 +77,8 @@ _V1: Migration = (
     "INSERT INTO consumer (id, acknowledged) VALUES (1, 0)",
 )
 MIGRATIONS: tuple[Migration, ...] = (_V1,)
+#: What the file says at open: the balances, the last cursor written, the acknowledged one.
+_State = tuple[dict[str, int], int, int]
 #: How many unacknowledged events are kept in memory as well (beyond: read from the file).
 RECENT_LIMIT = 65_536
 
@@ -134,27 +129,15 @@ class ConnectorLedger:
 
     def __init__(
         self,
-        path: str,
-        writer: WriterThread,
-        group: GroupCommit,
-        reader: sqlite3.Connection,
-        lock_fd: int,
+        file: SqliteFile,
         limits: Mapping[str, AccountLimits],
-        balances: dict[str, int],
-        last_cursor: int,
-        acknowledged: int,
+        state: _State,
     ) -> None:
-        self.path = path
-        self._writer = writer
-        self._group = group
-        self._reader = reader
-        self._lock_fd = lock_fd
+        self.path = file.path
+        self._file = file
         self._limits = dict(limits)
-        self._balances = balances
-        self._last = last_cursor
-        self._acknowledged = acknowledged
+        self._balances, self._last, self._acknowledged = state
         self._changed = asyncio.Event()
-        self._closed = False
         #: The events written by this process and not yet acknowledged, by cursor: an engine
         #: that keeps up reads them from here, not from the file (whose one thread the packets
         #: need).
@@ -170,37 +153,14 @@ class ConnectorLedger:
         taken from ``accounts`` (the configuration is their truth). Accounts in the file but not
         in ``accounts`` keep their history but are unknown until configured again.
         """
-        path = str(Path(path))
-        lock_fd = lock_database(path)
-        writer = WriterThread("ilp-connector-ledger")
-        try:
-            conn, reader, balances, last, acked = await writer.submit(
-                partial(_open, path, dict(accounts))
-            )
-        except BaseException:
-            await writer.stop(lambda: None)
-            os.close(lock_fd)
-            raise
-        group = GroupCommit(writer, conn, max_batch=256)
-        return cls(path, writer, group, reader, lock_fd, accounts, balances, last, acked)
+        file, state = await SqliteFile.open(
+            path, what="connector ledger", prepare=partial(_prepare, dict(accounts))
+        )
+        return cls(file, accounts, state)
 
     async def close(self) -> None:
         """Commit what is pending, close the connections and the thread, unlock. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        group, reader = self._group, self._reader
-        try:
-            with contextlib.suppress(StoreError):
-                await group.flush()
-        finally:
-
-            def close_connections() -> None:
-                reader.close()
-                group.close_connection()
-
-            await self._writer.stop(close_connections)
-            os.close(self._lock_fd)
+        await self._file.close()
 
     # -- accounts -------------------------------------------------------------------------------
 
@@ -238,9 +198,8 @@ class ConnectorLedger:
         """
         _check_change(account_id, delta, idempotency_key)
         self.limits(account_id)
-        self._check_open()
         now = time.time()
-        async with self._group.transaction() as context:
+        async with self._file.transaction() as context:
             balance, cursor = await context.run(
                 partial(_apply, account_id, delta, idempotency_key, now)
             )
@@ -272,7 +231,7 @@ class ConnectorLedger:
         wanted = range(cursor + 1, min(self._last, cursor + limit) + 1)
         if all(n in self._recent for n in wanted):
             return [self._recent[n] for n in wanted]
-        rows = await self._read(
+        rows = await self._file.read(
             lambda c: c.execute(
                 "SELECT cursor, account_id, delta, balance, key FROM events WHERE cursor > ? "
                 "ORDER BY cursor LIMIT ?",
@@ -290,8 +249,7 @@ class ConnectorLedger:
             raise CursorOutOfRange(f"cursor {cursor} is ahead of the log (last {self._last})")
         if cursor <= self._acknowledged:
             return
-        self._check_open()
-        async with self._group.transaction() as context:
+        async with self._file.transaction() as context:
             await context.run(partial(_acknowledge, cursor))
         self._acknowledged = max(self._acknowledged, cursor)
         for done in [n for n in self._recent if n <= self._acknowledged]:
@@ -304,9 +262,8 @@ class ConnectorLedger:
 
     async def forget_keys(self, older_than: float) -> int:
         """Delete the idempotency keys recorded more than ``older_than`` seconds ago."""
-        self._check_open()
         before = time.time() - older_than
-        async with self._group.transaction() as context:
+        async with self._file.transaction() as context:
             return await context.run(
                 lambda c: c.execute("DELETE FROM changes WHERE created_at < ?", (before,)).rowcount
             )
@@ -317,31 +274,17 @@ class ConnectorLedger:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"the connector ledger {self.path} is closed")
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self._check_open()
-        reader = self._reader
-        try:
-            return await self._writer.submit(lambda: fn(reader))
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-
 
 # -- in the writer thread ---------------------------------------------------------------------
 
 
-def _open(
-    path: str, accounts: dict[str, AccountLimits]
-) -> tuple[sqlite3.Connection, sqlite3.Connection, dict[str, int], int, int]:
-    conn: sqlite3.Connection | None = None
+def _prepare(accounts: dict[str, AccountLimits], conn: sqlite3.Connection) -> _State:
+    """At open, in the thread: migrate, bring the accounts in line with the configuration, and
+    read the balances and the log's two cursors."""
+    migrate(conn, MIGRATIONS)
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn = connect_database(path, 5000, query_only=False)
-        migrate(conn, MIGRATIONS)
-        now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
         for account_id, limits in accounts.items():
             conn.execute(
                 "INSERT INTO accounts (id, asset_scale, min_balance, max_balance, balance, "
@@ -357,21 +300,17 @@ def _open(
                 ),
             )
         conn.execute("COMMIT")
-        balances = {
-            account_id: int(balance)
-            for account_id, balance in conn.execute("SELECT id, balance FROM accounts")
-            if account_id in accounts
-        }
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        last = 0 if row is None else int(row[0])
-        (acked,) = conn.execute("SELECT acknowledged FROM consumer").fetchone()
-        return conn, connect_database(path, 5000, query_only=True), balances, last, int(acked)
-    except BaseException as exc:
-        if conn is not None:
-            conn.close()
-        if isinstance(exc, sqlite3.DatabaseError):
-            raise StoreError(f"{path}: not a usable connector ledger: {exc}") from exc
+    except BaseException:
+        conn.execute("ROLLBACK")
         raise
+    balances = {
+        account_id: int(balance)
+        for account_id, balance in conn.execute("SELECT id, balance FROM accounts")
+        if account_id in accounts
+    }
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    (acked,) = conn.execute("SELECT acknowledged FROM consumer").fetchone()
+    return balances, 0 if row is None else int(row[0]), int(acked)
 
 
 def _apply(

@@ -87,6 +87,15 @@ class PeerRefused(ConnectorError):
         self.data = data
 
 
+#: The gRPC status of each error where it crosses a process boundary (SendData of the Engine
+#: API and of the Connector API), and back.
+STATUS_OF_ERROR: dict[type[ConnectorError], str] = {
+    UnknownPeer: "NOT_FOUND",
+    PeerUnreachable: "UNAVAILABLE",
+    PeerRefused: "FAILED_PRECONDITION",
+}
+
+
 class MessageRefused(Exception):
     """A :class:`SettlementMessagesPort` refuses a peer's message: the peer gets this Reject."""
 

@@ -1,24 +1,22 @@
 """The embedded Store: one SQLite file, WAL, durable commits, batched by group commit.
 
-One dedicated thread owns two connections to the file: the writer (every transaction, through
-host.store.groupcommit) and a query-only reader (reads outside transactions, which therefore see
-committed data only). ``synchronous=FULL`` makes every commit durable before it is acknowledged;
-group commit shares that fsync among concurrent transactions.
+The file, its lock, its thread and its two connections are host.store.sqlitefile's: every
+transaction goes through the writer (host.store.groupcommit), reads outside transactions through
+a query-only reader (committed data only). ``synchronous=FULL`` makes every commit durable
+before it is acknowledged; group commit shares that fsync among concurrent transactions.
 
 The file belongs to one process at a time (an exclusive lock on ``<file>.lock``, released by
 the kernel if the process dies): that is what lets ``open`` free the outbox leases a crashed
-previous run left behind. Several hosts sharing state use the PostgreSQL store instead.
+previous run left behind. Several hosts sharing one database would need a PostgreSQL store
+(the Store protocol is shaped for it; it is not written yet).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from host.engine.model import (
@@ -30,9 +28,10 @@ from host.engine.model import (
     Settlement,
     SettlementState,
 )
-from host.store.base import Store, StoreError, StoreInUse, Transaction
-from host.store.groupcommit import GroupCommit, TxContext, WriterThread, translate
+from host.store.base import Store, StoreError, Transaction
+from host.store.groupcommit import TxContext
 from host.store.sqlite_schema import MIGRATIONS, migrate
+from host.store.sqlitefile import SqliteFile
 
 T = TypeVar("T")
 
@@ -261,78 +260,18 @@ class _SqliteTransaction:
         return await self._ctx.run(lambda c: c.execute(sql, parameters).rowcount)
 
 
-def connect_database(path: str, busy_timeout_ms: int, query_only: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode, WAL, synchronous=FULL, foreign keys on (also used by
-    the connector's ledger, host.connector.ledger)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise StoreError(f"{path}: cannot use WAL journaling here (got {mode!r})")
-        # FULL: a commit is on disk (the WAL is fsynced) before anyone is told it happened.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if query_only:
-            conn.execute("PRAGMA query_only = ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _open_connections(
-    path: str, busy_timeout_ms: int
-) -> tuple[sqlite3.Connection, sqlite3.Connection]:
-    writer: sqlite3.Connection | None = None
-    try:
-        writer = connect_database(path, busy_timeout_ms, query_only=False)
-        migrate(writer, MIGRATIONS)
-        # The file is ours alone (see the module docstring): no lease can be live.
-        writer.execute("UPDATE settlements SET lease_until = NULL WHERE lease_until IS NOT NULL")
-        return writer, connect_database(path, busy_timeout_ms, query_only=True)
-    except BaseException as exc:
-        if writer is not None:
-            writer.close()
-        if isinstance(exc, sqlite3.DatabaseError):
-            raise StoreError(f"{path}: not a usable host database: {exc}") from exc
-        raise
-
-
-def lock_database(path: str) -> int:
-    """Hold ``<path>.lock`` (flock) for this process; StoreInUse if another one holds it."""
-    try:
-        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open the lock file of {path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreInUse(
-            f"{path} is in use by another process (or already open in this one); "
-            "stop the other host or give this one its own database"
-        ) from None
-    return fd
+def _prepare(conn: sqlite3.Connection) -> None:
+    migrate(conn, MIGRATIONS)
+    # The file is ours alone (see the module docstring): no lease can be live.
+    conn.execute("UPDATE settlements SET lease_until = NULL WHERE lease_until IS NOT NULL")
 
 
 class SqliteStore:
     """The Store protocol over one SQLite file (see the module docstring). Use ``open``."""
 
-    def __init__(
-        self,
-        path: str,
-        writer: WriterThread,
-        group: GroupCommit,
-        reader: sqlite3.Connection,
-        lock_fd: int,
-    ) -> None:
-        self.path = path
-        self._writer = writer
-        self._group = group
-        self._reader = reader
-        self._lock_fd = lock_fd
-        self._closed = False
+    def __init__(self, file: SqliteFile) -> None:
+        self.path = file.path
+        self._file = file
 
     @classmethod
     async def open(
@@ -347,26 +286,24 @@ class SqliteStore:
         Raises StoreInUse if another process has it open, SchemaTooNew if a newer host wrote it,
         StoreError if it is not a host database.
         """
-        path = str(Path(path))
-        lock_fd = lock_database(path)
-        writer = WriterThread("ilp-store-sqlite")
-        try:
-            conn, reader = await writer.submit(partial(_open_connections, path, busy_timeout_ms))
-        except BaseException:
-            await writer.stop(lambda: None)
-            os.close(lock_fd)
-            raise
-        return cls(path, writer, GroupCommit(writer, conn, max_batch), reader, lock_fd)
+        file, _ = await SqliteFile.open(
+            path,
+            what="host database",
+            prepare=_prepare,
+            max_batch=max_batch,
+            busy_timeout_ms=busy_timeout_ms,
+        )
+        return cls(file)
 
     @property
     def commits(self) -> int:
         """How many batches were committed (for tests and benchmarks)."""
-        return self._group.commits
+        return self._file.group.commits
 
     @property
     def transactions(self) -> int:
         """How many logical transactions ended (for tests and benchmarks)."""
-        return self._group.transactions
+        return self._file.group.transactions
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -376,21 +313,11 @@ class SqliteStore:
 
     @contextlib.asynccontextmanager
     async def _sqlite_transaction(self) -> AsyncIterator[_SqliteTransaction]:
-        self._check_open()
-        async with self._group.transaction() as context:
+        async with self._file.transaction() as context:
             yield _SqliteTransaction(context)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self._check_open()
-        reader = self._reader
-        try:
-            return await self._writer.submit(lambda: fn(reader))
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"the store {self.path} is closed")
+        return await self._file.read(fn)
 
     async def get_account(self, account_id: str) -> Account | None:
         """The committed account, or None."""
@@ -499,21 +426,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Commit what is pending, close the connections and the thread, unlock. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        group, reader = self._group, self._reader
-        try:
-            with contextlib.suppress(StoreError):
-                await group.flush()
-        finally:
-
-            def close_connections() -> None:
-                reader.close()
-                group.close_connection()
-
-            await self._writer.stop(close_connections)
-            os.close(self._lock_fd)
+        await self._file.close()
 
 
 if TYPE_CHECKING:

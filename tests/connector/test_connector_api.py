@@ -106,6 +106,11 @@ def test_balances_and_idempotent_deltas() -> None:
         assert await status_of(stub.GetBalance(pb.GetBalanceRequest(account_id="carol"))) == (
             code.NOT_FOUND
         )
+        for malformed in ("", "no spaces", "x" * 129):
+            call = stub.GetBalance(pb.GetBalanceRequest(account_id=malformed))
+            assert await status_of(call) == code.INVALID_ARGUMENT
+            call = stub.ApplyBalanceDelta(delta(1, "d6", account=malformed))
+            assert await status_of(call) == code.INVALID_ARGUMENT
         assert await ledger.balance("bob") == -2250  # the refusals changed nothing
         assert ledger.last_cursor == 2
 

@@ -152,7 +152,7 @@ def test_concurrent_changes_group_commit_and_add_up(tmp_path: Path) -> None:
         events = await ledger.events_after(0, 1000)
         assert sorted(e.cursor for e in events) == list(range(1, 201))
         assert sorted(e.balance for e in events) == list(range(-200, 0))
-        group = ledger._group  # the batching is what this test is about
+        group = ledger._file.group  # the batching is what this test is about
         assert group.transactions >= 200 and group.commits < group.transactions
 
     with_ledger(tmp_path / "c.db", scenario)

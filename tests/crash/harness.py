@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from host.demo import stop_process
 from host.simledger.process import LedgerProcess, start_ledger
 from sdk import failpoints
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -236,13 +236,7 @@ class Host:
             process = self.processes.get(role)
             if process is None:
                 continue
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process)
             self._forget_process(role)
 
     def alive(self, role: str | None = None) -> bool:

@@ -85,3 +85,18 @@ def test_mixed_language_adaptors_settle_and_reconcile(
     assert problems == [], out.getvalue()
     assert len(books.alice_completed) >= 2
     assert f"with the {languages[0]} adaptor" in out.getvalue()
+
+
+def test_the_demo_with_alice_split_in_two_processes(workdir: Path) -> None:
+    """Proposal 2 on Alice's side (her engine pays), with a Node.js adaptor for Bob."""
+    out = io.StringIO()
+    books, problems = run_demo(
+        workdir,
+        min_settlements=2,
+        out=out,
+        languages=("python", "node"),
+        engines=("external", "internal"),
+    )
+    assert problems == [], out.getvalue()
+    assert len(books.alice_completed) >= 2
+    assert "ilp-host connector -c alice.toml + ilp-host engine -c alice.toml" in out.getvalue()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import TypeVar
 import grpc
 import pytest
 
+from host.demo import stop_process
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
@@ -160,13 +160,7 @@ def running_host(
         yield RunningHost(directory, process, channel, admin_pb2_grpc.HostAdminStub(channel))
     finally:
         channel.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -197,8 +197,8 @@ def test_a_caller_resumes_only_after_its_commit(tmp_path: Path) -> None:
     async def main() -> None:
         store, engine = await engine_on(tmp_path / "host.db")
         # Test-only reach into the store: install the hook from the thread owning the connection.
-        connection = store._group._conn
-        await store._writer.submit(lambda: connection.set_trace_callback(hold_commits))
+        connection = store._file.group._conn
+        await store._file.group.writer.submit(lambda: connection.set_trace_callback(hold_commits))
         try:
             change = asyncio.create_task(engine.apply_balance_change("alice", 5, "k"))
             assert await asyncio.to_thread(reached.wait, 60)
@@ -221,7 +221,7 @@ def test_a_caller_resumes_only_after_its_commit(tmp_path: Path) -> None:
             assert balance == "5"
         finally:
             release.set()
-            await store._writer.submit(lambda: connection.set_trace_callback(None))
+            await store._file.group.writer.submit(lambda: connection.set_trace_callback(None))
             await store.close()
 
     asyncio.run(main())

@@ -1,0 +1,170 @@
+"""One SQLite file owned by this process: what the engine's store and the connector's ledger share.
+
+- An exclusive lock on ``<file>.lock`` (flock, released by the kernel if the process dies), so
+  that the file belongs to one process at a time.
+- One dedicated thread (host.store.groupcommit.WriterThread) owning two connections: the writer,
+  through which every transaction goes (group commit: one fsync per batch), and a query-only
+  reader for reads outside transactions, which therefore see committed data only.
+- ``synchronous=FULL`` and WAL: a commit is on disk before anyone is told it happened.
+
+Each user brings its own schema and start-up work (``prepare``), run in the thread at open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from host.store.base import StoreError, StoreInUse
+from host.store.groupcommit import GroupCommit, TxContext, WriterThread, translate
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def connect_database(path: str, busy_timeout_ms: int, query_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode, WAL, synchronous=FULL, foreign keys on."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{path}: cannot use WAL journaling here (got {mode!r})")
+        # FULL: a commit is on disk (the WAL is fsynced) before anyone is told it happened.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if query_only:
+            conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def lock_database(path: str) -> int:
+    """Hold ``<path>.lock`` (flock) for this process; StoreInUse if another one holds it."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file of {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUse(
+            f"{path} is in use by another process (or already open in this one); "
+            "stop the other host or give this one its own database"
+        ) from None
+    return fd
+
+
+def _connections(
+    path: str,
+    busy_timeout_ms: int,
+    what: str,
+    prepare: Callable[[sqlite3.Connection], R],
+) -> tuple[sqlite3.Connection, sqlite3.Connection, R]:
+    writer: sqlite3.Connection | None = None
+    try:
+        writer = connect_database(path, busy_timeout_ms, query_only=False)
+        prepared = prepare(writer)
+        return writer, connect_database(path, busy_timeout_ms, query_only=True), prepared
+    except BaseException as exc:
+        if writer is not None:
+            writer.close()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"{path}: not a usable {what}: {exc}") from exc
+        raise
+
+
+class SqliteFile:
+    """The file, its lock, its thread and its two connections. Use :meth:`open`."""
+
+    def __init__(
+        self,
+        path: str,
+        writer: WriterThread,
+        group: GroupCommit,
+        reader: sqlite3.Connection,
+        lock_fd: int,
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self.group = group
+        self._reader = reader
+        self._lock_fd = lock_fd
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        what: str,
+        prepare: Callable[[sqlite3.Connection], R],
+        max_batch: int = 256,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ) -> tuple[SqliteFile, R]:
+        """Lock and open ``path``, then run ``prepare(writer connection)`` in the thread
+        (migrations, start-up fixes); the file and what ``prepare`` returned.
+
+        ``what`` names the kind of database in errors ("not a usable <what>").
+        """
+        path = str(Path(path))
+        lock_fd = lock_database(path)
+        writer = WriterThread(f"ilp-sqlite-{Path(path).stem}")
+        try:
+            conn, reader, prepared = await writer.submit(
+                partial(_connections, path, busy_timeout_ms, what, prepare)
+            )
+        except BaseException:
+            await writer.stop(lambda: None)
+            os.close(lock_fd)
+            raise
+        return cls(path, writer, GroupCommit(writer, conn, max_batch), reader, lock_fd), prepared
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the database {self.path} is closed")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[TxContext]:
+        """A logical transaction, committed with its batch (host.store.groupcommit)."""
+        self.check_open()
+        async with self.group.transaction() as context:
+            yield context
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(reader)`` in the thread: committed data only."""
+        self.check_open()
+        reader = self._reader
+        try:
+            return await self._writer.submit(lambda: fn(reader))
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def close(self) -> None:
+        """Commit what is pending, close the connections and the thread, unlock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        group, reader = self.group, self._reader
+        try:
+            with contextlib.suppress(StoreError):
+                await group.flush()
+        finally:
+
+            def close_connections() -> None:
+                reader.close()
+                group.close_connection()
+
+            await self._writer.stop(close_connections)
+            os.close(self._lock_fd)
