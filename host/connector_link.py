@@ -119,6 +119,11 @@ def channel_to(address: str) -> grpc.aio.Channel:
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC's default reconnect backoff grows to 2 minutes: an engine started well
+            # before its connector would then wait that long after the connector is up.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ],
     )
 

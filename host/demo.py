@@ -105,11 +105,27 @@ class Host:
     config: Path
     log: Path
     processes: dict[str, subprocess.Popen[bytes]]
-    channels: list[grpc.Channel]
-    #: The engine's admin API (adaptors, accounts, settlements) and the connector's (peers,
-    #: packets): the same one unless the host is split.
-    admin: admin_pb2_grpc.HostAdminStub
-    connector: admin_pb2_grpc.HostAdminStub
+    channels: list[grpc.Channel] = field(default_factory=list)
+    stubs: dict[str, admin_pb2_grpc.HostAdminStub] = field(default_factory=dict)
+
+    @property
+    def admin(self) -> admin_pb2_grpc.HostAdminStub:
+        """The engine's admin API: adaptors, accounts, settlements."""
+        return self.stubs["engine" if "engine" in self.stubs else "run"]
+
+    @property
+    def connector(self) -> admin_pb2_grpc.HostAdminStub:
+        """The connector's admin API (peers, packets): the engine's unless the host is split."""
+        return self.stubs["connector" if "connector" in self.stubs else "run"]
+
+    def connect(self) -> None:
+        """Wait until each process serves its admin socket, then make its channel."""
+        for role, process in self.processes.items():
+            state = self.config.parent / self.name
+            socket = state if role == "run" else state / role
+            wait_until_listening(socket / "admin.sock", process)
+            self.channels.append(grpc.insecure_channel(f"unix:{socket / 'admin.sock'}"))
+            self.stubs[role] = admin_pb2_grpc.HostAdminStub(self.channels[-1])
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -178,12 +194,34 @@ def write_config(
     return path
 
 
+def wait_until_listening(
+    path: Path, process: subprocess.Popen[bytes], deadline: float = DEADLINE
+) -> None:
+    """Return once a process accepts connections on the unix socket ``path``.
+
+    Only then is a gRPC channel made to it: a channel whose first attempts fail (no file yet,
+    or the file a killed predecessor left) can stay failing long after the socket is up.
+    DemoError if the process exits first or the deadline passes.
+    """
+    limit = time.monotonic() + deadline
+    while time.monotonic() < limit:
+        if process.poll() is not None:
+            raise DemoError(f"the process exited ({process.returncode}) before listening on {path}")
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise DemoError(f"nothing listens on {path} after {deadline:g} s")
+
+
 def start_host(directory: Path, name: str, config: Path, engine: str = "internal") -> Host:
-    """Start the host's processes: ``ilp-host run``, or the connector then the engine."""
+    """Start the host's processes (``ilp-host run``, or the connector and the engine) without
+    waiting for them: :meth:`Host.connect` does. The config must be in ``directory``."""
     log = directory / f"{name}.log"
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    stubs: dict[str, admin_pb2_grpc.HostAdminStub] = {}
-    channels = []
     with log.open("wb") as out:
         for role in ENGINE_PLACES[engine]:
             processes[role] = subprocess.Popen(
@@ -193,18 +231,7 @@ def start_host(directory: Path, name: str, config: Path, engine: str = "internal
                 stdin=subprocess.DEVNULL,
                 cwd=directory,
             )
-            state = directory / name if role == "run" else directory / name / role
-            channels.append(grpc.insecure_channel(f"unix:{state / 'admin.sock'}"))
-            stubs[role] = admin_pb2_grpc.HostAdminStub(channels[-1])
-    return Host(
-        name,
-        config,
-        log,
-        processes,
-        channels,
-        stubs["engine" if "engine" in stubs else "run"],
-        stubs["connector" if "connector" in stubs else "run"],
-    )
+    return Host(name, config, log, processes)
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
@@ -393,6 +420,8 @@ def peered_hosts(
             host = start_host(directory, name, config, engine)
             stack.callback(stop_host, host)
             hosts.append(host)
+        for host in hosts:  # both started first: each one's adaptor looks for the other
+            host.connect()
         for host in hosts:
             wait_for(f"{host.name}'s peer link to be READY", partial(link_ready, host), hosts)
         say("both hosts serve; their adaptors exchanged ledger accounts over peer.settle")

@@ -47,6 +47,7 @@ from host.connector.ports import (
     SettlementMessagesPort,
     UnknownPeer,
 )
+from host.connector.probe import probe_failed_links
 from host.connector.routing import RoutingTable
 from host.ilp import (
     ErrorCode,
@@ -114,6 +115,7 @@ class Connector:
         self._now = now
         self.balances = BalanceMiddleware(clearing)
         self.links = LinkStates(self._peers, now=now)
+        self._prober: asyncio.Task[None] | None = None
         self._client = IlpHttpClient()
         self._server = IlpHttpServer(
             self.handle_http,
@@ -149,16 +151,30 @@ class Connector:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the client pool and listen; returns once the server's socket is bound."""
+        """Open the client pool and listen; returns once the server's socket is bound. Failed
+        links are probed from then on (host.connector.probe)."""
         await self._client.start()
         try:
             await self._server.start()
         except BaseException:
             await self._client.close()
             raise
+        self._prober = asyncio.create_task(
+            probe_failed_links(
+                {peer_id: peer.address for peer_id, peer in self._peers.items()},
+                lambda peer_id: self.links.state(peer_id).state,
+                self._exchange,
+                self._now,
+            ),
+            name="connector-link-probe",
+        )
 
     async def stop(self) -> None:
         """Stop listening, close the links; every link goes SHUTDOWN. Idempotent."""
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
         try:
             await self._server.stop()
         finally:

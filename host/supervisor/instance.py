@@ -104,7 +104,7 @@ class AdaptorInstance:
         # At once: a go-plugin plugin stalls on output while nobody reads its stdio stream.
         self._spawn_task(rpc.drain_stdio(self.channel, spec.name, self._logger), "stdio")
         await rpc.wait_serving(self.channel, spec.start_timeout, spec.health_timeout)
-        self.info = await rpc.get_info(self.channel, spec.start_timeout)
+        self.info = await rpc.get_info(self.channel, spec.start_timeout, spec.health_timeout)
         # Events first, then Probe: a change between the two is not lost (newest wins).
         self._spawn_task(
             rpc.follow_events(self.channel, spec.name, self._adaptor_connection, self._on_incoming),

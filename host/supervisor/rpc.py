@@ -109,16 +109,29 @@ async def wait_serving(channel: grpc.aio.Channel, within: float, call_timeout: f
         await asyncio.sleep(READY_POLL)
 
 
-async def get_info(channel: grpc.aio.Channel, call_timeout: float) -> adaptor_pb2.GetInfoResponse:
-    """GetInfo; a failure is a failed start (every adaptor must answer it once serving)."""
+async def get_info(
+    channel: grpc.aio.Channel, within: float, call_timeout: float
+) -> adaptor_pb2.GetInfoResponse:
+    """GetInfo; a failure is a failed start (every adaptor must answer it once serving).
+
+    UNAVAILABLE is asked again until ``within`` seconds have passed: an adaptor may not know
+    its ledger's asset before its ledger first answers (docs/protocol.md).
+    """
     stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
-    try:
-        return await stub.GetInfo(adaptor_pb2.GetInfoRequest(), timeout=call_timeout)
-    except grpc.aio.AioRpcError as exc:
-        raise StartFailure(
-            StartProblem.NOT_SERVING,
-            f"GetInfo failed: {exc.code().name}: {exc.details()} (is it a LedgerAdaptor?)",
-        ) from exc
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await stub.GetInfo(adaptor_pb2.GetInfoRequest(), timeout=call_timeout)
+        except grpc.aio.AioRpcError as exc:
+            retry = exc.code() == grpc.StatusCode.UNAVAILABLE
+            if not retry or time.monotonic() + READY_POLL >= deadline:
+                waited = f" for {within:g} s" if retry else ""
+                raise StartFailure(
+                    StartProblem.NOT_SERVING,
+                    f"GetInfo failed{waited}: {exc.code().name}: {exc.details()} "
+                    "(is it a LedgerAdaptor?)",
+                ) from exc
+        await asyncio.sleep(READY_POLL)
 
 
 async def probe(channel: grpc.aio.Channel, call_timeout: float) -> adaptor_pb2.ProbeResponse | None:

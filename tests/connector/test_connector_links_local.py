@@ -7,7 +7,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from connector_harness import network
+from connector_harness import network, poll, prepare_to
 
 from host.connector import LocalReceiver, PacketSource, SendProgress
 from host.connector.links import LinkStates
@@ -132,3 +132,20 @@ def test_nearest_rank() -> None:
     assert nearest_rank(samples, 0.0) == 1.0
     assert nearest_rank([3.0], 0.99) == 3.0
     assert nearest_rank([], 0.5) == 0.0
+
+
+def test_a_failed_link_recovers_by_probe_when_the_peer_comes_up() -> None:
+    """Alice sends to Bob before Bob listens: the link fails. Once Bob is up, a probe (amount
+    0, refused by Bob's receiver) makes it READY without any traffic, and moves no balance."""
+
+    async def main() -> None:
+        async with network([("alice", "bob")], not_started=["bob"]) as net:
+            alice = net["alice"].connector
+            reply = await alice.handle_prepare(None, prepare_to("test.bob", 5))
+            assert isinstance(reply, Reject) and reply.code == "T01"
+            assert alice.links.state("bob").state == C.TRANSIENT_FAILURE
+            await net.start("bob")
+            await poll(lambda: alice.links.state("bob").state == C.READY, "the probe", 30)
+            assert net["alice"].clearing.applied == [] and net["bob"].clearing.applied == []
+
+    asyncio.run(main())

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from host.demo import stop_process
+from host.demo import DemoError, stop_process, wait_until_listening
 from host.simledger.process import LedgerProcess, start_ledger
 from sdk import failpoints
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -176,9 +176,11 @@ class Host:
         """The connector's admin API: peers, test packets."""
         return self._stub(self.connector_role)
 
-    def start(self, armed: tuple[str, ...] = (), roles: tuple[str, ...] = ()) -> None:
+    def start(
+        self, armed: tuple[str, ...] = (), roles: tuple[str, ...] = (), *, wait: bool = True
+    ) -> None:
         """Start the host's processes (or only ``roles``) with the failpoints ``armed`` (each
-        fires once per test). The connector starts first: the engine connects to it."""
+        fires once per test), and unless not ``wait``, :meth:`connect` to them."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ILP_FAILPOINTS")}
         if armed:
             self.once_dir.mkdir(exist_ok=True)
@@ -197,7 +199,19 @@ class Host:
                     cwd=self.directory,
                     env=env,
                 )
+        if wait:
+            self.connect()
+
+    def connect(self) -> None:
+        """Wait until each started process serves its admin socket, then make its channel."""
+        for role, process in self.processes.items():
+            if role in self.channels:
+                continue
             socket = self.role_dir(role) / "admin.sock"
+            try:
+                wait_until_listening(socket, process, DEADLINE)
+            except DemoError as exc:
+                raise AssertionError(f"{self.name}'s {role}: {exc}\n{self.log_tail()}") from None
             self.channels[role] = grpc.insecure_channel(f"unix:{socket}")
 
     def _forget_process(self, role: str) -> int:
@@ -389,7 +403,7 @@ class Pair:
     # -- waiting ----------------------------------------------------------------------------
 
     def logs(self) -> str:
-        return "".join(f"\n  {h.name}'s log ends:\n{h.log_tail()}" for h in self.hosts)
+        return "".join(f"\n  {h.name}'s log ends:\n{h.log_tail(80)}" for h in self.hosts)
 
     def wait_for(self, what: str, check: Callable[[], _T | None]) -> _T:
         """Poll ``check`` until it returns a value (not None); AssertionError at the deadline,
@@ -411,8 +425,14 @@ class Pair:
             if value is not None:
                 return value
             time.sleep(POLL)
+        sockets = {
+            f"{host.name}/{role}": (host.role_dir(role) / "admin.sock").exists()
+            for host in self.hosts
+            for role in host.processes
+        }
         raise AssertionError(
-            f"timed out after {DEADLINE} s waiting for {what} ({last}){self.logs()}"
+            f"timed out after {DEADLINE} s waiting for {what} ({last}); admin sockets present: "
+            f"{sockets}{self.logs()}"
         )
 
     def wait_ready(self, host: Host, *, link: bool = True) -> None:
@@ -584,8 +604,11 @@ def running_pair(
     pair = Pair(directory, alice_threshold, modes=modes)
     try:
         pair.start_ledger()
-        pair.alice.start(alice_armed)
-        pair.bob.start(bob_armed)
+        # Both started before waiting for either: each one's adaptor looks for the other.
+        pair.alice.start(alice_armed, wait=False)
+        pair.bob.start(bob_armed, wait=False)
+        pair.alice.connect()
+        pair.bob.connect()
         for host in pair.hosts:
             pair.wait_ready(host)
         for host in pair.hosts:

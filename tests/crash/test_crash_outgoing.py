@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from sdk import failpoints
+from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2
 from tests.crash.harness import OUTGOING, SERVING, Pair, running_pair
 
@@ -126,3 +127,31 @@ def test_adaptor_kill_9_while_the_ledger_transfer_is_in_flight() -> None:
         )
         pair.settled_books(sent, settlements=1)
         assert pair.alice.alive()
+
+
+def test_host_killed_after_a_threshold_debit_pays_once_after_restart() -> None:
+    """The packet that crosses the settle threshold debits and queues the settlement in its
+    balance transaction; the host dies right after that commit, in the middle of the packet."""
+    threshold = -5 * PACKET
+    with running_pair(
+        alice_armed=(failpoints.ENGINE_AFTER_DEBIT,), alice_threshold=threshold
+    ) as pair:
+        # One at a time: the fifth packet reaches the threshold exactly.
+        request = admin_pb2.SendPacketsRequest(
+            destination="test.bob.crash", amount=PACKET, count=10, concurrency=1
+        )
+        with pytest.raises(grpc.RpcError):
+            for _ in pair.alice.connector_admin.SendPackets(request, timeout=60):
+                pass
+        assert pair.alice.wait_killed() == -signal.SIGKILL
+        assert f"failpoint {failpoints.ENGINE_AFTER_DEBIT}" in pair.alice.log_text()
+        crashed_row(pair)
+        assert pair.transfers_from("alice-ledger") == []
+        # Bob applied each of the five packets before fulfilling it (and Alice the fifth in the
+        # transaction that debited the settlement: the books below check her side).
+        assert int(pair.bob.account().clearing_balance.value) == -threshold
+
+        pair.alice.start()
+        pair.wait_ready(pair.alice, link=False)
+        pair.settled_books(-threshold, settlements=1)
+        assert int(pair.alice.account().clearing_balance.value) == 0

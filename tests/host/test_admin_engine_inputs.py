@@ -28,7 +28,7 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from host.demo import stop_process
+from host.demo import stop_process, wait_until_listening
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
@@ -155,6 +155,7 @@ def running_host(
             stdin=subprocess.DEVNULL,
             cwd=directory,
         )
+    wait_until_listening(state_dir / "admin.sock", process)
     channel = grpc.insecure_channel(f"unix:{state_dir / 'admin.sock'}")
     try:
         yield RunningHost(directory, process, channel, admin_pb2_grpc.HostAdminStub(channel))

@@ -242,6 +242,23 @@ def test_crash_goes_through_backoff_and_serves_again() -> None:
     asyncio.run(go())
 
 
+def test_get_info_unavailable_at_start_is_asked_again_not_a_crash(marker: Path) -> None:
+    """An adaptor whose ledger has not answered yet cannot say its asset: UNAVAILABLE."""
+
+    async def go() -> None:
+        env = {"FIXTURE_GETINFO_UNAVAILABLE": "3", "FIXTURE_MARKER": str(marker)}
+        async with Supervisor([spec(env=env)]) as supervisor:
+            serving = supervisor.snapshot("good")
+            assert serving.state == ProcessState.SERVING
+            assert serving.info is not None and serving.info.asset_code == "XYZ"
+            assert serving.attempts == 0 and serving.last_error == ""
+        started = [e for e in events(marker) if e.startswith("start ")]
+        assert len(started) == 1, "a single process: no restart"
+        assert events(marker).count("getinfo-unavailable") == 3
+
+    asyncio.run(go())
+
+
 def test_failed_starts_count_attempts() -> None:
     exits = (sys.executable, str(FIXTURES / "exits_at_once.py"))
 
