@@ -26,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TextIO, TypeVar
 
@@ -282,6 +281,17 @@ def link_ready(host: Host) -> bool | None:
     return True if peers and all(p.link.state == ready for p in peers) else None
 
 
+def caught_up(host: Host) -> bool:
+    """Whether the host's engine has applied every balance change its connector logged, and
+    the connector every settlement of the engine (always true in one process)."""
+    listing = host.connector.ListPeers(admin_pb2.ListPeersRequest(), timeout=10)
+    if not listing.engine.external:
+        return True
+    if not listing.engine.connected or listing.engine.unacknowledged:
+        return False
+    return all(peer.clearing_balance == account(host).clearing_balance for peer in listing.peers)
+
+
 def settlements(host: Host) -> list[admin_pb2.Settlement]:
     request = admin_pb2.ListSettlementsRequest(limit=10000)
     return list(host.admin.ListSettlements(request, timeout=10).settlements)
@@ -422,8 +432,13 @@ def peered_hosts(
             hosts.append(host)
         for host in hosts:  # both started first: each one's adaptor looks for the other
             host.connect()
-        for host in hosts:
-            wait_for(f"{host.name}'s peer link to be READY", partial(link_ready, host), hosts)
+        # One exchange over either link carries both ledger accounts (a message and its reply);
+        # the other link may stay IDLE until the first packet.
+        wait_for(
+            "a peer link to be READY (the adaptors' exchange of ledger accounts)",
+            lambda: True if any(link_ready(host) for host in hosts) else None,
+            hosts,
+        )
         say("both hosts serve; their adaptors exchanged ledger accounts over peer.settle")
         yield hosts[0], hosts[1], ledger
 
@@ -485,6 +500,8 @@ def run_demo(
             )
 
         def quiet() -> Books | None:
+            if not all(caught_up(host) for host in hosts):
+                return None
             alice_rows = [s for s in settlements(alice) if s.direction == _OUT]
             bob_rows = [s for s in settlements(bob) if s.direction == _IN]
             unfinished = [s for s in alice_rows if s.state != _DONE]
@@ -493,6 +510,8 @@ def run_demo(
             if unfinished or len(credited) != len(done) or len(bob_rows) != len(credited):
                 return None
             a, b = account(alice), account(bob)
+            if len(settlements(alice)) + len(settlements(bob)) != len(alice_rows) + len(bob_rows):
+                return None  # a settlement began while the books were read
             return Books(
                 sent=sent,
                 alice_balance=int(a.clearing_balance.value),
