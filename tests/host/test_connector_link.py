@@ -1,0 +1,156 @@
+"""The engine's link to a connector process (proposal 2), in one process but over a real Connector
+API on a unix socket, with real SQLite files on both sides: the engine applies the connector's
+changes once, skips its own echoes, pushes its settlement effects, and a restarted link replays
+nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
+from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.ports import MessageRefused
+from host.connector_link import ConnectorLink, channel_to
+from host.engine import Engine, Policy, SendResult
+from host.store.sqlite import SqliteStore
+
+POLICY = Policy(settle_threshold=-300, settle_to=0, min_balance=-1000, max_balance=1000)
+
+
+class Ledger:
+    """A SettlementPort that pays at once (its own idempotency by key)."""
+
+    def __init__(self) -> None:
+        self.paid: dict[str, int] = {}
+
+    async def send_money(self, account_id: str, ledger_amount: int, key: str) -> SendResult:
+        self.paid.setdefault(key, ledger_amount)
+        return SendResult(f"L-{key}", completed=True)
+
+    async def acknowledge_incoming(self, settlement_id: str) -> None:
+        return None
+
+
+class NoMessages:
+    async def receive(self, account_id: str, data: bytes) -> bytes:
+        raise MessageRefused("not in this test")
+
+
+class NoPeers:
+    async def send_settlement_message(self, account_id: str, data: bytes) -> bytes:
+        raise AssertionError("not in this test")
+
+
+@dataclass
+class World:
+    directory: Path
+    ledger: ConnectorLedger
+    address: str
+    payments: Ledger
+
+    @contextlib.asynccontextmanager
+    async def engine(self) -> AsyncIterator[tuple[Engine, SqliteStore, ConnectorLink]]:
+        """An engine process's parts over engine.db, linked to the connector, running."""
+        store = await SqliteStore.open(self.directory / "engine.db")
+        engine = Engine(store, {"sim": self.payments}, rng=random.Random(1), journal_clearing=True)
+        await engine.create_account(
+            "bob", adaptor="sim", asset_code="USD", asset_scale=2, ledger_scale=2, policy=POLICY
+        )
+        channel = channel_to(self.address)
+        link = ConnectorLink(engine, store, channel, NoMessages(), address=self.address)
+        tasks = [asyncio.create_task(link.run()), asyncio.create_task(engine.run_outbox())]
+        try:
+            yield engine, store, link
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await channel.close()
+            await store.close()
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(1500):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run(scenario: Callable[[World], Awaitable[None]]) -> None:
+    async def main(directory: Path) -> None:
+        ledger = await ConnectorLedger.open(
+            directory / "connector.db", {"bob": AccountLimits(2, -1000, 1000)}
+        )
+        relay = EngineRelay()
+        address = f"unix:{directory / 'api.sock'}"
+        server = await serve_connector_api(ConnectorApi(ledger, relay, NoPeers()), address)
+        try:
+            await scenario(World(directory, ledger, address, Ledger()))
+        finally:
+            await server.stop(None)
+            await ledger.close()
+
+    directory = Path(tempfile.mkdtemp(prefix="ilp"))
+    try:
+        asyncio.run(main(directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_changes_apply_once_and_settlements_flow_back() -> None:
+    async def scenario(world: World) -> None:
+        ledger = world.ledger
+        async with world.engine() as (engine, store, link):
+
+            async def engine_balance() -> int:
+                return (await engine.get_account("bob")).account.balance
+
+            async def in_step() -> bool:
+                caught_up = ledger.acknowledged == ledger.last_cursor
+                return caught_up and await ledger.balance("bob") == await engine_balance()
+
+            # Packets the connector cleared: -100 each; the third reaches the threshold.
+            for n in range(3):
+                await ledger.apply_balance_change("bob", -100, f"packet-{n}")
+            await until(in_step, "engine and connector in step")
+            assert await engine_balance() == 0  # settled 300 back up to settle_to
+            assert list(world.payments.paid.values()) == [300]
+            assert await store.clearing_effects(10) == []  # pushed and forgotten
+            assert link.status.pushed == 1
+            # The push came back as a logged change (cursor 4) that the engine skipped: had it
+            # applied it, its balance would be 300, not the connector's 0.
+            assert ledger.last_cursor == 4  # three packets and the pushed debit
+
+    run(scenario)
+
+
+def test_a_restarted_engine_replays_unacknowledged_changes_once() -> None:
+    async def scenario(world: World) -> None:
+        ledger = world.ledger
+        async with world.engine() as (engine, _, link):
+            await ledger.apply_balance_change("bob", -100, "packet-0")
+            await until(
+                lambda: _is(ledger.acknowledged == ledger.last_cursor == 1), "first change acked"
+            )
+        # The engine is gone; the connector clears on, then forgets nothing.
+        await ledger.apply_balance_change("bob", -50, "packet-1")
+        # A change the engine applied but never acknowledged (it died in between): replayed.
+        async with world.engine() as (engine, _, link):
+            await engine.apply_balance_change("bob", -50, "packet-1")
+            await until(lambda: _is(ledger.acknowledged == ledger.last_cursor == 2), "replay acked")
+            assert (await engine.get_account("bob")).account.balance == -150
+            assert link.status.processed == 2
+
+    run(scenario)
+
+
+async def _is(value: bool) -> bool:
+    return value
