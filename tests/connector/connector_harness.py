@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from host.connector import (
     Connector,
@@ -24,6 +27,8 @@ from host.connector import (
     PeerConfig,
     RouteConfig,
 )
+from host.connector.api import ConnectorApi, EngineRelay, PeerMessenger, serve_connector_api
+from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.local import exercise_prepare
 from host.ilp import Prepare
 
@@ -168,3 +173,38 @@ async def poll(condition: Callable[[], bool], what: str, deadline: float = 30.0)
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+@dataclass
+class ServedApi:
+    """A connector's ledger (a real SQLite file) and its Connector API on a unix socket."""
+
+    directory: Path
+    ledger: ConnectorLedger
+    relay: EngineRelay
+    address: str
+
+
+def with_served_api(
+    scenario: Callable[[ServedApi], Awaitable[None]],
+    messenger: PeerMessenger,
+    limits: Mapping[str, AccountLimits],
+) -> None:
+    """Run ``scenario`` against a Connector API served in a fresh temporary directory."""
+
+    async def main(directory: Path) -> None:
+        ledger = await ConnectorLedger.open(directory / "connector.db", limits)
+        relay = EngineRelay(timeout=5)
+        address = f"unix:{directory / 'api.sock'}"
+        server = await serve_connector_api(ConnectorApi(ledger, relay, messenger), address)
+        try:
+            await scenario(ServedApi(directory, ledger, relay, address))
+        finally:
+            await server.stop(None)
+            await ledger.close()
+
+    directory = Path(tempfile.mkdtemp(prefix="ilp"))  # short: unix socket paths
+    try:
+        asyncio.run(main(directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

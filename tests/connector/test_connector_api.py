@@ -4,16 +4,14 @@ its error statuses, resuming the event stream, take-over, and peer messages thro
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from connector_harness import ServedApi, with_served_api
 
-from host.connector.api import ConnectorApi, EngineRelay, check_api_address, serve_connector_api
+from host.connector.api import EngineRelay, check_api_address
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import MessageRefused, PeerRefused, PeerUnreachable
 from sdk.pb.ilphost.connector.v1 import connector_pb2 as pb
@@ -44,26 +42,11 @@ class Messenger:
 
 
 def run(scenario: Callable[[Stub, EngineRelay, ConnectorLedger], Awaitable[None]]) -> None:
-    async def main(directory: Path) -> None:
-        ledger = await ConnectorLedger.open(
-            directory / "c.db", {"bob": AccountLimits(6, -1000, 1000)}
-        )
-        relay = EngineRelay(timeout=5)
-        address = f"unix:{directory / 'api.sock'}"
-        server = await serve_connector_api(ConnectorApi(ledger, relay, Messenger()), address)
-        channel = grpc.aio.insecure_channel(address)
-        try:
-            await scenario(connector_pb2_grpc.ConnectorStub(channel), relay, ledger)
-        finally:
-            await channel.close()
-            await server.stop(None)
-            await ledger.close()
+    async def with_stub(api: ServedApi) -> None:
+        async with grpc.aio.insecure_channel(api.address) as channel:
+            await scenario(connector_pb2_grpc.ConnectorStub(channel), api.relay, api.ledger)
 
-    directory = Path(tempfile.mkdtemp(prefix="ilp"))
-    try:
-        asyncio.run(main(directory))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with_served_api(with_stub, Messenger(), {"bob": AccountLimits(6, -1000, 1000)})
 
 
 def delta(

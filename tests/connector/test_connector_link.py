@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
+from connector_harness import ServedApi, with_served_api
+
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import MessageRefused
 from host.connector_link import ConnectorLink, channel_to
@@ -85,24 +84,10 @@ async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 def run(scenario: Callable[[World], Awaitable[None]]) -> None:
-    async def main(directory: Path) -> None:
-        ledger = await ConnectorLedger.open(
-            directory / "connector.db", {"bob": AccountLimits(2, -1000, 1000)}
-        )
-        relay = EngineRelay()
-        address = f"unix:{directory / 'api.sock'}"
-        server = await serve_connector_api(ConnectorApi(ledger, relay, NoPeers()), address)
-        try:
-            await scenario(World(directory, ledger, address, Ledger()))
-        finally:
-            await server.stop(None)
-            await ledger.close()
+    async def in_world(api: ServedApi) -> None:
+        await scenario(World(api.directory, api.ledger, api.address, Ledger()))
 
-    directory = Path(tempfile.mkdtemp(prefix="ilp"))
-    try:
-        asyncio.run(main(directory))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with_served_api(in_world, NoPeers(), {"bob": AccountLimits(2, -1000, 1000)})
 
 
 def test_changes_apply_once_and_settlements_flow_back() -> None:
