@@ -366,6 +366,7 @@ async def _run_locked(config: HostConfig, mode: Mode, connector_address: str | N
             engine=engine_admin,
             connector=connector_admin,
             tcp=tcp,
+            link=parts.link,
         )
         signals = _Signals(config.admin.socket)
         try:

@@ -32,6 +32,7 @@ from host.conformance import cli as conformance_cli
 from host.status import (
     describe_change,
     render_accounts,
+    render_connector_link,
     render_peers,
     render_settlements,
     render_status,
@@ -139,20 +140,40 @@ async def _status(args: argparse.Namespace) -> int:
         try:
             listing = await stub.ListAdaptors(admin_pb2.ListAdaptorsRequest(), timeout=args.timeout)
             peers = None if args.watch else await _peer_links(stub, args.timeout)
+            link = None if args.watch else await _connector_link(stub, args.timeout)
             if args.json and not args.watch:
                 document = json_format.MessageToDict(listing)
                 if peers is not None:
                     document["connector"] = json_format.MessageToDict(peers)
+                if link is not None:
+                    document["connectorLink"] = json_format.MessageToDict(link)
                 print(json.dumps(document, indent=2))
             elif not args.watch:
                 print(render_status(listing.adaptors, datetime.now(UTC)))
                 if peers is not None:
                     print(f"\n{render_peers(peers, datetime.now(UTC))}")
+                if link is not None:
+                    print(f"\n{render_connector_link(link)}")
             else:
                 await _watch(stub, listing, json_lines=args.json)
         except grpc.aio.AioRpcError as exc:
             raise unreachable(target, exc) from exc
     return EXIT_OK
+
+
+async def _connector_link(
+    stub: admin_pb2_grpc.HostAdminAsyncStub, call_timeout: float
+) -> admin_pb2.GetConnectorLinkResponse | None:
+    """The engine's link to its connector process, or None when there is none."""
+    try:
+        link: admin_pb2.GetConnectorLinkResponse = await stub.GetConnectorLink(
+            admin_pb2.GetConnectorLinkRequest(), timeout=call_timeout
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+            return None
+        raise
+    return link
 
 
 async def _peer_links(

@@ -42,6 +42,7 @@ from host.engine import Engine, EngineError, NotFound
 from host.engine.model import ClearingEffect
 from host.store import Store, StoreError
 from sdk.amount import AmountError, signed_of
+from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
@@ -367,6 +368,17 @@ class ConnectorLink:
             effect.delta,
             effect.account_id,
             (time.monotonic() - started) * 1000,
+        )
+
+    async def status_message(self) -> admin_pb2.GetConnectorLinkResponse:
+        """The link as the engine's admin API shows it (GetConnectorLink)."""
+        return admin_pb2.GetConnectorLinkResponse(
+            address=self.address,
+            connected=self.status.connected,
+            applied_cursor=self.status.processed,
+            acknowledged_cursor=self.status.acknowledged,
+            effects_pushed=self.status.pushed,
+            effects_waiting=await self._store.count_clearing_effects(),
         )
 
     # -- adaptors to the peer -------------------------------------------------------------------

@@ -316,6 +316,16 @@ def render_peers(listing: admin_pb2.ListPeersResponse, now: datetime) -> str:
     return f"{head}\n{render_table(peers_rows(listing.peers, now))}"
 
 
+def render_connector_link(link: admin_pb2.GetConnectorLinkResponse) -> str:
+    """The engine's link to its connector process, for ``ilp-host status``."""
+    state = "connected" if link.connected else "NOT connected"
+    return (
+        f"connector {link.address}: {state}; applied cursor {link.applied_cursor}, "
+        f"acknowledged {link.acknowledged_cursor}; settlement effects pushed "
+        f"{link.effects_pushed}, waiting {link.effects_waiting}"
+    )
+
+
 def engine_line(engine: admin_pb2.EngineLink, now: datetime) -> str:
     """Where the connector's settlement engine runs and, when external, how it keeps up."""
     if not engine.external:

@@ -77,6 +77,12 @@ class EngineAdmin(Protocol):
     async def retry_settlement(self, settlement_id: str) -> admin_pb2.RetrySettlementResponse: ...
 
 
+class LinkAdmin(Protocol):
+    """An engine's link to a connector in another process (host.connector_link)."""
+
+    async def status_message(self) -> admin_pb2.GetConnectorLinkResponse: ...
+
+
 class ConnectorAdmin(Protocol):
     """The connector's side of HostAdmin; refusals raise :class:`AdminError`."""
 
@@ -108,10 +114,12 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
         supervisor: SupervisorView,
         engine: EngineAdmin | None = None,
         connector: ConnectorAdmin | None = None,
+        link: LinkAdmin | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._engine = engine
         self._connector = connector
+        self._link = link
         self.stopping = False
 
     async def _adaptor(self, name: str, context: Context) -> AdaptorSnapshot:
@@ -198,6 +206,17 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
         assert self._connector is not None
         return await self._connector.list_peers()
+
+    async def GetConnectorLink(
+        self, request: admin_pb2.GetConnectorLinkRequest, context: Context
+    ) -> admin_pb2.GetConnectorLinkResponse:
+        if self._link is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this host's engine does not run apart from its connector (see ilp-host engine)",
+            )
+        assert self._link is not None
+        return await self._link.status_message()
 
     async def SendPackets(
         self, request: admin_pb2.SendPacketsRequest, context: Context
@@ -299,10 +318,11 @@ class AdminServer:
         engine: EngineAdmin | None = None,
         connector: ConnectorAdmin | None = None,
         tcp: TcpListener | None = None,
+        link: LinkAdmin | None = None,
     ) -> None:
         self.socket = socket
         self._tcp = tcp
-        self.admin = HostAdminServicer(supervisor, engine, connector)
+        self.admin = HostAdminServicer(supervisor, engine, connector, link)
         self.health = HealthFollower(supervisor)
         self._servers: list[grpc.aio.Server] = []
         self._follower: asyncio.Task[None] | None = None

@@ -154,6 +154,10 @@ class Store(Protocol):
         """Drop a journaled effect once the connector confirmed it (no error if gone)."""
         ...
 
+    async def count_clearing_effects(self) -> int:
+        """How many journaled effects wait for the connector."""
+        ...
+
     async def close(self) -> None:
         """Finish pending work and release the database. Idempotent."""
         ...

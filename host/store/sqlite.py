@@ -419,6 +419,13 @@ class SqliteStore:
         )
         return [ClearingEffect(key, account, int(delta), at) for key, account, delta, at in rows]
 
+    async def count_clearing_effects(self) -> int:
+        """How many journaled effects wait for the connector."""
+        row = await self._read(
+            lambda c: c.execute("SELECT COUNT(*) FROM clearing_effects").fetchone()
+        )
+        return int(row[0])
+
     async def forget_clearing_effect(self, key: str) -> None:
         """Drop a journaled effect the connector confirmed."""
         async with self._sqlite_transaction() as tx:

@@ -22,6 +22,7 @@ import signal
 import pytest
 
 from sdk import failpoints
+from sdk.pb.ilphost.admin.v1 import admin_pb2
 from tests.crash.harness import Pair, in_step, running_pair
 
 pytestmark = pytest.mark.slow
@@ -99,9 +100,14 @@ def test_connector_down_the_engine_pays_and_retries_until_the_connector_returns(
             "the engine to notice the connector is gone",
             lambda: True if "lost the connector" in pair.alice.log_text() else None,
         )
+        # What the engine's operator sees meanwhile: the debit waits to be pushed.
+        link = pair.alice.admin.GetConnectorLink(admin_pb2.GetConnectorLinkRequest(), timeout=10)
+        assert not link.connected and link.effects_waiting == 1, link
 
         pair.alice.start(roles=("connector",))
         pair.settled_books(sent, settlements=1)
+        link = pair.alice.admin.GetConnectorLink(admin_pb2.GetConnectorLinkRequest(), timeout=10)
+        assert link.connected and link.effects_waiting == 0 and link.effects_pushed >= 1, link
         assert [t[0] for t in pair.transfers_from("alice-ledger")] == [
             f"alice-ledger:{settlement.id}"
         ]

@@ -10,8 +10,10 @@ tells his connector, and every book adds up.
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
+from sdk.pb.ilphost.admin.v1 import admin_pb2
 from tests.crash.harness import running_pair
 
 pytestmark = pytest.mark.slow
@@ -31,3 +33,10 @@ def test_alice_in_one_process_settles_with_bob_split_in_two() -> None:
         alice_balance, alice_engine = pair.alice.connector_view()
         assert alice_balance == -sent + 900_000
         assert not alice_engine.external
+        # Only a split host's engine has a link to a connector process.
+        request = admin_pb2.GetConnectorLinkRequest()
+        link = pair.bob.admin.GetConnectorLink(request, timeout=10)
+        assert link.connected and link.address.endswith("connector.sock")
+        with pytest.raises(grpc.RpcError) as refused:
+            pair.alice.admin.GetConnectorLink(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -27,6 +27,7 @@ from host.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from host.status import (
     format_amount,
     render_accounts,
+    render_connector_link,
     render_peers,
     render_settlements,
     send_progress_line,
@@ -178,6 +179,20 @@ def test_render_peers() -> None:
         "(cursor 40)",
         "no peers configured",
     ]
+
+
+def test_render_connector_link() -> None:
+    link = admin_pb2.GetConnectorLinkResponse(
+        address="unix:/srv/ilp/connector/connector.sock",
+        applied_cursor=41,
+        acknowledged_cursor=40,
+        effects_pushed=3,
+        effects_waiting=1,
+    )
+    assert render_connector_link(link) == (
+        "connector unix:/srv/ilp/connector/connector.sock: NOT connected; applied cursor 41, "
+        "acknowledged 40; settlement effects pushed 3, waiting 1"
+    )
 
 
 def test_send_lines() -> None:

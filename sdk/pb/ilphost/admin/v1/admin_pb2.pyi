@@ -127,6 +127,66 @@ retries it with RetrySettlement.
 Global___SettlementState: _TypeAlias = SettlementState  # noqa: Y015
 
 @_typing.final
+class GetConnectorLinkRequest(_message.Message):
+    """GetConnectorLinkRequest has no fields."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConnectorLinkRequest: _TypeAlias = GetConnectorLinkRequest  # noqa: Y015
+
+@_typing.final
+class GetConnectorLinkResponse(_message.Message):
+    """GetConnectorLinkResponse is the engine's view of its connector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    APPLIED_CURSOR_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_CURSOR_FIELD_NUMBER: _builtins.int
+    EFFECTS_PUSHED_FIELD_NUMBER: _builtins.int
+    EFFECTS_WAITING_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """The Connector API's address."""
+    connected: _builtins.bool
+    """Whether the engine follows the connector's event stream now."""
+    applied_cursor: _builtins.int
+    """The last event cursor the engine applied, and the last it acknowledged."""
+    acknowledged_cursor: _builtins.int
+    effects_pushed: _builtins.int
+    """Settlement effects (debits, incoming credits) pushed to the connector since the start, and
+    those journaled but not confirmed by the connector yet (they wait, durably, while it is
+    away).
+    """
+    effects_waiting: _builtins.int
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        connected: _builtins.bool = ...,
+        applied_cursor: _builtins.int = ...,
+        acknowledged_cursor: _builtins.int = ...,
+        effects_pushed: _builtins.int = ...,
+        effects_waiting: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_cursor", b"acknowledged_cursor", "address", b"address", "applied_cursor", b"applied_cursor", "connected", b"connected", "effects_pushed", b"effects_pushed", "effects_waiting", b"effects_waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConnectorLinkResponse: _TypeAlias = GetConnectorLinkResponse  # noqa: Y015
+
+@_typing.final
 class Adaptor(_message.Message):
     """Adaptor is one configured adaptor and its lifecycle."""
 

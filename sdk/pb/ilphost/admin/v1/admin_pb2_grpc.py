@@ -92,6 +92,11 @@ class HostAdminStub:
                 request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsRequest.SerializeToString,
                 response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsResponse.FromString,
                 _registered_method=True)
+        self.GetConnectorLink = channel.unary_unary(
+                '/ilphost.admin.v1.HostAdmin/GetConnectorLink',
+                request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkRequest.SerializeToString,
+                response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkResponse.FromString,
+                _registered_method=True)
 
 
 class HostAdminServicer:
@@ -193,6 +198,15 @@ class HostAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConnectorLink(self, request, context):
+        """GetConnectorLink returns how this host's engine keeps in step with its connector when that
+        runs in another process (`ilp-host engine`, proposal 2). Read-only.
+        FAILED_PRECONDITION when the engine runs in the connector's process, or there is no engine.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -250,6 +264,11 @@ def add_HostAdminServicer_to_server(servicer, server):
                     servicer.SendPackets,
                     request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsRequest.FromString,
                     response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsResponse.SerializeToString,
+            ),
+            'GetConnectorLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConnectorLink,
+                    request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkRequest.FromString,
+                    response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -552,6 +571,33 @@ class HostAdmin:
             '/ilphost.admin.v1.HostAdmin/SendPackets',
             ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsRequest.SerializeToString,
             ilphost_dot_admin_dot_v1_dot_admin__pb2.SendPacketsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConnectorLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ilphost.admin.v1.HostAdmin/GetConnectorLink',
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkRequest.SerializeToString,
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -80,6 +80,11 @@ class HostAdminStub:
     Statuses: INVALID_ARGUMENT (bad address, amount, count 0 or over 1000000, concurrency over
     256), FAILED_PRECONDITION (no connector).
     """
+    GetConnectorLink: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetConnectorLinkRequest, _admin_pb2.GetConnectorLinkResponse]
+    """GetConnectorLink returns how this host's engine keeps in step with its connector when that
+    runs in another process (`ilp-host engine`, proposal 2). Read-only.
+    FAILED_PRECONDITION when the engine runs in the connector's process, or there is no engine.
+    """
 
 @_typing.type_check_only
 class HostAdminAsyncStub(HostAdminStub):
@@ -132,6 +137,11 @@ class HostAdminAsyncStub(HostAdminStub):
     carry their own fulfillment, which only the host's test receiver honours). Not idempotent.
     Statuses: INVALID_ARGUMENT (bad address, amount, count 0 or over 1000000, concurrency over
     256), FAILED_PRECONDITION (no connector).
+    """
+    GetConnectorLink: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetConnectorLinkRequest, _admin_pb2.GetConnectorLinkResponse]  # type: ignore[assignment]
+    """GetConnectorLink returns how this host's engine keeps in step with its connector when that
+    runs in another process (`ilp-host engine`, proposal 2). Read-only.
+    FAILED_PRECONDITION when the engine runs in the connector's process, or there is no engine.
     """
 
 class HostAdminServicer(metaclass=_abc_1.ABCMeta):
@@ -248,6 +258,17 @@ class HostAdminServicer(metaclass=_abc_1.ABCMeta):
         carry their own fulfillment, which only the host's test receiver honours). Not idempotent.
         Statuses: INVALID_ARGUMENT (bad address, amount, count 0 or over 1000000, concurrency over
         256), FAILED_PRECONDITION (no connector).
+        """
+
+    @_abc_1.abstractmethod
+    def GetConnectorLink(
+        self,
+        request: _admin_pb2.GetConnectorLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetConnectorLinkResponse, _abc.Awaitable[_admin_pb2.GetConnectorLinkResponse]]:
+        """GetConnectorLink returns how this host's engine keeps in step with its connector when that
+        runs in another process (`ilp-host engine`, proposal 2). Read-only.
+        FAILED_PRECONDITION when the engine runs in the connector's process, or there is no engine.
         """
 
 def add_HostAdminServicer_to_server(servicer: HostAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
