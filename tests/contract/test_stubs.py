@@ -45,6 +45,7 @@ SERVICES = {
             "RetrySettlement",
             "ListPeers",
             "SendPackets",
+            "GetConnectorLink",
         ],
     },
     "sdk.pb.ilphost.simledger.v1.simledger_pb2": {
