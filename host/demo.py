@@ -484,7 +484,8 @@ def run_demo(
                 break
             rounds += 1
             if rounds > 40:
-                raise DemoError(f"only {len(seen)} settlements after {rounds - 1} rounds")
+                tails = "".join(f"\n  {h.name}'s log ends:\n{h.log_tail(40)}" for h in hosts)
+                raise DemoError(f"only {len(seen)} settlements after {rounds - 1} rounds{tails}")
             request = admin_pb2.SendPacketsRequest(
                 destination="test.bob.demo", amount=PACKET_AMOUNT, count=50, concurrency=8
             )
@@ -497,6 +498,12 @@ def run_demo(
                 f"round {rounds}: {last.fulfilled}/{last.sent} packets fulfilled"
                 f"{' (rejected ' + rejected + ')' if rejected else ''}, "
                 f"median {last.median_latency_ms:.1f} ms; sent so far {usd(sent)}"
+            )
+            # An engine in its own process settles once it has read the connector's log.
+            wait_for(
+                "the engines to catch up with their connectors",
+                lambda: True if all(caught_up(host) for host in hosts) else None,
+                hosts,
             )
 
         def quiet() -> Books | None:
