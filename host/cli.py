@@ -17,11 +17,11 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -45,6 +45,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEFAULT_CONFIG = "host.toml"
+_R = TypeVar("_R")
 
 
 class CliError(Exception):
@@ -139,8 +140,14 @@ async def _status(args: argparse.Namespace) -> int:
         stub = admin_pb2_grpc.HostAdminStub(channel)
         try:
             listing = await stub.ListAdaptors(admin_pb2.ListAdaptorsRequest(), timeout=args.timeout)
-            peers = None if args.watch else await _peer_links(stub, args.timeout)
-            link = None if args.watch else await _connector_link(stub, args.timeout)
+            peers = link = None
+            if not args.watch:
+                peers = await _if_present(
+                    stub.ListPeers(admin_pb2.ListPeersRequest(), timeout=args.timeout)
+                )
+                link = await _if_present(
+                    stub.GetConnectorLink(admin_pb2.GetConnectorLinkRequest(), timeout=args.timeout)
+                )
             if args.json and not args.watch:
                 document = json_format.MessageToDict(listing)
                 if peers is not None:
@@ -161,34 +168,15 @@ async def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _connector_link(
-    stub: admin_pb2_grpc.HostAdminAsyncStub, call_timeout: float
-) -> admin_pb2.GetConnectorLinkResponse | None:
-    """The engine's link to its connector process, or None when there is none."""
+async def _if_present(call: Awaitable[_R]) -> _R | None:
+    """The answer of a call about a part the host may not run (its connector, or an engine
+    apart from its connector): None when the host says it has none."""
     try:
-        link: admin_pb2.GetConnectorLinkResponse = await stub.GetConnectorLink(
-            admin_pb2.GetConnectorLinkRequest(), timeout=call_timeout
-        )
+        return await call
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
             return None
         raise
-    return link
-
-
-async def _peer_links(
-    stub: admin_pb2_grpc.HostAdminAsyncStub, call_timeout: float
-) -> admin_pb2.ListPeersResponse | None:
-    """The connector's peers, or None when the host runs no connector."""
-    try:
-        peers: admin_pb2.ListPeersResponse = await stub.ListPeers(
-            admin_pb2.ListPeersRequest(), timeout=call_timeout
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
-            return None
-        raise
-    return peers
 
 
 async def _watch(

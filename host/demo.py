@@ -289,7 +289,8 @@ def caught_up(host: Host) -> bool:
         return True
     if not listing.engine.connected or listing.engine.unacknowledged:
         return False
-    return all(peer.clearing_balance == account(host).clearing_balance for peer in listing.peers)
+    balance = account(host).clearing_balance
+    return all(peer.clearing_balance == balance for peer in listing.peers)
 
 
 def settlements(host: Host) -> list[admin_pb2.Settlement]:

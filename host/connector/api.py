@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import uuid
@@ -28,6 +27,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from host.connector.config import is_local_address
 from host.connector.ledger import (
     BalanceEvent,
     ConnectorLedger,
@@ -66,10 +66,28 @@ class PeerMessenger(Protocol):
 
 @dataclass(eq=False)
 class Subscription:
-    """One open event stream: its live peer messages, and whether it was replaced."""
+    """One open event stream: its live peer messages, and whether it was replaced.
 
-    messages: asyncio.Queue[connector_pb2.PeerMessage] = field(default_factory=asyncio.Queue)
-    replaced: asyncio.Event = field(default_factory=asyncio.Event)
+    ``changed`` is set by either (the stream waits on it next to the ledger's new events).
+    """
+
+    messages: list[connector_pb2.PeerMessage] = field(default_factory=list)
+    replaced: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def post(self, message: connector_pb2.PeerMessage) -> None:
+        self.messages.append(message)
+        self.changed.set()
+
+    def replace(self) -> None:
+        self.replaced = True
+        self.changed.set()
+
+    def take(self) -> list[connector_pb2.PeerMessage]:
+        """The messages posted since the last take."""
+        self.changed.clear()
+        taken, self.messages = self.messages, []
+        return taken
 
 
 class EngineRelay:
@@ -89,7 +107,7 @@ class EngineRelay:
     def attach(self) -> Subscription:
         """A new stream takes over; the one open before ends (ABORTED)."""
         if self._current is not None:
-            self._current.replaced.set()
+            self._current.replace()
         self._current = Subscription()
         self.since = datetime.now(UTC)
         return self._current
@@ -99,8 +117,7 @@ class EngineRelay:
         if self._current is subscription:
             self._current = None
             self.since = datetime.now(UTC)
-        while not subscription.messages.empty():
-            message = subscription.messages.get_nowait()
+        for message in subscription.take():
             future = self._waiting.pop(message.message_id, None)
             if future is not None and not future.done():
                 future.set_exception(
@@ -118,7 +135,7 @@ class EngineRelay:
         message_id = uuid.uuid4().hex
         future: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
         self._waiting[message_id] = future
-        subscription.messages.put_nowait(
+        subscription.post(
             connector_pb2.PeerMessage(message_id=message_id, account_id=account_id, data=data)
         )
         try:
@@ -238,10 +255,8 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         log.info("settlement engine attached, from cursor %d", cursor)
         try:
             while True:
-                while not subscription.messages.empty():
-                    yield connector_pb2.WatchEventsResponse(
-                        cursor=0, peer_message=subscription.messages.get_nowait()
-                    )
+                for message in subscription.take():
+                    yield connector_pb2.WatchEventsResponse(cursor=0, peer_message=message)
                 events = await ledger.events_after(cursor, BATCH)
                 for event in events:
                     yield _event(event, ledger.limits(event.account_id).asset_scale)
@@ -249,7 +264,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
                 if events:
                     continue
                 await self._next(subscription, cursor)
-                if subscription.replaced.is_set():
+                if subscription.replaced:
                     await context.abort(
                         grpc.StatusCode.ABORTED, "another engine stream replaced this one"
                     )
@@ -261,8 +276,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         """Wait for a new event, a live peer message, or being replaced."""
         waits = {
             asyncio.ensure_future(self._ledger.wait_beyond(cursor)),
-            asyncio.ensure_future(subscription.replaced.wait()),
-            asyncio.ensure_future(_nonempty(subscription.messages)),
+            asyncio.ensure_future(subscription.changed.wait()),
         }
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -292,27 +306,9 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         return connector_pb2.RespondToPeerMessageResponse()
 
 
-async def _nonempty(queue: asyncio.Queue[connector_pb2.PeerMessage]) -> None:
-    """Return once ``queue`` has an item, without taking it."""
-    while queue.empty():
-        item = await queue.get()
-        # Put it back at the front's place: nothing else reads the queue meanwhile.
-        queue.put_nowait(item)
-        return
-
-
 def check_api_address(address: str) -> None:
     """ValueError unless ``address`` is unix:PATH or a loopback HOST:PORT (no authentication)."""
-    if address.startswith("unix:"):
-        return
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_local_address(address):
         raise ValueError(
             f"{address}: the Connector API has no authentication; serve it on a unix socket or "
             "a loopback address"

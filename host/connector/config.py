@@ -33,6 +33,7 @@ Pure: no I/O. Example::
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -57,7 +58,6 @@ _CONNECTOR_KEYS: Final = (
 )
 #: Where ``ilp-host connector`` serves the Connector API unless ``connector.api`` says.
 DEFAULT_API = "unix:connector.sock"
-_LOOPBACK: Final = ("127.0.0.1", "::1", "localhost")
 _PEER_KEYS: Final = ("id", "url", "address", "incoming_token", "outgoing_token")
 _ROUTE_KEYS: Final = ("prefix", "peer")
 
@@ -157,6 +157,22 @@ def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | Non
     )
 
 
+def is_local_address(address: str) -> bool:
+    """Whether a gRPC address stays on this machine: ``unix:PATH`` or a loopback HOST:PORT.
+
+    The Connector API has no authentication, so it is served on nothing else.
+    """
+    if address.startswith("unix:"):
+        return True
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _api_address(value: object) -> str:
     """``connector.api``: unix:PATH or a loopback HOST:PORT."""
     text = _string("connector.api", value)
@@ -170,7 +186,7 @@ def _api_address(value: object) -> str:
         raise ConnectorConfigError(
             "connector.api", f"must be unix:PATH or HOST:PORT, got {_show(value)}"
         )
-    if host not in _LOOPBACK:
+    if not is_local_address(text):
         raise ConnectorConfigError(
             "connector.api",
             f"must be a unix socket or a loopback address, got {_show(value)}: the Connector "

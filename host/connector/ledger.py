@@ -136,6 +136,11 @@ class ConnectorLedger:
         self.path = file.path
         self._file = file
         self._limits = dict(limits)
+        # The engine's credit rule takes a Policy: only its two limits matter to it.
+        self._credit = {
+            account_id: Policy(limit.min_balance, 0, limit.min_balance, limit.max_balance)
+            for account_id, limit in self._limits.items()
+        }
         self._balances, self._last, self._acknowledged = state
         self._changed = asyncio.Event()
         #: The events written by this process and not yet acknowledged, by cursor: an engine
@@ -179,14 +184,8 @@ class ConnectorLedger:
     async def check_credit(self, account_id: str, delta: int) -> bool:
         """Whether a packet changing the balance by ``delta`` stays within the credit limits
         (the engine's rule: moving back toward the allowed range is always allowed)."""
-        limits = self.limits(account_id)
-        policy = Policy(
-            settle_threshold=limits.min_balance,
-            settle_to=0,
-            min_balance=limits.min_balance,
-            max_balance=limits.max_balance,
-        )
-        return credit_allows(self._balances[account_id], delta, policy)
+        self.limits(account_id)  # UnknownPeer
+        return credit_allows(self._balances[account_id], delta, self._credit[account_id])
 
     # -- changes --------------------------------------------------------------------------------
 

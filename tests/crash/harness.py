@@ -23,7 +23,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, TypeVar
 import grpc
 
 from host.demo import DemoError, stop_process, wait_until_listening
+from host.demo import wait_for as demo_wait_for
 from host.simledger.process import LedgerProcess, start_ledger
 from sdk import failpoints
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -45,7 +45,6 @@ LEDGER_SCALE = 2  # cents on the ledger
 FUNDING = 100_000  # cents minted into alice-ledger
 #: Every wait polls until this many seconds have passed: generous, the machine is shared.
 DEADLINE = 60.0
-POLL = 0.1
 
 OUTGOING = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 INCOMING = admin_pb2.SETTLEMENT_DIRECTION_INCOMING
@@ -408,32 +407,10 @@ class Pair:
     def wait_for(self, what: str, check: Callable[[], _T | None]) -> _T:
         """Poll ``check`` until it returns a value (not None); AssertionError at the deadline,
         or at once if a host that should run has exited. gRPC errors count as "not yet"."""
-        deadline = time.monotonic() + DEADLINE
-        last = ""
-        while time.monotonic() < deadline:
-            for host in self.hosts:
-                for role, process in host.processes.items():
-                    if process.poll() is not None:
-                        raise AssertionError(
-                            f"{host.name}'s {role} exited with status {process.returncode} "
-                            f"while waiting for {what}{self.logs()}"
-                        )
-            try:
-                value = check()
-            except grpc.RpcError as exc:
-                value, last = None, f"{exc.code().name}: {exc.details()}"
-            if value is not None:
-                return value
-            time.sleep(POLL)
-        sockets = {
-            f"{host.name}/{role}": (host.role_dir(role) / "admin.sock").exists()
-            for host in self.hosts
-            for role in host.processes
-        }
-        raise AssertionError(
-            f"timed out after {DEADLINE} s waiting for {what} ({last}); admin sockets present: "
-            f"{sockets}{self.logs()}"
-        )
+        try:
+            return demo_wait_for(what, check, self.hosts)
+        except DemoError as exc:
+            raise AssertionError(str(exc)) from None
 
     def wait_ready(self, host: Host, *, link: bool = True) -> None:
         """The host's adaptor serves and its account exists; with ``link``, its peer link is
