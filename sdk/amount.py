@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from typing import Final, Protocol
 
-#: 78 digits hold every 256-bit unsigned integer.
-MAX_DIGITS: Final = 78
-MAX_SCALE: Final = 255
+from sdk import contract
+
+#: 78 digits hold every 256-bit unsigned integer (the contract's rule).
+MAX_DIGITS: Final = contract.MAX_AMOUNT_DIGITS
+MAX_SCALE: Final = contract.MAX_SCALE
 _UNSIGNED = re.compile(r"0|[1-9][0-9]*")
 _SIGNED = re.compile(r"0|-?[1-9][0-9]*")
 

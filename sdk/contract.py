@@ -6,6 +6,7 @@ docs/protocol.md names the same values.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 #: go-plugin's core protocol version: the first field of the handshake line.
@@ -40,3 +41,40 @@ HANDSHAKE_PROTOCOL: Final = "grpc"
 
 #: Largest ReceiveData/SendData payload: the data limit of an ILP packet.
 MAX_DATA_BYTES: Final = 32767
+
+# --- The grammar of the contract's ids, keys and amounts: the one definition the SDK, the host,
+# the conformance suite and the Python adaptors use (docs/protocol.md, "Ids, keys and amounts").
+
+#: A host account id (``account_id`` everywhere): 1 to 128 of the URL-safe characters.
+ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+ACCOUNT_ID_RULE: Final = "1 to 128 characters of [A-Za-z0-9._~-]"
+
+#: An idempotency key (SendMoney, SetBalance, the admin API): printable ASCII is 0x20 to 0x7E,
+#: so the space is allowed (the engine's keys carry none, an operator's may).
+IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,128}")
+IDEMPOTENCY_KEY_RULE: Final = "1 to 128 printable ASCII characters (0x20 to 0x7E, space included)"
+
+#: A ledger's settlement id (IncomingSettlement, SendMoneyResponse): printable ASCII without the
+#: space, long enough for on-chain hashes.
+SETTLEMENT_ID: Final = re.compile(r"[\x21-\x7e]{1,255}")
+SETTLEMENT_ID_RULE: Final = "1 to 255 printable ASCII characters without the space (0x21 to 0x7E)"
+
+#: Amounts: base-10 digits, no sign, no leading zero; 78 digits hold every 256-bit integer.
+MAX_AMOUNT_DIGITS: Final = 78
+#: The largest ``scale`` of an Amount.
+MAX_SCALE: Final = 255
+
+
+def is_account_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed host account id."""
+    return ACCOUNT_ID.fullmatch(value) is not None
+
+
+def is_idempotency_key(value: str) -> bool:
+    """Whether ``value`` is a well-formed idempotency key."""
+    return IDEMPOTENCY_KEY.fullmatch(value) is not None
+
+
+def is_settlement_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed ledger settlement id."""
+    return SETTLEMENT_ID.fullmatch(value) is not None

@@ -9,10 +9,10 @@ Run by the host as ``python adaptors/simledger-python/adaptor.py`` with:
 
 How it maps the contract onto the ledger:
 
-- Peers exchange ledger accounts with a JSON message carried by Engine.SendData:
-  ``{"type": "ledger_account", "ledger_account": "<sender's ledger account>"}``; the reply is the
-  same message with the receiver's account. SetupAccount sends it (and keeps retrying in the
-  background while the peer cannot be reached); ReceiveData answers it.
+- Peers exchange ledger accounts with the protobuf peer messages of sdk.simledger: a
+  PeerRequest (ledger_account_exchange: the sender's ledger account) carried by
+  Engine.SendData, answered by a PeerReply naming the receiver's. SetupAccount sends it (and
+  keeps retrying in the background while the peer cannot be reached); ReceiveData answers it.
 - SendMoney is one ledger Transfer whose id is "<our ledger account>:<idempotency key>": stable
   across restarts, so the ledger's own idempotency makes a retried key pay once.
 - Incoming settlements are the ledger's transfers into our account (WatchTransfers from a
@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -40,10 +38,9 @@ import grpc
 from adaptor_state import Acknowledgement, AdaptorState, Incoming
 
 import sdk
-from sdk import failpoints
+from sdk import contract, failpoints, simledger
 from sdk.amount import AmountError, unsigned_of
 from sdk.connectivity import Connectivity
-from sdk.contract import MAX_DATA_BYTES
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
@@ -58,10 +55,6 @@ ENV_LEDGER_ADDR: Final = "ILP_SIMLEDGER_ADDR"
 ENV_LEDGER_ACCOUNT: Final = "ILP_SIMLEDGER_ACCOUNT"
 ENV_STATE_DB: Final = "ILP_ADAPTOR_STATE_DB"
 
-ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
-LEDGER_ACCOUNT: Final = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
-IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,128}")
-MESSAGE_TYPE: Final = "ledger_account"
 
 #: Seconds a ledger call may take; a Transfer longer (latency faults) is "outcome unknown".
 LEDGER_TIMEOUT: Final = 10.0
@@ -103,9 +96,9 @@ class Config:
         if missing:
             raise ConfigError(f"{NAME} needs the environment variable(s) {', '.join(missing)}")
         account = environ[ENV_LEDGER_ACCOUNT]
-        if not LEDGER_ACCOUNT.fullmatch(account):
+        if not simledger.is_ledger_account(account):
             raise ConfigError(
-                f"{ENV_LEDGER_ACCOUNT} must be 1 to 128 characters of [A-Za-z0-9._~:-], "
+                f"{ENV_LEDGER_ACCOUNT} must be {simledger.LEDGER_ACCOUNT_RULE}, "
                 f"got {account[:40]!r}"
             )
         return cls(environ[ENV_LEDGER_ADDR], account, environ[ENV_STATE_DB])
@@ -128,29 +121,6 @@ class Backoff:
     def reset(self) -> None:
         """Start again from the first delay (after a success)."""
         self._next = self._first
-
-
-def ledger_account_message(ledger_account: str) -> bytes:
-    """The message that tells the peer's adaptor our ledger account."""
-    return json.dumps({"type": MESSAGE_TYPE, "ledger_account": ledger_account}).encode()
-
-
-def parse_ledger_account_message(data: bytes) -> str:
-    """The ledger account in a peer's message; ValueError saying what is wrong with it."""
-    if len(data) > MAX_DATA_BYTES:
-        raise ValueError(f"message has {len(data)} bytes, at most {MAX_DATA_BYTES} allowed")
-    try:
-        message = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"message is not JSON: {exc}") from exc
-    if not isinstance(message, dict):
-        raise ValueError("message must be a JSON object")
-    if message.get("type") != MESSAGE_TYPE:
-        raise ValueError(f"unknown message type {str(message.get('type'))[:40]!r}")
-    account = message.get("ledger_account")
-    if not isinstance(account, str) or not LEDGER_ACCOUNT.fullmatch(account):
-        raise ValueError("ledger_account must be 1 to 128 characters of [A-Za-z0-9._~:-]")
-    return account
 
 
 def _describe(exc: grpc.aio.AioRpcError) -> str:
@@ -308,11 +278,12 @@ class SimLedgerAdaptor(sdk.Adaptor):
         reply = await self._engine.SendData(
             engine_pb2.SendDataRequest(
                 account_id=account_id,
-                data=ledger_account_message(self._config.ledger_account),
+                data=simledger.ledger_account_request(self._config.ledger_account),
             ),
             timeout=EXCHANGE_TIMEOUT,
         )
-        self._learn(account_id, parse_ledger_account_message(reply.data))
+        peer = simledger.parse_ledger_account_reply(reply.data, self._config.ledger_account)
+        self._learn(account_id, peer)
 
     def _learn(self, account_id: str, peer_ledger_account: str) -> None:
         if self._state.peer_ledger_account(account_id) != peer_ledger_account:
@@ -354,11 +325,11 @@ class SimLedgerAdaptor(sdk.Adaptor):
         await context.abort(code, message)
 
     async def _account_id(self, context: sdk.Context, value: str) -> str:
-        if not ACCOUNT_ID.fullmatch(value):
+        if not contract.is_account_id(value):
             await self._refuse(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"account_id must be 1 to 128 characters of [A-Za-z0-9._~-], got {value[:40]!r}",
+                f"account_id must be {contract.ACCOUNT_ID_RULE}, got {value[:40]!r}",
             )
         return value
 
@@ -424,11 +395,13 @@ class SimLedgerAdaptor(sdk.Adaptor):
     async def ReceiveData(
         self, request: adaptor_pb2.ReceiveDataRequest, context: sdk.Context
     ) -> adaptor_pb2.ReceiveDataResponse:
-        """Learn the peer's ledger account from its message; reply with ours."""
+        """Learn the peer's ledger account from its PeerRequest; reply with ours."""
         account_id = await self._account_id(context, request.account_id)
         try:
-            peer_ledger_account = parse_ledger_account_message(request.data)
-        except ValueError as exc:
+            peer_ledger_account = simledger.parse_ledger_account_request(
+                request.data, self._config.ledger_account
+            )
+        except simledger.PeerMessageError as exc:
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if not self._state.has_account(account_id):
             await self._refuse(
@@ -436,7 +409,7 @@ class SimLedgerAdaptor(sdk.Adaptor):
             )
         self._learn(account_id, peer_ledger_account)
         return adaptor_pb2.ReceiveDataResponse(
-            data=ledger_account_message(self._config.ledger_account)
+            data=simledger.ledger_account_reply(self._config.ledger_account)
         )
 
     async def SendMoney(
@@ -446,11 +419,11 @@ class SimLedgerAdaptor(sdk.Adaptor):
         failpoints.hit("adaptor.send-money-received")
         account_id = await self._account_id(context, request.account_id)
         key = request.idempotency_key
-        if not IDEMPOTENCY_KEY.fullmatch(key):
+        if not contract.is_idempotency_key(key):
             await self._refuse(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"idempotency_key must be 1 to 128 printable ASCII characters, got {key[:40]!r}",
+                f"idempotency_key must be {contract.IDEMPOTENCY_KEY_RULE}, got {key[:40]!r}",
             )
         try:
             amount = unsigned_of(request.amount, "amount")

@@ -5,30 +5,32 @@ The ledger (``python -m host.simledger``, in the temporary directory) holds the 
 settlement account and one ledger account per peer account the suite uses. The adaptor learns
 them from its environment (``ILP_SIMLEDGER_ADDR``, ``ILP_SIMLEDGER_ACCOUNT``,
 ``ILP_ADAPTOR_STATE_DB``): simledger adaptors in any language work out of the box, and the
-memory adaptors ignore the variables. The fake Engine answers ``SendData`` as the peer's
-adaptor would: the simledger adaptors' ledger-account exchange
-(``{"type": "ledger_account", "ledger_account": "..."}``) gets the peer's ledger account.
+memory adaptors ignore the variables. The fake Engine (the suite serves it on the
+``ILP_HOST_ENGINE_ADDR`` it gives the adaptor) answers ``SendData`` as the peer's adaptor would:
+the simledger adaptors' PeerRequest (sdk.simledger) gets a PeerReply naming the peer's ledger
+account. A peer can be made unreachable for a while (``PeerPlay.unreachable``): its SendData is
+then refused as a host refuses it while the peer's adaptor is not serving yet.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import grpc
 
 from host.simledger.process import start_ledger
+from sdk import simledger
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
-from sdk.testing import FakeEngine, Refuse, Reply, fake_engine
+from sdk.testing import FakeEngine, Refuse, fake_engine
 
 if TYPE_CHECKING:
     from sdk.pb.ilphost.simledger.v1.simledger_pb2_grpc import SimLedgerAsyncStub
@@ -38,8 +40,6 @@ SIMLEDGER: Final = "simledger"
 ENV_LEDGER_ADDR: Final = "ILP_SIMLEDGER_ADDR"
 ENV_LEDGER_ACCOUNT: Final = "ILP_SIMLEDGER_ACCOUNT"
 ENV_STATE_DB: Final = "ILP_ADAPTOR_STATE_DB"
-#: The message the simledger adaptors exchange through Engine.SendData.
-LEDGER_ACCOUNT_MESSAGE: Final = "ledger_account"
 
 #: The adaptor's settlement account on the suite's ledger.
 ADAPTOR_LEDGER_ACCOUNT: Final = "conformance-adaptor"
@@ -53,47 +53,50 @@ def peer_ledger_account(account_id: str) -> str:
     return f"conformance-peer.{account_id}"
 
 
-def ledger_account_message(ledger_account: str) -> bytes:
-    """The simledger adaptors' exchange message naming ``ledger_account``."""
-    return json.dumps({"type": LEDGER_ACCOUNT_MESSAGE, "ledger_account": ledger_account}).encode()
+@dataclass
+class PeerPlay:
+    """The peers the fake Engine plays: how it answers SendData, and what it answered."""
 
+    #: The host accounts whose peers it plays; SendData for another is NOT_FOUND.
+    accounts: frozenset[str]
+    #: Peers that cannot be reached now: SendData for them is refused, the first time with the
+    #: FAILED_PRECONDITION a host answers while the peer's adaptor is not serving yet (a
+    #: T00 reject), then UNAVAILABLE.
+    unreachable: set[str] = field(default_factory=set)
+    #: Account ids, in order, of the SendData calls answered with a PeerReply.
+    answered: list[str] = field(default_factory=list)
+    #: Account ids, in order, of the SendData calls refused as unreachable.
+    refused: list[str] = field(default_factory=list)
 
-def parse_ledger_account_message(data: bytes) -> str:
-    """The ledger account in an exchange message; ValueError saying what is wrong."""
-    try:
-        message = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if not isinstance(message, dict) or message.get("type") != LEDGER_ACCOUNT_MESSAGE:
-        raise ValueError(f'not a {{"type": "{LEDGER_ACCOUNT_MESSAGE}", ...}} object')
-    account = message.get("ledger_account")
-    if not isinstance(account, str) or not account:
-        raise ValueError("ledger_account is missing or not a non-empty string")
-    return account
-
-
-def peer_engine_reply(accounts: Collection[str]) -> Reply:
-    """The fake Engine's answer to SendData: the peer's ledger account for an exchange message
-    about one of ``accounts``; NOT_FOUND for another account; FAILED_PRECONDITION (the peer's
-    adaptor refused) for any other message."""
-
-    def reply(request: engine_pb2.SendDataRequest) -> bytes:
-        if request.account_id not in accounts:
+    def reply(self, request: engine_pb2.SendDataRequest) -> bytes:
+        """The fake Engine's answer to SendData: the peer's ledger account for a PeerRequest
+        about one of ``accounts``; NOT_FOUND for another account; FAILED_PRECONDITION (the
+        peer's adaptor refused) for any other message."""
+        account_id = request.account_id
+        if account_id not in self.accounts:
             raise Refuse(
                 grpc.StatusCode.NOT_FOUND,
-                f"account {request.account_id[:60]!r} is not one the conformance suite uses",
+                f"account {account_id[:60]!r} is not one the conformance suite uses",
             )
+        if account_id in self.unreachable:
+            first = account_id not in self.refused
+            self.refused.append(account_id)
+            if first:
+                raise Refuse(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the peer of {account_id} refused: adaptor peer is not serving (T00)",
+                )
+            raise Refuse(grpc.StatusCode.UNAVAILABLE, f"the peer of {account_id} is unreachable")
         try:
-            parse_ledger_account_message(request.data)
-        except ValueError as exc:
+            simledger.parse_ledger_account_request(request.data)
+        except simledger.PeerMessageError as exc:
             raise Refuse(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the conformance suite's peer understands only the {LEDGER_ACCOUNT_MESSAGE} "
-                f"message: {exc}",
+                "the conformance suite's peer understands only the simledger PeerRequest "
+                f"(ilphost.simledger.v1): {exc}",
             ) from exc
-        return ledger_account_message(peer_ledger_account(request.account_id))
-
-    return reply
+        self.answered.append(account_id)
+        return simledger.ledger_account_reply(peer_ledger_account(account_id))
 
 
 class SuiteLedger:
@@ -149,6 +152,7 @@ class World:
 
     directory: Path
     engine: FakeEngine
+    peers: PeerPlay
     #: None with --use-adaptor-config: the adaptor brings its own ledger.
     ledger: SuiteLedger | None
 
@@ -178,9 +182,8 @@ async def build_world(
     directory = Path(tempfile.mkdtemp(prefix="ilpconf", dir=temp_root))
     async with AsyncExitStack() as stack:
         stack.callback(shutil.rmtree, directory, True)
-        engine = await stack.enter_async_context(
-            fake_engine(peer_engine_reply(frozenset(accounts)), set_environ=False)
-        )
+        peers = PeerPlay(frozenset(accounts))
+        engine = await stack.enter_async_context(fake_engine(peers.reply, set_environ=False))
         ledger: SuiteLedger | None = None
         if with_ledger:
             process = await asyncio.to_thread(
@@ -196,4 +199,4 @@ async def build_world(
             ledger = SuiteLedger(process.target, stub, info.asset_scale)
             for account in (ADAPTOR_LEDGER_ACCOUNT, *map(peer_ledger_account, accounts)):
                 await ledger.fund(account)
-        yield World(directory, engine, ledger)
+        yield World(directory, engine, peers, ledger)

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from host.simledger.process import LedgerProcess, start_ledger
-from sdk import contract
+from sdk import contract, simledger
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2 as lpb
@@ -442,10 +442,10 @@ def test_a_payment_from_an_unknown_payer_waits_for_its_account(
             reply = await bob.adaptor.ReceiveData(
                 apb.ReceiveDataRequest(
                     account_id="carol",
-                    data=b'{"type": "ledger_account", "ledger_account": "ledger:carol"}',
+                    data=simledger.ledger_account_request("ledger:carol"),
                 )
             )
-            assert b'"ledger:bob"' in reply.data
+            assert simledger.parse_ledger_account_reply(reply.data) == "ledger:bob"
             settlement = await next_event(stream, "incoming_settlement")
             assert (settlement.settlement_id, settlement.account_id) == ("carol-pays", "carol")
             stream.cancel()
@@ -457,12 +457,12 @@ def test_a_payment_from_an_unknown_payer_waits_for_its_account(
 def test_receive_data_and_account_statuses(ledger: LedgerProcess, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with peering(ledger, tmp_path) as world, world.adaptor("bob") as bob:
-            hello = b'{"type": "ledger_account", "ledger_account": "ledger:erin"}'
+            hello = simledger.ledger_account_request("ledger:erin")
             for account_id, data, code in (
                 ("erin", hello, Code.NOT_FOUND),
                 ("", hello, Code.INVALID_ARGUMENT),
-                ("erin", b"not json", Code.INVALID_ARGUMENT),
-                ("erin", b'{"type": "claim"}', Code.INVALID_ARGUMENT),
+                ("erin", b"not protobuf", Code.INVALID_ARGUMENT),
+                ("erin", b"", Code.INVALID_ARGUMENT),  # a PeerRequest of no kind
             ):
                 request = apb.ReceiveDataRequest(account_id=account_id, data=data)
                 assert (await status(bob.adaptor.ReceiveData(request)))[0] is code

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
 import sqlite3
 import sys
@@ -41,31 +40,6 @@ def state(tmp_path: Path) -> Iterator[Any]:
     opened = AdaptorState(tmp_path / "state.db")
     yield opened
     opened.close()
-
-
-def test_ledger_account_message_round_trip() -> None:
-    data = adaptor_module.ledger_account_message("ledger:alice")
-    assert json.loads(data) == {"type": "ledger_account", "ledger_account": "ledger:alice"}
-    assert adaptor_module.parse_ledger_account_message(data) == "ledger:alice"
-
-
-@pytest.mark.parametrize(
-    ("data", "complaint"),
-    [
-        (b"not json", "not JSON"),
-        (b"\xff\xfe", "not JSON"),
-        (b"[1]", "JSON object"),
-        (b'{"type": "claim", "ledger_account": "x"}', "unknown message type 'claim'"),
-        (b'{"ledger_account": "x"}', "unknown message type"),
-        (b'{"type": "ledger_account"}', "ledger_account must be"),
-        (b'{"type": "ledger_account", "ledger_account": "a b"}', "ledger_account must be"),
-        (b'{"type": "ledger_account", "ledger_account": 5}', "ledger_account must be"),
-        (b" " * 32768, "at most 32767"),
-    ],
-)
-def test_malformed_messages_are_refused_with_a_reason(data: bytes, complaint: str) -> None:
-    with pytest.raises(ValueError, match=complaint):
-        adaptor_module.parse_ledger_account_message(data)
 
 
 def test_config_names_every_missing_variable_and_checks_the_account() -> None:

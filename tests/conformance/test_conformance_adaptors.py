@@ -37,7 +37,12 @@ TIMEOUTS = {
     "quiet_period": 2.0,
 }
 #: What each reference adaptor may skip: what it does not declare, and stdio if not served.
-MEMORY_SKIPS = {"receive_data.reply", "receive_data.garbage"}
+MEMORY_SKIPS = {
+    "receive_data.reply",
+    "receive_data.garbage",
+    "peer_message.request",
+    "peer_message.refused",
+}
 
 
 def run(

@@ -15,16 +15,29 @@ from host.conformance.checks import (
     ending,
     identity,
     incoming,
+    late_peer,
     messages,
     outgoing,
+    peer_messages,
     registry,
     startup,
 )
 from host.conformance.checks.registry import ACCOUNTS, Check, Stage
 
-#: The parts of the contract in run order: the process at start, identity, accounts, outgoing
-#: and incoming settlements, messages from the peer, and the end (stdio, graceful stop).
-ORDER: Final = (startup, identity, accounts, outgoing, incoming, messages, ending)
+#: The parts of the contract in run order: the process at start, identity, accounts (and a peer
+#: not reachable yet), outgoing and incoming settlements, messages from and to the peer, and
+#: the end (stdio, graceful stop).
+ORDER: Final = (
+    startup,
+    identity,
+    accounts,
+    late_peer,
+    outgoing,
+    incoming,
+    messages,
+    peer_messages,
+    ending,
+)
 _RANK: Final = {module.__name__: rank for rank, module in enumerate(ORDER)}
 
 #: Every check, in run order (a stable sort keeps each module's own order).

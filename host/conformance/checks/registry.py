@@ -24,13 +24,14 @@ Code = grpc.StatusCode
 Body = Callable[[Session], Awaitable[str]]
 
 #: The host accounts the suite uses: it settles with PEER, uses OTHER for a key reused across
-#: accounts, sets up and deletes FORGOTTEN, and never sets up NEVER. The fake Engine plays the
-#: peers of ACCOUNTS.
+#: accounts, sets up and deletes FORGOTTEN, sets up LATE while its peer cannot be reached, and
+#: never sets up NEVER. The fake Engine plays the peers of ACCOUNTS.
 PEER: Final = "conformance-peer"
 OTHER: Final = "conformance-other"
 FORGOTTEN: Final = "conformance-forgotten"
+LATE: Final = "conformance-late"
 NEVER: Final = "conformance-never-set-up"
-ACCOUNTS: Final = (PEER, OTHER, FORGOTTEN)
+ACCOUNTS: Final = (PEER, OTHER, FORGOTTEN, LATE)
 
 
 class Stage(enum.Enum):
