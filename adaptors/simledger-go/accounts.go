@@ -95,7 +95,7 @@ func (a *adaptor) DeleteAccount(_ context.Context, request *adaptorv1.DeleteAcco
 	return &adaptorv1.DeleteAccountResponse{}, nil
 }
 
-// ReceiveData answers the peer's ledger_account message with ours.
+// ReceiveData answers the peer's ledger-account PeerRequest with a PeerReply naming ours.
 func (a *adaptor) ReceiveData(_ context.Context, request *adaptorv1.ReceiveDataRequest) (*adaptorv1.ReceiveDataResponse, error) {
 	id := request.GetAccountId()
 	if err := checkAccountID(id); err != nil {
@@ -105,7 +105,7 @@ func (a *adaptor) ReceiveData(_ context.Context, request *adaptorv1.ReceiveDataR
 		return nil, status.Errorf(codes.InvalidArgument, "data is %d bytes: at most %d",
 			len(request.GetData()), maxDataBytes)
 	}
-	peer, err := parseLedgerAccountMessage(request.GetData())
+	peer, err := parseLedgerAccountRequest(request.GetData())
 	if err == nil && peer == a.cfg.ledgerAccount {
 		err = fmt.Errorf("data: the message names our own ledger account %q", peer)
 	}
@@ -118,7 +118,7 @@ func (a *adaptor) ReceiveData(_ context.Context, request *adaptorv1.ReceiveDataR
 	if err != nil {
 		return nil, err
 	}
-	return &adaptorv1.ReceiveDataResponse{Data: ledgerAccountMessage(a.cfg.ledgerAccount)}, nil
+	return &adaptorv1.ReceiveDataResponse{Data: ledgerAccountReply(a.cfg.ledgerAccount)}, nil
 }
 
 // exchangeOnce sends our ledger account to the peer of id and records the one it answers.
@@ -126,13 +126,13 @@ func (a *adaptor) exchangeOnce(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, sendDataTimeout)
 	defer cancel()
 	reply, err := a.engine.SendData(ctx, &enginev1.SendDataRequest{
-		AccountId: id, Data: ledgerAccountMessage(a.cfg.ledgerAccount),
+		AccountId: id, Data: ledgerAccountRequest(a.cfg.ledgerAccount),
 	})
 	if err != nil {
 		s := status.Convert(err)
 		return fmt.Errorf("Engine.SendData: %s: %s", s.Code(), s.Message())
 	}
-	peer, err := parseLedgerAccountMessage(reply.GetData())
+	peer, err := parseLedgerAccountReply(reply.GetData())
 	if err == nil && peer == a.cfg.ledgerAccount {
 		err = errors.New("the reply names our own ledger account")
 	}

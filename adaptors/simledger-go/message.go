@@ -1,57 +1,66 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	simledgerv1 "github.com/interledger-settlement-host/adaptors/simledger-go/gen/ilphost/simledger/v1"
 )
 
-// The one message simledger adaptors exchange through Engine.SendData / ReceiveData, the same
-// JSON as the Python and Node.js adaptors, so that any two of them peer:
-//
-//	{"type": "ledger_account", "ledger_account": "<the sender's ledger account>"}
-//
-// The reply (from ReceiveData) is the same message naming the replier's ledger account.
+// The messages simledger adaptors exchange through Engine.SendData / ReceiveData are the
+// protobuf PeerRequest and PeerReply of proto/ilphost/simledger/v1/peer_message.proto, the same
+// bytes in every language, so that any two simledger adaptors peer. The one kind today is the
+// ledger-account exchange: the request names the sender's ledger account, the reply the
+// replier's.
 
-const messageLedgerAccount = "ledger_account"
-
-type peerMessage struct {
-	Type          string `json:"type"`
-	LedgerAccount string `json:"ledger_account"`
+func ledgerAccountRequest(ledgerAccount string) []byte {
+	return mustMarshal(&simledgerv1.PeerRequest{Kind: &simledgerv1.PeerRequest_LedgerAccountExchange{
+		LedgerAccountExchange: &simledgerv1.LedgerAccountExchange{LedgerAccount: ledgerAccount},
+	}})
 }
 
-func ledgerAccountMessage(ledgerAccount string) []byte {
-	content, err := json.Marshal(peerMessage{Type: messageLedgerAccount, LedgerAccount: ledgerAccount})
+func ledgerAccountReply(ledgerAccount string) []byte {
+	return mustMarshal(&simledgerv1.PeerReply{Kind: &simledgerv1.PeerReply_LedgerAccountExchange{
+		LedgerAccountExchange: &simledgerv1.LedgerAccountExchange{LedgerAccount: ledgerAccount},
+	}})
+}
+
+func mustMarshal(message proto.Message) []byte {
+	content, err := proto.Marshal(message)
 	if err != nil {
-		panic(err) // two strings always marshal
+		panic(err) // a message of one string always marshals
 	}
 	return content
 }
 
-// parseLedgerAccountMessage returns the ledger account a peer's message names.
-func parseLedgerAccountMessage(data []byte) (string, error) {
-	if len(data) == 0 {
-		return "", errors.New("data is empty: expected a JSON ledger_account message")
+// parseLedgerAccountRequest returns the ledger account a peer's PeerRequest names.
+func parseLedgerAccountRequest(data []byte) (string, error) {
+	var request simledgerv1.PeerRequest
+	if err := proto.Unmarshal(data, &request); err != nil {
+		return "", fmt.Errorf("data is not an ilphost.simledger.v1.PeerRequest: %v", err)
 	}
-	var message struct {
-		Type          *string `json:"type"`
-		LedgerAccount *string `json:"ledger_account"`
+	return exchangedAccount("PeerRequest", request.GetLedgerAccountExchange())
+}
+
+// parseLedgerAccountReply returns the ledger account a peer's PeerReply names.
+func parseLedgerAccountReply(data []byte) (string, error) {
+	var reply simledgerv1.PeerReply
+	if err := proto.Unmarshal(data, &reply); err != nil {
+		return "", fmt.Errorf("data is not an ilphost.simledger.v1.PeerReply: %v", err)
 	}
-	if err := json.Unmarshal(data, &message); err != nil {
-		return "", fmt.Errorf("data is not a JSON message object: %v", err)
+	return exchangedAccount("PeerReply", reply.GetLedgerAccountExchange())
+}
+
+func exchangedAccount(name string, exchange *simledgerv1.LedgerAccountExchange) (string, error) {
+	if exchange == nil {
+		// No kind, or one from a newer release (an unknown field to us).
+		return "", errors.New("data: a " + name + " of no kind this adaptor knows " +
+			"(expected ledger_account_exchange)")
 	}
-	if message.Type == nil {
-		return "", errors.New(`data: the message has no "type"`)
-	}
-	if *message.Type != messageLedgerAccount {
-		return "", fmt.Errorf("data: unknown message type %q (expected %q)",
-			clip(*message.Type), messageLedgerAccount)
-	}
-	if message.LedgerAccount == nil {
-		return "", errors.New(`data: the ledger_account message has no "ledger_account"`)
-	}
-	if err := checkLedgerAccount(*message.LedgerAccount); err != nil {
+	if err := checkLedgerAccount(exchange.GetLedgerAccount()); err != nil {
 		return "", fmt.Errorf("data: %w", err)
 	}
-	return *message.LedgerAccount, nil
+	return exchange.GetLedgerAccount(), nil
 }

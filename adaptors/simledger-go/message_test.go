@@ -1,44 +1,43 @@
 package main
 
 import (
-	"encoding/json"
+	"bytes"
+	"encoding/hex"
 	"testing"
 )
 
-func TestLedgerAccountMessageRoundTrip(t *testing.T) {
-	data := ledgerAccountMessage("ledger-alice")
-	var decoded map[string]any
-	if err := json.Unmarshal(data, &decoded); err != nil {
-		t.Fatal(err)
+// PeerRequest{ledger_account_exchange (1): {ledger_account (1): "ledger:alice"}}: the bytes
+// sdk/simledger.py and the Node.js adaptor write too.
+const aliceExchangeHex = "0a0e0a0c6c65646765723a616c696365"
+
+func TestLedgerAccountExchangeIsTheSharedProtobuf(t *testing.T) {
+	want, _ := hex.DecodeString(aliceExchangeHex)
+	if got := ledgerAccountRequest("ledger:alice"); !bytes.Equal(got, want) {
+		t.Errorf("request = %x, want %x", got, want)
 	}
-	want := map[string]any{"type": "ledger_account", "ledger_account": "ledger-alice"}
-	if len(decoded) != len(want) || decoded["type"] != want["type"] ||
-		decoded["ledger_account"] != want["ledger_account"] {
-		t.Errorf("message = %s", data)
+	if got := ledgerAccountReply("ledger:alice"); !bytes.Equal(got, want) {
+		t.Errorf("reply = %x, want %x", got, want)
 	}
-	got, err := parseLedgerAccountMessage(data)
-	if err != nil || got != "ledger-alice" {
-		t.Errorf("parse = %q, %v", got, err)
+	if got, err := parseLedgerAccountRequest(want); err != nil || got != "ledger:alice" {
+		t.Errorf("parse request = %q, %v", got, err)
+	}
+	if got, err := parseLedgerAccountReply(ledgerAccountReply("bank:bob")); err != nil || got != "bank:bob" {
+		t.Errorf("parse reply = %q, %v", got, err)
 	}
 }
 
-func TestPeerMessagesFromOtherAdaptors(t *testing.T) {
-	// Python's json.dumps puts spaces after separators; extra fields are ignored.
-	got, err := parseLedgerAccountMessage(
-		[]byte(`{"type": "ledger_account", "ledger_account": "bank:bob", "id": 7}`))
-	if err != nil || got != "bank:bob" {
-		t.Errorf("parse = %q, %v", got, err)
-	}
-	for _, bad := range []string{
-		``, `null`, `[]`, `"ledger_account"`, `not json`, `{}`,
-		`{"type": "claim", "ledger_account": "bob"}`,
-		`{"type": "ledger_account"}`,
-		`{"type": "ledger_account", "ledger_account": ""}`,
-		`{"type": "ledger_account", "ledger_account": "has space"}`,
-		`{"type": "ledger_account", "ledger_account": 5}`,
+func TestUnusablePeerMessagesAreRefused(t *testing.T) {
+	for _, bad := range [][]byte{
+		nil,                               // no kind
+		{0x12, 0x03, 'n', 'e', 'w'},       // a kind from a newer release (field 2)
+		[]byte("not protobuf"),            // not decodable
+		{0x0a, 0x05, 0x0a, 0x03},          // truncated
+		ledgerAccountRequest(""),          // empty account
+		ledgerAccountRequest("has space"), // outside the ledger's grammar
+		ledgerAccountRequest(string(make([]byte, 129))),
 	} {
-		if account, err := parseLedgerAccountMessage([]byte(bad)); err == nil {
-			t.Errorf("parse(%s) = %q, want an error", bad, account)
+		if account, err := parseLedgerAccountRequest(bad); err == nil {
+			t.Errorf("parse(%x) = %q, want an error", bad, account)
 		}
 	}
 }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from host.simledger.process import LedgerProcess, start_ledger
 from host.supervisor import AdaptorSpec, ProcessState, Supervisor
+from sdk import simledger
 from sdk.connectivity import TRANSITIONS, Connectivity
 from sdk.contract import HEALTH_SERVICE, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
 from sdk.handshake import parse
@@ -199,10 +199,6 @@ async def redelivered(adaptor: adaptor_pb2_grpc.LedgerAdaptorStub) -> list[str]:
     raise AssertionError("the event stream ended before the ledger connection state")
 
 
-def message(ledger_account: str) -> bytes:
-    return json.dumps({"type": "ledger_account", "ledger_account": ledger_account}).encode()
-
-
 class Peers:
     """A fake engine's answer to SendData: the peer's adaptor replying with its ledger account.
     Accounts in ``unreachable`` answer UNAVAILABLE, as an engine does while the peer is down."""
@@ -216,7 +212,7 @@ class Peers:
             raise Refuse(Code.UNAVAILABLE, "the peer cannot be reached (test)")
         if request.account_id not in self.ledger_accounts:
             raise Refuse(Code.NOT_FOUND, f"no account {request.account_id}")
-        return message(self.ledger_accounts[request.account_id])
+        return simledger.ledger_account_reply(self.ledger_accounts[request.account_id])
 
 
 class Credits:
@@ -558,9 +554,9 @@ def test_sends_money_once_per_key(
             assert code == Code.NOT_FOUND
 
             await adaptor.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="peer-bob"))
-            assert [(c.account_id, json.loads(c.data)) for c in engine.calls] == [
-                ("peer-bob", {"type": "ledger_account", "ledger_account": "ledger-alice"})
-            ]
+            assert [
+                (c.account_id, simledger.parse_ledger_account_request(c.data)) for c in engine.calls
+            ] == [("peer-bob", "ledger-alice")]
             # Set up already, the peer known: OK, and nothing is sent again.
             await adaptor.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="peer-bob"))
             assert len(engine.calls) == 1
@@ -746,20 +742,18 @@ def test_accounts_and_peer_messages(
 
             # The peer's adaptor sends its ledger account: we answer with ours.
             reply = await adaptor.ReceiveData(
-                adaptor_pb2.ReceiveDataRequest(account_id="peer-bob", data=message("ledger-bob"))
+                adaptor_pb2.ReceiveDataRequest(
+                    account_id="peer-bob", data=simledger.ledger_account_request("ledger-bob")
+                )
             )
-            assert json.loads(reply.data) == {
-                "type": "ledger_account",
-                "ledger_account": "ledger-alice",
-            }
+            assert simledger.parse_ledger_account_reply(reply.data) == "ledger-alice"
             malformed = [
                 b"",
-                b"not json",
-                b"[1, 2]",
-                b'{"type": "claim", "ledger_account": "ledger-bob"}',
-                b'{"type": "ledger_account"}',
-                message("no spaces allowed"),
-                message("ledger-alice"),
+                b"not protobuf",
+                b"\x12\x03new",  # a kind from a newer release
+                b"\x0a\x00",  # an exchange without an account
+                simledger.ledger_account_request("no spaces allowed"),
+                simledger.ledger_account_request("ledger-alice"),
                 b"x" * 32768,
             ]
             for data in malformed:
@@ -771,7 +765,9 @@ def test_accounts_and_peer_messages(
                 assert code == Code.INVALID_ARGUMENT, data[:40]
             code, _ = await refusal(
                 adaptor.ReceiveData(
-                    adaptor_pb2.ReceiveDataRequest(account_id="nobody", data=message("ledger-x"))
+                    adaptor_pb2.ReceiveDataRequest(
+                        account_id="nobody", data=simledger.ledger_account_request("ledger-x")
+                    )
                 )
             )
             assert code == Code.NOT_FOUND

@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2
 
 from host.simledger.process import LedgerProcess, start_ledger
 from host.supervisor import AdaptorSpec, ProcessState, Supervisor
+from sdk import simledger
 from sdk.connectivity import TRANSITIONS, Connectivity
 from sdk.contract import ENV_ENGINE_ADDR, HEALTH_SERVICE, MAGIC_COOKIE_KEY
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
@@ -194,10 +195,6 @@ async def pay_on_ledger(
     )
 
 
-def ledger_account_message(account: str) -> bytes:
-    return json.dumps({"type": "ledger_account", "ledger_account": account}).encode()
-
-
 async def next_incoming(
     stream: grpc.aio.UnaryStreamCall[Any, adaptor_pb2.WatchEventsResponse],
 ) -> adaptor_pb2.IncomingSettlement:
@@ -358,7 +355,7 @@ async def _send_money(workdir: Path) -> None:
         if refusals > 0:
             refusals -= 1
             raise Refuse(grpc.StatusCode.UNAVAILABLE, "peer unreachable (test)")
-        return ledger_account_message("bob")
+        return simledger.ledger_account_reply("bob")
 
     with ledger_process(workdir) as process:
         async with (
@@ -376,10 +373,7 @@ async def _send_money(workdir: Path) -> None:
                 )
                 first = engine.calls[0]
                 assert first.account_id == "bob-acct"
-                assert json.loads(first.data) == {
-                    "type": "ledger_account",
-                    "ledger_account": "alice",
-                }
+                assert simledger.parse_ledger_account_request(first.data) == "alice"
 
                 # Paid once the background exchange has learned bob's ledger account; until
                 # then FAILED_PRECONDITION, which records nothing.
@@ -456,7 +450,7 @@ async def _send_money(workdir: Path) -> None:
                 assert await balance_on_ledger(ledger, "bob") == 375
 
                 # ReceiveData refusals.
-                for data in (b"not json", b'{"type": "claim"}', ledger_account_message("a b")):
+                for data in (b"not protobuf", b"", simledger.ledger_account_request("a b")):
                     call = client.adaptor.ReceiveData(
                         adaptor_pb2.ReceiveDataRequest(account_id="bob-acct", data=data),
                         timeout=RPC_TIMEOUT,
@@ -464,7 +458,7 @@ async def _send_money(workdir: Path) -> None:
                     assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT, data
                 call = client.adaptor.ReceiveData(
                     adaptor_pb2.ReceiveDataRequest(
-                        account_id="nobody", data=ledger_account_message("bob")
+                        account_id="nobody", data=simledger.ledger_account_request("bob")
                     ),
                     timeout=RPC_TIMEOUT,
                 )
@@ -512,14 +506,11 @@ async def _incoming(workdir: Path) -> None:
                 await asyncio.wait_for(live.wait_for_connection(), DEADLINE)
                 reply = await client.adaptor.ReceiveData(
                     adaptor_pb2.ReceiveDataRequest(
-                        account_id="bob-acct", data=ledger_account_message("bob")
+                        account_id="bob-acct", data=simledger.ledger_account_request("bob")
                     ),
                     timeout=RPC_TIMEOUT,
                 )
-                assert json.loads(reply.data) == {
-                    "type": "ledger_account",
-                    "ledger_account": "alice",
-                }
+                assert simledger.parse_ledger_account_reply(reply.data) == "alice"
                 first = await next_incoming(live)
                 assert (first.settlement_id, first.account_id) == ("bob:1", "bob-acct")
                 assert first.amount == Amount(value="100", scale=2)

@@ -5,7 +5,7 @@
 // malformed reply) the exchange is retried in the background, with jittered backoff capped at
 // 5 s, until it succeeds, the account is deleted, or the adaptor stops.
 
-const { backoffDelay, ledgerAccountMessage, parseLedgerAccountMessage } = require('./messages');
+const { backoffDelay, ledgerAccountRequest, parseLedgerAccountReply } = require('./messages');
 const { describeFailure, unaryCall } = require('./rpc');
 
 const RETRY = { initialMs: 200, maxMs: 5000 };
@@ -55,11 +55,11 @@ class AccountExchange {
       const reply = await unaryCall(
         this.engine,
         'SendData',
-        { account_id: accountId, data: ledgerAccountMessage(this.ledgerAccount) },
+        { account_id: accountId, data: ledgerAccountRequest(this.ledgerAccount) },
         CALL_TIMEOUT_MS,
       );
       if (run.cancelled) return;
-      const peer = parseLedgerAccountMessage(reply.data, this.ledgerAccount);
+      const peer = parseLedgerAccountReply(reply.data, this.ledgerAccount);
       this.finish(accountId, run);
       this.onLearned(accountId, peer);
       return;

@@ -10,7 +10,7 @@ const {
 } = require('../../node-common/checks');
 const { AccountExchange } = require('./exchange');
 const { LedgerLink } = require('./ledger-link');
-const { ledgerAccountMessage, parseLedgerAccountMessage } = require('./messages');
+const { ledgerAccountReply, parseLedgerAccountRequest } = require('./messages');
 const { describeFailure, statusName, unaryCall } = require('./rpc');
 
 /** Deadline of a ledger call made for the engine. */
@@ -124,11 +124,11 @@ class SimLedgerAdaptor {
     if (!this.state.account(accountId)) {
       throw new AdaptorError('NOT_FOUND', `account_id ${JSON.stringify(accountId)} is not set up`);
     }
-    const peer = parseLedgerAccountMessage(data, this.ledgerAccount);
+    const peer = parseLedgerAccountRequest(data, this.ledgerAccount);
     // The peer now knows ours from the reply, and we know theirs: no need to keep sending.
     this.exchange.cancel(accountId);
     this.learnPeer(accountId, peer);
-    return ledgerAccountMessage(this.ledgerAccount);
+    return ledgerAccountReply(this.ledgerAccount);
   }
 
   learnPeer(accountId, peer) {

@@ -13,7 +13,8 @@ const { Connection } = require('../../node-common/connection');
 const { ConfigError } = require('../../node-common/contract');
 const { isTarget, readConfig } = require('../lib/config');
 const {
-  MAX_DATA_BYTES, backoffDelay, ledgerAccountMessage, parseLedgerAccountMessage,
+  MAX_DATA_BYTES, backoffDelay, ledgerAccountReply, ledgerAccountRequest,
+  parseLedgerAccountReply, parseLedgerAccountRequest,
 } = require('../lib/messages');
 const { AdaptorState } = require('../lib/state');
 
@@ -21,29 +22,34 @@ function refusedWith(code) {
   return (error) => error instanceof AdaptorError && error.code === code;
 }
 
-test('the ledger-account message round-trips and matches the Python adaptor\'s JSON', () => {
-  assert.deepEqual(JSON.parse(ledgerAccountMessage('alice').toString()), {
-    type: 'ledger_account', ledger_account: 'alice',
-  });
-  const python = Buffer.from('{"type": "ledger_account", "ledger_account": "bob"}');
-  assert.equal(parseLedgerAccountMessage(python, 'alice'), 'bob');
+test('the ledger-account exchange is protobuf, the same bytes as every simledger adaptor\'s', () => {
+  // PeerRequest{ledger_account_exchange (1): {ledger_account (1): "ledger:alice"}}: what
+  // sdk/simledger.py writes too (tests/unit/test_simledger_messages.py).
+  const expected = Buffer.from('0a0e0a0c6c65646765723a616c696365', 'hex');
+  assert.deepEqual(ledgerAccountRequest('ledger:alice'), expected);
+  assert.deepEqual(ledgerAccountReply('ledger:alice'), expected); // same shape, other direction
+  assert.equal(parseLedgerAccountRequest(expected, 'ledger:bob'), 'ledger:alice');
+  assert.equal(parseLedgerAccountReply(ledgerAccountReply('bob'), 'alice'), 'bob');
 });
 
-test('anything but a ledger-account message naming another account is INVALID_ARGUMENT', () => {
+test('anything but an exchange naming another well-formed account is INVALID_ARGUMENT', () => {
   const bad = [
-    Buffer.from('not json'),
-    Buffer.from('[]'),
-    Buffer.from('null'),
-    Buffer.from('{"type": "claim", "ledger_account": "bob"}'),
-    Buffer.from('{"ledger_account": "bob"}'),
-    Buffer.from('{"type": "ledger_account", "ledger_account": "b o b"}'),
-    Buffer.from('{"type": "ledger_account", "ledger_account": 7}'),
-    Buffer.from(`{"type": "ledger_account", "ledger_account": "${'x'.repeat(129)}"}`),
-    ledgerAccountMessage('alice'), // our own
+    Buffer.alloc(0), // no kind
+    Buffer.from('120374776f', 'hex'), // a kind from a newer release (field 2): no known kind
+    Buffer.from('not protobuf'),
+    Buffer.from('0a050a03', 'hex'), // truncated
+    ledgerAccountRequest(''),
+    ledgerAccountRequest('b o b'),
+    ledgerAccountRequest('x'.repeat(129)),
+    ledgerAccountRequest('alice'), // our own
     Buffer.alloc(MAX_DATA_BYTES + 1, 0x20),
   ];
   for (const data of bad) {
-    assert.throws(() => parseLedgerAccountMessage(data, 'alice'), refusedWith('INVALID_ARGUMENT'));
+    assert.throws(
+      () => parseLedgerAccountRequest(data, 'alice'),
+      refusedWith('INVALID_ARGUMENT'),
+      data.toString('hex').slice(0, 40),
+    );
   }
 });
 

@@ -542,7 +542,8 @@ func (x *SendMoneyRequest) GetIdempotencyKey() string {
 // SendMoneyResponse is the result of a settlement payment.
 type SendMoneyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The ledger's id for the payment (unique on that ledger).
+	// The ledger's id for the payment (unique on that ledger). Required: without it nobody can
+	// match the payment (the host records it all the same, and logs a warning).
 	SettlementId  string           `protobuf:"bytes,1,opt,name=settlement_id,json=settlementId,proto3" json:"settlement_id,omitempty"`
 	Status        SettlementStatus `protobuf:"varint,2,opt,name=status,proto3,enum=ilphost.adaptor.v1.SettlementStatus" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
