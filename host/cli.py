@@ -27,6 +27,7 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host import demo
 from host.config import ConfigError, connector_api_target, for_role, read_config
 from host.conformance import cli as conformance_cli
 from host.status import (
@@ -370,12 +371,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from host import demo  # imported here: only the demo needs it
-
-    argv = ["--settlements", str(args.settlements)]
-    if args.dir:
-        argv += ["--dir", args.dir]
-    return demo.main(argv)
+    return demo.run(args)
 
 
 # -- the parser ----------------------------------------------------------------------------
@@ -519,12 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--json", action="store_true", help="print each progress message as JSON")
     send.set_defaults(handler=_sync(_send), admin_role="connector")
 
-    demo = commands.add_parser(
-        "demo", help="two hosts settle on a simulated ledger until the books reconcile"
+    demo_command = commands.add_parser(
+        "demo",
+        help="two hosts settle on a simulated ledger until the books reconcile",
+        description=demo.DESCRIPTION,
     )
-    demo.add_argument("--dir", help="keep the ledger, configs and logs in this directory")
-    demo.add_argument("--settlements", type=int, default=5, help="settle at least this often")
-    demo.set_defaults(handler=_demo)
+    demo.add_arguments(demo_command)
+    demo_command.set_defaults(handler=_demo)
 
     conformance_cli.add_parser(commands).set_defaults(handler=conformance_cli.run)
     return parser

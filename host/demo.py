@@ -3,8 +3,10 @@
 What it runs, all real processes on this machine: the simulated ledger (``python -m
 host.simledger``), and two hosts, Alice and Bob (``ilp-host run``; or, with ``--alice-engine
 external``/``--bob-engine external``, ``ilp-host connector`` and ``ilp-host engine`` from the
-same config: proposal 2), each supervising the Python simledger adaptor, peered over
-ILP-over-HTTP on loopback. Alice's ledger account is funded; Alice
+same config: proposal 2), each supervising a simledger adaptor (Python by default; ``--alice
+go``, ``--bob node``... pick another language, ``--alice-adaptor "CMD ARGS"`` any program that
+speaks the contract and the simledger peer messages), peered over ILP-over-HTTP on loopback.
+Alice's ledger account is funded; Alice
 then sends test packets to Bob through her connector until her engine has settled several
 times on the ledger. The packets exercise links and settlement; they are not a payment protocol.
 
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -37,12 +41,14 @@ from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 REPO = Path(__file__).resolve().parents[1]
-#: The simledger adaptor in each language, as a TOML array of the command ("python" is the
-#: host's own interpreter). Any of them can settle with any other.
-ADAPTORS = {
-    "python": f'["python", "{REPO / "adaptors" / "simledger-python" / "adaptor.py"}"]',
-    "node": f'["node", "{REPO / "adaptors" / "simledger-node" / "adaptor.js"}"]',
-    "go": f'["{REPO / "adaptors" / "simledger-go" / "bin" / "simledger-go"}"]',
+_ADAPTOR_DIR = REPO / "adaptors"
+#: The in-tree simledger adaptor of each language: the command that runs it ("python" is the
+#: host's own interpreter). Any of them can settle with any other; the choices of ``--alice``
+#: and ``--bob`` are this table's keys.
+ADAPTORS: dict[str, tuple[str, ...]] = {
+    "python": ("python", str(_ADAPTOR_DIR / "simledger-python" / "adaptor.py")),
+    "node": ("node", str(_ADAPTOR_DIR / "simledger-node" / "adaptor.js")),
+    "go": (str(_ADAPTOR_DIR / "simledger-go" / "bin" / "simledger-go"),),
 }
 ACCOUNT_SCALE = 6  # the ILP accounts count in micro-dollars...
 LEDGER_SCALE = 2  # ...the ledger in cents: conversions leave leftovers, kept and settled later
@@ -61,8 +67,9 @@ state_dir = "{name}"
 [[adaptor]]
 name = "simledger"
 command = {command}
+cwd = {cwd}
 env = {{ ILP_SIMLEDGER_ADDR = "{ledger}", ILP_SIMLEDGER_ACCOUNT = "{name}-ledger", \
-ILP_ADAPTOR_STATE_DB = "{name}/adaptor.db" }}
+ILP_ADAPTOR_STATE_DB = {state_db} }}
 
 [[account]]
 id = "{peer}"
@@ -87,8 +94,46 @@ outgoing_token = "demo-token-{name}-to-{peer}"
 """
 
 
+#: What ``ilp-host demo --help`` says it does.
+DESCRIPTION = __doc__.split("\n\n")[0].replace("``", "")
+
+
 class DemoError(RuntimeError):
     """The demo could not run to the end; the message says where it stopped."""
+
+
+@dataclass(frozen=True)
+class AdaptorCommand:
+    """What runs one side's adaptor: its command, the directory it runs in (None: the side's
+    config directory), and how the demo names it."""
+
+    label: str
+    argv: tuple[str, ...]
+    cwd: Path | None = None
+
+    @classmethod
+    def of_language(cls, language: str) -> AdaptorCommand:
+        """The in-tree simledger adaptor written in ``language`` (a key of ADAPTORS)."""
+        return cls(f"{language} adaptor", ADAPTORS[language])
+
+    @classmethod
+    def parse(cls, text: str, cwd: Path) -> AdaptorCommand:
+        """A command line as a shell splits it, run from ``cwd`` (where the operator typed it,
+        so relative paths mean what they meant there); ValueError if it is not one."""
+        try:
+            argv = tuple(shlex.split(text))
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from exc
+        if not argv:
+            raise ValueError("the adaptor command is empty")
+        program = argv[0]
+        if "/" in program:  # the host resolves a relative program against its config directory
+            argv = (str((cwd / program).absolute()), *argv[1:])
+        return cls(f"adaptor {shlex.join(argv)!r}", argv, cwd.absolute())
+
+
+def _adaptor(choice: str | AdaptorCommand) -> AdaptorCommand:
+    return choice if isinstance(choice, AdaptorCommand) else AdaptorCommand.of_language(choice)
 
 
 #: Where a host's engine runs: in the connector's process (proposal 1, ``ilp-host run``) or
@@ -172,9 +217,10 @@ def write_config(
     ledger: str,
     *,
     threshold: int = SETTLE_THRESHOLD,
-    language: str = "python",
+    adaptor: str | AdaptorCommand = "python",
 ) -> Path:
-    """The host config of one side, its adaptor written in ``language`` (see ADAPTORS)."""
+    """The host config of one side, its adaptor a language of ADAPTORS or any command."""
+    chosen = _adaptor(adaptor)
     path = directory / f"{name}.toml"
     path.write_text(
         _CONFIG.format(
@@ -183,7 +229,11 @@ def write_config(
             port=port,
             peer_port=peer_port,
             ledger=ledger,
-            command=ADAPTORS[language],
+            # TOML's basic strings are JSON's strings.
+            command=json.dumps(list(chosen.argv)),
+            cwd=json.dumps(str(chosen.cwd or ".")),
+            # Absolute: an adaptor of --SIDE-adaptor runs in the operator's directory.
+            state_db=json.dumps(str(directory.absolute() / name / "adaptor.db")),
             account_scale=ACCOUNT_SCALE,
             threshold=threshold,
             min_balance=MIN_BALANCE,
@@ -363,14 +413,14 @@ def peered_hosts(
     directory: Path,
     *,
     threshold: int = SETTLE_THRESHOLD,
-    languages: tuple[str, str] = ("python", "python"),
+    languages: tuple[str | AdaptorCommand, str | AdaptorCommand] = ("python", "python"),
     engines: tuple[str, str] = ("internal", "internal"),
     say: Callable[[str], None] = lambda text: None,
 ) -> Iterator[tuple[Host, Host, simledger_pb2_grpc.SimLedgerStub]]:
     """The ledger (Alice's account funded) and Alice's and Bob's hosts, peered and READY.
 
-    ``languages``: of each side's adaptor (see ADAPTORS); ``engines``: where each side's engine
-    runs (see ENGINE_PLACES).
+    ``languages``: each side's adaptor, a language of ADAPTORS or an AdaptorCommand;
+    ``engines``: where each side's engine runs (see ENGINE_PLACES).
 
     Everything is stopped on exit: the hosts with SIGTERM, then the ledger.
     """
@@ -405,7 +455,7 @@ def peered_hosts(
                 bob_port,
                 ledger_target,
                 threshold=threshold,
-                language=languages[0],
+                adaptor=languages[0],
             ),
             "bob": write_config(
                 directory,
@@ -415,17 +465,17 @@ def peered_hosts(
                 alice_port,
                 ledger_target,
                 threshold=threshold,
-                language=languages[1],
+                adaptor=languages[1],
             ),
         }
         hosts = []
         for index, (name, config) in enumerate(configs.items()):
-            language, engine = languages[index], engines[index]
+            adaptor, engine = _adaptor(languages[index]), engines[index]
             commands = " + ".join(
                 f"ilp-host {role} -c {config.name}" for role in ENGINE_PLACES[engine]
             )
             say(
-                f"starting {name}'s host with the {language} adaptor, engine {engine} "
+                f"starting {name}'s host with the {adaptor.label}, engine {engine} "
                 f"({commands}; log {name}.log)"
             )
             host = start_host(directory, name, config, engine)
@@ -450,7 +500,7 @@ def run_demo(
     min_settlements: int = 5,
     out: TextIO = sys.stdout,
     then: Callable[[Host, Host], None] | None = None,
-    languages: tuple[str, str] = ("python", "python"),
+    languages: tuple[str | AdaptorCommand, str | AdaptorCommand] = ("python", "python"),
     engines: tuple[str, str] = ("internal", "internal"),
 ) -> tuple[Books, list[str]]:
     """Run the whole scenario in ``directory``; the books and what did not reconcile.
@@ -585,33 +635,67 @@ def _workspace(keep: str | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; 0 when the books reconcile."""
-    parser = argparse.ArgumentParser(prog="ilp-host demo", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, on ``parser`` (``ilp-host demo`` and :func:`main` share them)."""
     parser.add_argument("--dir", help="keep everything in this directory (default: a temp dir)")
-    parser.add_argument("--settlements", type=int, default=5, help="settle at least this often")
+    parser.add_argument(
+        "--settlements", type=_positive, default=5, help="settle at least this often (default 5)"
+    )
     for side in ("alice", "bob"):
-        parser.add_argument(
+        adaptor = parser.add_mutually_exclusive_group()
+        adaptor.add_argument(
             f"--{side}",
             choices=sorted(ADAPTORS),
-            default="python",
-            help=f"the language of {side.title()}'s simledger adaptor",
+            metavar="LANGUAGE",
+            help=f"the language of {side.title()}'s simledger adaptor: "
+            f"{', '.join(sorted(ADAPTORS))} (default python)",
+        )
+        adaptor.add_argument(
+            f"--{side}-adaptor",
+            metavar='"CMD ARGS"',
+            help=f"run this command as {side.title()}'s adaptor instead (split as a shell "
+            "does, run from here); it gets the simledger variables ILP_SIMLEDGER_ADDR, "
+            "ILP_SIMLEDGER_ACCOUNT and ILP_ADAPTOR_STATE_DB (docs/simledger.md)",
         )
         parser.add_argument(
             f"--{side}-engine",
             choices=sorted(ENGINE_PLACES),
             default="internal",
             help=f"where {side.title()}'s engine runs: in the connector's process "
-            "(proposal 1) or in its own (proposal 2)",
+            "(proposal 1, the default) or in its own (proposal 2)",
         )
-    args = parser.parse_args(list(argv) if argv is not None else [])
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def side_adaptor(args: argparse.Namespace, side: str) -> str | AdaptorCommand:
+    """The adaptor ``--SIDE``/``--SIDE-adaptor`` chose; ValueError for a malformed command."""
+    command: str | None = getattr(args, f"{side}_adaptor")
+    if command is not None:
+        return AdaptorCommand.parse(command, Path.cwd())
+    language: str | None = getattr(args, side)
+    return language or "python"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo the parsed options describe; 0 when the books reconcile."""
+    try:
+        languages = (side_adaptor(args, "alice"), side_adaptor(args, "bob"))
+    except ValueError as exc:
+        print(f"ilp-host demo: {exc}", file=sys.stderr)
+        return 2
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     try:
         with _workspace(args.dir) as directory:
             _, problems = run_demo(
                 directory,
                 min_settlements=args.settlements,
-                languages=(args.alice, args.bob),
+                out=sys.stdout,  # the current one (a default would be bound at import)
+                languages=languages,
                 engines=(args.alice_engine, args.bob_engine),
             )
     except DemoError as exc:
@@ -624,3 +708,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print("\nthe books reconcile: clearing balances, settlements and ledger agree")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo with ``argv``; 0 when the books reconcile."""
+    parser = argparse.ArgumentParser(prog="ilp-host demo", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(list(argv) if argv is not None else None))

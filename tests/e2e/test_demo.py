@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import io
+import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from host import cli, demo
 from host.demo import PACKET_AMOUNT, Books, Host, account, reconcile, run_demo, settlements
 from sdk.pb.ilphost.admin.v1 import admin_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -75,28 +81,71 @@ def test_reconcile_names_what_does_not_add_up() -> None:
     assert any("credited 2 ledger payments" in p for p in problems)
 
 
-@pytest.mark.parametrize("languages", [("go", "python"), ("python", "node")])
-def test_mixed_language_adaptors_settle_and_reconcile(
-    workdir: Path, languages: tuple[str, str]
+def readme_demo_commands() -> list[list[str]]:
+    """Every ``ilp-host demo ...`` command the README shows in a code block, as argv."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
+    commands = [
+        shlex.split(line, comments=True)
+        for block in blocks
+        for line in block.splitlines()
+        if line.startswith("ilp-host demo ")
+    ]
+    assert len(commands) >= 3, "the README shows the demo's variants"
+    return commands
+
+
+@pytest.mark.parametrize("argv", readme_demo_commands(), ids=shlex.join)
+def test_the_readmes_demo_commands_settle_and_reconcile(
+    argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
-    """Adaptors in different languages exchange ledger accounts and settle with each other."""
-    out = io.StringIO()
-    books, problems = run_demo(workdir, min_settlements=2, out=out, languages=languages)
-    assert problems == [], out.getvalue()
-    assert len(books.alice_completed) >= 2
-    assert f"with the {languages[0]} adaptor" in out.getvalue()
+    """Exactly the README's command (through ``ilp-host``'s own parser), from the repository's
+    root as the README assumes; only fewer settlements and a kept directory are added."""
+    assert argv[:2] == ["ilp-host", "demo"]
+    monkeypatch.chdir(ROOT)
+    status = cli.main([*argv[1:], "--settlements", "2", "--dir", str(workdir)])
+    out = capsys.readouterr()
+    assert status == 0, out.out + out.err
+    assert "the books reconcile" in out.out
+    args = cli.build_parser().parse_args(argv[1:])
+    alice = demo.side_adaptor(args, "alice")
+    label = alice.label if isinstance(alice, demo.AdaptorCommand) else f"{alice} adaptor"
+    assert f"starting alice's host with the {label}, engine {args.alice_engine}" in out.out
+    if args.alice_engine == "external":
+        assert "ilp-host connector -c alice.toml + ilp-host engine -c alice.toml" in out.out
 
 
-def test_the_demo_with_alice_split_in_two_processes(workdir: Path) -> None:
-    """Proposal 2 on Alice's side (her engine pays), with a Node.js adaptor for Bob."""
-    out = io.StringIO()
-    books, problems = run_demo(
-        workdir,
-        min_settlements=2,
-        out=out,
-        languages=("python", "node"),
-        engines=("external", "internal"),
-    )
-    assert problems == [], out.getvalue()
-    assert len(books.alice_completed) >= 2
-    assert "ilp-host connector -c alice.toml + ilp-host engine -c alice.toml" in out.getvalue()
+def test_the_demo_options_are_those_of_one_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    parse = cli.build_parser().parse_args
+    args = parse(["demo", "--alice", "go", "--bob", "node", "--bob-engine", "external"])
+    assert (demo.side_adaptor(args, "alice"), demo.side_adaptor(args, "bob")) == ("go", "node")
+    assert (args.alice_engine, args.bob_engine) == ("internal", "external")
+    assert demo.side_adaptor(parse(["demo"]), "alice") == "python"
+    for refused in (
+        ["demo", "--alice", "cobol"],
+        ["demo", "--alice", "go", "--alice-adaptor", "x"],
+        ["demo", "--settlements", "0"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            parse(refused)
+        assert exit_.value.code == 2
+        assert "ilp-host demo: error:" in capsys.readouterr().err
+
+
+def test_an_adaptor_command_runs_from_where_it_was_typed(tmp_path: Path) -> None:
+    command = demo.AdaptorCommand.parse("./bin/my-adaptor --flag 'a b'", tmp_path)
+    assert command.argv == (str(tmp_path / "bin" / "my-adaptor"), "--flag", "a b")
+    assert command.cwd == tmp_path
+    assert demo.AdaptorCommand.parse("node x.js", tmp_path).argv == ("node", "x.js")
+    for bad in ("", "   ", "node 'unclosed"):
+        with pytest.raises(ValueError):
+            demo.AdaptorCommand.parse(bad, tmp_path)
+
+
+def test_a_malformed_adaptor_command_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = cli.main(["demo", "--bob-adaptor", "node 'unclosed", "--dir", str(tmp_path)])
+    assert status == 2
+    assert "ilp-host demo:" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
