@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from host import demo
 from host.config import ConfigError, connector_api_target, for_role, read_config
 from host.conformance import cli as conformance_cli
+from host.simledger import cli as ledger_cli
 from host.status import (
     describe_change,
     render_accounts,
@@ -524,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_command.set_defaults(handler=_demo)
 
     conformance_cli.add_parser(commands).set_defaults(handler=conformance_cli.run)
+    ledger_cli.add_parser(commands)
     return parser
 
 

@@ -26,11 +26,17 @@ LISTENING = "simledger listening on"
 STOP_GRACE = 2.0
 
 
+DESCRIPTION = "A simulated ledger (SimLedger gRPC service over an SQLite book)."
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m host.simledger",
-        description="A simulated ledger (SimLedger gRPC service over an SQLite book).",
-    )
+    parser = argparse.ArgumentParser(prog="python -m host.simledger", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ledger's options (``python -m host.simledger`` and ``ilp-host ledger serve``)."""
     parser.add_argument("--db", required=True, help="SQLite file of the book (created if absent)")
     parser.add_argument(
         "--listen", required=True, help='"unix:/path" or "HOST:PORT" (port 0 = any free port)'
@@ -51,7 +57,6 @@ def _parser() -> argparse.ArgumentParser:
         help="Transfer/Mint committed, then answered UNAVAILABLE",
     )
     parser.add_argument("--offline", action="store_true", help="start offline")
-    return parser
 
 
 def _target(listen: str, port: int) -> str:
@@ -100,7 +105,11 @@ async def _serve(args: argparse.Namespace, faults: Faults) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ledger; the exit status."""
-    args = _parser().parse_args(argv)
+    return serve(_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the ledger the parsed options describe until SIGTERM or SIGINT; the exit status."""
     if args.asset_scale is not None and not 0 <= args.asset_scale <= MAX_SCALE:
         print(f"simledger: --asset-scale must be 0..{MAX_SCALE}", file=sys.stderr)
         return 2

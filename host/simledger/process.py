@@ -75,12 +75,12 @@ def start_ledger(
     listen: str,
     extra_args: Sequence[str] = (),
     timeout: float = 60.0,
+    program: Sequence[str] = (sys.executable, "-m", "host.simledger"),
 ) -> LedgerProcess:
-    """Start ``python -m host.simledger --db DB --listen LISTEN [extra_args]`` and wait for it."""
+    """Start ``PROGRAM --db DB --listen LISTEN [extra_args]`` and wait for it. ``program`` is
+    ``python -m host.simledger`` or, as an operator runs it, ``ilp-host ledger serve``."""
     command = [
-        sys.executable,
-        "-m",
-        "host.simledger",
+        *program,
         "--db",
         str(db),
         "--listen",

@@ -28,6 +28,7 @@ from host.simledger.store import (
     TransferConflict,
     UnknownAccount,
 )
+from sdk import simledger
 from sdk.amount import AmountError, unsigned_of
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -35,12 +36,15 @@ from sdk.pb.ilphost.types.v1 import types_pb2
 _T = TypeVar("_T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
-ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
+#: The ledger's account grammar, shared with its adaptors (sdk.simledger).
+ACCOUNT_ID: Final = simledger.LEDGER_ACCOUNT
 #: Printable ASCII; long enough for an adaptor's "<ledger account>:<idempotency key>".
 TRANSFER_ID: Final = re.compile(r"[\x20-\x7e]{1,512}")
 MAX_MEMO: Final = 1024
 #: Transfers read from the book per query while a watch catches up.
 WATCH_BATCH: Final = 256
+#: The most transfers one ListTransfers answers.
+LIST_LIMIT: Final = 1000
 #: SQLite integers are signed 64-bit; a larger cursor means "after everything".
 _MAX_SEQUENCE: Final = 2**63 - 1
 
@@ -59,9 +63,7 @@ class InvalidRequest(ValueError):
 def account_id_of(value: str, field: str = "account_id") -> str:
     """A valid ledger account id, or InvalidRequest."""
     if not ACCOUNT_ID.fullmatch(value):
-        raise InvalidRequest(
-            f"{field} must be 1 to 128 characters of [A-Za-z0-9._~:-], got {value[:40]!r}"
-        )
+        raise InvalidRequest(f"{field} must be {simledger.LEDGER_ACCOUNT_RULE}, got {value[:40]!r}")
     return value
 
 
@@ -311,3 +313,27 @@ class SimLedgerService(simledger_pb2_grpc.SimLedgerServicer):
         # Open streams re-check the knobs: going offline ends them.
         self._wake()
         return simledger_pb2.SetFaultsResponse(faults=faults.to_proto())
+
+    async def GetFaults(
+        self, request: simledger_pb2.GetFaultsRequest, context: Context
+    ) -> simledger_pb2.GetFaultsResponse:
+        return simledger_pb2.GetFaultsResponse(faults=self._faults.to_proto())
+
+    async def ListTransfers(
+        self, request: simledger_pb2.ListTransfersRequest, context: Context
+    ) -> simledger_pb2.ListTransfersResponse:
+        account_id: str | None = None
+        if request.account_id:
+            try:
+                account_id = account_id_of(request.account_id)
+            except InvalidRequest as exc:
+                await self._invalid(context, exc)
+        limit = request.limit if 0 < request.limit <= LIST_LIMIT else LIST_LIMIT
+        after = min(request.after_sequence, _MAX_SEQUENCE)
+        try:
+            found = await self._book(self._store.transfers, after, limit, account_id)
+        except LedgerError as exc:
+            await self._refused(context, exc)
+        return simledger_pb2.ListTransfersResponse(
+            transfers=[transfer_to_proto(t, self._asset.scale) for t in found]
+        )

@@ -282,3 +282,26 @@ class LedgerStore:
             (account_id, after_sequence, limit),
         ).fetchall()
         return [_transfer(row) for row in rows]
+
+    def transfers(
+        self, after_sequence: int, limit: int, account_id: str | None = None
+    ) -> list[LedgerTransfer]:
+        """Up to ``limit`` transfers with a sequence above ``after_sequence``, in sequence
+        order: every one, or those into or out of ``account_id`` (UnknownAccount if it has no
+        account)."""
+        if account_id is None:
+            rows = self._db.execute(
+                f"SELECT {_TRANSFER_COLUMNS} FROM transfers "
+                "WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after_sequence, limit),
+            ).fetchall()
+        else:
+            if self._balance(account_id) is None:
+                raise UnknownAccount(account_id)
+            rows = self._db.execute(
+                f"SELECT {_TRANSFER_COLUMNS} FROM transfers "
+                "WHERE (to_account_id = ? OR from_account_id = ?) AND sequence > ? "
+                "ORDER BY sequence LIMIT ?",
+                (account_id, account_id, after_sequence, limit),
+            ).fetchall()
+        return [_transfer(row) for row in rows]

@@ -75,6 +75,16 @@ class SimLedgerStub:
                 request_serializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.SetFaultsRequest.SerializeToString,
                 response_deserializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.SetFaultsResponse.FromString,
                 _registered_method=True)
+        self.GetFaults = channel.unary_unary(
+                '/ilphost.simledger.v1.SimLedger/GetFaults',
+                request_serializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.GetFaultsRequest.SerializeToString,
+                response_deserializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.GetFaultsResponse.FromString,
+                _registered_method=True)
+        self.ListTransfers = channel.unary_unary(
+                '/ilphost.simledger.v1.SimLedger/ListTransfers',
+                request_serializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.ListTransfersRequest.SerializeToString,
+                response_deserializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.ListTransfersResponse.FromString,
+                _registered_method=True)
 
 
 class SimLedgerServicer:
@@ -143,6 +153,23 @@ class SimLedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFaults(self, request, context):
+        """GetFaults returns the fault knobs now set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransfers(self, request, context):
+        """ListTransfers returns the ledger's transfers (every account's, mints included) with a
+        sequence number above `after_sequence`, in order, at most `limit` of them (0 or more than
+        1000: 1000). Only those into or out of `account_id` when it is set (NOT_FOUND for an
+        unknown account). Answers while offline: it is the operator's view, not a ledger call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimLedgerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +212,16 @@ def add_SimLedgerServicer_to_server(servicer, server):
                     servicer.SetFaults,
                     request_deserializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.SetFaultsRequest.FromString,
                     response_serializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.SetFaultsResponse.SerializeToString,
+            ),
+            'GetFaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFaults,
+                    request_deserializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.GetFaultsRequest.FromString,
+                    response_serializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.GetFaultsResponse.SerializeToString,
+            ),
+            'ListTransfers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransfers,
+                    request_deserializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.ListTransfersRequest.FromString,
+                    response_serializer=ilphost_dot_simledger_dot_v1_dot_simledger__pb2.ListTransfersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +441,60 @@ class SimLedger:
             '/ilphost.simledger.v1.SimLedger/SetFaults',
             ilphost_dot_simledger_dot_v1_dot_simledger__pb2.SetFaultsRequest.SerializeToString,
             ilphost_dot_simledger_dot_v1_dot_simledger__pb2.SetFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ilphost.simledger.v1.SimLedger/GetFaults',
+            ilphost_dot_simledger_dot_v1_dot_simledger__pb2.GetFaultsRequest.SerializeToString,
+            ilphost_dot_simledger_dot_v1_dot_simledger__pb2.GetFaultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransfers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ilphost.simledger.v1.SimLedger/ListTransfers',
+            ilphost_dot_simledger_dot_v1_dot_simledger__pb2.ListTransfersRequest.SerializeToString,
+            ilphost_dot_simledger_dot_v1_dot_simledger__pb2.ListTransfersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,14 @@ class SimLedgerStub:
     """
     SetFaults: _grpc.UnaryUnaryMultiCallable[_simledger_pb2.SetFaultsRequest, _simledger_pb2.SetFaultsResponse]
     """SetFaults sets the fault knobs (they apply to Transfer and Mint). Returns the knobs now set."""
+    GetFaults: _grpc.UnaryUnaryMultiCallable[_simledger_pb2.GetFaultsRequest, _simledger_pb2.GetFaultsResponse]
+    """GetFaults returns the fault knobs now set."""
+    ListTransfers: _grpc.UnaryUnaryMultiCallable[_simledger_pb2.ListTransfersRequest, _simledger_pb2.ListTransfersResponse]
+    """ListTransfers returns the ledger's transfers (every account's, mints included) with a
+    sequence number above `after_sequence`, in order, at most `limit` of them (0 or more than
+    1000: 1000). Only those into or out of `account_id` when it is set (NOT_FOUND for an
+    unknown account). Answers while offline: it is the operator's view, not a ledger call.
+    """
 
 @_typing.type_check_only
 class SimLedgerAsyncStub(SimLedgerStub):
@@ -93,6 +101,14 @@ class SimLedgerAsyncStub(SimLedgerStub):
     """
     SetFaults: _aio.UnaryUnaryMultiCallable[_simledger_pb2.SetFaultsRequest, _simledger_pb2.SetFaultsResponse]  # type: ignore[assignment]
     """SetFaults sets the fault knobs (they apply to Transfer and Mint). Returns the knobs now set."""
+    GetFaults: _aio.UnaryUnaryMultiCallable[_simledger_pb2.GetFaultsRequest, _simledger_pb2.GetFaultsResponse]  # type: ignore[assignment]
+    """GetFaults returns the fault knobs now set."""
+    ListTransfers: _aio.UnaryUnaryMultiCallable[_simledger_pb2.ListTransfersRequest, _simledger_pb2.ListTransfersResponse]  # type: ignore[assignment]
+    """ListTransfers returns the ledger's transfers (every account's, mints included) with a
+    sequence number above `after_sequence`, in order, at most `limit` of them (0 or more than
+    1000: 1000). Only those into or out of `account_id` when it is set (NOT_FOUND for an
+    unknown account). Answers while offline: it is the operator's view, not a ledger call.
+    """
 
 class SimLedgerServicer(metaclass=_abc_1.ABCMeta):
     """SimLedger is a ledger of accounts holding one asset at one scale, with transfers."""
@@ -170,5 +186,25 @@ class SimLedgerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_simledger_pb2.SetFaultsResponse, _abc.Awaitable[_simledger_pb2.SetFaultsResponse]]:
         """SetFaults sets the fault knobs (they apply to Transfer and Mint). Returns the knobs now set."""
+
+    @_abc_1.abstractmethod
+    def GetFaults(
+        self,
+        request: _simledger_pb2.GetFaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simledger_pb2.GetFaultsResponse, _abc.Awaitable[_simledger_pb2.GetFaultsResponse]]:
+        """GetFaults returns the fault knobs now set."""
+
+    @_abc_1.abstractmethod
+    def ListTransfers(
+        self,
+        request: _simledger_pb2.ListTransfersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_simledger_pb2.ListTransfersResponse, _abc.Awaitable[_simledger_pb2.ListTransfersResponse]]:
+        """ListTransfers returns the ledger's transfers (every account's, mints included) with a
+        sequence number above `after_sequence`, in order, at most `limit` of them (0 or more than
+        1000: 1000). Only those into or out of `account_id` when it is set (NOT_FOUND for an
+        unknown account). Answers while offline: it is the operator's view, not a ledger call.
+        """
 
 def add_SimLedgerServicer_to_server(servicer: SimLedgerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1016,6 +1016,195 @@ func (x *SetFaultsResponse) GetFaults() *Faults {
 	return nil
 }
 
+// GetFaultsRequest has no fields.
+type GetFaultsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFaultsRequest) Reset() {
+	*x = GetFaultsRequest{}
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFaultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFaultsRequest) ProtoMessage() {}
+
+func (x *GetFaultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFaultsRequest.ProtoReflect.Descriptor instead.
+func (*GetFaultsRequest) Descriptor() ([]byte, []int) {
+	return file_ilphost_simledger_v1_simledger_proto_rawDescGZIP(), []int{19}
+}
+
+// GetFaultsResponse is the knobs now set.
+type GetFaultsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Faults        *Faults                `protobuf:"bytes,1,opt,name=faults,proto3" json:"faults,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFaultsResponse) Reset() {
+	*x = GetFaultsResponse{}
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFaultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFaultsResponse) ProtoMessage() {}
+
+func (x *GetFaultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFaultsResponse.ProtoReflect.Descriptor instead.
+func (*GetFaultsResponse) Descriptor() ([]byte, []int) {
+	return file_ilphost_simledger_v1_simledger_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetFaultsResponse) GetFaults() *Faults {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
+// ListTransfersRequest says where to start, how many, and whose.
+type ListTransfersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AfterSequence uint64                 `protobuf:"varint,1,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Empty: every account's.
+	AccountId     string `protobuf:"bytes,3,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransfersRequest) Reset() {
+	*x = ListTransfersRequest{}
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransfersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransfersRequest) ProtoMessage() {}
+
+func (x *ListTransfersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransfersRequest.ProtoReflect.Descriptor instead.
+func (*ListTransfersRequest) Descriptor() ([]byte, []int) {
+	return file_ilphost_simledger_v1_simledger_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListTransfersRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+func (x *ListTransfersRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListTransfersRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+// ListTransfersResponse is a page of the ledger's log, in sequence order.
+type ListTransfersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Transfers     []*LedgerTransfer      `protobuf:"bytes,1,rep,name=transfers,proto3" json:"transfers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransfersResponse) Reset() {
+	*x = ListTransfersResponse{}
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransfersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransfersResponse) ProtoMessage() {}
+
+func (x *ListTransfersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ilphost_simledger_v1_simledger_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransfersResponse.ProtoReflect.Descriptor instead.
+func (*ListTransfersResponse) Descriptor() ([]byte, []int) {
+	return file_ilphost_simledger_v1_simledger_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListTransfersResponse) GetTransfers() []*LedgerTransfer {
+	if x != nil {
+		return x.Transfers
+	}
+	return nil
+}
+
 var File_ilphost_simledger_v1_simledger_proto protoreflect.FileDescriptor
 
 const file_ilphost_simledger_v1_simledger_proto_rawDesc = "" +
@@ -1086,7 +1275,17 @@ const file_ilphost_simledger_v1_simledger_proto_rawDesc = "" +
 	"\x10SetFaultsRequest\x124\n" +
 	"\x06faults\x18\x01 \x01(\v2\x1c.ilphost.simledger.v1.FaultsR\x06faults\"I\n" +
 	"\x11SetFaultsResponse\x124\n" +
-	"\x06faults\x18\x01 \x01(\v2\x1c.ilphost.simledger.v1.FaultsR\x06faults2\x9b\x06\n" +
+	"\x06faults\x18\x01 \x01(\v2\x1c.ilphost.simledger.v1.FaultsR\x06faults\"\x12\n" +
+	"\x10GetFaultsRequest\"I\n" +
+	"\x11GetFaultsResponse\x124\n" +
+	"\x06faults\x18\x01 \x01(\v2\x1c.ilphost.simledger.v1.FaultsR\x06faults\"r\n" +
+	"\x14ListTransfersRequest\x12%\n" +
+	"\x0eafter_sequence\x18\x01 \x01(\x04R\rafterSequence\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x03 \x01(\tR\taccountId\"[\n" +
+	"\x15ListTransfersResponse\x12B\n" +
+	"\ttransfers\x18\x01 \x03(\v2$.ilphost.simledger.v1.LedgerTransferR\ttransfers2\xe3\a\n" +
 	"\tSimLedger\x12h\n" +
 	"\rGetLedgerInfo\x12*.ilphost.simledger.v1.GetLedgerInfoRequest\x1a+.ilphost.simledger.v1.GetLedgerInfoResponse\x12h\n" +
 	"\rCreateAccount\x12*.ilphost.simledger.v1.CreateAccountRequest\x1a+.ilphost.simledger.v1.CreateAccountResponse\x12_\n" +
@@ -1096,7 +1295,9 @@ const file_ilphost_simledger_v1_simledger_proto_rawDesc = "" +
 	"\bTransfer\x12%.ilphost.simledger.v1.TransferRequest\x1a&.ilphost.simledger.v1.TransferResponse\x12b\n" +
 	"\vGetTransfer\x12(.ilphost.simledger.v1.GetTransferRequest\x1a).ilphost.simledger.v1.GetTransferResponse\x12m\n" +
 	"\x0eWatchTransfers\x12+.ilphost.simledger.v1.WatchTransfersRequest\x1a,.ilphost.simledger.v1.WatchTransfersResponse0\x01\x12\\\n" +
-	"\tSetFaults\x12&.ilphost.simledger.v1.SetFaultsRequest\x1a'.ilphost.simledger.v1.SetFaultsResponseB\xff\x01\n" +
+	"\tSetFaults\x12&.ilphost.simledger.v1.SetFaultsRequest\x1a'.ilphost.simledger.v1.SetFaultsResponse\x12\\\n" +
+	"\tGetFaults\x12&.ilphost.simledger.v1.GetFaultsRequest\x1a'.ilphost.simledger.v1.GetFaultsResponse\x12h\n" +
+	"\rListTransfers\x12*.ilphost.simledger.v1.ListTransfersRequest\x1a+.ilphost.simledger.v1.ListTransfersResponseB\xff\x01\n" +
 	"\x18com.ilphost.simledger.v1B\x0eSimledgerProtoP\x01Zagithub.com/interledger-settlement-host/adaptors/simledger-go/gen/ilphost/simledger/v1;simledgerv1\xa2\x02\x03ISX\xaa\x02\x14Ilphost.Simledger.V1\xca\x02\x14Ilphost\\Simledger\\V1\xe2\x02 Ilphost\\Simledger\\V1\\GPBMetadata\xea\x02\x16Ilphost::Simledger::V1b\x06proto3"
 
 var (
@@ -1111,7 +1312,7 @@ func file_ilphost_simledger_v1_simledger_proto_rawDescGZIP() []byte {
 	return file_ilphost_simledger_v1_simledger_proto_rawDescData
 }
 
-var file_ilphost_simledger_v1_simledger_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ilphost_simledger_v1_simledger_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_ilphost_simledger_v1_simledger_proto_goTypes = []any{
 	(*GetLedgerInfoRequest)(nil),   // 0: ilphost.simledger.v1.GetLedgerInfoRequest
 	(*GetLedgerInfoResponse)(nil),  // 1: ilphost.simledger.v1.GetLedgerInfoResponse
@@ -1132,42 +1333,52 @@ var file_ilphost_simledger_v1_simledger_proto_goTypes = []any{
 	(*Faults)(nil),                 // 16: ilphost.simledger.v1.Faults
 	(*SetFaultsRequest)(nil),       // 17: ilphost.simledger.v1.SetFaultsRequest
 	(*SetFaultsResponse)(nil),      // 18: ilphost.simledger.v1.SetFaultsResponse
-	(*v1.Amount)(nil),              // 19: ilphost.types.v1.Amount
+	(*GetFaultsRequest)(nil),       // 19: ilphost.simledger.v1.GetFaultsRequest
+	(*GetFaultsResponse)(nil),      // 20: ilphost.simledger.v1.GetFaultsResponse
+	(*ListTransfersRequest)(nil),   // 21: ilphost.simledger.v1.ListTransfersRequest
+	(*ListTransfersResponse)(nil),  // 22: ilphost.simledger.v1.ListTransfersResponse
+	(*v1.Amount)(nil),              // 23: ilphost.types.v1.Amount
 }
 var file_ilphost_simledger_v1_simledger_proto_depIdxs = []int32{
-	19, // 0: ilphost.simledger.v1.LedgerAccount.balance:type_name -> ilphost.types.v1.Amount
+	23, // 0: ilphost.simledger.v1.LedgerAccount.balance:type_name -> ilphost.types.v1.Amount
 	2,  // 1: ilphost.simledger.v1.CreateAccountResponse.account:type_name -> ilphost.simledger.v1.LedgerAccount
 	2,  // 2: ilphost.simledger.v1.GetAccountResponse.account:type_name -> ilphost.simledger.v1.LedgerAccount
-	19, // 3: ilphost.simledger.v1.LedgerTransfer.amount:type_name -> ilphost.types.v1.Amount
-	19, // 4: ilphost.simledger.v1.MintRequest.amount:type_name -> ilphost.types.v1.Amount
+	23, // 3: ilphost.simledger.v1.LedgerTransfer.amount:type_name -> ilphost.types.v1.Amount
+	23, // 4: ilphost.simledger.v1.MintRequest.amount:type_name -> ilphost.types.v1.Amount
 	7,  // 5: ilphost.simledger.v1.MintResponse.transfer:type_name -> ilphost.simledger.v1.LedgerTransfer
-	19, // 6: ilphost.simledger.v1.TransferRequest.amount:type_name -> ilphost.types.v1.Amount
+	23, // 6: ilphost.simledger.v1.TransferRequest.amount:type_name -> ilphost.types.v1.Amount
 	7,  // 7: ilphost.simledger.v1.TransferResponse.transfer:type_name -> ilphost.simledger.v1.LedgerTransfer
 	7,  // 8: ilphost.simledger.v1.GetTransferResponse.transfer:type_name -> ilphost.simledger.v1.LedgerTransfer
 	7,  // 9: ilphost.simledger.v1.WatchTransfersResponse.transfer:type_name -> ilphost.simledger.v1.LedgerTransfer
 	16, // 10: ilphost.simledger.v1.SetFaultsRequest.faults:type_name -> ilphost.simledger.v1.Faults
 	16, // 11: ilphost.simledger.v1.SetFaultsResponse.faults:type_name -> ilphost.simledger.v1.Faults
-	0,  // 12: ilphost.simledger.v1.SimLedger.GetLedgerInfo:input_type -> ilphost.simledger.v1.GetLedgerInfoRequest
-	3,  // 13: ilphost.simledger.v1.SimLedger.CreateAccount:input_type -> ilphost.simledger.v1.CreateAccountRequest
-	5,  // 14: ilphost.simledger.v1.SimLedger.GetAccount:input_type -> ilphost.simledger.v1.GetAccountRequest
-	8,  // 15: ilphost.simledger.v1.SimLedger.Mint:input_type -> ilphost.simledger.v1.MintRequest
-	10, // 16: ilphost.simledger.v1.SimLedger.Transfer:input_type -> ilphost.simledger.v1.TransferRequest
-	12, // 17: ilphost.simledger.v1.SimLedger.GetTransfer:input_type -> ilphost.simledger.v1.GetTransferRequest
-	14, // 18: ilphost.simledger.v1.SimLedger.WatchTransfers:input_type -> ilphost.simledger.v1.WatchTransfersRequest
-	17, // 19: ilphost.simledger.v1.SimLedger.SetFaults:input_type -> ilphost.simledger.v1.SetFaultsRequest
-	1,  // 20: ilphost.simledger.v1.SimLedger.GetLedgerInfo:output_type -> ilphost.simledger.v1.GetLedgerInfoResponse
-	4,  // 21: ilphost.simledger.v1.SimLedger.CreateAccount:output_type -> ilphost.simledger.v1.CreateAccountResponse
-	6,  // 22: ilphost.simledger.v1.SimLedger.GetAccount:output_type -> ilphost.simledger.v1.GetAccountResponse
-	9,  // 23: ilphost.simledger.v1.SimLedger.Mint:output_type -> ilphost.simledger.v1.MintResponse
-	11, // 24: ilphost.simledger.v1.SimLedger.Transfer:output_type -> ilphost.simledger.v1.TransferResponse
-	13, // 25: ilphost.simledger.v1.SimLedger.GetTransfer:output_type -> ilphost.simledger.v1.GetTransferResponse
-	15, // 26: ilphost.simledger.v1.SimLedger.WatchTransfers:output_type -> ilphost.simledger.v1.WatchTransfersResponse
-	18, // 27: ilphost.simledger.v1.SimLedger.SetFaults:output_type -> ilphost.simledger.v1.SetFaultsResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	16, // 12: ilphost.simledger.v1.GetFaultsResponse.faults:type_name -> ilphost.simledger.v1.Faults
+	7,  // 13: ilphost.simledger.v1.ListTransfersResponse.transfers:type_name -> ilphost.simledger.v1.LedgerTransfer
+	0,  // 14: ilphost.simledger.v1.SimLedger.GetLedgerInfo:input_type -> ilphost.simledger.v1.GetLedgerInfoRequest
+	3,  // 15: ilphost.simledger.v1.SimLedger.CreateAccount:input_type -> ilphost.simledger.v1.CreateAccountRequest
+	5,  // 16: ilphost.simledger.v1.SimLedger.GetAccount:input_type -> ilphost.simledger.v1.GetAccountRequest
+	8,  // 17: ilphost.simledger.v1.SimLedger.Mint:input_type -> ilphost.simledger.v1.MintRequest
+	10, // 18: ilphost.simledger.v1.SimLedger.Transfer:input_type -> ilphost.simledger.v1.TransferRequest
+	12, // 19: ilphost.simledger.v1.SimLedger.GetTransfer:input_type -> ilphost.simledger.v1.GetTransferRequest
+	14, // 20: ilphost.simledger.v1.SimLedger.WatchTransfers:input_type -> ilphost.simledger.v1.WatchTransfersRequest
+	17, // 21: ilphost.simledger.v1.SimLedger.SetFaults:input_type -> ilphost.simledger.v1.SetFaultsRequest
+	19, // 22: ilphost.simledger.v1.SimLedger.GetFaults:input_type -> ilphost.simledger.v1.GetFaultsRequest
+	21, // 23: ilphost.simledger.v1.SimLedger.ListTransfers:input_type -> ilphost.simledger.v1.ListTransfersRequest
+	1,  // 24: ilphost.simledger.v1.SimLedger.GetLedgerInfo:output_type -> ilphost.simledger.v1.GetLedgerInfoResponse
+	4,  // 25: ilphost.simledger.v1.SimLedger.CreateAccount:output_type -> ilphost.simledger.v1.CreateAccountResponse
+	6,  // 26: ilphost.simledger.v1.SimLedger.GetAccount:output_type -> ilphost.simledger.v1.GetAccountResponse
+	9,  // 27: ilphost.simledger.v1.SimLedger.Mint:output_type -> ilphost.simledger.v1.MintResponse
+	11, // 28: ilphost.simledger.v1.SimLedger.Transfer:output_type -> ilphost.simledger.v1.TransferResponse
+	13, // 29: ilphost.simledger.v1.SimLedger.GetTransfer:output_type -> ilphost.simledger.v1.GetTransferResponse
+	15, // 30: ilphost.simledger.v1.SimLedger.WatchTransfers:output_type -> ilphost.simledger.v1.WatchTransfersResponse
+	18, // 31: ilphost.simledger.v1.SimLedger.SetFaults:output_type -> ilphost.simledger.v1.SetFaultsResponse
+	20, // 32: ilphost.simledger.v1.SimLedger.GetFaults:output_type -> ilphost.simledger.v1.GetFaultsResponse
+	22, // 33: ilphost.simledger.v1.SimLedger.ListTransfers:output_type -> ilphost.simledger.v1.ListTransfersResponse
+	24, // [24:34] is the sub-list for method output_type
+	14, // [14:24] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_ilphost_simledger_v1_simledger_proto_init() }
@@ -1181,7 +1392,7 @@ func file_ilphost_simledger_v1_simledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ilphost_simledger_v1_simledger_proto_rawDesc), len(file_ilphost_simledger_v1_simledger_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

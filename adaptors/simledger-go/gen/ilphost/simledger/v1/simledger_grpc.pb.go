@@ -30,6 +30,8 @@ const (
 	SimLedger_GetTransfer_FullMethodName    = "/ilphost.simledger.v1.SimLedger/GetTransfer"
 	SimLedger_WatchTransfers_FullMethodName = "/ilphost.simledger.v1.SimLedger/WatchTransfers"
 	SimLedger_SetFaults_FullMethodName      = "/ilphost.simledger.v1.SimLedger/SetFaults"
+	SimLedger_GetFaults_FullMethodName      = "/ilphost.simledger.v1.SimLedger/GetFaults"
+	SimLedger_ListTransfers_FullMethodName  = "/ilphost.simledger.v1.SimLedger/ListTransfers"
 )
 
 // SimLedgerClient is the client API for SimLedger service.
@@ -60,6 +62,13 @@ type SimLedgerClient interface {
 	WatchTransfers(ctx context.Context, in *WatchTransfersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTransfersResponse], error)
 	// SetFaults sets the fault knobs (they apply to Transfer and Mint). Returns the knobs now set.
 	SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error)
+	// GetFaults returns the fault knobs now set.
+	GetFaults(ctx context.Context, in *GetFaultsRequest, opts ...grpc.CallOption) (*GetFaultsResponse, error)
+	// ListTransfers returns the ledger's transfers (every account's, mints included) with a
+	// sequence number above `after_sequence`, in order, at most `limit` of them (0 or more than
+	// 1000: 1000). Only those into or out of `account_id` when it is set (NOT_FOUND for an
+	// unknown account). Answers while offline: it is the operator's view, not a ledger call.
+	ListTransfers(ctx context.Context, in *ListTransfersRequest, opts ...grpc.CallOption) (*ListTransfersResponse, error)
 }
 
 type simLedgerClient struct {
@@ -159,6 +168,26 @@ func (c *simLedgerClient) SetFaults(ctx context.Context, in *SetFaultsRequest, o
 	return out, nil
 }
 
+func (c *simLedgerClient) GetFaults(ctx context.Context, in *GetFaultsRequest, opts ...grpc.CallOption) (*GetFaultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFaultsResponse)
+	err := c.cc.Invoke(ctx, SimLedger_GetFaults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *simLedgerClient) ListTransfers(ctx context.Context, in *ListTransfersRequest, opts ...grpc.CallOption) (*ListTransfersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTransfersResponse)
+	err := c.cc.Invoke(ctx, SimLedger_ListTransfers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SimLedgerServer is the server API for SimLedger service.
 // All implementations must embed UnimplementedSimLedgerServer
 // for forward compatibility.
@@ -187,6 +216,13 @@ type SimLedgerServer interface {
 	WatchTransfers(*WatchTransfersRequest, grpc.ServerStreamingServer[WatchTransfersResponse]) error
 	// SetFaults sets the fault knobs (they apply to Transfer and Mint). Returns the knobs now set.
 	SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error)
+	// GetFaults returns the fault knobs now set.
+	GetFaults(context.Context, *GetFaultsRequest) (*GetFaultsResponse, error)
+	// ListTransfers returns the ledger's transfers (every account's, mints included) with a
+	// sequence number above `after_sequence`, in order, at most `limit` of them (0 or more than
+	// 1000: 1000). Only those into or out of `account_id` when it is set (NOT_FOUND for an
+	// unknown account). Answers while offline: it is the operator's view, not a ledger call.
+	ListTransfers(context.Context, *ListTransfersRequest) (*ListTransfersResponse, error)
 	mustEmbedUnimplementedSimLedgerServer()
 }
 
@@ -220,6 +256,12 @@ func (UnimplementedSimLedgerServer) WatchTransfers(*WatchTransfersRequest, grpc.
 }
 func (UnimplementedSimLedgerServer) SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetFaults not implemented")
+}
+func (UnimplementedSimLedgerServer) GetFaults(context.Context, *GetFaultsRequest) (*GetFaultsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFaults not implemented")
+}
+func (UnimplementedSimLedgerServer) ListTransfers(context.Context, *ListTransfersRequest) (*ListTransfersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTransfers not implemented")
 }
 func (UnimplementedSimLedgerServer) mustEmbedUnimplementedSimLedgerServer() {}
 func (UnimplementedSimLedgerServer) testEmbeddedByValue()                   {}
@@ -379,6 +421,42 @@ func _SimLedger_SetFaults_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SimLedger_GetFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFaultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SimLedgerServer).GetFaults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SimLedger_GetFaults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SimLedgerServer).GetFaults(ctx, req.(*GetFaultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SimLedger_ListTransfers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTransfersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SimLedgerServer).ListTransfers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SimLedger_ListTransfers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SimLedgerServer).ListTransfers(ctx, req.(*ListTransfersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SimLedger_ServiceDesc is the grpc.ServiceDesc for SimLedger service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -413,6 +491,14 @@ var SimLedger_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetFaults",
 			Handler:    _SimLedger_SetFaults_Handler,
+		},
+		{
+			MethodName: "GetFaults",
+			Handler:    _SimLedger_GetFaults_Handler,
+		},
+		{
+			MethodName: "ListTransfers",
+			Handler:    _SimLedger_ListTransfers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
