@@ -490,6 +490,19 @@ def peered_hosts(
             lambda: True if any(link_ready(host) for host in hosts) else None,
             hosts,
         )
+        # An adaptor slower to start (Node.js) may still be setting up its host's account.
+        wait_for(
+            "both hosts' engines to have their peer account",
+            lambda: (
+                True
+                if all(
+                    host.admin.ListAccounts(admin_pb2.ListAccountsRequest(), timeout=10).accounts
+                    for host in hosts
+                )
+                else None
+            ),
+            hosts,
+        )
         say("both hosts serve; their adaptors exchanged ledger accounts over peer.settle")
         yield hosts[0], hosts[1], ledger
 

@@ -82,16 +82,17 @@ def test_reconcile_names_what_does_not_add_up() -> None:
 
 
 def readme_demo_commands() -> list[list[str]]:
-    """Every ``ilp-host demo ...`` command the README shows in a code block, as argv."""
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
+    """Every ``ilp-host demo ...`` command the README and docs/simledger.md show in a code
+    block, as argv."""
+    text = (ROOT / "README.md").read_text() + (ROOT / "docs" / "simledger.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
     commands = [
         shlex.split(line, comments=True)
         for block in blocks
         for line in block.splitlines()
         if line.startswith("ilp-host demo ")
     ]
-    assert len(commands) >= 3, "the README shows the demo's variants"
+    assert len(commands) >= 4, "the README and docs/simledger.md show the demo's variants"
     return commands
 
 
@@ -99,8 +100,9 @@ def readme_demo_commands() -> list[list[str]]:
 def test_the_readmes_demo_commands_settle_and_reconcile(
     argv: list[str], workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
-    """Exactly the README's command (through ``ilp-host``'s own parser), from the repository's
-    root as the README assumes; only fewer settlements and a kept directory are added."""
+    """Exactly the documented command (through ``ilp-host``'s own parser), from the
+    repository's root as the docs assume; only fewer settlements and a kept directory are
+    added."""
     assert argv[:2] == ["ilp-host", "demo"]
     monkeypatch.chdir(ROOT)
     status = cli.main([*argv[1:], "--settlements", "2", "--dir", str(workdir)])
