@@ -79,7 +79,6 @@ _ACCOUNT_KEYS: Final = (
     *("id", "adaptor", "asset_code", "asset_scale"),
     *("settle_threshold", "settle_to", "min_balance", "max_balance"),
 )
-_ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 #: With these defaults an account never settles by itself and extends no credit.
 _POLICY_DEFAULTS: Final[dict[str, int]] = {
     "settle_threshold": 0,
@@ -319,9 +318,9 @@ class _Parser:
                 if required not in table:
                     raise self._fail(f"{key}.{required}", "is required")
             account_id = self._string(f"{key}.id", table["id"])
-            if not _ACCOUNT_ID.fullmatch(account_id):
+            if not contract.is_account_id(account_id):
                 raise self._fail(
-                    f"{key}.id", f"must be 1-128 of [A-Za-z0-9._~-], got {_show(account_id)}"
+                    f"{key}.id", f"must be {contract.ACCOUNT_ID_RULE}, got {_show(account_id)}"
                 )
             if account_id in seen:
                 raise self._fail(

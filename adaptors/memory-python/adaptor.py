@@ -13,7 +13,6 @@ incoming settlements re-delivered until acknowledged. Configuration (environment
 from __future__ import annotations
 
 import os
-import re
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import grpc
 
 import sdk
-from sdk import amount
+from sdk import amount, contract
 from sdk.connectivity import Connectivity
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -30,8 +29,6 @@ from sdk.pb.ilphost.types.v1 import types_pb2
 NAME = "memory-python"
 VERSION = "0.1.0"
 CAPABILITIES = ("send_money", "receive_money", "balance", "accounts")
-ACCOUNT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class Config:
         incoming: list[tuple[str, int]] = []
         for item in filter(None, environ.get("ILP_ADAPTOR_INCOMING", "").split(",")):
             account, _, value = item.strip().partition(":")
-            if not ACCOUNT_ID.fullmatch(account):
+            if not contract.is_account_id(account):
                 raise ValueError(f"ILP_ADAPTOR_INCOMING: bad account id in {item!r}")
             paid = amount.parse_unsigned(value, scale, "ILP_ADAPTOR_INCOMING")
             if paid == 0:
@@ -110,11 +107,10 @@ class MemoryAdaptor(sdk.Adaptor):
         return types_pb2.Amount(value=str(value), scale=self.config.asset_scale)
 
     async def _check_account_id(self, account_id: str, context: sdk.Context) -> None:
-        if not ACCOUNT_ID.fullmatch(account_id):
+        if not contract.is_account_id(account_id):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"account_id must be 1 to 128 characters of [A-Za-z0-9._~-], "
-                f"got {account_id[:40]!r}",
+                f"account_id must be {contract.ACCOUNT_ID_RULE}, got {account_id[:40]!r}",
             )
 
     async def GetInfo(
@@ -156,10 +152,10 @@ class MemoryAdaptor(sdk.Adaptor):
         # await between the checks and the debit, so concurrent calls cannot interleave.
         await self._check_account_id(request.account_id, context)
         key = request.idempotency_key
-        if not IDEMPOTENCY_KEY.fullmatch(key):
+        if not contract.is_idempotency_key(key):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "idempotency_key must be 1 to 128 printable ASCII characters",
+                f"idempotency_key must be {contract.IDEMPOTENCY_KEY_RULE}",
             )
         try:
             value = amount.unsigned_of(request.amount)

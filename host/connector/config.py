@@ -46,9 +46,9 @@ from urllib.parse import urlsplit
 from host.connector.expiry import ExpiryPolicy
 from host.connector.routing import RouteError, check_prefix
 from host.ilp import address
+from sdk import contract
 
 #: An account id, as the settlement engine accepts it.
-_PEER_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 #: A bearer token: visible ASCII, no spaces (it goes in an HTTP header).
 _TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
 
@@ -210,9 +210,10 @@ def _peers(raw: object, own: str) -> tuple[PeerConfig, ...]:
             if name not in table:
                 raise ConnectorConfigError(f"{key}.{name}", "missing")
         peer_id = _string(f"{key}.id", table["id"])
-        if not _PEER_ID.fullmatch(peer_id):
+        # A peer's id is the id of its account: the contract's account grammar.
+        if not contract.is_account_id(peer_id):
             raise ConnectorConfigError(
-                f"{key}.id", f"must be 1 to 128 of A-Z a-z 0-9 . _ ~ -, got {_show(peer_id)}"
+                f"{key}.id", f"must be {contract.ACCOUNT_ID_RULE}, got {_show(peer_id)}"
             )
         _unique(ids, peer_id, f"{key}.id", "peer id")
         url = _url(f"{key}.url", table["url"])

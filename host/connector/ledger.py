@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -35,10 +34,8 @@ from host.engine.model import Policy
 from host.engine.policy import credit_allows
 from host.store.sqlite_schema import Migration, migrate
 from host.store.sqlitefile import SqliteFile
+from sdk import contract
 from sdk.amount import fits
-
-_ACCOUNT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
-_KEY = re.compile(r"[\x20-\x7e]{1,128}")
 
 _V1: Migration = (
     """
@@ -116,10 +113,10 @@ class BalanceEvent:
 
 
 def _check_change(account_id: str, delta: int, key: str) -> None:
-    if not _ACCOUNT_ID.fullmatch(account_id):
-        raise LedgerInputError(f"account id must be 1-128 of [A-Za-z0-9._~-], got {account_id!r}")
-    if not _KEY.fullmatch(key):
-        raise LedgerInputError("idempotency key must be 1 to 128 printable ASCII characters")
+    if not contract.is_account_id(account_id):
+        raise LedgerInputError(f"account id must be {contract.ACCOUNT_ID_RULE}, got {account_id!r}")
+    if not contract.is_idempotency_key(key):
+        raise LedgerInputError(f"idempotency key must be {contract.IDEMPOTENCY_KEY_RULE}")
     if not fits(delta):
         raise LedgerInputError("delta is too large")
 

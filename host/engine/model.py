@@ -37,15 +37,11 @@ import re
 from dataclasses import dataclass
 
 from host.engine.errors import InvalidArgument
+from sdk import contract
 from sdk.amount import MAX_DIGITS, MAX_SCALE, fits
 
-_ACCOUNT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ASSET_CODE = re.compile(r"[\x21-\x7e]{1,32}")
-# Idempotency keys: 1 to 128 printable ASCII characters, as SendMoney's contract requires.
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,128}")
-# A ledger's own settlement id: printable ASCII, generous length for on-chain hashes and such.
-_LEDGER_ID = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 class Direction(enum.StrEnum):
@@ -186,9 +182,9 @@ def incoming_id(adaptor: str, ledger_settlement_id: str) -> str:
 
 def check_account_id(account_id: str) -> str:
     """The account id, or InvalidArgument."""
-    if not _ACCOUNT_ID.fullmatch(account_id):
+    if not contract.is_account_id(account_id):
         raise InvalidArgument(
-            f"account id {account_id[:40]!r} is invalid: use 1 to 128 characters of [A-Za-z0-9._~-]"
+            f"account id {account_id[:40]!r} is invalid: use {contract.ACCOUNT_ID_RULE}"
         )
     return account_id
 
@@ -215,19 +211,18 @@ def check_asset(asset_code: str, asset_scale: int, ledger_scale: int) -> None:
 
 def check_idempotency_key(key: str) -> str:
     """The idempotency key, or InvalidArgument."""
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
+    if not contract.is_idempotency_key(key):
         raise InvalidArgument(
-            f"idempotency key {key[:40]!r} is invalid: use 1 to 128 printable ASCII characters"
+            f"idempotency key {key[:40]!r} is invalid: use {contract.IDEMPOTENCY_KEY_RULE}"
         )
     return key
 
 
 def check_ledger_settlement_id(settlement_id: str) -> str:
     """A ledger's settlement id, or InvalidArgument."""
-    if not _LEDGER_ID.fullmatch(settlement_id):
+    if not contract.is_settlement_id(settlement_id):
         raise InvalidArgument(
-            f"settlement id {settlement_id[:40]!r} is invalid: "
-            "use 1 to 255 printable ASCII characters without spaces"
+            f"settlement id {settlement_id[:40]!r} is invalid: use {contract.SETTLEMENT_ID_RULE}"
         )
     return settlement_id
 

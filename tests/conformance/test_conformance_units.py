@@ -86,6 +86,7 @@ def test_select_by_name_and_group_in_run_order() -> None:
     assert [c.name for c in select(["send_money"])] == [
         "send_money.idempotent",
         "send_money.key_conflict",
+        "send_money.key_grammar",
         "send_money.invalid",
     ]
     assert [c.name for c in select(["shutdown", " cookie "])] == ["cookie", "shutdown"]

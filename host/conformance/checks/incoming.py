@@ -8,7 +8,6 @@ delivers at once, those the adaptor already has.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Final
 
@@ -16,10 +15,9 @@ from host.conformance.checks.registry import PEER, Code, check, expect, fail_if
 from host.conformance.report import CheckFailed, CheckSkipped
 from host.conformance.session import Session
 from host.conformance.world import ADAPTOR_LEDGER_ACCOUNT, SIMLEDGER, peer_ledger_account
-from sdk import amount
+from sdk import amount, contract
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 
-ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 #: What the suite pays the adaptor on its ledger: the settlement it watches, then a later one
 #: that marks the end of a re-delivery.
 INCOMING_VALUES: Final = (150, 250)
@@ -112,7 +110,7 @@ async def watch_incoming(session: Session) -> str:
         name = settlement.settlement_id or "a settlement"
         if not settlement.settlement_id:
             problems.append("a settlement has an empty settlement_id")
-        if not ACCOUNT_ID.fullmatch(settlement.account_id):
+        if not contract.is_account_id(settlement.account_id):
             problems.append(f"{name}: account_id {settlement.account_id[:60]!r} is malformed")
         try:
             value = amount.unsigned_of(settlement.amount)
