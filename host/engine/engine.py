@@ -340,20 +340,22 @@ class Engine:
         A re-delivered ``settlement_id`` credits nothing and is only acknowledged again. The
         acknowledgement happens after the credit committed; if it fails, the outbox retries it.
         NotFound for an unknown account (nothing recorded, nothing acknowledged: the adaptor
-        re-delivers); AlreadyExists if the id comes back with another account or amount.
+        re-delivers); AlreadyExists if the id comes back with another account or amount. If the
+        credit leaves the balance at or below the settle threshold (the peer paid more than it
+        owed), the settlement back to settle_to is debited and queued in the same transaction.
         """
         check_ledger_settlement_id(settlement_id)
         check_account_id(account_id)
         check_amount(ledger_amount, "amount", positive=True)
         now = self._clock.now()
         lease_until = now + self.outbox.lease
-        journaled = False
+        journaled = queued = False
         async with self._store.transaction() as tx:
             account = await self._locked(tx, account_id)
             row = await tx.lock_settlement(incoming_id(account.adaptor, settlement_id))
             if row is None:
                 plan = plan_incoming(account, ledger_amount)
-                await tx.update_account(replace(plan.account, updated_at=now))
+                credited = replace(plan.account, updated_at=now)
                 if self._journal and plan.amount:
                     digest = hashlib.sha256(
                         incoming_id(account.adaptor, settlement_id).encode()
@@ -362,6 +364,19 @@ class Engine:
                         ClearingEffect(f"engine/credit/{digest}", account_id, -plan.amount, now)
                     )
                     journaled = True
+                # The threshold holds after every change of the balance, this one too: a peer
+                # that paid more than it owed is paid back down to settle_to, at once rather
+                # than at the next packet (which may never come).
+                debit = settlement_amount(credited.balance, credited.policy)
+                if debit is not None and not await tx.has_failed_settlement(account_id):
+                    credited, payback = self._debit(credited, debit, now)
+                    if payback is not None:
+                        await tx.insert_settlement(payback)
+                        queued = True
+                    journaled = await self._journal_debit(tx, account_id, debit, payback, now) or (
+                        journaled
+                    )
+                await tx.update_account(credited)
                 row = Settlement(
                     id=incoming_id(account.adaptor, settlement_id),
                     account_id=account_id,
@@ -390,6 +405,8 @@ class Engine:
                 await tx.update_settlement(row)
         if journaled:
             self._effect_written()
+        if queued:
+            self.outbox.wake()
         failpoints.hit("engine.after-credit")
         if row.state is SettlementState.CREDITED and row.lease_until == lease_until:
             return await self.outbox.process(row)

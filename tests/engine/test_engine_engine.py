@@ -436,6 +436,37 @@ def test_incoming_settlements_are_credited_once_and_acknowledged(tmp_path: Path)
     run(tmp_path, scenario)
 
 
+def test_an_incoming_settlement_past_the_threshold_is_settled_back_at_once(
+    tmp_path: Path,
+) -> None:
+    """The threshold holds after an incoming settlement too: a peer that paid 15.00 when it owed
+    nothing (threshold -10.00, settle_to -2.00) is paid 13.00 back, with no packet to wait for;
+    a re-delivery changes nothing more."""
+
+    async def scenario(
+        store: SqliteStore, engine: Engine, ledger: FakeLedger, clock: FakeClock
+    ) -> None:
+        await add_account(engine)
+        await engine.receive_settlement("T1", "alice", 1500)
+        assert (await engine.get_account("alice")).account.balance == -200
+        (back,) = [
+            s for s in await engine.list_settlements("alice") if s.direction is Direction.OUTGOING
+        ]
+        assert (back.amount, back.ledger_amount) == (1300, 1300)
+        await drain(engine, clock)
+        assert (await engine.get_settlement(back.id)).state is SettlementState.COMPLETED
+        assert ledger.total_paid("alice") == 1300
+        await engine.receive_settlement("T1", "alice", 1500)  # re-delivered: credited once
+        assert (await engine.get_account("alice")).account.balance == -200
+        assert len(await engine.list_settlements("alice")) == 2
+        # Within the threshold nothing is settled: -200 - 700 = -900 > -1000.
+        await engine.receive_settlement("T2", "alice", 700)
+        assert (await engine.get_account("alice")).account.balance == -900
+        assert len(await engine.list_settlements("alice")) == 3
+
+    run(tmp_path, scenario)
+
+
 def test_incoming_amounts_keep_a_leftover_below_one_account_unit(tmp_path: Path) -> None:
     async def scenario(
         store: SqliteStore, engine: Engine, ledger: FakeLedger, clock: FakeClock
