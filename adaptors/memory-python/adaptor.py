@@ -203,6 +203,8 @@ class MemoryAdaptor(sdk.Adaptor):
     async def ReceiveMoney(
         self, request: adaptor_pb2.ReceiveMoneyRequest, context: sdk.Context
     ) -> adaptor_pb2.ReceiveMoneyResponse:
+        if not request.settlement_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "settlement_id is empty")
         try:
             self.events.settlements.acknowledge(request.settlement_id)
         except sdk.UnknownSettlement as exc:

@@ -125,11 +125,15 @@ async def get_info(
         except grpc.aio.AioRpcError as exc:
             retry = exc.code() == grpc.StatusCode.UNAVAILABLE
             if not retry or time.monotonic() + READY_POLL >= deadline:
-                waited = f" for {within:g} s" if retry else ""
+                if retry:  # the adaptor serves but never learned what it needs (its ledger)
+                    hint = f" for {within:g} s, the start timeout (is its ledger reachable?)"
+                elif exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    hint = " (is it a LedgerAdaptor?)"
+                else:
+                    hint = ""
                 raise StartFailure(
                     StartProblem.NOT_SERVING,
-                    f"GetInfo failed{waited}: {exc.code().name}: {exc.details()} "
-                    "(is it a LedgerAdaptor?)",
+                    f"GetInfo failed: {exc.code().name}: {exc.details()}{hint}",
                 ) from exc
         await asyncio.sleep(READY_POLL)
 

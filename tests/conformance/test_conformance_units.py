@@ -86,8 +86,8 @@ def test_select_by_name_and_group_in_run_order() -> None:
     assert [c.name for c in select(["send_money"])] == [
         "send_money.idempotent",
         "send_money.key_conflict",
-        "send_money.key_grammar",
         "send_money.invalid",
+        "send_money.key_grammar",
     ]
     assert [c.name for c in select(["shutdown", " cookie "])] == ["cookie", "shutdown"]
     # A check's own name wins over the group it also starts.

@@ -13,6 +13,7 @@ from typing import Final
 from host.conformance.checks import (
     accounts,
     ending,
+    grammar,
     identity,
     incoming,
     late_peer,
@@ -25,8 +26,8 @@ from host.conformance.checks import (
 from host.conformance.checks.registry import ACCOUNTS, Check, Stage
 
 #: The parts of the contract in run order: the process at start, identity, accounts (and a peer
-#: not reachable yet), outgoing and incoming settlements, messages from and to the peer, and
-#: the end (stdio, graceful stop).
+#: not reachable yet), outgoing and incoming settlements, the grammar of keys and ids, messages
+#: from and to the peer, and the end (stdio, graceful stop).
 ORDER: Final = (
     startup,
     identity,
@@ -34,6 +35,7 @@ ORDER: Final = (
     late_peer,
     outgoing,
     incoming,
+    grammar,
     messages,
     peer_messages,
     ending,

@@ -13,7 +13,7 @@ import grpc
 from host.conformance.checks.registry import NEVER, OTHER, PEER, Code, check, expect, fail_if
 from host.conformance.report import CheckFailed, CheckSkipped
 from host.conformance.session import Balances, Session
-from sdk import amount, contract
+from sdk import amount
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 
 
@@ -130,34 +130,6 @@ async def send_key_conflict(session: Session) -> str:
     fail_if(problems)
     seen = await _paid_once(session, before, value)
     return f"ALREADY_EXISTS for another amount and another account; {seen}"
-
-
-@check(
-    "send_money.key_grammar",
-    "SendMoney takes any key of 1 to 128 printable ASCII characters, space included, and "
-    "refuses longer ones and other characters (INVALID_ARGUMENT)",
-    requires=("send_money",),
-)
-async def send_key_grammar(session: Session) -> str:
-    await session.ensure_account(PEER)
-    longest = f"{session.new_key()} ~ !".ljust(128, "~")
-    assert contract.is_idempotency_key(longest)
-    await _pay(session, _request(session, 1, key=longest))
-    problems: list[str] = []
-    for what, key in (
-        ("a key of 129 characters", longest + "~"),
-        ("a key with a newline", f"{session.new_key()}\n"),
-        ("a key with DEL (0x7F)", f"{session.new_key()}\x7f"),
-        ("a key with a non-ASCII letter", f"{session.new_key()}é"),
-    ):
-        expect(
-            await session.status("SendMoney", _request(session, 1, key=key)),
-            Code.INVALID_ARGUMENT,
-            what,
-            problems,
-        )
-    fail_if(problems)
-    return "a 128-character key with spaces paid; 4 malformed keys refused"
 
 
 @check(
