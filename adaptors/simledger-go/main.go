@@ -72,19 +72,30 @@ func main() {
 	os.Exit(0)
 }
 
-// offersVersion reports whether PLUGIN_PROTOCOL_VERSIONS lists v (absent: every version is
-// acceptable, and the adaptor uses its own).
+// offersVersion reports whether PLUGIN_PROTOCOL_VERSIONS lists v. Entries that are not
+// base-10 numbers are skipped, and a variable with none (or absent) offers every version: the
+// adaptor then uses its own (docs/protocol.md, section 2).
 func offersVersion(v int) bool {
-	offered := os.Getenv("PLUGIN_PROTOCOL_VERSIONS")
-	if offered == "" {
-		return true
-	}
+	return versionsOffer(os.Getenv("PLUGIN_PROTOCOL_VERSIONS"), v)
+}
+
+func versionsOffer(offered string, v int) bool {
+	usable := false
 	for _, item := range strings.Split(offered, ",") {
-		if n, err := strconv.Atoi(strings.TrimSpace(item)); err == nil && n == v {
+		item = strings.TrimSpace(item)
+		if item == "" || strings.Trim(item, "0123456789") != "" {
+			continue
+		}
+		n, err := strconv.Atoi(item)
+		if err != nil {
+			continue // too large to be a version
+		}
+		if n == v {
 			return true
 		}
+		usable = true
 	}
-	return false
+	return !usable
 }
 
 func adaptorName() string {

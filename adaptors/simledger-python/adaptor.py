@@ -186,12 +186,14 @@ class SimLedgerAdaptor(sdk.Adaptor):
             self._start_exchange(account_id)
 
     async def stop(self) -> None:
-        """End the event streams, stop the background work, close the ledger and the state."""
-        self._hub.close()
+        """Stop the background work, report the ledger connection SHUTDOWN, end the event
+        streams, close the ledger and the state."""
         tasks = [*self._tasks, *self._exchanges.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._connections.move(LEDGER, Connectivity.SHUTDOWN)
+        self._hub.close()
         await self._resources.aclose()
 
     def _spawn(self, work: Any) -> asyncio.Task[None]:

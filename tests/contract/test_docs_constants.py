@@ -68,3 +68,16 @@ def test_documented_transition_table_is_the_code_table() -> None:
         )
     assert documented == {s.name: {t.name for t in targets} for s, targets in TRANSITIONS.items()}
     assert set(documented) == {c.name for c in Connectivity}
+
+
+def test_the_grammar_of_ids_and_keys_is_the_code_s() -> None:
+    table = DOC.split("### Ids, keys and amounts")[1].split("###")[0]
+    assert "`[A-Za-z0-9._~-]`" in table and contract.ACCOUNT_ID.pattern.startswith(
+        "[A-Za-z0-9._~-]{1,128}"
+    )
+    assert "0x20 to 0x7E: **the space is included**" in table
+    assert contract.IDEMPOTENCY_KEY.pattern == r"[\x20-\x7e]{1,128}"
+    assert "1 to 255 printable ASCII characters without the space, 0x21 to 0x7E" in table
+    assert contract.SETTLEMENT_ID.pattern == r"[\x21-\x7e]{1,255}"
+    assert f"at most {contract.MAX_AMOUNT_DIGITS} digits" in table
+    assert f"0 to {contract.MAX_SCALE}" in table

@@ -58,6 +58,8 @@ SERVICES = {
             "GetTransfer",
             "WatchTransfers",
             "SetFaults",
+            "GetFaults",
+            "ListTransfers",
         ],
     },
     "sdk.pb.plugin.grpc_controller_pb2": {"plugin.GRPCController": ["Shutdown"]},
