@@ -144,7 +144,7 @@ def test_accounts_and_send_money_statuses() -> None:
             send("10", scale=300),
             send("10", key=""),
             send("10", key="k" * 129),
-            send("10", key="has space"),
+            send("10", key="has\ttab"),  # a space is allowed: printable ASCII
             send("10", account="bad id"),
         ]
         for call in invalid:
