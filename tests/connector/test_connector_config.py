@@ -128,7 +128,7 @@ def edit(path: str, value: object) -> dict[str, Any]:
         ("peer.0.url", "http://bob:port/", "peer[0].url: must be an http(s) URL"),
         ("peer.0.url", 5, "peer[0].url: must be a string, got 5"),
         ("peer.1.id", "bob", 'peer[1].id: duplicate peer id "bob" (also peer[0].id)'),
-        ("peer.1.id", "bob smith", "peer[1].id: must be 1 to 128 of A-Z"),
+        ("peer.1.id", "bob smith", "peer[1].id: must be 1 to 128 characters of [A-Za-z0-9._~-]"),
         ("peer.0.id", ..., "peer[0].id: missing"),
         ("peer.0.address", "test.alice", "peer[0].address: is this host's own address"),
         ("peer.1.address", "test.bob", 'peer[1].address: duplicate peer address "test.bob"'),

@@ -66,6 +66,14 @@ def test_the_documented_commands_work_as_written(
         assert printed["online"].startswith("the ledger is online;")
         assert "latency 200 ms, 100/1000 refused before commit" in printed["faults"]
 
+        # The knobs back to none (the doc left 10 % of mints refused), keeping what the others
+        # set: faults sets only the knobs it is given.
+        knobs = ["ledger", "faults", "--latency-ms", "0", "--error-per-mille", "0"]
+        assert run(knobs, capsys)[1] == (
+            "the ledger is online; latency 0 ms, 0/1000 refused before commit, "
+            "0/1000 answered UNAVAILABLE after commit\n"
+        )
+
         # The same mint id mints once; --json; only one account's; a page after a sequence.
         assert run(["ledger", "fund", "bob-ledger", "0.50", "--id", "bob-seed"], capsys)[0] == 0
         status, out, _ = run(["ledger", "transfers", "--json", "--account", "bob-ledger"], capsys)

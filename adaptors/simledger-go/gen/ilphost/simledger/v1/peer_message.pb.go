@@ -26,8 +26,11 @@ const (
 )
 
 // PeerRequest is what one simledger adaptor sends to the adaptor of the same account at the
-// peer (Engine.SendData `data`). An adaptor answers a request it does not know (an unset or
-// unknown `kind`) with INVALID_ARGUMENT.
+// peer (Engine.SendData `data`). The receiver (LedgerAdaptor.ReceiveData) answers a PeerReply
+// of the same kind; INVALID_ARGUMENT for data that does not parse, a request of no kind it knows
+// (unset, or a kind of a newer release, which arrives as an unknown field), a ledger account
+// outside the grammar or naming the receiver's own; NOT_FOUND for an account it has not set up.
+// docs/simledger.md describes when each side sends what.
 type PeerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
