@@ -49,8 +49,8 @@ from host.connector.ports import UnknownPeer
 from host.connector.switch import Connector
 from host.connector_link import ConnectorLink, channel_to
 from host.engine import Engine, EngineError, SettlementPort
-from host.store import StoreError
-from host.store.sqlite import SqliteStore
+from host.store import Store, StoreError
+from host.store.opening import describe_database, open_store
 from host.supervisor import Supervisor
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
@@ -186,7 +186,7 @@ async def run_host(
 class _Parts:
     """What a host runs besides the supervisor: each part is None when not configured."""
 
-    store: SqliteStore | None = None
+    store: Store | None = None
     engine: Engine | None = None
     binding: EngineBinding | None = None
     engine_server: grpc.aio.Server | None = None
@@ -213,9 +213,11 @@ async def _open_parts(
     if config.database is None:
         return parts
     try:
-        parts.store = await SqliteStore.open(config.database)
+        parts.store = await open_store(config.database)
     except StoreError as exc:
-        raise HostError(f"cannot open the engine database {config.database}: {exc}") from exc
+        raise HostError(
+            f"cannot open the engine database {describe_database(config.database)}: {exc}"
+        ) from exc
     stack.push_async_callback(parts.store.close)
     ports: dict[str, SettlementPort] = {}
     parts.engine = Engine(parts.store, ports, journal_clearing=mode == "engine")
@@ -412,7 +414,12 @@ async def _housekeeping(parts: _Parts) -> None:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
         try:
             forgotten = 0
-            if parts.engine is not None:
+            # Instances sharing one database take turns: the leader forgets for all.
+            if (
+                parts.engine is not None
+                and parts.store is not None
+                and await parts.store.try_lead()
+            ):
                 forgotten += await parts.engine.forget_idempotency_keys(KEY_RETENTION)
             if parts.ledger is not None:
                 forgotten += await parts.ledger.forget_keys(KEY_RETENTION)

@@ -11,7 +11,8 @@ the rest of the host only sees absolute paths:
 
 - ``host.state_dir``, ``admin.tls_cert``, ``admin.tls_key``, ``admin.token_file`` and
   ``adaptor.cwd`` are relative to the directory of the config file;
-- ``admin.socket`` is relative to the state directory;
+- ``admin.socket`` is relative to the state directory, and so is ``engine.database`` unless it
+  is a PostgreSQL URL (``postgresql://...``), which is kept as written;
 - an adaptor's program (``command[0]``) is resolved against the config directory when it
   contains a ``/``; a bare name is looked up on PATH when started; ``"python"`` means the
   Python that runs the host (so an adaptor written with the SDK finds its packages);
@@ -41,6 +42,7 @@ from host.connector.config import (
     parse_connector_config,
 )
 from host.engine.model import Policy
+from host.store.opening import is_database_url
 from host.supervisor.spec import AdaptorSpec
 from sdk import contract
 from sdk.amount import AmountError, parse_signed
@@ -149,8 +151,9 @@ class HostConfig:
     admin: AdminConfig
     adaptors: tuple[AdaptorSpec, ...] = field(default=())
     accounts: tuple[AccountSpec, ...] = field(default=())
-    #: The engine's SQLite database; None when no account is configured (no engine runs).
-    database: Path | None = None
+    #: The engine's database: an SQLite file, or a PostgreSQL URL (str) that several instances
+    #: may share; None when no account is configured (no engine runs).
+    database: Path | str | None = None
     #: The connector core (ILP-over-HTTP peering); None when not configured.
     connector: ConnectorConfig | None = None
 
@@ -184,10 +187,9 @@ def for_role(config: HostConfig, role: Role) -> HostConfig:
     if role == "engine":
         admin = replace(admin, socket=socket)
         assert config.database is not None  # accounts imply a database
-        try:
-            database: Path | None = role_dir / config.database.relative_to(config.state_dir)
-        except ValueError:
-            database = config.database
+        database: Path | str | None = config.database
+        if isinstance(config.database, Path) and config.database.is_relative_to(config.state_dir):
+            database = role_dir / config.database.relative_to(config.state_dir)
         adaptors = config.adaptors
     else:
         admin = AdminConfig(socket=socket)
@@ -276,11 +278,10 @@ class _Parser:
         accounts = self._accounts(document.get("account", []), set(seen))
         engine = self._table("engine", document.get("engine", {}))
         self._known_keys("engine", engine, ("database",))
-        database = None
+        database: Path | str | None = None
         if accounts or engine:
-            database = _normal(
-                state_dir / self._string("engine.database", engine.get("database", "engine.db"))
-            )
+            name = self._string("engine.database", engine.get("database", "engine.db"))
+            database = name if is_database_url(name) else _normal(state_dir / name)
         try:
             connector = parse_connector_config(document)
         except ConnectorConfigError as exc:

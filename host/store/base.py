@@ -1,7 +1,7 @@
 """The Store protocol: the engine's persistence seam. The engine never sees SQL.
 
-Shaped for two implementations: SQLite (embedded; one writer thread, group commit) and PostgreSQL
-(several hosts sharing one database). The correspondence:
+Two implementations: SQLite (host.store.sqlite: embedded; one writer thread, group commit) and
+PostgreSQL (host.store.postgres: several hosts sharing one database). The correspondence:
 
 * ``async with store.transaction() as tx:`` is one atomic unit. Leaving the block normally
   commits, and returns only once the commit is durable: a caller may acknowledge as soon as
@@ -17,6 +17,8 @@ Shaped for two implementations: SQLite (embedded; one writer thread, group commi
   paying twice is prevented by the adaptor's idempotency on the settlement's stable key, the
   lease only avoids needless duplicate calls.
 * Reads outside a transaction see committed data only.
+* ``store.try_lead`` elects the one instance that does the housekeeping (forgetting old
+  idempotency keys): PostgreSQL, a session advisory lock; SQLite, always the one process.
 
 Amounts are arbitrary-precision ints; implementations store them as decimal text (SQLite's
 INTEGER is 64-bit).
@@ -156,6 +158,10 @@ class Store(Protocol):
 
     async def count_clearing_effects(self) -> int:
         """How many journaled effects wait for the connector."""
+        ...
+
+    async def try_lead(self) -> bool:
+        """Whether this instance leads the housekeeping of the database (kept until close)."""
         ...
 
     async def close(self) -> None:

@@ -7,8 +7,8 @@ before it is acknowledged; group commit shares that fsync among concurrent trans
 
 The file belongs to one process at a time (an exclusive lock on ``<file>.lock``, released by
 the kernel if the process dies): that is what lets ``open`` free the outbox leases a crashed
-previous run left behind. Several hosts sharing one database would need a PostgreSQL store
-(the Store protocol is shaped for it; it is not written yet).
+previous run left behind, and why ``try_lead`` is always true. Several hosts sharing one
+database use the PostgreSQL store (host.store.postgres).
 """
 
 from __future__ import annotations
@@ -17,111 +17,30 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from host.engine.model import (
     Account,
     ClearingEffect,
-    Direction,
     IdempotencyRecord,
-    Policy,
     Settlement,
-    SettlementState,
 )
 from host.store.base import Store, StoreError, Transaction
 from host.store.groupcommit import TxContext
+from host.store.rows import (
+    ACCOUNT_COLUMNS,
+    OUTBOX,
+    SETTLEMENT_COLUMNS,
+    UNFINISHED_OUTGOING,
+    account_from_row,
+    account_values,
+    settlement_from_row,
+    settlement_values,
+)
 from host.store.sqlite_schema import MIGRATIONS, migrate
 from host.store.sqlitefile import SqliteFile
 
 T = TypeVar("T")
-
-_ACCOUNT_COLUMNS = (
-    "id, adaptor, asset_code, asset_scale, ledger_scale, settle_threshold, settle_to, "
-    "min_balance, max_balance, balance, outgoing_leftover, incoming_leftover, liquidity, "
-    "created_at, updated_at"
-)
-_SETTLEMENT_COLUMNS = (
-    "id, account_id, adaptor, direction, state, amount, ledger_amount, ledger_settlement_id, "
-    "attempts, last_error, next_attempt_at, lease_until, created_at, updated_at"
-)
-_OUTBOX = "('pending', 'submitted', 'credited')"
-_UNFINISHED_OUTGOING = "direction = 'outgoing' AND state IN ('pending', 'submitted', 'failed')"
-
-
-def _account(row: Sequence[Any]) -> Account:
-    return Account(
-        id=row[0],
-        adaptor=row[1],
-        asset_code=row[2],
-        asset_scale=row[3],
-        ledger_scale=row[4],
-        policy=Policy(int(row[5]), int(row[6]), int(row[7]), int(row[8])),
-        balance=int(row[9]),
-        outgoing_leftover=int(row[10]),
-        incoming_leftover=int(row[11]),
-        liquidity=None if row[12] is None else int(row[12]),
-        created_at=row[13],
-        updated_at=row[14],
-    )
-
-
-def _account_values(a: Account) -> tuple[object, ...]:
-    p = a.policy
-    return (
-        a.id,
-        a.adaptor,
-        a.asset_code,
-        a.asset_scale,
-        a.ledger_scale,
-        str(p.settle_threshold),
-        str(p.settle_to),
-        str(p.min_balance),
-        str(p.max_balance),
-        str(a.balance),
-        str(a.outgoing_leftover),
-        str(a.incoming_leftover),
-        None if a.liquidity is None else str(a.liquidity),
-        a.created_at,
-        a.updated_at,
-    )
-
-
-def _settlement(row: Sequence[Any]) -> Settlement:
-    return Settlement(
-        id=row[0],
-        account_id=row[1],
-        adaptor=row[2],
-        direction=Direction(row[3]),
-        state=SettlementState(row[4]),
-        amount=int(row[5]),
-        ledger_amount=int(row[6]),
-        ledger_settlement_id=row[7],
-        attempts=row[8],
-        last_error=row[9],
-        next_attempt_at=row[10],
-        lease_until=row[11],
-        created_at=row[12],
-        updated_at=row[13],
-    )
-
-
-def _settlement_values(s: Settlement) -> tuple[object, ...]:
-    return (
-        s.id,
-        s.account_id,
-        s.adaptor,
-        s.direction.value,
-        s.state.value,
-        str(s.amount),
-        str(s.ledger_amount),
-        s.ledger_settlement_id,
-        s.attempts,
-        s.last_error,
-        s.next_attempt_at,
-        s.lease_until,
-        s.created_at,
-        s.updated_at,
-    )
 
 
 def _one_row(cursor: sqlite3.Cursor, what: str) -> None:
@@ -139,21 +58,21 @@ class _SqliteTransaction:
         # The writer is the only one: a plain read in its transaction is already exclusive.
         row = await self._ctx.run(
             lambda c: c.execute(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+                f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
             ).fetchone()
         )
-        return None if row is None else _account(row)
+        return None if row is None else account_from_row(row)
 
     async def insert_account(self, account: Account) -> None:
-        values = _account_values(account)
+        values = account_values(account, str)
         self._ctx.defer(
             lambda c: c.execute(
-                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES ({', '.join('?' * 15)})", values
+                f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({', '.join('?' * 15)})", values
             )
         )
 
     async def update_account(self, account: Account) -> None:
-        values = _account_values(account)
+        values = account_values(account, str)
         self._ctx.defer(
             lambda c: _one_row(
                 c.execute(
@@ -170,22 +89,22 @@ class _SqliteTransaction:
     async def lock_settlement(self, settlement_id: str) -> Settlement | None:
         row = await self._ctx.run(
             lambda c: c.execute(
-                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE id = ?", (settlement_id,)
+                f"SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = ?", (settlement_id,)
             ).fetchone()
         )
-        return None if row is None else _settlement(row)
+        return None if row is None else settlement_from_row(row)
 
     async def insert_settlement(self, settlement: Settlement) -> None:
-        values = _settlement_values(settlement)
+        values = settlement_values(settlement, str)
         self._ctx.defer(
             lambda c: c.execute(
-                f"INSERT INTO settlements ({_SETTLEMENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO settlements ({SETTLEMENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 values,
             )
         )
 
     async def update_settlement(self, settlement: Settlement) -> None:
-        values = _settlement_values(settlement)
+        values = settlement_values(settlement, str)
         self._ctx.defer(
             lambda c: _one_row(
                 c.execute(
@@ -201,7 +120,7 @@ class _SqliteTransaction:
     async def has_failed_settlement(self, account_id: str) -> bool:
         row = await self._ctx.run(
             lambda c: c.execute(
-                f"SELECT 1 FROM settlements WHERE account_id = ? AND {_UNFINISHED_OUTGOING} "
+                f"SELECT 1 FROM settlements WHERE account_id = ? AND {UNFINISHED_OUTGOING} "
                 "AND state = 'failed' LIMIT 1",
                 (account_id,),
             ).fetchone()
@@ -242,7 +161,7 @@ class _SqliteTransaction:
     async def claim(self, limit: int, now: float, lease: float) -> list[Settlement]:
         def claim(c: sqlite3.Connection) -> list[Settlement]:
             rows = c.execute(
-                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE state IN {_OUTBOX} "
+                f"SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE state IN {OUTBOX} "
                 "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
                 "ORDER BY next_attempt_at LIMIT ?",
                 (now, now, limit),
@@ -252,7 +171,7 @@ class _SqliteTransaction:
                 "UPDATE settlements SET lease_until = ? WHERE id = ?",
                 [(until, row[0]) for row in rows],
             )
-            return [_settlement((*row[:11], until, *row[12:])) for row in rows]
+            return [settlement_from_row((*row[:11], until, *row[12:])) for row in rows]
 
         return await self._ctx.run(claim)
 
@@ -323,21 +242,21 @@ class SqliteStore:
         """The committed account, or None."""
         row = await self._read(
             lambda c: c.execute(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
+                f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
             ).fetchone()
         )
-        return None if row is None else _account(row)
+        return None if row is None else account_from_row(row)
 
     async def list_accounts(self) -> list[Account]:
         """Every account, by id."""
         rows = await self._read(
-            lambda c: c.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY id").fetchall()
+            lambda c: c.execute(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id").fetchall()
         )
-        return [_account(row) for row in rows]
+        return [account_from_row(row) for row in rows]
 
     async def pending_settlement_totals(self, account_id: str | None) -> dict[str, int]:
         """Per account, the sum of its unfinished outgoing settlements (summed here: TEXT)."""
-        where = _UNFINISHED_OUTGOING + ("" if account_id is None else " AND account_id = ?")
+        where = UNFINISHED_OUTGOING + ("" if account_id is None else " AND account_id = ?")
         parameters = () if account_id is None else (account_id,)
         rows = await self._read(
             lambda c: c.execute(
@@ -353,10 +272,10 @@ class SqliteStore:
         """The committed settlement, or None."""
         row = await self._read(
             lambda c: c.execute(
-                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements WHERE id = ?", (settlement_id,)
+                f"SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = ?", (settlement_id,)
             ).fetchone()
         )
-        return None if row is None else _settlement(row)
+        return None if row is None else settlement_from_row(row)
 
     async def list_settlements(self, account_id: str | None, limit: int) -> list[Settlement]:
         """At most ``limit`` settlements, newest first."""
@@ -364,11 +283,11 @@ class SqliteStore:
         parameters: tuple[object, ...] = (limit,) if account_id is None else (account_id, limit)
         rows = await self._read(
             lambda c: c.execute(
-                f"SELECT {_SETTLEMENT_COLUMNS} FROM settlements {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT {SETTLEMENT_COLUMNS} FROM settlements {where} ORDER BY seq DESC LIMIT ?",
                 parameters,
             ).fetchall()
         )
-        return [_settlement(row) for row in rows]
+        return [settlement_from_row(row) for row in rows]
 
     async def claim_outbox(self, limit: int, now: float, lease: float) -> list[Settlement]:
         """Lease up to ``limit`` due rows with work left (see Store.claim_outbox)."""
@@ -379,7 +298,7 @@ class SqliteStore:
         """Make every row with work left due at ``now``."""
         async with self._sqlite_transaction() as tx:
             return await tx.execute(
-                f"UPDATE settlements SET next_attempt_at = ? WHERE state IN {_OUTBOX}", (now,)
+                f"UPDATE settlements SET next_attempt_at = ? WHERE state IN {OUTBOX}", (now,)
             )
 
     async def next_outbox_due(self) -> float | None:
@@ -387,7 +306,7 @@ class SqliteStore:
         row = await self._read(
             lambda c: c.execute(
                 "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM settlements "
-                f"WHERE state IN {_OUTBOX} AND next_attempt_at IS NOT NULL"
+                f"WHERE state IN {OUTBOX} AND next_attempt_at IS NOT NULL"
             ).fetchone()
         )
         return None if row[0] is None else float(row[0])
@@ -430,6 +349,10 @@ class SqliteStore:
         """Drop a journaled effect the connector confirmed."""
         async with self._sqlite_transaction() as tx:
             await tx.execute("DELETE FROM clearing_effects WHERE key = ?", (key,))
+
+    async def try_lead(self) -> bool:
+        """Always true: the file has one process (see the module docstring)."""
+        return True
 
     async def close(self) -> None:
         """Commit what is pending, close the connections and the thread, unlock. Idempotent."""

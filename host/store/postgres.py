@@ -1,0 +1,416 @@
+"""The shared Store: PostgreSQL, for several host instances on one database.
+
+Each transaction is a PostgreSQL transaction (READ COMMITTED) on a pooled connection; a commit
+returns once PostgreSQL has made it durable (``synchronous_commit`` as the server is set up),
+and the server groups concurrent commits itself. The protocol's rules map one to one
+(host.store.base):
+
+* ``lock_account`` / ``lock_settlement`` are ``SELECT ... FOR UPDATE``. A row that does not exist
+  yet cannot be locked, so on a miss the transaction takes an advisory lock on the id and looks
+  again: two instances creating one account (or crediting one incoming settlement) serialize,
+  and the second finds the first one's row instead of failing on the primary key.
+* ``claim_outbox`` is ``FOR UPDATE SKIP LOCKED`` plus a lease written in the same statement:
+  instances claiming at once get disjoint rows, and a row whose lease runs stays with its
+  worker. A lease is ``now + lease`` by the claiming host's clock, so the hosts' clocks must
+  agree within a small part of the lease (NTP).
+* Nothing is freed at start-up: other instances may hold live leases. The leases of an instance
+  that died run out on their own, and then any instance takes the rows over.
+* ``try_lead`` is a session advisory lock on a connection of its own: one instance at a time
+  does the housekeeping, and when it dies its connection, and so the lead, goes with it.
+
+Every schema is a deployment of its own: the tables are found through the connection's
+``search_path`` (``options=-csearch_path=...`` in the URL), and the lead is per schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from host.engine.model import (
+    Account,
+    ClearingEffect,
+    IdempotencyRecord,
+    Settlement,
+)
+from host.store.base import Store, StoreError, Transaction
+from host.store.postgres_schema import (
+    LEADER_LOCK,
+    LOCK_NAMESPACE,
+    MIGRATIONS,
+    ROW_CREATION_LOCK,
+    migrate,
+)
+from host.store.rows import (
+    ACCOUNT_COLUMNS,
+    OUTBOX,
+    SETTLEMENT_COLUMNS,
+    UNFINISHED_OUTGOING,
+    account_from_row,
+    account_values,
+    settlement_from_row,
+    settlement_values,
+)
+
+Connection = AsyncConnection[TupleRow]
+_RETURNED_SETTLEMENT = ", ".join("s." + c.strip() for c in SETTLEMENT_COLUMNS.split(","))
+
+
+def describe(url: str) -> str:
+    """The database of ``url`` for messages and logs: host and name, never a password."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL (unparsable URL)"
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"PostgreSQL database {info.get('dbname') or '(default)'!s} on {host}{port}"
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+class _PostgresTransaction:
+    """The Transaction protocol over one connection inside ``conn.transaction()``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def _one(self, query: str, parameters: Sequence[object]) -> TupleRow | None:
+        cursor = await self._conn.execute(query, parameters)
+        return await cursor.fetchone()
+
+    async def _locked_or_created(self, query: str, key: str) -> TupleRow | None:
+        row = await self._one(query, (key,))
+        if row is None:
+            # No row to lock: serialize creators of this id instead, then look again (READ
+            # COMMITTED: the new statement sees what a creator before us committed).
+            await self._conn.execute(
+                "SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))",
+                (LOCK_NAMESPACE + ROW_CREATION_LOCK, key),
+            )
+            row = await self._one(query, (key,))
+        return row
+
+    async def lock_account(self, account_id: str) -> Account | None:
+        row = await self._locked_or_created(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = %s FOR UPDATE", account_id
+        )
+        return None if row is None else account_from_row(row)
+
+    async def insert_account(self, account: Account) -> None:
+        await self._conn.execute(
+            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({_placeholders(15)})",
+            account_values(account, int),
+        )
+
+    async def update_account(self, account: Account) -> None:
+        values = account_values(account, int)
+        cursor = await self._conn.execute(
+            "UPDATE accounts SET adaptor = %s, asset_code = %s, asset_scale = %s, "
+            "ledger_scale = %s, settle_threshold = %s, settle_to = %s, min_balance = %s, "
+            "max_balance = %s, balance = %s, outgoing_leftover = %s, incoming_leftover = %s, "
+            "liquidity = %s, updated_at = %s WHERE id = %s",
+            (*values[1:13], values[14], values[0]),
+        )
+        if cursor.rowcount != 1:
+            raise StoreError(f"account {account.id} does not exist")
+
+    async def lock_settlement(self, settlement_id: str) -> Settlement | None:
+        row = await self._locked_or_created(
+            f"SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = %s FOR UPDATE",
+            settlement_id,
+        )
+        return None if row is None else settlement_from_row(row)
+
+    async def insert_settlement(self, settlement: Settlement) -> None:
+        await self._conn.execute(
+            f"INSERT INTO settlements ({SETTLEMENT_COLUMNS}) VALUES ({_placeholders(14)})",
+            settlement_values(settlement, int),
+        )
+
+    async def update_settlement(self, settlement: Settlement) -> None:
+        v = settlement_values(settlement, int)
+        cursor = await self._conn.execute(
+            "UPDATE settlements SET state = %s, amount = %s, ledger_amount = %s, "
+            "ledger_settlement_id = %s, attempts = %s, last_error = %s, next_attempt_at = %s, "
+            "lease_until = %s, updated_at = %s WHERE id = %s",
+            (*v[4:12], v[13], v[0]),
+        )
+        if cursor.rowcount != 1:
+            raise StoreError(f"settlement {settlement.id} does not exist")
+
+    async def has_failed_settlement(self, account_id: str) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM settlements WHERE account_id = %s AND direction = 'outgoing' "
+            "AND state = 'failed' LIMIT 1",
+            (account_id,),
+        )
+        return row is not None
+
+    async def get_idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
+        row = await self._one(
+            "SELECT scope, key, account_id, request, result, created_at FROM idempotency "
+            "WHERE scope = %s AND key = %s",
+            (scope, key),
+        )
+        return None if row is None else IdempotencyRecord(*row)
+
+    async def record_idempotency(self, record: IdempotencyRecord) -> None:
+        r = record
+        await self._conn.execute(
+            "INSERT INTO idempotency (scope, key, account_id, request, result, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (r.scope, r.key, r.account_id, r.request, r.result, r.created_at),
+        )
+
+    async def record_clearing_effect(self, effect: ClearingEffect) -> None:
+        await self._conn.execute(
+            "INSERT INTO clearing_effects (key, account_id, delta, created_at) "
+            "VALUES (%s, %s, %s, %s)",
+            (effect.key, effect.account_id, effect.delta, effect.created_at),
+        )
+
+
+class PostgresStore:
+    """The Store protocol over a PostgreSQL database (see the module docstring). Use ``open``."""
+
+    def __init__(self, pool: AsyncConnectionPool[Connection], url: str) -> None:
+        self._pool = pool
+        self._url = url
+        self._closed = False
+        self._leader: Connection | None = None
+        self.description = describe(url)
+
+    @classmethod
+    async def open(
+        cls, url: str, *, min_size: int = 2, max_size: int = 16, connect_timeout: float = 15.0
+    ) -> PostgresStore:
+        """Connect to ``url`` (a libpq URL or conninfo) and migrate it if needed.
+
+        Up to ``max_size`` connections: each running transaction holds one. Raises StoreError
+        if the server cannot be reached within ``connect_timeout`` seconds, SchemaTooNew if a
+        newer host wrote the database.
+        """
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            timeout=connect_timeout,
+            open=False,
+            name="ilp-host",
+        )
+        try:
+            try:
+                await pool.open(wait=True, timeout=connect_timeout)
+            except PoolTimeout as exc:
+                # The pool retries quietly; one direct attempt tells why it cannot connect.
+                try:
+                    conn = await AsyncConnection.connect(url, connect_timeout=5)
+                except psycopg.Error as cause:
+                    raise StoreError(
+                        f"cannot connect to the {describe(url)}: {_first_line(cause)}"
+                    ) from exc
+                await conn.close()
+                raise StoreError(
+                    f"cannot connect to the {describe(url)} within {connect_timeout} s"
+                ) from exc
+            async with pool.connection() as conn:
+                await migrate(conn, MIGRATIONS)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(f"the {describe(url)} is not usable: {_first_line(exc)}") from exc
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, url)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        if self._closed:
+            raise StoreError(f"the store of the {self.description} is closed")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+        except PoolTimeout as exc:
+            raise StoreError(f"no connection to the {self.description}: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One PostgreSQL transaction; committed (durably) when the block is left normally."""
+        async with self._connection() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    async def _fetch(self, query: str, parameters: Sequence[object] = ()) -> list[TupleRow]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(query, parameters)
+            return await cursor.fetchall()
+
+    async def _change(self, query: str, parameters: Sequence[object]) -> int:
+        async with self._connection() as conn:
+            cursor = await conn.execute(query, parameters)
+            return cursor.rowcount
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The committed account, or None."""
+        rows = await self._fetch(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = %s", (account_id,)
+        )
+        return account_from_row(rows[0]) if rows else None
+
+    async def list_accounts(self) -> list[Account]:
+        """Every account, by id."""
+        rows = await self._fetch(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id")
+        return [account_from_row(row) for row in rows]
+
+    async def pending_settlement_totals(self, account_id: str | None) -> dict[str, int]:
+        """Per account, the sum of its unfinished outgoing settlements."""
+        where = UNFINISHED_OUTGOING + ("" if account_id is None else " AND account_id = %s")
+        rows = await self._fetch(
+            f"SELECT account_id, SUM(amount) FROM settlements WHERE {where} GROUP BY account_id",
+            () if account_id is None else (account_id,),
+        )
+        return {account: int(total) for account, total in rows}
+
+    async def get_settlement(self, settlement_id: str) -> Settlement | None:
+        """The committed settlement, or None."""
+        rows = await self._fetch(
+            f"SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = %s", (settlement_id,)
+        )
+        return settlement_from_row(rows[0]) if rows else None
+
+    async def list_settlements(self, account_id: str | None, limit: int) -> list[Settlement]:
+        """At most ``limit`` settlements, newest first."""
+        where = "" if account_id is None else "WHERE account_id = %s"
+        parameters: tuple[object, ...] = (limit,) if account_id is None else (account_id, limit)
+        rows = await self._fetch(
+            f"SELECT {SETTLEMENT_COLUMNS} FROM settlements {where} ORDER BY seq DESC LIMIT %s",
+            parameters,
+        )
+        return [settlement_from_row(row) for row in rows]
+
+    async def claim_outbox(self, limit: int, now: float, lease: float) -> list[Settlement]:
+        """Lease up to ``limit`` due rows with work left, skipping rows other claimers hold."""
+        rows = await self._fetch(
+            "WITH due AS ("
+            f"  SELECT seq FROM settlements WHERE state IN {OUTBOX} AND next_attempt_at <= %s"
+            "   AND (lease_until IS NULL OR lease_until <= %s)"
+            "   ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED"
+            ") UPDATE settlements AS s SET lease_until = %s FROM due WHERE s.seq = due.seq "
+            f"RETURNING s.seq, {_RETURNED_SETTLEMENT}",
+            (now, now, limit, now + lease),
+        )
+        rows.sort(key=lambda row: (row[11], row[0]))  # next_attempt_at, then insertion order
+        return [settlement_from_row(row[1:]) for row in rows]
+
+    async def resume_outbox(self, now: float) -> int:
+        """Make every row with work left due at ``now`` (running leases stay)."""
+        return await self._change(
+            f"UPDATE settlements SET next_attempt_at = %s WHERE state IN {OUTBOX}", (now,)
+        )
+
+    async def next_outbox_due(self) -> float | None:
+        """When the next row with work left is due (its lease included), or None."""
+        rows = await self._fetch(
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM settlements "
+            f"WHERE state IN {OUTBOX} AND next_attempt_at IS NOT NULL"
+        )
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    async def set_liquidity(self, adaptor: str, liquidity: int | None, now: float) -> int:
+        """Record the adaptor's liquidity on each of its accounts."""
+        return await self._change(
+            "UPDATE accounts SET liquidity = %s, updated_at = %s WHERE adaptor = %s",
+            (liquidity, now, adaptor),
+        )
+
+    async def forget_idempotency(self, created_before: float) -> int:
+        """Delete idempotency records created before ``created_before``."""
+        return await self._change(
+            "DELETE FROM idempotency WHERE created_at < %s", (created_before,)
+        )
+
+    async def clearing_effects(self, limit: int) -> list[ClearingEffect]:
+        """At most ``limit`` journaled clearing effects, oldest first."""
+        rows = await self._fetch(
+            "SELECT key, account_id, delta, created_at FROM clearing_effects ORDER BY seq LIMIT %s",
+            (limit,),
+        )
+        return [ClearingEffect(key, account, int(delta), at) for key, account, delta, at in rows]
+
+    async def count_clearing_effects(self) -> int:
+        """How many journaled effects wait for the connector."""
+        rows = await self._fetch("SELECT COUNT(*) FROM clearing_effects")
+        return int(rows[0][0])
+
+    async def forget_clearing_effect(self, key: str) -> None:
+        """Drop a journaled effect the connector confirmed."""
+        await self._change("DELETE FROM clearing_effects WHERE key = %s", (key,))
+
+    async def try_lead(self) -> bool:
+        """Whether this instance leads the housekeeping of its database (see the docstring).
+
+        The lead is kept until this store closes or loses its connection; meanwhile every
+        call checks that the connection still holds it.
+        """
+        if self._closed:
+            return False
+        if self._leader is not None:
+            try:
+                await self._leader.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                await self._drop_leader()
+        try:
+            conn = await AsyncConnection.connect(self._url, autocommit=True)
+        except psycopg.Error:
+            return False
+        try:
+            cursor = await conn.execute(
+                "SELECT pg_try_advisory_lock(%s::integer, hashtext(current_schema()))",
+                (LOCK_NAMESPACE + LEADER_LOCK,),
+            )
+            row = await cursor.fetchone()
+        except psycopg.Error:
+            row = None
+        if row is None or not row[0]:
+            await conn.close()
+            return False
+        self._leader = conn
+        return True
+
+    async def _drop_leader(self) -> None:
+        leader, self._leader = self._leader, None
+        if leader is not None:
+            with contextlib.suppress(psycopg.Error):
+                await leader.close()
+
+    async def close(self) -> None:
+        """Give up the lead and close every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._drop_leader()
+        await self._pool.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+if TYPE_CHECKING:
+    # mypy proves here that PostgresStore implements the Store protocol.
+    def _is_a_store(store: PostgresStore) -> Store:
+        return store

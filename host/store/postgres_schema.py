@@ -1,0 +1,158 @@
+"""The PostgreSQL schema, as an ordered list of migrations, and the function that applies them.
+
+The same rules as the SQLite schema (host.store.sqlite_schema), and the same version numbers for
+the same content: version N is ``MIGRATIONS[0..N-1]`` applied in order, ``schema_version`` holds
+N, each migration commits together with its version bump, released migrations are never edited,
+and a database of a newer host is refused untouched.
+
+Several hosts may start at once against one database: the migrator holds a transaction-level
+advisory lock (MIGRATION_LOCK), so one of them migrates and the others find the work done.
+
+Amounts are ``numeric`` without a precision (any number of digits, exact); times are
+``double precision`` seconds since the epoch, as the hosts' clocks give them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from host.store.base import SchemaTooNew
+
+Migration = tuple[str, ...]
+
+#: Advisory locks of the host take two keys: ``LOCK_NAMESPACE + kind`` (one of the three below)
+#: and which one of that kind (a hash of an id, say).
+LOCK_NAMESPACE = 0x11_9C_05_70
+MIGRATION_LOCK = 1
+LEADER_LOCK = 2
+ROW_CREATION_LOCK = 3
+
+_V1: Migration = (
+    """
+    CREATE TABLE accounts (
+        id                text PRIMARY KEY,
+        adaptor           text NOT NULL,
+        asset_code        text NOT NULL,
+        asset_scale       integer NOT NULL,
+        ledger_scale      integer NOT NULL,
+        settle_threshold  numeric NOT NULL,
+        settle_to         numeric NOT NULL,
+        min_balance       numeric NOT NULL,
+        max_balance       numeric NOT NULL,
+        balance           numeric NOT NULL,
+        outgoing_leftover numeric NOT NULL,
+        incoming_leftover numeric NOT NULL,
+        liquidity         numeric,
+        created_at        double precision NOT NULL,
+        updated_at        double precision NOT NULL
+    )
+    """,
+    "CREATE INDEX accounts_by_adaptor ON accounts (adaptor)",
+    # seq: insertion order for "newest first".
+    """
+    CREATE TABLE settlements (
+        seq                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id                   text NOT NULL UNIQUE,
+        account_id           text NOT NULL REFERENCES accounts (id),
+        adaptor              text NOT NULL,
+        direction            text NOT NULL CHECK (direction IN ('outgoing', 'incoming')),
+        state                text NOT NULL
+            CHECK (state IN ('pending', 'submitted', 'completed', 'failed', 'credited')),
+        amount               numeric NOT NULL,
+        ledger_amount        numeric NOT NULL,
+        ledger_settlement_id text NOT NULL,
+        attempts             integer NOT NULL,
+        last_error           text NOT NULL,
+        next_attempt_at      double precision,
+        lease_until          double precision,
+        created_at           double precision NOT NULL,
+        updated_at           double precision NOT NULL
+    )
+    """,
+    "CREATE INDEX settlements_by_account ON settlements (account_id, seq)",
+    """
+    CREATE INDEX settlements_outbox ON settlements (next_attempt_at)
+        WHERE state IN ('pending', 'submitted', 'credited')
+    """,
+    """
+    CREATE INDEX settlements_unfinished ON settlements (account_id)
+        WHERE direction = 'outgoing' AND state IN ('pending', 'submitted', 'failed')
+    """,
+    """
+    CREATE TABLE idempotency (
+        scope      text NOT NULL,
+        key        text NOT NULL,
+        account_id text NOT NULL,
+        request    text NOT NULL,
+        result     text NOT NULL,
+        created_at double precision NOT NULL,
+        PRIMARY KEY (scope, key)
+    )
+    """,
+    "CREATE INDEX idempotency_by_age ON idempotency (created_at)",
+)
+
+# Version 2: the journal of clearing effects (proposal 2), as in SQLite's version 2.
+_V2: Migration = (
+    """
+    CREATE TABLE clearing_effects (
+        seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        key        text NOT NULL UNIQUE,
+        account_id text NOT NULL REFERENCES accounts (id),
+        delta      numeric NOT NULL,
+        created_at double precision NOT NULL
+    )
+    """,
+)
+
+#: Every migration, oldest first. Append only.
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+
+
+async def schema_version(conn: AsyncConnection[TupleRow]) -> int:
+    """The schema version of the connection's current schema (0 when it has no host tables)."""
+    cursor = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        return 0
+    cursor = await conn.execute("SELECT version FROM schema_version")
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def migrate(
+    conn: AsyncConnection[TupleRow], migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Bring the current schema up to ``len(migrations)``; the version it was at.
+
+    ``conn`` must be in autocommit mode (each step opens its own transaction). Raises
+    SchemaTooNew, leaving the database untouched, if the database is newer than ``migrations``.
+    """
+    target = len(migrations)
+    start = None
+    version = 0
+    while True:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(%s::integer, 0)", (LOCK_NAMESPACE + MIGRATION_LOCK,)
+            )
+            version = await schema_version(conn)
+            if start is None:
+                start = version
+            if version > target:
+                raise SchemaTooNew(
+                    f"the database has schema version {version} but this host knows only up to "
+                    f"{target}: it was written by a newer host; upgrade this host or use another "
+                    "database"
+                )
+            if version == target:
+                return start
+            if version == 0:
+                await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+                await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            for statement in migrations[version]:
+                await conn.execute(statement.encode())  # not a LiteralString
+            await conn.execute("UPDATE schema_version SET version = %s", (version + 1,))
