@@ -5,11 +5,11 @@ import os
 # Before anything imports grpc: see host/__init__.py (tests start supervisors in-process).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.postgres_server import TEST_SETTINGS, PostgresServer, postgres_server  # noqa: E402
+from tests.postgres_server import TEST_SETTINGS, PostgresServer, postgres_server
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,11 @@
-"""The SQLite store: schema migrations, reopening, refusal of foreign or newer databases, the
-one-process lock, big amounts, outbox claiming with leases, committed-only reads."""
+"""The SQLite store beyond the contract suite (test_store_contract.py): schema migrations,
+refusal of foreign or newer databases, the one-process lock, leases void after a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -80,26 +79,6 @@ def test_a_new_database_is_migrated_to_the_latest_version(tmp_path: Path) -> Non
     conn.close()
     assert mode == "wal"
     assert {"accounts", "settlements", "idempotency", "schema_version"} <= tables
-
-
-def test_data_survives_reopening_with_amounts_beyond_64_bits(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = await SqliteStore.open(tmp_path / "host.db")
-        async with store.transaction() as tx:
-            await tx.insert_account(account(balance=-BIG))
-            await tx.insert_settlement(outgoing("s1"))
-        await store.close()
-        store = await SqliteStore.open(tmp_path / "host.db")
-        try:
-            assert await store.get_account("alice") == account(balance=-BIG)
-            assert await store.get_settlement("s1") == outgoing("s1")
-            assert await store.pending_settlement_totals(None) == {"alice": BIG}
-            assert await store.list_settlements("alice", 10) == [outgoing("s1")]
-            assert await store.get_account("bob") is None
-        finally:
-            await store.close()
-
-    run(main)
 
 
 def test_migrations_apply_in_order_once_and_atomically(tmp_path: Path) -> None:
@@ -181,7 +160,7 @@ def test_one_process_one_store_per_file(tmp_path: Path) -> None:
     run(main)
 
 
-def test_claiming_leases_due_rows_to_one_worker(tmp_path: Path) -> None:
+def test_a_new_run_voids_the_leases_of_the_previous_one(tmp_path: Path) -> None:
     async def main() -> None:
         store = await SqliteStore.open(tmp_path / "host.db")
         try:
@@ -189,68 +168,15 @@ def test_claiming_leases_due_rows_to_one_worker(tmp_path: Path) -> None:
                 await tx.insert_account(account())
                 await tx.insert_settlement(outgoing("due-1", 10.0))
                 await tx.insert_settlement(outgoing("due-2", 20.0))
-                await tx.insert_settlement(outgoing("later", 500.0))
-                completed = replace(
-                    outgoing("done", 0.0), state=SettlementState.COMPLETED, next_attempt_at=None
-                )
-                await tx.insert_settlement(completed)
-            assert await store.next_outbox_due() == 10.0
-            first = await store.claim_outbox(10, now=100.0, lease=30.0)
-            assert [(r.id, r.lease_until) for r in first] == [("due-1", 130.0), ("due-2", 130.0)]
+            assert len(await store.claim_outbox(10, now=100.0, lease=30.0)) == 2
             assert await store.claim_outbox(10, now=110.0, lease=30.0) == []  # leased
-            assert await store.next_outbox_due() == 130.0
-            again = await store.claim_outbox(1, now=131.0, lease=30.0)  # lease expired
-            assert [r.id for r in again] == ["due-1"]
-            assert await store.resume_outbox(now=140.0) == 3
-            assert [r.id for r in await store.claim_outbox(10, 140.0, 30.0)] == ["due-2", "later"]
         finally:
             await store.close()
         store = await SqliteStore.open(tmp_path / "host.db")
         try:
-            # A new run owns the file: leases of the previous one are void.
-            rows = await store.claim_outbox(10, now=140.0, lease=30.0)
-            assert sorted(r.id for r in rows) == ["due-1", "due-2", "later"]
-        finally:
-            await store.close()
-
-    run(main)
-
-
-def test_reads_outside_a_transaction_see_committed_data_only(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = await SqliteStore.open(tmp_path / "host.db")
-        try:
-            async with store.transaction() as tx:
-                await tx.insert_account(account(balance=1))
-            async with store.transaction() as tx:
-                await tx.update_account(account(balance=2))
-                assert (await tx.lock_account("alice")) == account(balance=2)
-                assert (await store.get_account("alice")) == account(balance=1)
-            assert (await store.get_account("alice")) == account(balance=2)
-        finally:
-            await store.close()
-
-    run(main)
-
-
-def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
-    async def main() -> None:
-        store = await SqliteStore.open(tmp_path / "host.db")
-        try:
-            async with store.transaction() as tx:
-                await tx.insert_account(account(balance=1))
-            with pytest.raises(ZeroDivisionError):
-                async with store.transaction() as tx:
-                    await tx.update_account(account(balance=5))
-                    await tx.insert_settlement(outgoing("s1"))
-                    assert (await tx.lock_account("alice")) == account(balance=5)
-                    _ = 1 / 0
-            with pytest.raises(StoreError, match="UNIQUE"):
-                async with store.transaction() as tx:
-                    await tx.update_account(account(balance=6))
-                    await tx.insert_account(account())  # the duplicate fails at commit
-            assert await store.get_account("alice") == account(balance=1)
-            assert await store.get_settlement("s1") is None
+            # The file is this run's alone: leases of the previous one are void.
+            rows = await store.claim_outbox(10, now=110.0, lease=30.0)
+            assert sorted(r.id for r in rows) == ["due-1", "due-2"]
         finally:
             await store.close()
 

@@ -1,0 +1,138 @@
+"""The PostgreSQL store beyond the contract suite: several instances on one database (migrations
+at once, one housekeeping leader, leases left to their holders), clear refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from host.store import SchemaTooNew, StoreError
+from host.store.postgres import PostgresStore
+from host.store.postgres_schema import (
+    LEADER_LOCK,
+    LOCK_NAMESPACE,
+    MIGRATIONS,
+    Migration,
+    migrate,
+    schema_version,
+)
+from tests.postgres_server import PostgresServer
+from tests.store.test_store_contract import account, outgoing
+
+
+def test_instances_starting_at_once_migrate_the_database_once(postgres: PostgresServer) -> None:
+    url = postgres.new_schema()
+
+    async def main() -> None:
+        stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
+        for store in stores:
+            await store.close()
+
+    asyncio.run(main())
+    assert postgres.psql("SELECT version FROM schema_version", url) == str(len(MIGRATIONS))
+    assert postgres.psql("SELECT count(*) FROM schema_version", url) == "1"
+
+
+def test_migrations_apply_in_order_once_and_atomically(postgres: PostgresServer) -> None:
+    url = postgres.new_schema()
+    m1: Migration = ("CREATE TABLE things (n integer)", "INSERT INTO things VALUES (1)")
+    m2: Migration = ("INSERT INTO things VALUES (2)",)
+    broken: Migration = ("INSERT INTO things VALUES (3)", "THIS IS NOT SQL")
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            assert await schema_version(conn) == 0
+            assert await migrate(conn, [m1]) == 0
+            assert await migrate(conn, [m1, m2]) == 1
+            assert await migrate(conn, [m1, m2]) == 2  # nothing left to do
+            with pytest.raises(psycopg.errors.SyntaxError):
+                await migrate(conn, [m1, m2, broken])
+            assert await schema_version(conn) == 2  # the broken one left nothing behind
+            cursor = await conn.execute("SELECT n FROM things ORDER BY n")
+            assert [row[0] for row in await cursor.fetchall()] == [1, 2]
+            with pytest.raises(SchemaTooNew, match=r"version 2 .* only up to 1"):
+                await migrate(conn, [m1])
+
+    asyncio.run(main())
+
+
+def test_a_database_from_a_newer_host_is_refused_untouched(postgres: PostgresServer) -> None:
+    url = postgres.new_schema()
+
+    async def open_close() -> None:
+        store = await PostgresStore.open(url)
+        await store.close()
+
+    asyncio.run(open_close())
+    postgres.psql("UPDATE schema_version SET version = 99", url)
+    with pytest.raises(SchemaTooNew, match=r"schema version 99 .* newer host"):
+        asyncio.run(open_close())
+    assert postgres.psql("SELECT version FROM schema_version", url) == "99"
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password(
+    postgres: PostgresServer,
+) -> None:
+    url = f"postgresql://postgres:s3cret@/postgres?host={postgres.root}/nowhere"
+
+    async def main() -> None:
+        await PostgresStore.open(url, connect_timeout=1.0)
+
+    with pytest.raises(StoreError, match="cannot connect to the PostgreSQL database") as caught:
+        asyncio.run(main())
+    assert "s3cret" not in str(caught.value)
+
+
+def test_one_instance_leads_and_another_takes_over_when_it_dies(postgres: PostgresServer) -> None:
+    url = postgres.new_schema()
+    other_deployment = postgres.new_schema()
+
+    async def main() -> None:
+        first, second = await PostgresStore.open(url), await PostgresStore.open(url)
+        elsewhere = await PostgresStore.open(other_deployment)
+        try:
+            assert await first.try_lead()
+            assert not await second.try_lead()
+            assert await first.try_lead()  # kept
+            assert await elsewhere.try_lead()  # another schema is another deployment
+            # The leader's process dies: the server ends its session, and so its lead.
+            schema = postgres.psql("SELECT current_schema()", url)
+            killed = postgres.psql(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                f"AND classid = {LOCK_NAMESPACE + LEADER_LOCK} "
+                f"AND objid::bigint = (hashtext('{schema}')::bigint + 4294967296) % 4294967296"
+            )
+            assert killed == "t"
+            assert await second.try_lead()
+            assert not await first.try_lead()
+        finally:
+            for store in (first, second, elsewhere):
+                await store.close()
+
+    asyncio.run(main())
+
+
+def test_opening_leaves_the_leases_of_other_instances_alone(postgres: PostgresServer) -> None:
+    url = postgres.new_schema()
+
+    async def main() -> None:
+        first = await PostgresStore.open(url)
+        try:
+            async with first.transaction() as tx:
+                await tx.insert_account(account())
+                await tx.insert_settlement(outgoing("s1", 10.0))
+            assert len(await first.claim_outbox(10, now=100.0, lease=30.0)) == 1
+            second = await PostgresStore.open(url)
+            try:
+                assert await second.claim_outbox(10, now=110.0, lease=30.0) == []
+                assert await second.resume_outbox(now=110.0) == 1  # due, but still leased
+                assert await second.claim_outbox(10, now=110.0, lease=30.0) == []
+                assert [r.id for r in await second.claim_outbox(10, 131.0, 30.0)] == ["s1"]
+            finally:
+                await second.close()
+        finally:
+            await first.close()
+
+    asyncio.run(main())
