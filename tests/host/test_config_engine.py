@@ -58,6 +58,15 @@ def test_engine_database_is_relative_to_the_state_dir() -> None:
     assert load_config(text, BASE).database == BASE / "state" / "e.sqlite"
 
 
+def test_a_postgresql_url_is_kept_as_written_by_every_process() -> None:
+    url = "postgresql://ilp@db.internal:5432/ilp?sslmode=verify-full"
+    text = f'[engine]\ndatabase = "{url}"\n' + ADAPTOR + ACCOUNT + PEER
+    whole = load_config(text, BASE)
+    assert whole.database == url
+    assert for_role(whole, "engine").database == url  # instances share it, no per-role copy
+    assert for_role(whole, "connector").database is None
+
+
 def test_connector_with_its_account() -> None:
     config = load_config(ADAPTOR + ACCOUNT + PEER, BASE)
     assert config.connector is not None
