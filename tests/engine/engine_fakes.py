@@ -20,7 +20,8 @@ from host.engine import (
     TransientSettlementError,
 )
 from host.engine.outbox import Backoff
-from host.store.sqlite import SqliteStore
+from host.store import Store
+from host.store.opening import open_store
 
 START = 1_700_000_000.0
 
@@ -110,15 +111,16 @@ def socket_dir() -> tempfile.TemporaryDirectory[str]:
 
 
 async def open_engine(
-    path: Path,
+    path: Path | str,
     ports: dict[str, SettlementPort],
     clock: FakeClock,
     *,
     seed: int = 1,
     backoff: Backoff | None = None,
-) -> tuple[SqliteStore, Engine]:
-    """A store on ``path`` and an engine over it with deterministic time and jitter."""
-    store = await SqliteStore.open(path)
+) -> tuple[Store, Engine]:
+    """A store on ``path`` (SQLite file, or PostgreSQL URL) and an engine over it with
+    deterministic time and jitter."""
+    store = await open_store(path)
     engine = Engine(store, ports, clock=clock, rng=random.Random(seed), backoff=backoff)
     return store, engine
 
