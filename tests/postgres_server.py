@@ -166,9 +166,14 @@ def _server_user() -> tuple[int, int] | None:
 
 
 @contextlib.contextmanager
-def postgres_server(settings: Sequence[str] = ()) -> Iterator[PostgresServer]:
-    """A server for the duration of the block; ``settings`` are extra ``name=value`` options."""
-    root = Path(tempfile.mkdtemp(prefix="ilp-pg-", dir=_fast_dir()))
+def postgres_server(
+    settings: Sequence[str] = (), directory: str | None = None
+) -> Iterator[PostgresServer]:
+    """A server for the duration of the block; ``settings`` are extra ``name=value`` options.
+
+    Its data directory is in memory where possible, or under ``directory`` (a disk, to measure).
+    """
+    root = Path(tempfile.mkdtemp(prefix="ilp-pg-", dir=directory or _fast_dir()))
     root.chmod(0o755)  # the server user must reach its directories below
     server = PostgresServer(root, server_binaries(), settings)
     try:
