@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test check lint typecheck buf stubs-check go-check pytest stubs clean
+.PHONY: postgres-server setup demo test check lint typecheck buf stubs-check go-check pytest stubs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ GO_ADAPTOR := adaptors/simledger-go/bin/simledger-go
 $(GO_ADAPTOR): $(wildcard adaptors/simledger-go/*.go adaptors/simledger-go/gen/*/*/*/*.go) adaptors/simledger-go/go.mod adaptors/simledger-go/go.sum
 	cd adaptors/simledger-go && go build -o bin/simledger-go .
 
-setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS) $(GO_ADAPTOR)
+# PostgreSQL server binaries for the store tests, which start a server of their own
+# (tests/postgres_server.py): Debian's package, installed only where missing.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+
+setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS) $(GO_ADAPTOR) postgres-server
 
 ## The main job on the embedded default.
 demo: setup
