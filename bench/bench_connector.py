@@ -11,10 +11,13 @@ its clearing port before answering. The client times each exchange (send to repl
 
 Prints, per concurrency level: packets per second, median and p99 latency, and what B booked
 (read from B when it stops, so a wrong balance shows up here). No assertions; about 30 s with
-the defaults. The clearing port is in memory (``--clearing memory``); a durable store plugs
-in at :func:`make_clearing`.
+the defaults. B's clearing port is in memory (``--clearing memory``), or the engine on a durable
+store: ``--clearing sqlite`` (a file, group commit) or ``--clearing postgres`` (a PostgreSQL
+server this benchmark starts, data on disk, durable commits: tests/postgres_server.py); C, which
+is not measured, then books in memory.
 
     .venv/bin/python bench/bench_connector.py [--seconds 8] [--concurrency 1,16,64]
+        [--clearing memory|sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,13 @@ from host.connector import (
     PeerConfig,
 )
 from host.connector.local import exercise_prepare, nearest_rank
+from host.engine import Engine, Policy
 from host.ilp import Fulfill, parse_reply, serialize
+from host.store.opening import is_database_url, open_store
+from tests.postgres_server import PostgresServer, postgres_server
+
+#: Durable, as a production server would run (bench/bench_postgres.py measures the same way).
+DURABLE = ("fsync=on", "synchronous_commit=on")
 
 TOKEN_A_TO_B = "bench-token-a-to-b"
 TOKEN_B_TO_C = "bench-token-b-to-c"
@@ -52,11 +63,34 @@ class NoMessages:
         return b""
 
 
-def make_clearing(kind: str) -> ClearingPort:
-    """The clearing port host B books on."""
+async def make_clearing(
+    kind: str, accounts: list[str]
+) -> tuple[ClearingPort, Callable[[], Awaitable[None]]]:
+    """The clearing port a host books on, and how to close it. ``kind``: "memory", or the
+    engine's database (an SQLite path or a PostgreSQL URL) for an engine with ``accounts``."""
     if kind == "memory":
-        return InMemoryClearing()
-    raise SystemExit(f"unknown clearing port {kind!r} (this benchmark knows: memory)")
+        clearing = InMemoryClearing()
+
+        async def nothing() -> None:
+            return None
+
+        return clearing, nothing
+    store = await open_store(kind if is_database_url(kind) else Path(kind))
+    engine = Engine(store, {})
+    for account in accounts:
+        await engine.create_account(
+            account, adaptor="none", asset_code="USD", asset_scale=9, ledger_scale=9,
+            policy=Policy(-(10**30), 0, -(10**30), 10**30),
+        )  # fmt: skip
+    return engine, store.close
+
+
+async def booked(clearing: ClearingPort, accounts: list[str]) -> dict[str, int]:
+    if isinstance(clearing, InMemoryClearing):
+        return dict(clearing.balances)
+    if isinstance(clearing, Engine):
+        return {a: (await clearing.get_account(a)).account.balance for a in accounts}
+    return {}
 
 
 # -- the hosts (child processes) -------------------------------------------------------------
@@ -64,7 +98,8 @@ def make_clearing(kind: str) -> ClearingPort:
 
 async def serve(role: str, peer_url: str, clearing_kind: str) -> None:
     """Run host B or C until stdin closes; print the port first and the balances last."""
-    clearing = make_clearing(clearing_kind)
+    accounts = ["b"] if role == "c" else ["a", "c"]
+    clearing, close = await make_clearing(clearing_kind, accounts)
     if role == "c":
         peers = [PeerConfig("b", "http://127.0.0.1:9/", "test.b", TOKEN_B_TO_C, "unused-token")]
         connector = Connector("test.c", peers, [], clearing, NoMessages())
@@ -74,11 +109,13 @@ async def serve(role: str, peer_url: str, clearing_kind: str) -> None:
             PeerConfig("c", peer_url, "test.c", "unused-token-c", TOKEN_B_TO_C),
         ]
         connector = Connector("test.b", peers, [], clearing, NoMessages())
-    async with connector:
-        print(json.dumps({"port": connector.port}), flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    balances = clearing.balances if isinstance(clearing, InMemoryClearing) else {}
-    print(json.dumps({"balances": balances}), flush=True)
+    try:
+        async with connector:
+            print(json.dumps({"port": connector.port}), flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        print(json.dumps({"balances": await booked(clearing, accounts)}), flush=True)
+    finally:
+        await close()
 
 
 class Child:
@@ -150,18 +187,26 @@ async def load(url: str, amount: int, concurrency: int, seconds: float) -> dict[
     return {"latencies": latencies, "codes": codes, "elapsed": elapsed}
 
 
-async def bench(args: argparse.Namespace) -> None:
+async def bench(
+    args: argparse.Namespace, directory: str, server: PostgresServer | None = None
+) -> None:
     levels = [int(level) for level in args.concurrency.split(",")]
     print(
         f"connector benchmark: client -> B -> C over ILP-over-HTTP on 127.0.0.1, "
         f"clearing={args.clearing}, amount={args.amount}, {args.seconds:g} s per level"
     )
     print(f"{'concurrency':>11} {'packets':>8} {'pkt/s':>8} {'median ms':>10} {'p99 ms':>8}  codes")
-    for concurrency in levels:
-        c = await Child.start("c", "", args.clearing)
+    for number, concurrency in enumerate(levels):
+        c = await Child.start("c", "", "memory" if args.database else args.clearing)
         b = None
         try:
-            b = await Child.start("b", f"http://127.0.0.1:{c.port}/", args.clearing)
+            database = args.clearing
+            if args.database == "postgres":
+                assert server is not None
+                database = server.new_schema()
+            elif args.database == "sqlite":
+                database = str(Path(directory) / f"b-{number}.db")
+            b = await Child.start("b", f"http://127.0.0.1:{c.port}/", database)
             url = f"http://127.0.0.1:{b.port}/"
             await load(url, args.amount, concurrency, min(1.0, args.seconds))  # warm-up
             result = await load(url, args.amount, concurrency, args.seconds)
@@ -183,14 +228,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per level")
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated levels")
     parser.add_argument("--amount", type=int, default=10)
-    parser.add_argument("--clearing", default="memory", help="clearing port of the hosts")
+    parser.add_argument(
+        "--clearing", default="memory", help="B's clearing port: memory, sqlite or postgres"
+    )
     parser.add_argument("--serve", choices=("b", "c"), help=argparse.SUPPRESS)
     parser.add_argument("--peer-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         asyncio.run(serve(args.serve, args.peer_url, args.clearing))
-    else:
-        asyncio.run(bench(args))
+        return
+    if args.clearing not in ("memory", "sqlite", "postgres"):
+        raise SystemExit(f"unknown clearing port {args.clearing!r}: memory, sqlite or postgres")
+    args.database = None if args.clearing == "memory" else args.clearing
+    with tempfile.TemporaryDirectory(prefix="ilpbench") as directory:
+        if args.clearing != "postgres":
+            asyncio.run(bench(args, directory))
+            return
+        with postgres_server(DURABLE, directory=directory) as server:
+            asyncio.run(bench(args, directory, server))
 
 
 if __name__ == "__main__":
