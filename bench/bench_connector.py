@@ -244,7 +244,7 @@ def main() -> None:
         if args.clearing != "postgres":
             asyncio.run(bench(args, directory))
             return
-        with postgres_server(DURABLE, directory=directory) as server:
+        with postgres_server(DURABLE, directory=tempfile.gettempdir()) as server:
             asyncio.run(bench(args, directory, server))
 
 

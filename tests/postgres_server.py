@@ -31,7 +31,7 @@ DATABASE = "postgres"
 
 
 class PostgresUnavailable(RuntimeError):
-    """No PostgreSQL server binaries on this machine (run ``make setup``)."""
+    """No server binaries on this machine (run ``make setup``), or the server did not start."""
 
 
 def server_binaries() -> Path:
@@ -78,7 +78,7 @@ class PostgresServer:
         )  # fmt: skip
 
     def stop(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(PostgresUnavailable):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -139,7 +139,13 @@ class PostgresServer:
         command = [str(self.bindir / program), *args]
         if self._owner is not None:
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, text=True, cwd="/")
+        done = subprocess.run(command, capture_output=True, text=True, cwd="/", check=False)
+        if done.returncode != 0:
+            log = self.data / "server.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+            raise PostgresUnavailable(
+                f"{program} exited with status {done.returncode}: {done.stderr.strip()}\n{tail}"
+            )
 
 
 def _fast_dir() -> str:

@@ -315,9 +315,16 @@ class PostgresStore:
         return [settlement_from_row(row[1:]) for row in rows]
 
     async def resume_outbox(self, now: float) -> int:
-        """Make every row with work left due at ``now`` (running leases stay)."""
+        """Make every row with work left due at ``now`` (running leases stay).
+
+        Rows another transaction holds are skipped (they are being worked), and the others are
+        locked in one order: instances starting together never deadlock here.
+        """
         return await self._change(
-            f"UPDATE settlements SET next_attempt_at = %s WHERE state IN {OUTBOX}", (now,)
+            "UPDATE settlements SET next_attempt_at = %s WHERE seq IN ("
+            f"  SELECT seq FROM settlements WHERE state IN {OUTBOX}"
+            "   ORDER BY seq FOR UPDATE SKIP LOCKED)",
+            (now,),
         )
 
     async def next_outbox_due(self) -> float | None:
@@ -329,9 +336,11 @@ class PostgresStore:
         return None if rows[0][0] is None else float(rows[0][0])
 
     async def set_liquidity(self, adaptor: str, liquidity: int | None, now: float) -> int:
-        """Record the adaptor's liquidity on each of its accounts."""
+        """Record the adaptor's liquidity on each of its accounts (locked in id order, as every
+        instance reporting it does: no deadlock between them)."""
         return await self._change(
-            "UPDATE accounts SET liquidity = %s, updated_at = %s WHERE adaptor = %s",
+            "UPDATE accounts SET liquidity = %s, updated_at = %s WHERE id IN ("
+            "  SELECT id FROM accounts WHERE adaptor = %s ORDER BY id FOR UPDATE)",
             (liquidity, now, adaptor),
         )
 
