@@ -1,40 +1,70 @@
 """Two `ilp-host run` processes, each with its own state directory and adaptor, share one
 PostgreSQL database through ``[engine] database = "postgresql://..."``: both show the same books,
 the incoming settlement both adaptors report (the memory adaptor's stable "memory-in-1") is
-credited once, and an operator's settlement key is honoured whichever instance is asked."""
+credited once, and an operator's settlement key is honoured whichever instance is asked.
+
+The hosts are asked through their admin sockets (the API the CLI uses; tests/host covers the CLI).
+"""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
-from tests.host.test_cli_engine import BOB, EXIT_OK, Host, balance, settlements, wait_for
+from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from sdk.pb.ilphost.types.v1 import types_pb2
+from tests.host.test_cli_engine import BOB, Host, wait_for
 from tests.postgres_server import PostgresServer
+
+COMPLETED = admin_pb2.SETTLEMENT_STATE_COMPLETED
+INCOMING = admin_pb2.SETTLEMENT_DIRECTION_INCOMING
+
+
+def admin_channel(host: Host) -> grpc.Channel:
+    """A channel to the host's admin socket (it connects once the host listens)."""
+    return grpc.insecure_channel(f"unix:{host.dir / 'state' / 'admin.sock'}")
+
+
+def balance(admin: admin_pb2_grpc.HostAdminStub) -> str:
+    """Bob's balance, or "" while the engine does not answer yet."""
+    try:
+        reply = admin.GetAccount(admin_pb2.GetAccountRequest(account_id="bob"), timeout=10)
+    except grpc.RpcError:
+        return ""
+    return reply.account.clearing_balance.value
 
 
 @pytest.mark.slow
 def test_two_hosts_on_one_database_share_the_books(postgres: PostgresServer) -> None:
     database = f'\n[engine]\ndatabase = "{postgres.new_schema()}"\n'
     first, second = Host(BOB + database), Host(BOB + database)
+    channels = [admin_channel(first), admin_channel(second)]
     try:
-        for host in (first, second):
-            wait_for(lambda h=host: h.cli("health").returncode == EXIT_OK, "both hosts to serve")
-        for host in (first, second):
-            wait_for(lambda h=host: balance(h) == "-5000000", "bob's incoming 5.00, once")
+        one, two = (admin_pb2_grpc.HostAdminStub(channel) for channel in channels)
+        for admin in (one, two):  # serving, and the incoming 5.00 credited once
+            wait_for(lambda a=admin: balance(a) == "-5000000", "bob's incoming 5.00, once")
 
-        paid = first.json("settle", "bob", "--amount", "1230000", "--key", "operator-1")
-        again = second.json("settle", "bob", "--amount", "1230000", "--key", "operator-1")
-        assert again["settlement"]["id"] == paid["settlement"]["id"]
-        assert balance(first) == balance(second) == "-3770000"  # debited once
+        request = admin_pb2.SettleRequest(
+            account_id="bob",
+            amount=types_pb2.Amount(value="1230000", scale=6),
+            idempotency_key="operator-1",
+        )
+        paid = one.Settle(request, timeout=30).settlement
+        assert two.Settle(request, timeout=30).settlement.id == paid.id
+        assert balance(one) == balance(two) == "-3770000"  # debited once
 
-        def completed() -> bool:
-            rows = settlements(second)
-            return [r["state"] for r in rows if r["id"] == paid["settlement"]["id"]] == [
-                "SETTLEMENT_STATE_COMPLETED"
-            ]
+        def settlements() -> list[admin_pb2.Settlement]:
+            reply = two.ListSettlements(admin_pb2.ListSettlementsRequest(), timeout=10)
+            return list(reply.settlements)
 
-        wait_for(completed, "the settlement to be paid")
-        incoming = [r for r in settlements(first) if r["direction"].endswith("INCOMING")]
-        assert len(incoming) == 1  # both adaptors reported it, one credit
+        wait_for(
+            lambda: [s.state for s in settlements() if s.id == paid.id] == [COMPLETED],
+            "the settlement to be paid",
+        )
+        # Both adaptors reported the incoming settlement; one credit.
+        assert len([s for s in settlements() if s.direction == INCOMING]) == 1
     finally:
+        for channel in channels:
+            channel.close()
         first.close()
         second.close()
