@@ -25,6 +25,16 @@ def admin_channel(host: Host) -> grpc.Channel:
     return grpc.insecure_channel(f"unix:{host.dir / 'state' / 'admin.sock'}")
 
 
+def serving(admin: admin_pb2_grpc.HostAdminStub) -> bool:
+    """Whether the host's adaptor serves: it settles only then (another instance's adaptor may
+    have credited the shared account before)."""
+    try:
+        reply = admin.ListAdaptors(admin_pb2.ListAdaptorsRequest(), timeout=10)
+    except grpc.RpcError:
+        return False
+    return [a.state for a in reply.adaptors] == [admin_pb2.PROCESS_STATE_SERVING]
+
+
 def balance(admin: admin_pb2_grpc.HostAdminStub) -> str:
     """Bob's balance, or "" while the engine does not answer yet."""
     try:
@@ -41,7 +51,8 @@ def test_two_hosts_on_one_database_share_the_books(postgres: PostgresServer) -> 
     channels = [admin_channel(first), admin_channel(second)]
     try:
         one, two = (admin_pb2_grpc.HostAdminStub(channel) for channel in channels)
-        for admin in (one, two):  # serving, and the incoming 5.00 credited once
+        for admin in (one, two):
+            wait_for(lambda a=admin: serving(a), "both hosts' adaptors to serve")
             wait_for(lambda a=admin: balance(a) == "-5000000", "bob's incoming 5.00, once")
 
         request = admin_pb2.SettleRequest(
