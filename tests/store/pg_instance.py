@@ -26,6 +26,7 @@ import grpc
 
 from host.engine import Engine, Policy, SettlementState
 from host.engine.errors import PermanentSettlementError, TransientSettlementError
+from host.engine.outbox import Backoff
 from host.engine.ports import SendResult
 from host.store.postgres import PostgresStore
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
@@ -38,7 +39,13 @@ SCALE = 2
 POLICY = Policy(settle_threshold=-500, settle_to=0, min_balance=-(10**9), max_balance=10**9)
 #: Incoming transfers the test makes: ``in-<n>`` from ``peer<n % 4>``, amount ``AMOUNT(n)``.
 INCOMING = 24
-LEASE = 1.0
+#: Short, so that the rows of a killed instance come back soon; longer than a payment may take
+#: (TRANSFER_TIMEOUT), as the outbox requires, even on a machine busy with other work.
+LEASE = 3.0
+TRANSFER_TIMEOUT = 2.5
+#: Retries within a second: the ledger's faults are frequent here, and a drained outbox is the
+#: end of the test, not a wait of a minute.
+BACKOFF = Backoff(initial=0.05, multiplier=2.0, cap=1.0)
 
 
 def incoming_amount(n: int) -> int:
@@ -63,7 +70,7 @@ class LedgerPort:
                     to_account_id=ACCOUNTS[account_id],
                     amount=types_pb2.Amount(value=str(ledger_amount), scale=SCALE),
                 ),
-                timeout=LEASE / 2,
+                timeout=TRANSFER_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -80,7 +87,7 @@ async def main(url: str, ledger: str, name: str, seed: int, ready: str | None, d
     store = await PostgresStore.open(url)
     channel = grpc.aio.insecure_channel(ledger)
     port = LedgerPort(simledger_pb2_grpc.SimLedgerStub(channel))
-    engine = Engine(store, {"sim": port}, lease=LEASE, outbox_batch=8)
+    engine = Engine(store, {"sim": port}, lease=LEASE, outbox_batch=8, backoff=BACKOFF)
     for account in ACCOUNTS:
         await engine.create_account(
             account, adaptor="sim", asset_code="USD", asset_scale=SCALE, ledger_scale=SCALE,
@@ -91,10 +98,18 @@ async def main(url: str, ledger: str, name: str, seed: int, ready: str | None, d
     if ready is not None:
         await asyncio.to_thread(Path(ready).touch)
     if drain:
+        reported = asyncio.get_running_loop().time()
         while True:
             rows = await store.list_settlements(None, 100_000)
-            if all(r.state is SettlementState.COMPLETED for r in rows):
+            left = [r for r in rows if r.state is not SettlementState.COMPLETED]
+            if not left:
                 return 0
+            if any(r.state is SettlementState.FAILED for r in left):
+                print(f"refused for good: {left}", file=sys.stderr, flush=True)
+                return 3
+            if asyncio.get_running_loop().time() - reported > 10:
+                print(f"still working on: {left}", file=sys.stderr, flush=True)
+                reported = asyncio.get_running_loop().time()
             engine.outbox.wake()
             await asyncio.sleep(0.1)
     deliveries = list(range(INCOMING))

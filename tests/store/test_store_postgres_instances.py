@@ -37,7 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 INSTANCES = 3
 #: SIGKILLs from outside, besides at least one death at the failpoint; bounded in time.
 KILLS = 5
-CHAOS_DEADLINE = 90.0
+#: ... while they made at least this many settlements.
+SETTLEMENTS = 20
+SETTLED = "SELECT count(*) FROM settlements WHERE direction = 'outgoing'"
+CHAOS_DEADLINE = 120.0
 FUNDING = 10**9
 T = TypeVar("T")
 
@@ -127,7 +130,9 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
         kills = 0
         try:
             while time.monotonic() < deadline and not (
-                kills >= KILLS and any(p.pid in armed for p in died)
+                kills >= KILLS
+                and any(p.pid in armed for p in died)
+                and int(postgres.psql(SETTLED, url)) >= SETTLEMENTS
             ):
                 time.sleep(rng.uniform(0.5, 1.5))
                 for process in [p for p in running if p.poll() is not None]:
@@ -157,7 +162,11 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
         assert kills >= KILLS and fired >= 1  # killed from outside and between pay and record
 
         drain = spawn(url, ledger.target, "drain", 0, "--drain")
-        _, drain_log = drain.communicate(timeout=90)
+        try:
+            _, drain_log = drain.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            drain.kill()
+            _, drain_log = drain.communicate()
         assert drain.returncode == 0, drain_log
 
         async def books() -> tuple[list, list]:  # type: ignore[type-arg]
@@ -171,7 +180,7 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
         outgoing = [r for r in rows if r.direction is Direction.OUTGOING]
         incoming = [r for r in rows if r.direction is Direction.INCOMING]
         assert all(r.state is SettlementState.COMPLETED for r in rows)
-        assert len(outgoing) >= 20
+        assert len(outgoing) >= SETTLEMENTS
         # Every settlement is one ledger transfer of its amount to its peer...
         for row in outgoing:
             request = simledger_pb2.GetTransferRequest(transfer_id=f"{OURS}:{row.id}")
