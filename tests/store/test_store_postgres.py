@@ -97,10 +97,12 @@ def test_one_instance_leads_and_another_takes_over_when_it_dies(postgres: Postgr
             assert not await second.try_lead()
             assert await first.try_lead()  # kept
             assert await elsewhere.try_lead()  # another schema is another deployment
-            # The leader's process dies: the server ends its session, and so its lead.
+            # The leader's process dies: the server ends its session, and so its lead (the call
+            # waits, up to 30 s, until that session is gone).
             schema = postgres.psql("SELECT current_schema()", url)
             killed = postgres.psql(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "SELECT pg_terminate_backend(pid, 30000) FROM pg_locks "
+                "WHERE locktype = 'advisory' "
                 f"AND classid = {LOCK_NAMESPACE + LEADER_LOCK} "
                 f"AND objid::bigint = (hashtext('{schema}')::bigint + 4294967296) % 4294967296"
             )
