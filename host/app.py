@@ -9,14 +9,25 @@ Three modes, one engine (see docs/architecture.md):
 - ``engine`` (proposal 2): the engine and the adaptors' supervision, bound to a connector
   process through the Connector API (host.connector_link).
 
-Start-up, in order: the state directory (created 0700) and its lock (one host per state
-directory), the admin API on its socket (so that ``ilp-host status`` can watch the adaptors
-start), then the supervisor. Shutdown on SIGTERM or SIGINT, in order: health reports
-NOT_SERVING and restarts are refused, the adaptors stop gracefully (Shutdown RPC, SIGTERM,
-SIGKILL as configured), then the admin listeners close and the socket is removed.
+Start-up, in order: the state directory (each directory the host creates is 0700) and its
+lock (one host per state directory); the engine's store, opened and migrated (0600); the
+Engine service for the adaptors; the admin API on its socket (so that ``ilp-host status`` can
+watch the adaptors start); the adaptors; the configured accounts of every adaptor that serves,
+created in the engine; and only then the connector, which accepts packets from that moment on.
+A packet for an account that is still not there gets a T00 Reject saying so.
 
-A second signal during shutdown exits at once. The adaptors then die with the host: the
-supervisor starts them with a parent-death signal.
+:class:`Host` runs it, shaped like temporalio's worker (``worker/_worker.py``): every
+long-running task of the host (the supervision of the adaptors, the health follower, the
+engine's binding to the adaptors, its outbox, the link to a connector process, housekeeping)
+runs in one group. The first to fail, or to end while the host runs, stops the host: health
+reports NOT_SERVING first, the cause is logged once, everything stops gracefully and the exit
+status is 1. A host never runs on with a dead part.
+
+Shutdown on SIGTERM or SIGINT, in order: health reports NOT_SERVING and restarts are refused,
+the connector stops taking packets, the engine's tasks end, the adaptors stop gracefully
+(Shutdown RPC, SIGTERM, SIGKILL as configured), then the admin listeners close and the socket
+is removed. A second signal during shutdown exits at once. The adaptors then die with the
+host: the supervisor starts them with a parent-death signal.
 """
 
 from __future__ import annotations
@@ -27,17 +38,14 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from host.admin.auth import read_token
 from host.admin.connector_admin import BalanceReader, ConnectorAdminService
 from host.admin.engine_admin import EngineAdminService
 from host.admin.server import AdminServer, TcpListener
@@ -48,7 +56,14 @@ from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import UnknownPeer
 from host.connector.switch import Connector
 from host.connector_link import ConnectorLink, channel_to
+from host.credentials import (
+    CredentialsError,
+    ServerTls,
+    read_client_tls,
+    read_server_tls,
+)
 from host.engine import Engine, EngineError, SettlementPort
+from host.lifecycle import ProcessState
 from host.store import Store, StoreError
 from host.store.opening import describe_database, open_store
 from host.supervisor import Supervisor
@@ -74,9 +89,22 @@ class HostError(RuntimeError):
 
 
 def prepare_state_dir(state_dir: Path) -> None:
-    """Create the state directory, private (0700) when we make it."""
+    """Create the state directory and any missing parent, each private (0700).
+
+    Only the directories created here: an existing one keeps its owner's mode (a warning if
+    other users can enter the state directory itself).
+    """
+    missing = []
+    for directory in (state_dir, *state_dir.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
     try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o700)
+            directory.chmod(0o700)  # whatever the umask
+        if not state_dir.is_dir():
+            raise NotADirectoryError(f"{state_dir} is not a directory")
     except OSError as exc:
         raise HostError(f"cannot create the state directory {state_dir}: {exc}") from exc
     if state_dir.stat().st_mode & 0o077:
@@ -111,48 +139,46 @@ def tcp_listener(admin: AdminConfig, source: str) -> TcpListener | None:
         return None
     assert admin.tls_cert and admin.tls_key and admin.token_file  # checked by load_config
     try:
-        cert_chain = admin.tls_cert.read_bytes()
-        private_key = admin.tls_key.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"{source}: admin TLS: cannot read {exc.filename}: {exc.strerror}"
-        ) from exc
-    # gRPC reports a bad certificate only as "failed to bind": check both files here instead.
-    try:
-        x509.load_pem_x509_certificates(cert_chain)
-    except ValueError as exc:
-        raise ConfigError(
-            f"{source}: admin.tls_cert: {admin.tls_cert} is not a PEM certificate"
-        ) from exc
-    try:
-        serialization.load_pem_private_key(private_key, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"{source}: admin.tls_key: {admin.tls_key} is not an unencrypted PEM private key"
-        ) from exc
-    try:
-        token = read_token(admin.token_file)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: admin.token_file: {exc}") from exc
+        tls = read_server_tls(admin.tls_cert, admin.tls_key, admin.token_file, prefix="admin.")
+    except CredentialsError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     host, port = admin.tcp
-    return TcpListener(host, port, cert_chain, private_key, token)
+    return TcpListener(host, port, tls)
+
+
+def api_tls(config: HostConfig, mode: Mode) -> ServerTls | None:
+    """The Connector API's credentials: the server's (connector) or the client's (engine)."""
+    peering = config.connector
+    if peering is None or peering.api_credentials is None:
+        return None
+    files = peering.api_credentials
+    try:
+        if mode == "connector":
+            return read_server_tls(
+                files.tls_cert, files.tls_key, files.token_file, prefix="connector.api_"
+            )
+        return read_client_tls(files.tls_cert, files.token_file, prefix="connector.api_")
+    except CredentialsError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from exc
 
 
 class _Signals:
-    """First SIGTERM/SIGINT: ``requested`` is set (graceful stop). Second: exit at once."""
+    """First SIGTERM/SIGINT: ``on_first`` (a graceful stop). Second: exit at once."""
 
-    def __init__(self, socket: Path) -> None:
-        self.requested = asyncio.Event()
+    def __init__(self, socket: Path, on_first: Callable[[], None]) -> None:
         self._socket = socket
+        self._on_first = on_first
+        self._received_once = False
         self._loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self._received, signum)
 
     def _received(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        if not self.requested.is_set():
+        if not self._received_once:
+            self._received_once = True
             log.info("%s received: stopping gracefully (send it again to exit at once)", name)
-            self.requested.set()
+            self._on_first()
             return
         log.warning("%s received again: exiting now", name)
         with contextlib.suppress(OSError):
@@ -175,11 +201,7 @@ async def run_host(
     For the two processes of a split host, ``config`` is already the role's
     (host.config.for_role); ``connector_address`` is the Connector API an engine binds to.
     """
-    if mode == "engine" and connector_address is None:
-        raise HostError("ilp-host engine needs the address of the connector's Connector API")
-    prepare_state_dir(config.state_dir)
-    with state_lock(config.state_dir):
-        return await _run_locked(config, mode, connector_address)
+    return await Host(config, mode=mode, connector_address=connector_address).run()
 
 
 @dataclass
@@ -198,104 +220,360 @@ class _Parts:
     #: For the connector's admin API: a peer's clearing balance, and where the engine runs.
     balance: BalanceReader | None = None
     engine_link: Callable[[], admin_pb2.EngineLink] = admin_pb2.EngineLink
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-async def _open_parts(
-    config: HostConfig, stack: contextlib.AsyncExitStack, mode: Mode, connector_address: str | None
-) -> _Parts:
-    """Open what ``mode`` runs besides the supervisor: the engine's store, the engine, the
-    Engine service for adaptors, the connector or the link to it; each one's teardown is
-    registered on ``stack`` (closed in reverse order)."""
-    if mode == "connector":
-        return await _open_connector(config, stack)
-    parts = _Parts()
-    if config.database is None:
-        return parts
-    try:
-        parts.store = await open_store(config.database)
-    except StoreError as exc:
-        raise HostError(
-            f"cannot open the engine database {describe_database(config.database)}: {exc}"
-        ) from exc
-    stack.push_async_callback(parts.store.close)
-    ports: dict[str, SettlementPort] = {}
-    parts.engine = Engine(parts.store, ports, journal_clearing=mode == "engine")
-    parts.binding = EngineBinding(parts.engine, ports, config.accounts)
-    peering = config.connector
-    messenger: PeerMessenger | None = None
-    if mode == "engine":
-        assert connector_address is not None
-        channel = channel_to(connector_address)
-        stack.push_async_callback(channel.close, None)
-        parts.link = ConnectorLink(
-            parts.engine,
-            parts.store,
-            channel,
-            parts.binding.settlement_messages(),
-            address=connector_address,
-            send_timeout=peering.settle_timeout if peering is not None else 30.0,
+class HostTaskEnded(RuntimeError):
+    """A long-running task of the host returned although the host was not stopping."""
+
+
+class Host:
+    """One ``ilp-host run``, ``connector`` or ``engine`` process (see the module docstring).
+
+    ``run()`` starts the parts in order, supervises every long-running task in one group and
+    returns the exit status: 0 after a requested stop, 1 when a part failed. ``shutdown()``
+    requests a graceful stop (idempotent; what SIGTERM does).
+    """
+
+    def __init__(
+        self, config: HostConfig, *, mode: Mode = "run", connector_address: str | None = None
+    ) -> None:
+        if mode == "engine" and connector_address is None:
+            raise HostError("ilp-host engine needs the address of the connector's Connector API")
+        self.config = config
+        self.mode = mode
+        self._connector_address = connector_address
+        self._stop_requested = asyncio.Event()
+
+    def shutdown(self) -> None:
+        """Request a graceful stop; ``run()`` then returns."""
+        self._stop_requested.set()
+
+    async def run(self) -> int:
+        """Run until a stop is requested or a part fails; the exit status."""
+        prepare_state_dir(self.config.state_dir)
+        with state_lock(self.config.state_dir):
+            return await self._run_locked()
+
+    async def _run_locked(self) -> int:
+        config = self.config
+        tcp = tcp_listener(config.admin, config.source)
+        tls = api_tls(config, self.mode)
+        async with contextlib.AsyncExitStack() as stack:
+            parts = await self._open_parts(stack, tls)
+            engine_addr = (
+                f"unix:{config.state_dir / ENGINE_SOCKET}"
+                if parts.engine_server is not None
+                else None
+            )
+            supervisor = Supervisor(
+                config.adaptors,
+                engine_addr=engine_addr,
+                on_incoming=parts.binding.on_incoming if parts.binding is not None else None,
+            )
+            admin = self._admin_server(supervisor, parts, tcp)
+            signals = _Signals(config.admin.socket, self.shutdown)
+            try:
+                try:
+                    await admin.start(follow_health=False)
+                except RuntimeError as exc:
+                    raise HostError(str(exc)) from exc
+                log.info(
+                    "admin API on %s (try: ilp-host status -c %s)",
+                    config.admin.socket_target,
+                    config.source,
+                )
+                if tcp is not None:
+                    log.info(
+                        "admin API also on %s:%s (TLS, bearer token)", tcp.host, admin.tcp_port
+                    )
+                status = await self._supervise(supervisor, admin, parts, stack)
+            finally:
+                signals.close()
+                await admin.stop()
+        log.info("host stopped" if status == 0 else "host stopped after a failure")
+        return status
+
+    def _admin_server(
+        self, supervisor: Supervisor, parts: _Parts, tcp: TcpListener | None
+    ) -> AdminServer:
+        config = self.config
+        connector_admin = None
+        if parts.connector is not None and config.connector is not None:
+            assert parts.balance is not None
+            connector_admin = ConnectorAdminService(
+                parts.connector,
+                {peer.id: (peer.address, peer.url) for peer in config.connector.peers},
+                parts.balance,
+                parts.engine_link,
+            )
+        return AdminServer(
+            supervisor,
+            config.admin.socket,
+            engine=EngineAdminService(parts.engine) if parts.engine is not None else None,
+            connector=connector_admin,
+            tcp=tcp,
+            link=parts.link,
         )
-        messenger = parts.link
-    elif peering is not None:
-        parts.connector = Connector.from_config(
-            peering, parts.engine, parts.binding.settlement_messages()
-        )
-        messenger = parts.connector
-        parts.balance = partial(_engine_balance, parts.engine)
-    server = grpc.aio.server()
-    engine_pb2_grpc.add_EngineServicer_to_server(EngineServicer(config.accounts, messenger), server)
-    socket = config.state_dir / ENGINE_SOCKET
-    with contextlib.suppress(FileNotFoundError):
-        socket.unlink()  # left by a host that died; we hold the state lock
-    if server.add_insecure_port(f"unix:{socket}") == 0:
-        raise HostError(f"cannot listen on the engine socket {socket}")
-    os.chmod(socket, 0o600)
-    await server.start()
-    parts.engine_server = server
-    stack.push_async_callback(server.stop, 1.0)
-    if parts.connector is not None:
-        await _start_connector(parts.connector, config, stack)
-    return parts
 
+    # -- the parts ------------------------------------------------------------------------------
 
-async def _open_connector(config: HostConfig, stack: contextlib.AsyncExitStack) -> _Parts:
-    """Proposal 2, connector side: the clearing ledger, the connector and the Connector API."""
-    peering = config.connector
-    assert peering is not None  # checked by host.config.for_role
-    limits = {
-        account.id: AccountLimits(
-            account.asset_scale, account.policy.min_balance, account.policy.max_balance
+    async def _open_parts(self, stack: contextlib.AsyncExitStack, tls: ServerTls | None) -> _Parts:
+        """Open what the mode runs besides the supervisor, each one's teardown registered on
+        ``stack``: the engine's store, the engine, the Engine service for adaptors, and the
+        connector (not yet listening) or the link to it."""
+        config = self.config
+        if self.mode == "connector":
+            return await self._open_connector(stack, tls)
+        parts = _Parts()
+        if config.database is None:
+            return parts
+        try:
+            parts.store = await open_store(config.database)
+        except StoreError as exc:
+            raise HostError(
+                f"cannot open the engine database {describe_database(config.database)}: {exc}"
+            ) from exc
+        stack.push_async_callback(parts.store.close)
+        ports: dict[str, SettlementPort] = {}
+        parts.engine = Engine(parts.store, ports, journal_clearing=self.mode == "engine")
+        parts.binding = EngineBinding(parts.engine, ports, config.accounts)
+        peering = config.connector
+        messenger: PeerMessenger | None = None
+        if self.mode == "engine":
+            address = self._connector_address
+            assert address is not None
+            channel = channel_to(address, tls)
+            stack.push_async_callback(channel.close, None)
+            parts.link = ConnectorLink(
+                parts.engine,
+                parts.store,
+                channel,
+                parts.binding.settlement_messages(),
+                address=address,
+                send_timeout=peering.settle_timeout if peering is not None else 30.0,
+            )
+            messenger = parts.link
+        elif peering is not None:
+            parts.connector = Connector.from_config(
+                peering, parts.binding.clearing(), parts.binding.settlement_messages()
+            )
+            stack.push_async_callback(parts.connector.stop)
+            messenger = parts.connector
+            parts.balance = partial(_engine_balance, parts.engine)
+        server = grpc.aio.server()
+        engine_pb2_grpc.add_EngineServicer_to_server(
+            EngineServicer(config.accounts, messenger), server
         )
-        for account in config.accounts
-    }
-    path = config.state_dir / CONNECTOR_DATABASE
-    try:
-        ledger = await ConnectorLedger.open(path, limits)
-    except StoreError as exc:
-        raise HostError(f"cannot open the connector's ledger {path}: {exc}") from exc
-    stack.push_async_callback(ledger.close)
-    relay = EngineRelay(timeout=peering.settle_timeout)
-    connector = Connector.from_config(peering, ledger, relay)
-    address = peering.api
-    if address.startswith("unix:"):
-        socket = config.state_dir / address.removeprefix("unix:")
+        socket = config.state_dir / ENGINE_SOCKET
         with contextlib.suppress(FileNotFoundError):
-            socket.unlink()  # left by a connector that died; we hold the state lock
-        address = f"unix:{socket}"
-    try:
-        server = await serve_connector_api(ConnectorApi(ledger, relay, connector), address)
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise HostError(f"cannot serve the Connector API on {address}: {exc}") from exc
-    stack.push_async_callback(server.stop, 1.0)
-    log.info("Connector API on %s (ilp-host engine --connector %s)", address, address)
-    await _start_connector(connector, config, stack)
-    return _Parts(
-        connector=connector,
-        ledger=ledger,
-        balance=partial(_ledger_balance, ledger),
-        engine_link=partial(_engine_link, ledger, relay),
-    )
+            socket.unlink()  # left by a host that died; we hold the state lock
+        if server.add_insecure_port(f"unix:{socket}") == 0:
+            raise HostError(f"cannot listen on the engine socket {socket}")
+        os.chmod(socket, 0o600)
+        await server.start()
+        parts.engine_server = server
+        stack.push_async_callback(server.stop, 1.0)
+        return parts
+
+    async def _open_connector(
+        self, stack: contextlib.AsyncExitStack, tls: ServerTls | None
+    ) -> _Parts:
+        """Proposal 2, connector side: the clearing ledger, the Connector API, the connector."""
+        config = self.config
+        peering = config.connector
+        assert peering is not None  # checked by host.config.for_role
+        limits = {
+            account.id: AccountLimits(
+                account.asset_scale, account.policy.min_balance, account.policy.max_balance
+            )
+            for account in config.accounts
+        }
+        path = config.state_dir / CONNECTOR_DATABASE
+        try:
+            ledger = await ConnectorLedger.open(path, limits)
+        except StoreError as exc:
+            raise HostError(f"cannot open the connector's ledger {path}: {exc}") from exc
+        stack.push_async_callback(ledger.close)
+        relay = EngineRelay(timeout=peering.settle_timeout)
+        connector = Connector.from_config(peering, ledger, relay)
+        stack.push_async_callback(connector.stop)
+        address = peering.api
+        if address.startswith("unix:"):
+            socket = config.state_dir / address.removeprefix("unix:")
+            with contextlib.suppress(FileNotFoundError):
+                socket.unlink()  # left by a connector that died; we hold the state lock
+            address = f"unix:{socket}"
+        try:
+            server = await serve_connector_api(ConnectorApi(ledger, relay, connector), address, tls)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise HostError(f"cannot serve the Connector API on {address}: {exc}") from exc
+        stack.push_async_callback(server.stop, 1.0)
+        log.info(
+            "Connector API on %s%s (ilp-host engine --connector %s)",
+            address,
+            " (TLS, bearer token)" if tls is not None else "",
+            address,
+        )
+        return _Parts(
+            connector=connector,
+            ledger=ledger,
+            balance=partial(_ledger_balance, ledger),
+            engine_link=partial(_engine_link, ledger, relay),
+        )
+
+    # -- the run loop ---------------------------------------------------------------------------
+
+    async def _supervise(
+        self,
+        supervisor: Supervisor,
+        admin: AdminServer,
+        parts: _Parts,
+        stack: contextlib.AsyncExitStack,
+    ) -> int:
+        """Start in order, then wait for a stop request or the first task to end; stop."""
+        tasks: dict[asyncio.Task[None], str] = {}
+        spawned = asyncio.Event()
+
+        def spawn(name: str, work: Coroutine[Any, Any, None]) -> None:
+            tasks[asyncio.create_task(work, name=name)] = name
+            spawned.set()
+
+        stop = asyncio.create_task(self._stop_requested.wait(), name="stop-requested")
+        starting = asyncio.create_task(
+            self._start(supervisor, admin, parts, spawn), name="host-start"
+        )
+        status = 0
+        try:
+            # Until a stop is requested or a task ends: a task may fail while the start still
+            # waits for it (the binding, before the accounts exist), so watch new ones too.
+            while not stop.done() and not any(task.done() for task in tasks):
+                spawned.clear()
+                more = asyncio.create_task(spawned.wait())
+                watched = {stop, more, *tasks} | ({starting} if not starting.done() else set())
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                more.cancel()
+                if starting.done():
+                    starting.result()  # a failed start raises here
+            failed = [task for task in tasks if task.done()]
+            if failed and not stop.done():
+                status = 1
+                await admin.begin_shutdown()  # health NOT_SERVING first
+                _log_failure(failed[0], tasks[failed[0]])
+        except HostError:
+            await admin.begin_shutdown()
+            raise
+        except Exception as exc:
+            status = 1
+            await admin.begin_shutdown()
+            log.error("the host could not start: %s", _describe(exc), exc_info=exc)
+        finally:
+            stop.cancel()
+            if not starting.done():
+                starting.cancel()  # a stop requested while the adaptors are still starting
+            await asyncio.gather(starting, return_exceptions=True)
+            await self._stop(supervisor, admin, parts, tasks)
+        return status
+
+    async def _start(
+        self,
+        supervisor: Supervisor,
+        admin: AdminServer,
+        parts: _Parts,
+        spawn: Callable[[str, Coroutine[Any, Any, None]], None],
+    ) -> None:
+        """The start-up order of the module docstring, from the adaptors on."""
+        spawn("health", _follow_health(admin))
+        if parts.connector is not None and parts.engine is None:
+            # ilp-host connector: its ledger is open and the Connector API serves already.
+            await self._listen(parts.connector)
+            spawn("housekeeping", _housekeeping(parts))
+            return
+        await supervisor.start()
+        spawn("adaptor supervision", _supervision(supervisor))
+        states = ", ".join(f"{s.name} {s.state.name}" for s in supervisor.snapshots())
+        log.info("adaptors started (%s)", states or "none")
+        if parts.engine is not None and parts.binding is not None:
+            spawn("engine binding", parts.binding.follow(supervisor))
+            serving = {s.name for s in supervisor.snapshots() if s.state == ProcessState.SERVING}
+            await parts.binding.accounts_created(serving)
+            resumed = await parts.engine.reconcile()
+            if resumed:
+                log.info("resumed %d unfinished settlement(s) from before the last stop", resumed)
+            spawn("engine outbox", parts.engine.run_outbox())
+            if parts.link is not None:
+                spawn("connector link", parts.link.run())
+        if parts.connector is not None:
+            await self._listen(parts.connector)
+        spawn("housekeeping", _housekeeping(parts))
+        log.info("host serving; running until SIGTERM or SIGINT")
+
+    async def _listen(self, connector: Connector) -> None:
+        peering = self.config.connector
+        assert peering is not None
+        try:
+            await connector.start()
+        except OSError as exc:
+            raise HostError(
+                f"cannot listen for ILP-over-HTTP on {peering.host}:{peering.port}: {exc}"
+            ) from exc
+        log.info("connector %s listening on %s", peering.address, connector.url)
+
+    async def _stop(
+        self,
+        supervisor: Supervisor,
+        admin: AdminServer,
+        parts: _Parts,
+        tasks: dict[asyncio.Task[None], str],
+    ) -> None:
+        """The graceful stop, shielded from a second cancellation of the run."""
+        await admin.begin_shutdown()
+        if parts.connector is not None:
+            await parts.connector.stop()  # no new packets while the adaptors stop
+        engine_tasks = [t for t, name in tasks.items() if name not in _LAST_TO_STOP]
+        for task in engine_tasks:
+            task.cancel()
+        await asyncio.gather(*engine_tasks, return_exceptions=True)
+        log.info("stopping the adaptors")
+        try:
+            await supervisor.stop()
+        except Exception as exc:  # reported by the supervision task already, if it ran
+            if not any(name == "adaptor supervision" for name in tasks.values()):
+                log.error("the adaptors' supervision failed: %s", _describe(exc), exc_info=exc)
+        rest = [t for t in tasks if not t.done()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+
+#: Tasks that end by themselves once the supervisor stops: stopped after the adaptors.
+_LAST_TO_STOP = frozenset({"adaptor supervision", "health"})
+
+
+async def _supervision(supervisor: Supervisor) -> None:
+    await supervisor.wait()
+    raise HostTaskEnded("the adaptors' supervision ended")
+
+
+async def _follow_health(admin: AdminServer) -> None:
+    await admin.health.follow()
+    raise HostTaskEnded("health reporting ended")
+
+
+def _log_failure(task: asyncio.Task[None], name: str) -> None:
+    """The cause of the stop, logged once."""
+    if task.cancelled():
+        log.error("host task %r was cancelled: stopping the host", name)
+        return
+    error = task.exception()
+    if error is None or isinstance(error, HostTaskEnded):
+        log.error("host task %r ended while the host was running: stopping the host", name)
+        return
+    log.error("host task %r failed: %s; stopping the host", name, _describe(error), exc_info=error)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def _engine_balance(engine: Engine, account_id: str) -> tuple[int, int] | None:
@@ -325,84 +603,6 @@ def _engine_link(ledger: ConnectorLedger, relay: EngineRelay) -> admin_pb2.Engin
     return link
 
 
-async def _start_connector(
-    connector: Connector, config: HostConfig, stack: contextlib.AsyncExitStack
-) -> None:
-    peering = config.connector
-    assert peering is not None
-    try:
-        await connector.start()
-    except OSError as exc:
-        raise HostError(
-            f"cannot listen for ILP-over-HTTP on {peering.host}:{peering.port}: {exc}"
-        ) from exc
-    stack.push_async_callback(connector.stop)
-    log.info("connector %s listening on %s", peering.address, connector.url)
-
-
-async def _run_locked(config: HostConfig, mode: Mode, connector_address: str | None) -> int:
-    tcp = tcp_listener(config.admin, config.source)
-    async with contextlib.AsyncExitStack() as stack:
-        parts = await _open_parts(config, stack, mode, connector_address)
-        engine_addr = (
-            f"unix:{config.state_dir / ENGINE_SOCKET}" if parts.engine_server is not None else None
-        )
-        supervisor = Supervisor(
-            config.adaptors,
-            engine_addr=engine_addr,
-            on_incoming=parts.binding.on_incoming if parts.binding is not None else None,
-        )
-        engine_admin = EngineAdminService(parts.engine) if parts.engine is not None else None
-        connector_admin = None
-        if parts.connector is not None and config.connector is not None:
-            assert parts.balance is not None
-            connector_admin = ConnectorAdminService(
-                parts.connector,
-                {peer.id: (peer.address, peer.url) for peer in config.connector.peers},
-                parts.balance,
-                parts.engine_link,
-            )
-        admin = AdminServer(
-            supervisor,
-            config.admin.socket,
-            engine=engine_admin,
-            connector=connector_admin,
-            tcp=tcp,
-            link=parts.link,
-        )
-        signals = _Signals(config.admin.socket)
-        try:
-            try:
-                await admin.start()
-            except RuntimeError as exc:
-                raise HostError(str(exc)) from exc
-            log.info(
-                "admin API on %s (try: ilp-host status -c %s)",
-                config.admin.socket_target,
-                config.source,
-            )
-            if tcp is not None:
-                log.info("admin API also on %s:%s (TLS, bearer token)", tcp.host, admin.tcp_port)
-            status = await _supervise(supervisor, admin, signals, parts)
-        finally:
-            signals.close()
-            await admin.stop()
-    log.info("host stopped")
-    return status
-
-
-async def _run_engine(parts: _Parts, supervisor: Supervisor) -> None:
-    """Bind the adaptors as they serve, resume the outbox, then carry it until cancelled."""
-    assert parts.engine is not None and parts.binding is not None
-    parts.tasks.append(asyncio.create_task(parts.binding.follow(supervisor), name="engine-binding"))
-    resumed = await parts.engine.reconcile()
-    if resumed:
-        log.info("resumed %d unfinished settlement(s) from before the last stop", resumed)
-    parts.tasks.append(asyncio.create_task(parts.engine.run_outbox(), name="engine-outbox"))
-    if parts.link is not None:
-        parts.tasks.append(asyncio.create_task(parts.link.run(), name="connector-link"))
-
-
 async def _housekeeping(parts: _Parts) -> None:
     """Forget idempotency keys past their retention (RFC 38: at least 24 hours), hourly: each
     packet records one per side, and without this the databases only grow.
@@ -427,45 +627,3 @@ async def _housekeeping(parts: _Parts) -> None:
                 log.info("forgot %d idempotency key(s) older than 24 h", forgotten)
         except StoreError as exc:
             log.warning("idempotency keys not forgotten this time: %s", exc)
-
-
-async def _stop_engine(parts: _Parts) -> None:
-    for task in parts.tasks:
-        task.cancel()
-    await asyncio.gather(*parts.tasks, return_exceptions=True)
-    parts.tasks.clear()
-
-
-async def _supervise(
-    supervisor: Supervisor, admin: AdminServer, signals: _Signals, parts: _Parts
-) -> int:
-    status = 0
-    starting = asyncio.create_task(supervisor.start(), name="supervisor-start")
-    stop_requested = asyncio.create_task(signals.requested.wait(), name="stop-requested")
-    try:
-        await asyncio.wait({starting, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done() and starting.exception() is not None:
-            log.error("the adaptors could not be started", exc_info=starting.exception())
-            status = 1
-        elif starting.done():
-            states = ", ".join(f"{s.name} {s.state.name}" for s in supervisor.snapshots())
-            log.info("adaptors started (%s); running until SIGTERM or SIGINT", states or "none")
-            if parts.engine is not None:
-                await _run_engine(parts, supervisor)
-            parts.tasks.append(asyncio.create_task(_housekeeping(parts), name="housekeeping"))
-            await stop_requested
-    finally:
-        stop_requested.cancel()
-        starting.cancel()  # a stop requested while adaptors are still starting
-        await asyncio.wait({starting, stop_requested})
-        await admin.begin_shutdown()
-        if parts.connector is not None:
-            await parts.connector.stop()  # no new packets while the adaptors stop
-        await _stop_engine(parts)
-        log.info("stopping the adaptors")
-        try:
-            await supervisor.stop()
-        except Exception:
-            log.exception("the adaptors' supervision failed")
-            status = 1
-    return status

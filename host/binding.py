@@ -23,6 +23,7 @@ import grpc
 from host.config import AccountSpec
 from host.connector.ports import (
     STATUS_OF_ERROR,
+    AccountNotReady,
     MessageRefused,
     PeerRefused,
     PeerUnreachable,
@@ -32,6 +33,7 @@ from host.engine import Engine, EngineError, InvalidArgument, NotFound, Settleme
 from host.engine.grpc_port import GrpcSettlementPort
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot, Supervisor
+from sdk import failpoints
 from sdk.amount import AmountError, parse_unsigned
 from sdk.contract import MAX_DATA_BYTES
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
@@ -73,11 +75,21 @@ class EngineBinding:
         self._scales: dict[str, int] = {}
         self._setups: dict[str, asyncio.Task[None]] = {}
         self.ready: dict[str, bool] = {account.id: False for account in accounts}
+        #: Set once the account exists in the engine (or its creation was refused, logged):
+        #: the connector accepts packets only after that (see host.app).
+        self._created = {account.id: asyncio.Event() for account in accounts}
+
+    async def accounts_created(self, adaptors: set[str]) -> None:
+        """Return once every configured account of ``adaptors`` was created in the engine."""
+        for account in self._accounts:
+            if account.adaptor in adaptors:
+                await self._created[account.id].wait()
 
     async def follow(self, supervisor: Supervisor) -> None:
         """Until cancelled: bind each adaptor while it serves, unbind it when it stops."""
         try:
             async for snapshot in supervisor.watch():
+                failpoints.fail(failpoints.HOST_ENGINE_BINDING)
                 self._apply(snapshot, supervisor.channel(snapshot.name))
         finally:
             for task in self._setups.values():
@@ -134,7 +146,9 @@ class EngineBinding:
                 )
             except EngineError as exc:
                 log.error("account %s cannot be created: %s", account.id, exc)
+                self._created[account.id].set()
                 continue
+            self._created[account.id].set()
             delay = SETUP_RETRY_INITIAL
             while True:
                 try:
@@ -198,9 +212,33 @@ class EngineBinding:
         except EngineError as exc:
             log.error("incoming settlement %s refused: %s", settlement.settlement_id, exc)
 
+    def clearing(self) -> EngineClearing:
+        """The connector's ClearingPort: the engine's clearing balances."""
+        return EngineClearing(self._engine)
+
     def settlement_messages(self) -> SettlementMessages:
         """The connector's SettlementMessagesPort: peer.settle messages to our adaptors."""
         return SettlementMessages(self._by_id, self._channels)
+
+
+class EngineClearing:
+    """The engine as the connector's ClearingPort; an account the engine does not have yet
+    (its adaptor has not started) is :class:`AccountNotReady`, a T00 for the packet."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        try:
+            return await self._engine.check_credit(account_id, delta)
+        except NotFound:
+            raise AccountNotReady(
+                f"account {account_id} is not ready yet (its settlement adaptor has not "
+                "started); try again later"
+            ) from None
+
+    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
+        return await self._engine.apply_balance_change(account_id, delta, idempotency_key)
 
 
 class SettlementMessages:

@@ -283,7 +283,7 @@ class _Parser:
             name = self._string("engine.database", engine.get("database", "engine.db"))
             database = name if is_database_url(name) else _normal(state_dir / name)
         try:
-            connector = parse_connector_config(document)
+            connector = parse_connector_config(document, self.base_dir)
         except ConnectorConfigError as exc:
             raise self._fail("", str(exc)) from exc
         if connector is not None:

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -38,6 +39,7 @@ from host.connector.ports import (
     SettlementMessagesPort,
     UnknownPeer,
 )
+from host.credentials import ServerTls, client_credentials
 from host.engine import Engine, EngineError, NotFound
 from host.engine.model import ClearingEffect
 from host.store import Store, StoreError
@@ -111,22 +113,23 @@ async def _next_batch(
     return batch
 
 
-def channel_to(address: str) -> grpc.aio.Channel:
-    """A channel to the Connector API at ``unix:PATH`` or ``HOST:PORT`` (plain: local only)."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            # Notice a connector that died without closing the connection (a TCP peer).
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_timeout_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            # gRPC's default reconnect backoff grows to 2 minutes: an engine started well
-            # before its connector would then wait that long after the connector is up.
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-        ],
-    )
+def channel_to(address: str, tls: ServerTls | None = None) -> grpc.aio.Channel:
+    """A channel to the Connector API at ``unix:PATH``, or at ``HOST:PORT`` with ``tls`` (the
+    certificate to trust and the token to present)."""
+    options: list[tuple[str, Any]] = [
+        # Notice a connector that died without closing the connection (a TCP peer).
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC's default reconnect backoff grows to 2 minutes: an engine started well
+        # before its connector would then wait that long after the connector is up.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, client_credentials(tls), options=options)
 
 
 class ConnectorLink:
@@ -182,10 +185,13 @@ class ConnectorLink:
             )
             reader = asyncio.create_task(_read_into(call, arrived))
             try:
+                # The connector sends the headers once it attached this stream: connected from
+                # then on, not from the first event (an idle connector may send none for long).
+                await call.initial_metadata()
+                if not call.done():
+                    self._connected()
                 while (batch := await _next_batch(arrived)) is not None:
-                    if not self.status.connected:
-                        self.status.connected = True
-                        log.info("following the connector's events at %s", self.address)
+                    self._connected()
                     delay = RETRY_INITIAL
                     await self._on_events(batch)
                 await reader  # the stream ended: its error, if any
@@ -207,6 +213,11 @@ class ConnectorLink:
                 await asyncio.gather(reader, return_exceptions=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
+
+    def _connected(self) -> None:
+        if not self.status.connected:
+            self.status.connected = True
+            log.info("following the connector's events at %s", self.address)
 
     def _disconnected(self, why: str, delay: float) -> None:
         if self.status.connected:

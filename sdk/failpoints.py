@@ -4,7 +4,8 @@
 read once, at import) arms them. An armed ``hit`` writes one line ``failpoint <name>`` to
 stderr and kills its own process with SIGKILL: nothing is flushed, closed or rolled back
 beyond what was already committed, exactly like a power cut at that line. Unarmed, a hit costs
-one set lookup.
+one set lookup. ``fail(name)`` is the other kind: armed, it raises :class:`InjectedFailure`
+(a bug at that line) instead of killing the process.
 
 ``ILP_FAILPOINTS_ONCE_DIR`` (optional) makes each failpoint fire at most once: before killing,
 ``hit`` creates the file ``<dir>/<name>``, and a failpoint whose file exists is spent. The
@@ -26,6 +27,10 @@ The failpoints (the name says where the process dies):
     The transaction crediting an incoming settlement committed (or found it credited before);
     ReceiveMoney has not acknowledged it. Recovery: the CREDITED row is acknowledged at
     start-up, and the adaptor's re-delivery credits nothing a second time.
+``host.engine-binding`` (raises, see :func:`fail`)
+    The host's task that binds the adaptors to the engine raises an exception on the next
+    adaptor change it sees: a task of the host dies while the process lives. Recovery: none by
+    design; the host stops gracefully and exits non-zero (host.app), it does not run half.
 ``adaptor.send-money-received``
     The simledger adaptor received SendMoney and has done nothing yet: the adaptor dies with
     the request on the wire, the engine sees the call fail. Recovery: the supervisor restarts
@@ -49,6 +54,7 @@ ENV_ONCE_DIR: Final = "ILP_FAILPOINTS_ONCE_DIR"
 ENGINE_AFTER_DEBIT: Final = "engine.after-debit"
 ENGINE_AFTER_SEND_MONEY: Final = "engine.after-send-money"
 ENGINE_AFTER_CREDIT: Final = "engine.after-credit"
+HOST_ENGINE_BINDING: Final = "host.engine-binding"
 ADAPTOR_SEND_MONEY_RECEIVED: Final = "adaptor.send-money-received"
 ADAPTOR_AFTER_TRANSFER: Final = "adaptor.after-transfer"
 
@@ -58,6 +64,7 @@ NAMES: Final = frozenset(
         ENGINE_AFTER_DEBIT,
         ENGINE_AFTER_SEND_MONEY,
         ENGINE_AFTER_CREDIT,
+        HOST_ENGINE_BINDING,
         ADAPTOR_SEND_MONEY_RECEIVED,
         ADAPTOR_AFTER_TRANSFER,
     }
@@ -97,6 +104,21 @@ def _spend(name: str) -> bool:
         return False
     os.close(fd)  # a process kill keeps it: only the process dies, not the kernel
     return True
+
+
+class InjectedFailure(RuntimeError):
+    """What an armed :func:`fail` raises: a bug simulated at an exact point."""
+
+
+def fail(name: str) -> None:
+    """Raise :class:`InjectedFailure` here if ``name`` is armed; else nothing.
+
+    For the failures a process must survive or report, not die of: a task that raises.
+    ``ILP_FAILPOINTS_ONCE_DIR`` applies as for :func:`hit`.
+    """
+    if name not in _ARMED or not _spend(name):
+        return
+    raise InjectedFailure(f"failpoint {name}")
 
 
 def hit(name: str) -> None:

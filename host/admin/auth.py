@@ -31,11 +31,11 @@ def read_token(path: Path) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the admin token file {path}: {exc}") from exc
+        raise ValueError(f"cannot read the token file {path}: {exc}") from exc
     if not token:
-        raise ValueError(f"the admin token file {path} is empty")
+        raise ValueError(f"the token file {path} is empty")
     if any(ch.isspace() for ch in token) or not token.isprintable():
-        raise ValueError(f"the admin token in {path} must be one word of printable characters")
+        raise ValueError(f"the token in {path} must be one word of printable characters")
     return token
 
 

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from host.admin.auth import BearerTokenInterceptor
 from host.admin.convert import adaptor_to_proto
+from host.credentials import ServerTls
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot, SupervisorStopped
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -285,13 +286,11 @@ class HealthFollower:
 
 @dataclass(frozen=True)
 class TcpListener:
-    """The TCP admin listener: address, TLS certificate chain and key (PEM), bearer token."""
+    """The TCP admin listener: address, TLS certificate chain and key, bearer token."""
 
     host: str
     port: int
-    cert_chain: bytes
-    private_key: bytes
-    token: str
+    tls: ServerTls
 
 
 SERVICE_NAMES: tuple[str, ...] = (
@@ -336,8 +335,11 @@ class AdminServer:
         self._servers.append(server)
         return server
 
-    async def start(self) -> None:
-        """Bind the listeners and start serving; RuntimeError naming the address on failure."""
+    async def start(self, *, follow_health: bool = True) -> None:
+        """Bind the listeners and start serving; RuntimeError naming the address on failure.
+
+        ``follow_health=False`` leaves following the supervisor to the caller, who runs
+        ``self.health.follow()`` among its own supervised tasks (host.app)."""
         await self.health.prime()
         unix = self._server(())
         with contextlib.suppress(FileNotFoundError):
@@ -350,10 +352,8 @@ class AdminServer:
             raise RuntimeError(f"cannot listen on the admin socket {self.socket}")
         os.chmod(self.socket, 0o600)
         if self._tcp is not None:
-            tcp = self._server((BearerTokenInterceptor(self._tcp.token),))
-            credentials = grpc.ssl_server_credentials(
-                [(self._tcp.private_key, self._tcp.cert_chain)]
-            )
+            tcp = self._server((BearerTokenInterceptor(self._tcp.tls.token),))
+            credentials = self._tcp.tls.server_credentials()
             address = _join_host_port(self._tcp.host, self._tcp.port)
             try:
                 self.tcp_port = tcp.add_secure_port(address, credentials)
@@ -363,8 +363,9 @@ class AdminServer:
                 raise RuntimeError(f"cannot listen on the admin address {address}")
         for server in self._servers:
             await server.start()
-        self._follower = asyncio.create_task(self.health.follow(), name="admin-health")
-        self._follower.add_done_callback(_log_failure)
+        if follow_health:
+            self._follower = asyncio.create_task(self.health.follow(), name="admin-health")
+            self._follower.add_done_callback(_log_failure)
 
     async def begin_shutdown(self) -> None:
         """The host is stopping: report NOT_SERVING and refuse restarts."""

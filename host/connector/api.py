@@ -7,8 +7,12 @@ external settlement engine (proposal 2).
   connected the peer gets T00 at once (its adaptor retries).
 - :class:`ConnectorApi` serves the RPCs over the ledger (host.connector.ledger), the relay and
   the connector's own peer links, with the statuses the .proto documents.
-- :func:`serve_connector_api` listens on a unix socket (0600) or a loopback TCP port, with
-  grpc.health.v1 and server reflection.
+- :func:`serve_connector_api` listens on a unix socket (0600) or, with TLS and a bearer token,
+  on TCP; with grpc.health.v1 and server reflection.
+
+Who may call: the API moves balances (an ``ApplyBalanceDelta`` makes the engine settle on the
+ledger) and ``WatchEvents`` takes the engine's stream over, so only the engine may reach it:
+through the socket's file mode, or on TCP with the token (host.admin.auth; health exempt).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from host.connector.config import is_local_address
+from host.admin.auth import BearerTokenInterceptor
 from host.connector.ledger import (
     BalanceEvent,
     ConnectorLedger,
@@ -42,6 +46,7 @@ from host.connector.ports import (
     PeerUnreachable,
     UnknownPeer,
 )
+from host.credentials import ServerTls
 from host.engine.errors import InvalidArgument
 from host.engine.model import check_account_id
 from host.ilp.errors import ErrorCode
@@ -254,6 +259,9 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         subscription = self._relay.attach()
         log.info("settlement engine attached, from cursor %d", cursor)
         try:
+            # At once, not with the first event: the engine counts itself connected from the
+            # headers on, also when there is nothing to send.
+            await context.send_initial_metadata(())
             while True:
                 for message in subscription.take():
                     yield connector_pb2.WatchEventsResponse(cursor=0, peer_message=message)
@@ -306,19 +314,25 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         return connector_pb2.RespondToPeerMessageResponse()
 
 
-def check_api_address(address: str) -> None:
-    """ValueError unless ``address`` is unix:PATH or a loopback HOST:PORT (no authentication)."""
-    if not is_local_address(address):
+def check_api_address(address: str, tls: ServerTls | None = None) -> None:
+    """ValueError unless ``address`` is unix:PATH, or TCP with ``tls`` (TLS and a token)."""
+    if not address.startswith("unix:") and tls is None:
         raise ValueError(
-            f"{address}: the Connector API has no authentication; serve it on a unix socket or "
-            "a loopback address"
+            f"{address}: the Connector API on TCP needs TLS and a bearer token "
+            "(connector.api_tls_cert, api_tls_key, api_token_file), or a unix: socket"
         )
 
 
-async def serve_connector_api(api: ConnectorApi, address: str) -> grpc.aio.Server:
-    """Start a server for ``api`` on ``address`` (with health and reflection); it is running."""
-    check_api_address(address)
-    server = grpc.aio.server()
+async def serve_connector_api(
+    api: ConnectorApi, address: str, tls: ServerTls | None = None
+) -> grpc.aio.Server:
+    """Start a server for ``api`` on ``address`` (with health and reflection); it is running.
+
+    On TCP, ``tls`` is required: the server speaks TLS and refuses every call but health
+    checks without its bearer token."""
+    check_api_address(address, tls)
+    interceptors = [BearerTokenInterceptor(tls.token)] if tls is not None else []
+    server = grpc.aio.server(interceptors=interceptors)
     connector_pb2_grpc.add_ConnectorServicer_to_server(api, server)
     health_servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -330,7 +344,11 @@ async def serve_connector_api(api: ConnectorApi, address: str) -> grpc.aio.Serve
         ),
         server,
     )
-    if server.add_insecure_port(address) == 0:
+    if tls is not None:
+        bound = server.add_secure_port(address, tls.server_credentials())
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
         raise OSError(f"cannot listen on {address}")
     if address.startswith("unix:"):
         with contextlib.suppress(OSError):

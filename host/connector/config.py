@@ -15,8 +15,11 @@ Pure: no I/O. Example::
     # max_hold = 30.0           # latest expiry of a forwarded Prepare, from now
     # settle_timeout = 30.0     # how long a peer.settle message may take
     # api = "unix:connector.sock"   # `ilp-host connector`: where the Connector API listens
-    #                               # (unix:PATH, relative to its state directory, or a
-    #                               # loopback HOST:PORT)
+    #                               # (unix:PATH, relative to its state directory, or
+    #                               # HOST:PORT with the three keys below)
+    # api_tls_cert = "tls/connector.crt"   # required with a TCP api: the engine trusts it
+    # api_tls_key = "tls/connector.key"    # mode 0600
+    # api_token_file = "tls/connector.token"  # mode 0600: the engine presents it
 
     [[peer]]
     id = "bob"                  # the account id in the settlement engine
@@ -36,10 +39,12 @@ import difflib
 import ipaddress
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -52,9 +57,12 @@ from sdk import contract
 #: A bearer token: visible ASCII, no spaces (it goes in an HTTP header).
 _TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
 
+#: What a Connector API on TCP requires: TLS, and the bearer token the engine presents.
+_API_CREDENTIAL_KEYS: Final = ("api_tls_cert", "api_tls_key", "api_token_file")
 _CONNECTOR_KEYS: Final = (
     *("address", "host", "port"),
     *("expiry_margin", "safety_margin", "max_hold", "settle_timeout", "api"),
+    *_API_CREDENTIAL_KEYS,
 )
 #: Where ``ilp-host connector`` serves the Connector API unless ``connector.api`` says.
 DEFAULT_API = "unix:connector.sock"
@@ -91,6 +99,16 @@ class RouteConfig:
 
 
 @dataclass(frozen=True)
+class ApiCredentials:
+    """The files of a Connector API on TCP (absolute paths): its TLS certificate (what the
+    engine trusts) and key, and the bearer token the engine must present."""
+
+    tls_cert: Path
+    tls_key: Path
+    token_file: Path
+
+
+@dataclass(frozen=True)
 class ConnectorConfig:
     """The whole, checked connector configuration."""
 
@@ -102,13 +120,18 @@ class ConnectorConfig:
     expiry: ExpiryPolicy = field(default_factory=ExpiryPolicy)
     settle_timeout: float = 30.0
     #: The Connector API's address: "unix:PATH" (relative paths: to the connector's state
-    #: directory) or a loopback "HOST:PORT". The API moves balances and carries no
-    #: authentication, so it is never offered beyond this machine.
+    #: directory; the socket is 0600 in a 0700 directory) or "HOST:PORT", where TLS and a
+    #: bearer token (``api_credentials``) are required: the API moves balances.
     api: str = DEFAULT_API
+    api_credentials: ApiCredentials | None = None
 
 
-def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | None:
-    """The connector configuration of a parsed TOML document, or None if it has none."""
+def parse_connector_config(
+    document: Mapping[str, Any], base_dir: Path = Path(".")
+) -> ConnectorConfig | None:
+    """The connector configuration of a parsed TOML document, or None if it has none.
+
+    Relative paths (the Connector API's credentials) are taken from ``base_dir``."""
     if not any(name in document for name in ("connector", "peer", "route")):
         return None
     if "connector" not in document:
@@ -143,6 +166,7 @@ def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | Non
     if settle_timeout <= timedelta(0):
         raise ConnectorConfigError("connector.settle_timeout", "must be a positive number")
     api = _api_address(table.get("api", DEFAULT_API))
+    credentials = _api_credentials(table, api, base_dir)
     peers = _peers(document.get("peer", []), own)
     routes = _routes(document.get("route", []), {peer.id for peer in peers})
     return ConnectorConfig(
@@ -154,14 +178,12 @@ def parse_connector_config(document: Mapping[str, Any]) -> ConnectorConfig | Non
         expiry=ExpiryPolicy(margin=margin, safety_margin=safety, max_hold=max_hold),
         settle_timeout=settle_timeout.total_seconds(),
         api=api,
+        api_credentials=credentials,
     )
 
 
 def is_local_address(address: str) -> bool:
-    """Whether a gRPC address stays on this machine: ``unix:PATH`` or a loopback HOST:PORT.
-
-    The Connector API has no authentication, so it is served on nothing else.
-    """
+    """Whether a gRPC address stays on this machine: ``unix:PATH`` or a loopback HOST:PORT."""
     if address.startswith("unix:"):
         return True
     host = address.rpartition(":")[0].strip("[]")
@@ -174,7 +196,7 @@ def is_local_address(address: str) -> bool:
 
 
 def _api_address(value: object) -> str:
-    """``connector.api``: unix:PATH or a loopback HOST:PORT."""
+    """``connector.api``: unix:PATH or HOST:PORT."""
     text = _string("connector.api", value)
     if text.startswith("unix:"):
         if not text.removeprefix("unix:"):
@@ -186,13 +208,34 @@ def _api_address(value: object) -> str:
         raise ConnectorConfigError(
             "connector.api", f"must be unix:PATH or HOST:PORT, got {_show(value)}"
         )
-    if not is_local_address(text):
-        raise ConnectorConfigError(
-            "connector.api",
-            f"must be a unix socket or a loopback address, got {_show(value)}: the Connector "
-            "API has no authentication, so it is not offered to other machines",
-        )
     return text
+
+
+def _api_credentials(table: Mapping[str, Any], api: str, base_dir: Path) -> ApiCredentials | None:
+    """The TLS files and token of a TCP ``connector.api``: required there, refused elsewhere.
+
+    Loopback is no exception: every local user can connect to a loopback port, and the API
+    moves balances (an ApplyBalanceDelta makes the engine pay on the ledger).
+    """
+    if api.startswith("unix:"):
+        for key in _API_CREDENTIAL_KEYS:
+            if key in table:
+                raise ConnectorConfigError(
+                    f"connector.{key}",
+                    "only applies with a TCP connector.api (a unix socket is reached through "
+                    "its file mode, 0600)",
+                )
+        return None
+    paths = []
+    for key in _API_CREDENTIAL_KEYS:
+        if key not in table:
+            raise ConnectorConfigError(
+                f"connector.{key}",
+                f"required with a TCP connector.api ({api}): the Connector API moves balances, "
+                "so on TCP it needs TLS and a bearer token (or use a unix: socket)",
+            )
+        paths.append(Path(os.path.normpath(base_dir / _string(f"connector.{key}", table[key]))))
+    return ApiCredentials(*paths)
 
 
 def _peers(raw: object, own: str) -> tuple[PeerConfig, ...]:

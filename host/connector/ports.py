@@ -35,7 +35,10 @@ class ClearingPort(Protocol):
     """The clearing balances of the peer accounts, as the balance middleware sees them."""
 
     async def check_credit(self, account_id: str, delta: int) -> bool:
-        """Whether changing the balance by ``delta`` would stay within the credit limits."""
+        """Whether changing the balance by ``delta`` would stay within the credit limits.
+
+        :class:`AccountNotReady` if the account cannot take packets yet.
+        """
         ...
 
     async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
@@ -72,6 +75,11 @@ class ConnectorError(Exception):
 
 class UnknownPeer(ConnectorError):
     """No peer is configured with that account id."""
+
+
+class AccountNotReady(ConnectorError):
+    """The peer is configured, but its clearing account is not there yet (its settlement
+    adaptor has not started): the packet gets a T00 Reject, the sender may retry."""
 
 
 class PeerUnreachable(ConnectorError):

@@ -39,6 +39,7 @@ from host.connector.links import LinkStates
 from host.connector.local import LocalReceiver
 from host.connector.middleware import BalanceMiddleware, CreditRefused, Hold, packet_id
 from host.connector.ports import (
+    AccountNotReady,
     ClearingPort,
     LocalHandler,
     MessageRefused,
@@ -283,6 +284,8 @@ class Connector:
             hold = await self.balances.reserve(source, target, prepare.amount)
         except CreditRefused as exc:
             return self._reject(ErrorCode.T04_INSUFFICIENT_LIQUIDITY, str(exc))
+        except AccountNotReady as exc:
+            return self._reject(ErrorCode.T00_INTERNAL_ERROR, str(exc))
         try:
             reply = await self._next_hop(target, outgoing, time_limit)
         except BaseException:

@@ -49,6 +49,17 @@ def connect_database(path: str, busy_timeout_ms: int, query_only: bool) -> sqlit
     return conn
 
 
+def create_private(path: str) -> None:
+    """Create the database file readable by its owner only (0600) unless it exists.
+
+    SQLite creates the file with the process umask (0644 by default), and its ``-wal`` and
+    ``-shm`` files with the database file's mode: creating it private first keeps all three
+    away from other local users. An existing file keeps the mode its owner gave it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+
+
 def lock_database(path: str) -> int:
     """Hold ``<path>.lock`` (flock) for this process; StoreInUse if another one holds it."""
     try:
@@ -120,6 +131,11 @@ class SqliteFile:
         """
         path = str(Path(path))
         lock_fd = lock_database(path)
+        try:
+            create_private(path)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise StoreError(f"cannot create the database {path}: {exc.strerror}") from exc
         writer = WriterThread(f"ilp-sqlite-{Path(path).stem}")
         try:
             conn, reader, prepared = await writer.submit(

@@ -186,6 +186,16 @@ class Supervisor:
                 self._error_reported = True
                 raise error
 
+    async def wait(self) -> None:
+        """Return once the supervision ended after a stop; raise its error if it failed (the
+        error is then reported: ``stop`` does not raise it again)."""
+        if self._run_task is None:
+            raise RuntimeError("Supervisor.start() was not called")
+        await asyncio.wait([self._run_task])
+        if not self._run_task.cancelled() and self._run_task.exception() is not None:
+            self._error_reported = True
+            raise self._run_task.exception()  # type: ignore[misc]
+
     async def __aenter__(self) -> Supervisor:
         await self.start()
         return self

@@ -30,6 +30,7 @@ from host.admin.server import (
     TcpListener,
     health_statuses,
 )
+from host.credentials import ServerTls
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot
 from sdk.connectivity import ConnectionState, Connectivity
@@ -413,7 +414,9 @@ def test_tcp_requires_tls_and_the_token() -> None:
     certificate = generate_certificate()
 
     async def test() -> None:
-        tcp = TcpListener("127.0.0.1", 0, certificate.cert_pem, certificate.key_pem, "s3cret")
+        tcp = TcpListener(
+            "127.0.0.1", 0, ServerTls(certificate.cert_pem, certificate.key_pem, "s3cret")
+        )
         supervisor = StandInSupervisor(snapshot("memory", ProcessState.SERVING))
         async with Harness(supervisor, tcp=tcp) as h:
             assert h.server.tcp_port

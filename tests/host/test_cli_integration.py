@@ -183,6 +183,8 @@ def host() -> Iterator[tuple[Host, dict[str, str]]]:
     (files_dir / "cert.pem").write_bytes(certificate.cert_pem)
     (files_dir / "key.pem").write_bytes(certificate.key_pem)
     (files_dir / "token").write_text("s3cret-token\n")
+    for secret in ("key.pem", "token"):
+        (files_dir / secret).chmod(0o600)
     port = free_port()
     tcp = {
         "address": f"127.0.0.1:{port}",

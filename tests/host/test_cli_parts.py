@@ -61,6 +61,14 @@ def test_state_dir_is_private(tmp_path: Path) -> None:
     state = tmp_path / "a" / "state"
     prepare_state_dir(state)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    # Every directory the host created, not only the last one (mkdir(parents=True) gave 0755).
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    prepare_state_dir(shared / "b" / "state")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755  # not created here: left alone
+    assert stat.S_IMODE((shared / "b").stat().st_mode) == 0o700
     prepare_state_dir(state)  # existing: fine
     (tmp_path / "file").write_text("")
     with pytest.raises(HostError, match="cannot create the state directory"):
@@ -80,6 +88,8 @@ def tcp_admin(tmp_path: Path) -> AdminConfig:
     (tmp_path / "cert.pem").write_bytes(certificate.cert_pem)
     (tmp_path / "key.pem").write_bytes(certificate.key_pem)
     (tmp_path / "token").write_text("tok\n")
+    for secret in ("key.pem", "token"):
+        (tmp_path / secret).chmod(0o600)
     return AdminConfig(
         socket=tmp_path / "admin.sock",
         tcp=("127.0.0.1", 7070),
@@ -93,15 +103,15 @@ def test_tcp_listener_reads_its_files(tmp_path: Path) -> None:
     admin = tcp_admin(tmp_path)
     listener = tcp_listener(admin, "host.toml")
     assert listener is not None
-    assert (listener.host, listener.port, listener.token) == ("127.0.0.1", 7070, "tok")
-    assert listener.cert_chain == (tmp_path / "cert.pem").read_bytes()
+    assert (listener.host, listener.port, listener.tls.token) == ("127.0.0.1", 7070, "tok")
+    assert listener.tls.cert_chain == (tmp_path / "cert.pem").read_bytes()
     assert tcp_listener(AdminConfig(socket=tmp_path / "s"), "host.toml") is None
 
 
 @pytest.mark.parametrize(
     ("file", "content", "message"),
     [
-        ("cert.pem", None, "host.toml: admin TLS: cannot read"),
+        ("cert.pem", None, "host.toml: admin.tls: cannot read"),
         (
             "cert.pem",
             b"not a certificate",
@@ -126,3 +136,18 @@ def test_tcp_listener_refusals(
         (tmp_path / file).write_bytes(content)
     with pytest.raises(ConfigError, match=message):
         tcp_listener(admin, "host.toml")
+
+
+@pytest.mark.parametrize(("secret", "key"), [("key.pem", "tls_key"), ("token", "token_file")])
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_secrets_other_users_can_read_are_refused(
+    tmp_path: Path, secret: str, key: str, mode: int
+) -> None:
+    admin = tcp_admin(tmp_path)
+    (tmp_path / secret).chmod(mode)
+    with pytest.raises(ConfigError) as refused:
+        tcp_listener(admin, "host.toml")
+    message = str(refused.value)
+    assert f"admin.{key}" in message
+    assert str(tmp_path / secret) in message
+    assert f"mode {mode:04o}" in message and "chmod 600" in message
