@@ -4,16 +4,21 @@ its error statuses, resuming the event stream, take-over, and peer messages thro
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from connector_harness import ServedApi, with_served_api
 
-from host.connector.api import EngineRelay, check_api_address
+from host.connector.api import ConnectorApi, EngineRelay, check_api_address, serve_connector_api
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import MessageRefused, PeerRefused, PeerUnreachable
+from host.connector_link import channel_to
+from host.credentials import ServerTls
+from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.connector.v1 import connector_pb2 as pb
 from sdk.pb.ilphost.connector.v1 import connector_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -221,9 +226,63 @@ def test_peer_messages_go_to_the_engine_and_its_answer_back() -> None:
     run(scenario)
 
 
-def test_the_api_is_never_offered_beyond_this_machine() -> None:
-    for ok in ("unix:/run/c.sock", "127.0.0.1:7771", "[::1]:7771", "localhost:7771"):
-        check_api_address(ok)
-    for bad in ("0.0.0.0:7771", "10.1.2.3:7771", "example.com:7771"):
-        with pytest.raises(ValueError, match="no authentication"):
-            check_api_address(bad)
+def test_tcp_needs_tls_and_a_token() -> None:
+    check_api_address("unix:/run/c.sock")
+    for tcp in ("127.0.0.1:7771", "[::1]:7771", "localhost:7771", "10.1.2.3:7771"):
+        with pytest.raises(ValueError, match="needs TLS and a bearer token"):
+            check_api_address(tcp)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_on_tcp_only_the_engine_with_the_token_moves_balances(tmp_path: Path) -> None:
+    """Loopback is no protection: any local user reaches the port. Without the token,
+    ApplyBalanceDelta and WatchEvents (the engine's stream) are UNAUTHENTICATED and change
+    nothing; with it, the engine's channel (host.connector_link.channel_to) works."""
+    certificate = generate_certificate()
+    tls = ServerTls(certificate.cert_pem, certificate.key_pem, "engine-s3cret")
+    address = f"localhost:{free_port()}"
+
+    async def main() -> None:
+        ledger = await ConnectorLedger.open(tmp_path / "c.db", {"bob": AccountLimits(6, -10, 10)})
+        relay = EngineRelay(timeout=5)
+        server = await serve_connector_api(ConnectorApi(ledger, relay, Messenger()), address, tls)
+        try:
+            for token in (None, "wrong-token"):
+                credentials = grpc.ssl_channel_credentials(certificate.cert_pem)
+                if token is not None:
+                    credentials = grpc.composite_channel_credentials(
+                        credentials, grpc.access_token_call_credentials(token)
+                    )
+                async with grpc.aio.secure_channel(address, credentials) as channel:
+                    stub = connector_pb2_grpc.ConnectorStub(channel)
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await stub.ApplyBalanceDelta(delta(-5, "k1"), timeout=10)
+                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                    stream = stub.WatchEvents(pb.WatchEventsRequest())
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await stream.read()
+                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                    assert not relay.connected
+            assert await ledger.balance("bob") == 0
+            # Plain text is not accepted at all on the TLS port.
+            async with grpc.aio.insecure_channel(address) as channel:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await connector_pb2_grpc.ConnectorStub(channel).GetBalance(
+                        pb.GetBalanceRequest(account_id="bob"), timeout=5
+                    )
+            engine = channel_to(address, ServerTls(certificate.cert_pem, token="engine-s3cret"))
+            async with engine:
+                stub = connector_pb2_grpc.ConnectorStub(engine)
+                reply = await stub.ApplyBalanceDelta(delta(-5, "k1"), timeout=10)
+                assert reply.balance.value == "-5"
+        finally:
+            await server.stop(None)
+            await ledger.close()
+
+    asyncio.run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,3 +172,29 @@ def test_a_duplicate_token_is_not_shown() -> None:
 def test_shape_errors(doc: dict[str, Any], message: str) -> None:
     with pytest.raises(ConnectorConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         parse_connector_config(doc)
+
+
+def test_a_tcp_connector_api_needs_tls_and_a_token() -> None:
+    base = {"connector": {"address": "test.a", "port": 0, "api": "127.0.0.1:7790"}}
+    with pytest.raises(ConnectorConfigError) as refused:
+        parse_connector_config(base)
+    assert refused.value.key == "connector.api_tls_cert"
+    assert "TLS and a bearer token" in refused.value.problem
+    files = {
+        "api_tls_cert": "tls/c.crt",
+        "api_tls_key": "tls/c.key",
+        "api_token_file": "tls/c.token",
+    }
+    for missing in files:
+        table = {**base["connector"], **{k: v for k, v in files.items() if k != missing}}
+        with pytest.raises(ConnectorConfigError) as refused:
+            parse_connector_config({"connector": table})
+        assert refused.value.key == f"connector.{missing}"
+    config = parse_connector_config(
+        {"connector": {**base["connector"], **files}}, base_dir=Path("/srv/ilp")
+    )
+    assert config is not None and config.api_credentials is not None
+    assert config.api_credentials.token_file == Path("/srv/ilp/tls/c.token")
+    unix = {"address": "test.a", "port": 0, "api": "unix:c.sock", "api_token_file": "t"}
+    with pytest.raises(ConnectorConfigError, match="only applies with a TCP"):
+        parse_connector_config({"connector": unix})
