@@ -11,9 +11,14 @@ token came close) and answers:
 
 - ``401`` for a missing or unknown token, before reading the body;
 - ``413`` for a body over 64 KiB (the largest Prepare is about 34 KiB);
+- ``408`` for a body that does not arrive within the body timeout;
 - ``405`` for a method other than POST;
 - ``200`` with the handler's reply otherwise. The handler turns any body, garbage included,
   into a reply packet (an F01 Reject for garbage), so no exception reaches HTTP.
+
+Connections are bounded in time and number before and after authentication
+(host.connector.http_guard). What a client does wrong (a malformed request, a disconnect in
+the middle of a body, a slow client) is one rate-limited WARNING line, never an ERROR.
 
 :class:`IlpHttpClient` sends one Prepare and returns the parsed reply, or raises
 :class:`LinkFailure` (:class:`LinkTimeout` when no reply came in time).
@@ -31,7 +36,9 @@ from typing import Final
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from host.connector.http_guard import ClientErrorLog, ConnectionGuard, Limits
 from host.ilp import IlpPacketError, Reply, parse_reply
 
 log = logging.getLogger("ilp_host.connector.http")
@@ -73,9 +80,14 @@ class IlpHttpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         sock: socket.socket | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._handler = handler
         self._sock = sock
+        limits = limits or Limits()
+        self.client_errors = ClientErrorLog(log, limits.log_interval)
+        self.guard = ConnectionGuard(limits, self.client_errors)
+        self._listener: asyncio.Server | None = None
         self._tokens = [(_digest(token), peer_id) for peer_id, token in incoming_tokens.items()]
         self._host = host
         self._requested_port = port
@@ -99,25 +111,44 @@ class IlpHttpServer:
         """Listen; returns once the socket is bound."""
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        # No access log: one line per packet would cost more than the packet.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # No access log: one line per packet would cost more than the packet. Malformed
+        # requests go to the client-error log (a WARNING line), not aiohttp's tracebacks.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            logger=self.client_errors,
+            keepalive_timeout=self.guard.limits.idle_timeout,
+        )
         await runner.setup()
-        site: web.BaseSite
-        if self._sock is not None:
-            self._host = self._sock.getsockname()[0]
-            site = web.SockSite(runner, self._sock)
-        else:
-            site = web.TCPSite(runner, self._host, self._requested_port)
+        server = runner.server
+        assert server is not None
+
+        def factory() -> asyncio.Protocol:
+            return self.guard.protocol(server())
+
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            if self._sock is not None:
+                self._host = self._sock.getsockname()[0]
+                listener = await loop.create_server(factory, sock=self._sock)
+            else:
+                listener = await loop.create_server(
+                    factory, self._host, self._requested_port, reuse_address=True
+                )
         except BaseException:
             await runner.cleanup()
             raise
+        self._listener = listener
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        self._port = int(listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         """Stop listening and close open connections. Idempotent."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -138,6 +169,16 @@ class IlpHttpServer:
         return found
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        self.guard.headers_received(transport)
+        try:
+            return await self._answer(request, transport)
+        finally:
+            self.guard.response_sent(transport)
+
+    async def _answer(
+        self, request: web.Request, transport: asyncio.BaseTransport | None
+    ) -> web.StreamResponse:
         if request.method != "POST":
             return web.Response(status=405, headers={"Allow": "POST"}, text="use POST\n")
         peer_id = self.authenticate(request.headers.get("Authorization"))
@@ -147,13 +188,27 @@ class IlpHttpServer:
                 headers={"WWW-Authenticate": 'Bearer realm="ilp"'},
                 text="missing or unknown bearer token\n",
             )
+        self.guard.authenticated(transport)
         length = request.content_length
         if length is not None and length > MAX_BODY:
             return _too_large()
+        limit = self.guard.limits.body_timeout
         try:
-            body = await request.read()
+            async with asyncio.timeout(limit):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large()
+        except TimeoutError:
+            self.client_errors.client_error(
+                f"ILP-over-HTTP: peer {peer_id} did not send its body within {limit:g} s"
+            )
+            return web.Response(status=408, headers={"Connection": "close"}, text="body too slow\n")
+        except (ConnectionError, HttpProcessingError) as exc:
+            self.client_errors.client_error(
+                f"ILP-over-HTTP: the request of peer {peer_id} broke off in its body "
+                f"({type(exc).__name__})"
+            )
+            return web.Response(status=400, headers={"Connection": "close"})
         try:
             reply = await self._handler(peer_id, body)
         except Exception:  # the handler answers every body; this is a bug, keep serving

@@ -1,0 +1,264 @@
+"""Bounds on the connections of the ILP-over-HTTP server, before and after authentication.
+
+The server listens where peers reach it, so anyone may open connections to it. Without bounds
+a client that sends a request line and nothing more, or a body one byte at a time, holds a
+connection (a file descriptor and its buffers) for as long as it likes, and a few thousand of
+them exhaust the host. :class:`ConnectionGuard` wraps each connection's protocol (the aiohttp
+request handler) and closes it when:
+
+- the complete headers of a request have not arrived ``header_timeout`` seconds after its
+  first byte (slow headers);
+- no new request starts ``idle_timeout`` seconds after the connection opened or the last
+  response (idle keep-alive);
+- more than ``max_unauthenticated`` connections are open that have not yet presented a valid
+  token: a new one is closed at once. Peers' connections, once authenticated, do not count.
+
+The request handler reports each request's progress (:meth:`ConnectionGuard.headers_received`,
+:meth:`ConnectionGuard.authenticated`, :meth:`ConnectionGuard.response_sent`); it bounds the
+body's read itself (``body_timeout``).
+
+:class:`ClientErrorLog` is the server's log for what clients do wrong (malformed requests,
+disconnects mid-body, slow clients): one WARNING line without a traceback, at most one per
+interval (a count of the lines left out comes with the next), never the client's bytes beyond
+a short, escaped excerpt. A client cannot fill the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+#: Defaults, in seconds and connections.
+HEADER_TIMEOUT: Final = 10.0
+BODY_TIMEOUT: Final = 10.0
+IDLE_TIMEOUT: Final = 60.0
+MAX_UNAUTHENTICATED: Final = 256
+#: Longest excerpt of a client's input in a log line.
+EXCERPT: Final = 120
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds of the module docstring."""
+
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
+    max_unauthenticated: int = MAX_UNAUTHENTICATED
+    #: At most one client-error line per this many seconds.
+    log_interval: float = 10.0
+
+
+def excerpt(text: object, limit: int = EXCERPT) -> str:
+    """``text`` for a log line: escaped (repr), cut to ``limit`` characters. Pure."""
+    shown = repr(str(text))
+    return shown if len(shown) <= limit else f"{shown[:limit]}...(cut)"
+
+
+class ClientErrorLog(logging.Logger):
+    """A logger for client mistakes: WARNING without traceback, rate-limited (see above).
+
+    aiohttp's request handler logs a malformed request with ``logger.exception``; given this
+    logger instead, that becomes one short WARNING.
+    """
+
+    def __init__(
+        self,
+        parent: logging.Logger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(f"{parent.name}.clients")
+        self.parent = parent
+        self._interval = interval
+        self._clock = clock
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def client_error(self, what: str) -> None:
+        """Log ``what`` a client did wrong, unless a line was logged less than an interval ago."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            self.suppressed += 1
+            return
+        self._last = now
+        more = f" ({self.suppressed} more client errors not shown)" if self.suppressed else ""
+        self.suppressed = 0
+        self.warning("%s%s", what, more)
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = _error_of(kwargs.get("exc_info", True))
+        summary = f"{type(error).__name__}: {excerpt(error)}" if error else ""
+        text = str(msg) % args if args else str(msg)
+        self.client_error(f"{text}: {summary}" if summary else text)
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.exception(msg, *args, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        """Debug lines keep no traceback either: the client's bytes stay out of the log."""
+        error = _error_of(kwargs.pop("exc_info", None))
+        if error is not None and self.isEnabledFor(logging.DEBUG):
+            text = str(msg) % args if args else str(msg)
+            super().debug("%s: %s", text, excerpt(error))
+        elif error is None:
+            super().debug(msg, *args, **kwargs)
+
+
+def _error_of(exc_info: object) -> BaseException | None:
+    """The exception a logging call's ``exc_info`` stands for, if any."""
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        return exc_info[1] if isinstance(exc_info[1], BaseException) else None
+    return sys.exc_info()[1] if exc_info else None
+
+
+class _Connection:
+    """What the guard knows of one connection."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.authenticated = False
+        self.in_request = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class ConnectionGuard:
+    """Tracks the server's connections and closes those past a bound (module docstring)."""
+
+    def __init__(self, limits: Limits, errors: ClientErrorLog) -> None:
+        self.limits = limits
+        self._errors = errors
+        self._connections: dict[asyncio.BaseTransport, _Connection] = {}
+        self.unauthenticated = 0
+
+    def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
+        """``inner`` (a fresh request handler) wrapped: the protocol factory's product."""
+        return _GuardedProtocol(inner, self)
+
+    @property
+    def open(self) -> int:
+        """How many connections are open."""
+        return len(self._connections)
+
+    # -- from the wrapped protocol -------------------------------------------------------
+
+    def opened(self, transport: asyncio.Transport) -> bool:
+        """A new connection: False (and closed) when too many unauthenticated ones are open."""
+        if self.unauthenticated >= self.limits.max_unauthenticated:
+            self._errors.client_error(
+                f"ILP-over-HTTP: {self.unauthenticated} connections have not authenticated "
+                f"yet; closed a new one from {_peer(transport)}"
+            )
+            transport.abort()
+            return False
+        connection = _Connection(transport)
+        self._connections[transport] = connection
+        self.unauthenticated += 1
+        self._arm(connection, self.limits.idle_timeout, "sent no request")
+        return True
+
+    def data(self, transport: asyncio.BaseTransport) -> None:
+        """Bytes arrived: a waiting connection's next request has begun."""
+        connection = self._connections.get(transport)
+        if connection is not None and not connection.in_request:
+            connection.in_request = True
+            self._arm(connection, self.limits.header_timeout, "did not complete its headers")
+
+    def closed(self, transport: asyncio.BaseTransport) -> None:
+        connection = self._connections.pop(transport, None)
+        if connection is None:
+            return
+        if connection.timer is not None:
+            connection.timer.cancel()
+        if not connection.authenticated:
+            self.unauthenticated -= 1
+
+    # -- from the request handler -------------------------------------------------------
+
+    def headers_received(self, transport: asyncio.BaseTransport | None) -> None:
+        """A request's headers are complete: its body is bounded by the handler."""
+        connection = self._connections.get(transport) if transport is not None else None
+        if connection is not None and connection.timer is not None:
+            connection.timer.cancel()
+            connection.timer = None
+
+    def authenticated(self, transport: asyncio.BaseTransport | None) -> None:
+        """The connection presented a valid token: it no longer counts against the cap."""
+        connection = self._connections.get(transport) if transport is not None else None
+        if connection is not None and not connection.authenticated:
+            connection.authenticated = True
+            self.unauthenticated -= 1
+
+    def response_sent(self, transport: asyncio.BaseTransport | None) -> None:
+        """A response went out: the connection may idle until the next request."""
+        connection = self._connections.get(transport) if transport is not None else None
+        if connection is not None:
+            connection.in_request = False
+            self._arm(connection, self.limits.idle_timeout, "stayed idle")
+
+    def _arm(self, connection: _Connection, delay: float, why: str) -> None:
+        if connection.timer is not None:
+            connection.timer.cancel()
+        loop = asyncio.get_running_loop()
+        connection.timer = loop.call_later(delay, self._expire, connection, delay, why)
+
+    def _expire(self, connection: _Connection, delay: float, why: str) -> None:
+        connection.timer = None
+        if connection.transport.is_closing():
+            return
+        if why != "stayed idle":  # an idle keep-alive connection closing is no client error
+            self._errors.client_error(
+                f"ILP-over-HTTP: closed a connection from {_peer(connection.transport)} that "
+                f"{why} within {delay:g} s"
+            )
+        connection.transport.close()
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Passes every protocol event on to ``inner``, telling the guard what it needs."""
+
+    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self._guard.opened(transport):
+            self._transport = transport
+            self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._guard.data(self._transport)
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._transport is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._guard.closed(self._transport)
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._inner.resume_writing()
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    address = transport.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return "an unknown address"
