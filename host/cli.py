@@ -5,8 +5,13 @@ two processes), ``status`` (adaptors and their connections, and peer links when 
 runs), ``health`` (a grpc.health.v1 probe, like grpc_health_probe), the settlement engine's
 ``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers`` and ``send``
 (test packets), and ``demo``. Exit status: 0 ok, 1 runtime failure (including "host not
-running", "not serving" and every status the server refuses a call with, printed with its
-message), 2 usage or configuration error.
+running" and every status the server refuses a call with, printed with its message), 2 usage
+or configuration error. ``health`` tells apart what grpc_health_probe tells apart: 3 the
+host could not be reached or the check failed, 4 NOT_SERVING (or no such adaptor).
+
+``--json`` prints the admin API's messages with the .proto's field names (``last_error``),
+as grpcurl does. A reader that closes the pipe early (``ilp-host status | head -3``) ends
+the command quietly.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -46,6 +52,10 @@ from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: ``ilp-host health``: no answer (the host is not there, or the call failed).
+EXIT_UNREACHABLE = 3
+#: ``ilp-host health``: the answer is NOT_SERVING, or the service is unknown.
+EXIT_NOT_SERVING = 4
 DEFAULT_CONFIG = "host.toml"
 _R = TypeVar("_R")
 
@@ -151,11 +161,11 @@ async def _status(args: argparse.Namespace) -> int:
                     stub.GetConnectorLink(admin_pb2.GetConnectorLinkRequest(), timeout=args.timeout)
                 )
             if args.json and not args.watch:
-                document = json_format.MessageToDict(listing)
+                document = _as_dict(listing)
                 if peers is not None:
-                    document["connector"] = json_format.MessageToDict(peers)
+                    document["connector"] = _as_dict(peers)
                 if link is not None:
-                    document["connectorLink"] = json_format.MessageToDict(link)
+                    document["connector_link"] = _as_dict(link)
                 print(json.dumps(document, indent=2))
             elif not args.watch:
                 print(render_status(listing.adaptors, datetime.now(UTC)))
@@ -165,6 +175,7 @@ async def _status(args: argparse.Namespace) -> int:
                     print(f"\n{render_connector_link(link)}")
             else:
                 await _watch(stub, listing, json_lines=args.json)
+                raise CliError("the host closed the watch (it is stopping)")
         except grpc.aio.AioRpcError as exc:
             raise unreachable(target, exc) from exc
     return EXIT_OK
@@ -196,7 +207,7 @@ async def _watch(
     async for message in stub.WatchAdaptors(admin_pb2.WatchAdaptorsRequest()):
         adaptor = message.adaptor
         if json_lines:
-            print(json_format.MessageToJson(message, indent=None), flush=True)
+            print(_as_json(message, indent=None), flush=True)
             continue
         if table_printed:
             stamp = datetime.now().strftime("%H:%M:%S")
@@ -210,14 +221,16 @@ async def _watch(
             )
             print(render_status(ordered, datetime.now(UTC)), flush=True)
             table_printed = True
-    print("the host closed the watch (it is stopping)", file=sys.stderr)
 
 
 # -- health --------------------------------------------------------------------------------
 
 
 async def _health(args: argparse.Namespace) -> int:
-    target = admin_target(args)
+    try:
+        target = admin_target(args)
+    except CliError as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE) from exc
     service = args.name or ""
     label = args.name or "host"
     async with target.channel() as channel:
@@ -228,11 +241,13 @@ async def _health(args: argparse.Namespace) -> int:
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise CliError(f"{label}: unknown service (no adaptor of that name)") from exc
-            raise unreachable(target, exc) from exc
+                raise CliError(
+                    f"{label}: unknown service (no adaptor of that name)", EXIT_NOT_SERVING
+                ) from exc
+            raise CliError(str(unreachable(target, exc)), EXIT_UNREACHABLE) from exc
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(f"{label}: {status}")
-    return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILURE
+    return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_NOT_SERVING
 
 
 # -- accounts, settlements, settle, retry (the engine) -------------------------------------
@@ -249,8 +264,18 @@ async def _admin(args: argparse.Namespace) -> AsyncIterator[admin_pb2_grpc.HostA
             raise unreachable(target, exc) from exc
 
 
+def _as_dict(message: Any) -> dict[str, Any]:
+    """A message as JSON-ready data, with the .proto's field names (as grpcurl prints them)."""
+    document: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return document
+
+
+def _as_json(message: Any, indent: int | None = 2) -> str:
+    return json_format.MessageToJson(message, indent=indent, preserving_proto_field_name=True)
+
+
 def _print_json(message: Any) -> None:
-    print(json_format.MessageToJson(message, indent=2))
+    print(_as_json(message))
 
 
 async def _accounts(args: argparse.Namespace) -> int:
@@ -333,7 +358,7 @@ async def _send(args: argparse.Namespace) -> int:
         async for message in stub.SendPackets(request):
             last = message
             if args.json:
-                print(json_format.MessageToJson(message, indent=None), flush=True)
+                print(_as_json(message, indent=None), flush=True)
             elif not message.done:
                 line = send_progress_line(message, args.count)
                 print(f"\r{line}" if live else line, end="" if live else "\n", flush=True)
@@ -438,7 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_sync(_status))
 
     health = commands.add_parser(
-        "health", help="check health: exit 0 if SERVING, else 1 (like grpc_health_probe)"
+        "health",
+        help="check health: exit 0 if SERVING, 4 if NOT_SERVING, 3 if the host cannot be "
+        "reached (like grpc_health_probe)",
     )
     health.add_argument("name", nargs="?", help="an adaptor's name (default: the whole host)")
     _add_admin_options(health)
@@ -564,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.handler(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at the interpreter's exit
     except ConfigError as exc:
         print(f"ilp-host: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -572,7 +600,20 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         return EXIT_OK if getattr(args, "watch", False) else EXIT_FAILURE
+    except BrokenPipeError:
+        return _reader_left()
     return status
+
+
+def _reader_left() -> int:
+    """stdout's reader closed the pipe (``| head``): stop quietly, as ``cat`` would.
+
+    stdout goes to /dev/null so that the interpreter's last flush does not fail again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

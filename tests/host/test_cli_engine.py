@@ -352,7 +352,7 @@ def balance(host: Host) -> str:
     if result.returncode != EXIT_OK:
         return ""
     [bob] = json.loads(result.stdout)["accounts"]
-    value: str = bob["clearingBalance"]["value"]
+    value: str = bob["clearing_balance"]["value"]
     return value
 
 

@@ -244,8 +244,30 @@ def test_status_json(host: tuple[Host, dict[str, str]]) -> None:
     assert adaptor["name"] == "memory"
     assert adaptor["state"] == "PROCESS_STATE_SERVING"
     assert adaptor["pid"] == running.adaptor().pid
-    assert adaptor["info"]["assetCode"] == "EUR"
+    # The .proto's field names, as grpcurl prints them (not protobuf's camelCase JSON).
+    assert adaptor["info"]["asset_code"] == "EUR"
+    assert "contract_version" in adaptor and "contractVersion" not in adaptor
     assert {c["name"] for c in adaptor["connections"]} >= {"host"}
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(
+    host: tuple[Host, dict[str, str]],
+) -> None:
+    running, _ = host
+    running.wait_serving()
+    for args in (("status",), ("status", "--json")):
+        done = subprocess.run(
+            f"{sys.executable} -m host.cli {' '.join(args)} -c {running.config} | head -1",
+            shell=True,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+        assert done.returncode == 0
+        assert done.stdout.strip(), "head printed the first line"
+        assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 
 
 def test_health_exit_codes(host: tuple[Host, dict[str, str]]) -> None:
@@ -256,7 +278,7 @@ def test_health_exit_codes(host: tuple[Host, dict[str, str]]) -> None:
     named = ilp_host("health", "memory", "--admin", f"unix:{running.socket}")
     assert (named.returncode, named.stdout.strip()) == (0, "memory: SERVING")
     unknown = ilp_host("health", "nope", "-c", str(running.config))
-    assert unknown.returncode == 1
+    assert unknown.returncode == 4
     assert "nope: unknown service" in unknown.stderr
 
 
@@ -407,9 +429,9 @@ def test_host_not_running() -> None:
     try:
         config = directory / "host.toml"
         config.write_text('[host]\nstate_dir = "state"\n')
-        for command in ("status", "health"):
+        for command, status in (("status", 1), ("health", 3)):
             result = ilp_host(command, "-c", str(config))
-            assert result.returncode == 1
+            assert result.returncode == status
             assert f"no admin socket at {directory / 'state' / 'admin.sock'}" in result.stderr
             assert "is the host running (`ilp-host run`, or `ilp-host connector`" in result.stderr
         # A socket file left behind by a dead host: still a clear message.
@@ -417,7 +439,7 @@ def test_host_not_running() -> None:
         with socket.socket(socket.AF_UNIX) as stale:
             stale.bind(str(directory / "state" / "admin.sock"))
         result = ilp_host("health", "-c", str(config))
-        assert result.returncode == 1
+        assert result.returncode == 3  # no answer: not the NOT_SERVING of a running host (4)
         assert "cannot reach the host's admin API" in result.stderr
     finally:
         shutil.rmtree(directory)
@@ -439,15 +461,37 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
 
 def test_sigterm_stops_the_host_and_its_adaptor() -> None:
     running = Host()
+    watcher: subprocess.Popen[str] | None = None
     try:
         running.wait_serving()
         pid = running.adaptor().pid
         assert alive(pid)
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "host.cli", "status", "--watch", "-c", str(running.config)],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert watcher.stdout is not None
+        _next_line(_lines(watcher.stdout), "memory")
         assert running.stop(signal.SIGTERM) == 0, running.stderr
+        # The watch ends with the host, and says so with its exit status.
+        assert watcher.wait(timeout=DEADLINE) == 1
+        assert watcher.stderr is not None
+        assert "the host closed the watch" in watcher.stderr.read()
         assert not running.socket.exists()
         wait_for(lambda: not alive(pid), "the adaptor to exit")
         assert "stopping the adaptors" in running.stderr
     finally:
+        if watcher is not None:
+            if watcher.poll() is None:
+                watcher.kill()
+            watcher.wait()
+            for stream in (watcher.stdout, watcher.stderr):
+                if stream is not None:
+                    stream.close()
         running.close()
 
 
