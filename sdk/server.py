@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import IO, Any, Final, NoReturn
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sdk import contract, handshake, mtls
 from sdk.adaptor import Adaptor
+from sdk.health import HealthServicer
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.plugin import (
     grpc_controller_pb2,
@@ -55,7 +56,6 @@ NOT_STARTED_BY_HOST: Final = (
 
 _log = Log("sdk")
 # grpc_health's type stubs predate its asyncio servicer.
-_AsyncHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
 
 
 class LaunchError(Exception):
@@ -160,7 +160,7 @@ class AdaptorServer:
         self._stopped = False
         # No SO_REUSEPORT: two adaptors must never share a port by accident.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        self._health = _AsyncHealthServicer()
+        self._health = HealthServicer()
         adaptor_pb2_grpc.add_LedgerAdaptorServicer_to_server(adaptor, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         grpc_controller_pb2_grpc.add_GRPCControllerServicer_to_server(

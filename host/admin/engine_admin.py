@@ -115,6 +115,8 @@ class EngineAdminService:
     async def list_settlements(
         self, account_id: str, limit: int
     ) -> admin_pb2.ListSettlementsResponse:
+        if account_id:  # an unknown account is NOT_FOUND here too, as in GetAccount
+            await _refusals(self._engine.get_account(account_id))
         rows = await _refusals(self._engine.list_settlements(account_id or None, limit))
         scales = {
             v.account.id: (v.account.asset_scale, v.account.ledger_scale)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from host.admin.auth import BearerTokenInterceptor
@@ -32,6 +32,7 @@ from host.admin.convert import adaptor_to_proto
 from host.credentials import ServerTls
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot, SupervisorStopped
+from sdk.health import HealthServicer
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 
 log = logging.getLogger("ilp_host.admin")
@@ -127,7 +128,8 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
         try:
             return self._supervisor.snapshot(name)
         except KeyError:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no adaptor named {name!r}")
+            # At most 80 characters of the name: an error must not echo a client's megabytes.
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no adaptor named {name[:80]!r}")
 
     async def ListAdaptors(
         self, request: admin_pb2.ListAdaptorsRequest, context: Context
@@ -255,7 +257,7 @@ class HealthFollower:
 
     def __init__(self, supervisor: SupervisorView) -> None:
         # grpcio-health-checking's asyncio servicer (Watch included); untyped.
-        self.servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.servicer = HealthServicer()
         self._supervisor = supervisor
         self._serving: dict[str, bool] = {}
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from host.admin.auth import BearerTokenInterceptor
@@ -52,6 +52,7 @@ from host.engine.model import check_account_id
 from host.ilp.errors import ErrorCode
 from sdk.amount import AmountError, signed_of
 from sdk.contract import MAX_DATA_BYTES
+from sdk.health import HealthServicer
 from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
@@ -334,7 +335,7 @@ async def serve_connector_api(
     interceptors = [BearerTokenInterceptor(tls.token)] if tls is not None else []
     server = grpc.aio.server(interceptors=interceptors)
     connector_pb2_grpc.add_ConnectorServicer_to_server(api, server)
-    health_servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (

@@ -414,3 +414,22 @@ def test_incoming_settlement_at_another_scale_than_the_ledgers_is_not_taken_at_f
         assert host.balance() + 10_000 == 0, (
             f"balance {host.balance()}: {[(s.id, s.amount.value) for s in host.settlements()]}"
         )
+
+
+def test_settlements_of_an_unknown_account_are_not_found_like_the_account(
+    memory_host: RunningHost,
+) -> None:
+    for call in (
+        lambda: memory_host.admin.GetAccount(
+            admin_pb2.GetAccountRequest(account_id="nobody"), timeout=10
+        ),
+        lambda: memory_host.admin.ListSettlements(
+            admin_pb2.ListSettlementsRequest(account_id="nobody"), timeout=10
+        ),
+    ):
+        error = refused(call)
+        assert error.code() == Code.NOT_FOUND, error.details()
+        assert "nobody does not exist" in (error.details() or "")
+    malformed = admin_pb2.ListSettlementsRequest(account_id="bob/../x")
+    error = refused(lambda: memory_host.admin.ListSettlements(malformed, timeout=10))
+    assert error.code() == Code.INVALID_ARGUMENT

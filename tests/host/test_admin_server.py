@@ -232,6 +232,16 @@ def test_list_and_get() -> None:
             )
             assert code == grpc.StatusCode.NOT_FOUND
             assert "nope" in details
+            # A 3 MB name is not echoed back: the message stays short.
+            code, details = await code_of(
+                h.admin.GetAdaptor(admin_pb2.GetAdaptorRequest(name="n" * 3_000_000))
+            )
+            assert code == grpc.StatusCode.NOT_FOUND and len(details) < 200
+            # Reflection advertises Health/List: it answers (it was UNIMPLEMENTED + ERROR).
+            listed = await h.health.List(health_pb2.HealthListRequest())
+            assert listed.statuses["memory"].status == health_pb2.HealthCheckResponse.SERVING
+            assert listed.statuses["xrpl"].status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert listed.statuses[""].status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert not h.server.socket.exists()
 
     run(test)

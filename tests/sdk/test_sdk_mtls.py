@@ -13,7 +13,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sdk import mtls
-from sdk.server import _AsyncHealthServicer
+from sdk.health import HealthServicer
 
 
 def test_certificate_is_a_self_signed_localhost_ca_for_both_roles() -> None:
@@ -42,7 +42,7 @@ def test_certificate_is_a_self_signed_localhost_ca_for_both_roles() -> None:
 async def health_check(server_cert: mtls.Certificate, client_cert: mtls.Certificate) -> None:
     """A Health.Check over TCP with mutual TLS made of these two certificates."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    health_pb2_grpc.add_HealthServicer_to_server(_AsyncHealthServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
     port = server.add_secure_port(
         "127.0.0.1:0", mtls.server_credentials(server_cert, client_cert.cert_pem)
     )
