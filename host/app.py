@@ -539,10 +539,10 @@ class Host:
         except Exception as exc:  # reported by the supervision task already, if it ran
             if not any(name == "adaptor supervision" for name in tasks.values()):
                 log.error("the adaptors' supervision failed: %s", _describe(exc), exc_info=exc)
-        rest = [t for t in tasks if not t.done()]
-        for task in rest:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
+        # Every task's end is retrieved here; the one that stopped the host was logged.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 #: Tasks that end by themselves once the supervisor stops: stopped after the adaptors.

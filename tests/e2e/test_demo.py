@@ -27,6 +27,19 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def assert_clean_start(workdir: Path, out: str) -> None:
+    """The hosts started in order: the first round fulfilled every packet, and no host logged
+    an ERROR (before, the connector listened before the engine had its accounts: T00s and a
+    traceback per packet)."""
+    first = next(line for line in out.splitlines() if line.startswith("round 1:"))
+    assert first.startswith("round 1: 50/50 packets fulfilled"), out
+    for log in sorted(workdir.glob("*.log")):
+        errors = [
+            line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line
+        ]
+        assert errors == [], f"{log.name}: {errors[:5]}"
+
+
 def test_two_hosts_settle_and_reconcile(workdir: Path) -> None:
     probed: dict[str, object] = {}
 
@@ -54,6 +67,7 @@ def test_two_hosts_settle_and_reconcile(workdir: Path) -> None:
     assert last.done and last.fulfilled == 0 and dict(last.rejected_by_code) == {"T04": 1}
     assert probed["unchanged"] is True
     assert "the books" not in out.getvalue()  # the verdict is main()'s, not run_demo's
+    assert_clean_start(workdir, out.getvalue())
 
 
 def test_reconcile_names_what_does_not_add_up() -> None:
@@ -109,6 +123,7 @@ def test_the_readmes_demo_commands_settle_and_reconcile(
     out = capsys.readouterr()
     assert status == 0, out.out + out.err
     assert "the books reconcile" in out.out
+    assert_clean_start(workdir, out.out)
     args = cli.build_parser().parse_args(argv[1:])
     alice = demo.side_adaptor(args, "alice")
     label = alice.label if isinstance(alice, demo.AdaptorCommand) else f"{alice} adaptor"
