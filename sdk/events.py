@@ -2,10 +2,13 @@
 
 - ``IncomingSettlements`` records what the ledger paid us, by settlement id, and keeps the
   unacknowledged ones in ledger order until ``ReceiveMoney`` acknowledges them.
-- ``EventHub`` serves any number of ``WatchEvents`` streams: each new stream first gets every
-  unacknowledged settlement, in order, then live events (new settlements, connection changes).
-  At-least-once delivery: a stream opened again after an error re-delivers whatever was not
-  acknowledged, and the engine dedups by settlement id.
+- ``EventHub`` serves any number of ``WatchEvents`` streams: each new stream first gets the
+  current state of every connection (as grpc.health.v1 Watch sends the current status first),
+  then every unacknowledged settlement, in order, then live events (new settlements,
+  connection changes). A change can therefore not fall between a host's Probe and its
+  stream: the stream itself starts with the truth. At-least-once delivery: a stream opened
+  again after an error re-delivers whatever was not acknowledged, and the engine dedups by
+  settlement id.
 - ``Connections`` holds the adaptor's connection states, moves them through the one transition
   table of ``sdk.connectivity``, publishes every change on the hub and answers ``Probe``.
 
@@ -152,6 +155,8 @@ class EventHub:
         self.settlements = settlements if settlements is not None else IncomingSettlements()
         self._queue_limit = queue_limit
         self._subscribers: set[_Subscriber] = set()
+        #: The latest state of each connection, by name, in the order first seen.
+        self._connections: dict[str, ConnectionState] = {}
         self._closed = False
 
     @property
@@ -167,7 +172,8 @@ class EventHub:
         return True
 
     def publish_connection(self, state: ConnectionState) -> None:
-        """Send a connection change to every stream (not stored: Probe has the current state)."""
+        """Send a connection change to every stream, and keep it: new streams start with it."""
+        self._connections[state.name] = state
         self._publish(state)
 
     def _publish(self, event: _Event) -> None:
@@ -185,11 +191,14 @@ class EventHub:
         if self._closed:
             return
         subscriber = _Subscriber(self._queue_limit)
-        # Snapshot and subscribe with no await in between: every settlement is either in the
-        # backlog or in the queue, none is missed.
+        # Snapshot and subscribe with no await in between: every connection change and every
+        # settlement is either in the snapshot or in the queue, none is missed.
+        connections = list(self._connections.values())
         backlog = self.settlements.unacknowledged()
         self._subscribers.add(subscriber)
         try:
+            for connection in connections:
+                yield _wrap(connection)
             for settlement in backlog:
                 if not self.settlements.is_acknowledged(settlement.settlement_id):
                     yield _wrap(settlement)

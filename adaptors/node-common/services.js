@@ -60,8 +60,10 @@ function follow(streams, call) {
 
 /**
  * The open WatchEvents streams. open() sends the headers at once (so the host sees the stream
- * up before any event exists) and the re-deliveries, then follows; broadcast() writes a live
- * event to all; end() writes a last event and closes them with OK.
+ * up before any event exists), the current state of every connection (the contract: a stream
+ * starts with the truth, as grpc.health.v1 Watch does, so no change falls between a Probe and
+ * the stream), then the re-deliveries, then follows; broadcast() writes a live event to all;
+ * end() writes a last event and closes them with OK.
  */
 class EventStreams {
   constructor(grpc) {
@@ -69,8 +71,10 @@ class EventStreams {
     this.calls = new Set();
   }
 
-  open(call, backlog) {
+  /** `connections`: Connection messages, current; `backlog`: WatchEventsResponse messages. */
+  open(call, connections, backlog) {
     call.sendMetadata(new this.grpc.Metadata());
+    for (const connection of connections) call.write({ connection_changed: connection });
     for (const event of backlog) call.write(event);
     follow(this.calls, call);
   }

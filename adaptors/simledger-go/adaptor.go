@@ -203,19 +203,19 @@ func (a *adaptor) GetBalance(ctx context.Context, _ *adaptorv1.GetBalanceRequest
 	return &adaptorv1.GetBalanceResponse{Balance: answer.GetAccount().GetBalance()}, nil
 }
 
-// WatchEvents re-delivers every unacknowledged incoming settlement in ledger order, then sends
-// the current state of the ledger connection, then follows live events.
+// WatchEvents sends the current state of the ledger connection first (the contract: a stream
+// starts with the truth, as grpc.health.v1 Watch does), then re-delivers every unacknowledged
+// incoming settlement in ledger order, then follows live events.
 func (a *adaptor) WatchEvents(_ *adaptorv1.WatchEventsRequest, stream adaptorv1.LedgerAdaptor_WatchEventsServer) error {
 	// Headers at once: the host sees that the stream is up even with nothing to send.
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
 	a.mu.Lock()
-	var backlog []*adaptorv1.WatchEventsResponse
+	backlog := []*adaptorv1.WatchEventsResponse{connectionEvent(a.link)}
 	for _, record := range a.state.data.unacknowledged() {
 		backlog = append(backlog, incomingEvent(record))
 	}
-	backlog = append(backlog, connectionEvent(a.link))
 	sub := a.events.subscribe()
 	a.mu.Unlock()
 	defer func() {

@@ -105,17 +105,29 @@ class AdaptorInstance:
         self._spawn_task(rpc.drain_stdio(self.channel, spec.name, self._logger), "stdio")
         await rpc.wait_serving(self.channel, spec.start_timeout, spec.health_timeout)
         self.info = await rpc.get_info(self.channel, spec.start_timeout, spec.health_timeout)
-        # Events first, then Probe: a change between the two is not lost (newest wins).
+        # The stream starts with the current state of every connection (the contract), taken
+        # as the truth: no Probe races it. Only an adaptor without WatchEvents is probed.
         self._spawn_task(
-            rpc.follow_events(self.channel, spec.name, self._adaptor_connection, self._on_incoming),
+            rpc.follow_events(
+                self.channel,
+                spec.name,
+                self._adaptor_connection,
+                self._on_incoming,
+                without_stream=self._probe_connections,
+            ),
             "events",
         )
-        answer = await rpc.probe(self.channel, spec.health_timeout)
+        self._notify()
+
+    async def _probe_connections(self) -> None:
+        """The connections of an adaptor that serves no WatchEvents: from Probe, once."""
+        if self.channel is None:
+            return
+        answer = await rpc.probe(self.channel, self.spec.health_timeout)
         for message in answer.connections if answer is not None else ():
             connection = rpc.connection_from_proto(message)
             if connection is not None:
                 self._adaptor_connection(connection)
-        self._notify()
 
     def _channel_state(self, observed: Connectivity) -> None:
         if observed != self.host_connection.state:

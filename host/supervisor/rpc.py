@@ -218,9 +218,11 @@ async def follow_events(
     adaptor: str,
     on_connection: Callable[[ConnectionState], None],
     on_incoming: IncomingHandler | None,
+    without_stream: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Follow WatchEvents until cancelled, reopening the stream whenever it ends (the adaptor
-    then re-delivers unacknowledged settlements). UNIMPLEMENTED ends it for good."""
+    then re-delivers unacknowledged settlements, after the current state of each connection).
+    UNIMPLEMENTED ends it for good, after ``without_stream`` (if given) ran."""
     stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
     delay = EVENTS_RETRY_INITIAL
     while True:
@@ -247,6 +249,8 @@ async def follow_events(
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 _log.info("adaptor %s does not serve WatchEvents", adaptor)
+                if without_stream is not None:
+                    await without_stream()
                 return
             _log.debug("adaptor %s: WatchEvents ended: %s", adaptor, exc.code().name)
         except Exception as exc:

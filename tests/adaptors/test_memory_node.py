@@ -369,12 +369,19 @@ async def _redelivery() -> None:
         stub = adaptor_pb2_grpc.LedgerAdaptorStub(ch)
 
         async def first_events(count: int) -> list[adaptor_pb2.IncomingSettlement]:
+            """The re-delivered settlements, after the ledger link's current state (first)."""
             stream = stub.WatchEvents(adaptor_pb2.WatchEventsRequest())
-            events = [await asyncio.wait_for(stream.read(), DEADLINE) for _ in range(count)]
+            events = [await asyncio.wait_for(stream.read(), DEADLINE) for _ in range(count + 1)]
             stream.cancel()
-            for event in events:
+            state, *rest = events
+            assert state.WhichOneof("event") == "connection_changed"
+            assert (state.connection_changed.name, state.connection_changed.state) == (
+                "ledger",
+                types_pb2.CONNECTIVITY_STATE_READY,
+            )
+            for event in rest:
                 assert event.WhichOneof("event") == "incoming_settlement"
-            return [event.incoming_settlement for event in events]
+            return [event.incoming_settlement for event in rest]
 
         first, second = await first_events(2)
         assert (first.account_id, first.amount) == ("alice", Amount(value="500", scale=2))
@@ -401,16 +408,19 @@ async def _redelivery() -> None:
             adaptor_pb2.ReceiveMoneyRequest(settlement_id=second.settlement_id),
             timeout=RPC_TIMEOUT,
         )
-        # Nothing is left to re-deliver: the first event of a new stream is the ledger link's
-        # SHUTDOWN when the adaptor stops, and then the stream ends with OK.
+        # Nothing is left to re-deliver: after the ledger link's current state, the next event
+        # of a new stream is its SHUTDOWN when the adaptor stops, and then the stream ends OK.
         stream = stub.WatchEvents(adaptor_pb2.WatchEventsRequest())
         await asyncio.wait_for(stream.wait_for_connection(), DEADLINE)
         controller = grpc_controller_pb2_grpc.GRPCControllerStub(ch)
         await controller.Shutdown(grpc_controller_pb2.Empty(), timeout=RPC_TIMEOUT)
         events = [event async for event in stream]
-        assert [e.WhichOneof("event") for e in events] == ["connection_changed"]
-        change = events[0].connection_changed
-        assert (change.name, change.state) == ("ledger", types_pb2.CONNECTIVITY_STATE_SHUTDOWN)
+        assert [e.WhichOneof("event") for e in events] == ["connection_changed"] * 2
+        states = [(e.connection_changed.name, e.connection_changed.state) for e in events]
+        assert states == [
+            ("ledger", types_pb2.CONNECTIVITY_STATE_READY),  # the current state, first
+            ("ledger", types_pb2.CONNECTIVITY_STATE_SHUTDOWN),
+        ]
         assert await stream.code() == grpc.StatusCode.OK
         assert await adaptor.exit_status() == 0
 
@@ -461,7 +471,8 @@ async def _signals() -> None:
         adaptor.process.send_signal(signal.SIGTERM)
         events = [event async for event in stream]
         assert [e.connection_changed.state for e in events] == [
-            types_pb2.CONNECTIVITY_STATE_SHUTDOWN
+            types_pb2.CONNECTIVITY_STATE_READY,
+            types_pb2.CONNECTIVITY_STATE_SHUTDOWN,
         ]
         assert await adaptor.exit_status() == 0
         assert any(r.get("reason") == "SIGTERM" for r in adaptor.log_records())

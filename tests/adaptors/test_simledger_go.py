@@ -183,20 +183,27 @@ async def refusal(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
     return failed.value.code(), failed.value.details() or ""
 
 
-async def redelivered(adaptor: adaptor_pb2_grpc.LedgerAdaptorStub) -> list[str]:
-    """The settlement ids a new WatchEvents stream re-delivers: everything before the current
-    ledger connection state, which the adaptor sends right after the re-delivery."""
+async def redelivered(adaptor: adaptor_pb2_grpc.LedgerAdaptorStub, count: int) -> list[str]:
+    """The first ``count`` settlement ids a new WatchEvents stream re-delivers, after the
+    current ledger connection state, which the adaptor sends first (the contract); then
+    nothing more for a moment."""
     call = adaptor.WatchEvents(adaptor_pb2.WatchEventsRequest(), timeout=RPC_TIMEOUT)
-    ids: list[str] = []
     try:
-        async for event in call:
-            if event.WhichOneof("event") == "connection_changed":
-                assert event.connection_changed.name == "ledger"
-                return ids
+        first = await call.read()
+        assert first != grpc.aio.EOF and first.WhichOneof("event") == "connection_changed"
+        assert first.connection_changed.name == "ledger"
+        ids = []
+        for _ in range(count):
+            event = await call.read()
+            assert event != grpc.aio.EOF and event.WhichOneof("event") == "incoming_settlement"
             ids.append(event.incoming_settlement.settlement_id)
+        with contextlib.suppress(TimeoutError):
+            extra = await asyncio.wait_for(call.read(), 0.3)
+            if extra != grpc.aio.EOF and extra.WhichOneof("event") == "incoming_settlement":
+                raise AssertionError(f"re-delivered more than {count}: {extra}")
+        return ids
     finally:
         call.cancel()
-    raise AssertionError("the event stream ended before the ledger connection state")
 
 
 class Peers:
@@ -663,7 +670,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged(
             await pay(book, "bob:2", "ledger-bob", "ledger-alice", "200")
             await eventually(lambda: credits.count("bob:2") >= 1, "bob:2 delivered")
             assert credits.count("carol:1") == 0  # ledger order: carol:1 was seen before bob:2
-            assert await redelivered(adaptor) == ["bob:1", "bob:2"]
+            assert await redelivered(adaptor, 2) == ["bob:1", "bob:2"]
             code, _ = await refusal(
                 adaptor.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id="carol:1"))
             )
@@ -678,7 +685,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged(
                 await adaptor.ReceiveMoney(
                     adaptor_pb2.ReceiveMoneyRequest(settlement_id=settlement_id)
                 )
-            assert await redelivered(adaptor) == ["bob:2"]
+            assert await redelivered(adaptor, 1) == ["bob:2"]
             for unknown in ("bob:404", "fund-ledger-alice"):
                 code, _ = await refusal(
                     adaptor.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id=unknown))
@@ -696,9 +703,9 @@ def test_incoming_settlements_are_redelivered_until_acknowledged(
             assert restarted.state == ProcessState.SERVING, restarted.last_error
             await eventually(lambda: credits.count("bob:2") > before, "bob:2 after the restart")
             adaptor = stub(supervisor)
-            assert await redelivered(adaptor) == ["bob:2"]
+            assert await redelivered(adaptor, 1) == ["bob:2"]
             await adaptor.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id="bob:2"))
-            assert await redelivered(adaptor) == []
+            assert await redelivered(adaptor, 0) == []
             assert await adaptor.SendMoney(send("peer-bob", "100", "before-restart")) == paid
             assert await balance(book, "ledger-bob") == str(5000 - 700 - 200 + 100)
             assert {s.settlement_id for s in credits.deliveries} == {"bob:1", "bob:2", "carol:1"}

@@ -680,9 +680,9 @@ async def _process_contract(workdir: Path) -> None:
             await asyncio.wait_for(stream.wait_for_connection(), DEADLINE)
             adaptor.process.send_signal(signal.SIGTERM)
             events = [event async for event in stream]
-            assert [e.connection_changed.state for e in events] == [
-                State.CONNECTIVITY_STATE_SHUTDOWN
-            ]
+            # The ledger link's current state first (the contract), then its SHUTDOWN.
+            assert [e.connection_changed.name for e in events] == ["ledger", "ledger"]
+            assert events[-1].connection_changed.state == State.CONNECTIVITY_STATE_SHUTDOWN
             assert await stream.code() == grpc.StatusCode.OK
             async with asyncio.timeout(DEADLINE):
                 assert await adaptor.wait() == 0

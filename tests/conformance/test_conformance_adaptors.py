@@ -220,6 +220,22 @@ def test_a_broken_process_contract_fails_exactly_those_checks(temp_root: Path) -
     assert "exited with code 3 after the Shutdown request" in reasons["shutdown"]
 
 
+def test_a_stream_that_does_not_start_with_the_connections_fails_that_check(
+    temp_root: Path,
+) -> None:
+    env = {**INCOMING, "BROKEN_ADAPTOR_DEFECTS": "connections"}
+    result = run(
+        [sys.executable, str(BROKEN)],
+        temp_root,
+        env,
+        event_timeout=2.0,
+        only=("watch_events.connections_first",),
+    )
+    assert outcomes(result, Outcome.FAIL) == {"watch_events.connections_first"}, explain(result)
+    reason = next(r.reason for r in result.results if r.name == "watch_events.connections_first")
+    assert "before the state of ledger" in reason or "did not send the state of ledger" in reason
+
+
 def test_an_adaptor_that_does_not_start_fails_every_check_with_the_diagnosis(
     temp_root: Path,
 ) -> None:

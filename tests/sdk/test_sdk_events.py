@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -121,3 +123,38 @@ def test_probe_is_ready_only_when_every_connection_is() -> None:
     assert connections.probe().ready.value
     assert not connections.probe(ready=False).ready.value
     assert [c.state for c in connections.all()] == [Connectivity.READY]
+
+
+def test_a_new_stream_starts_with_the_current_state_of_every_connection() -> None:
+    """A change made before a stream opens reaches it: the stream starts with the truth (as
+    grpc.health.v1 Watch sends the current status first), then the unacknowledged
+    settlements, then live events. Before, connection states were not kept for new streams,
+    so a change between a host's Probe and its stream was lost."""
+
+    async def first_events(hub: EventHub, count: int) -> list[str]:
+        stream = hub.watch(context=None)  # type: ignore[arg-type]  # used only to abort
+        seen = []
+        async for event in stream:
+            kind = event.WhichOneof("event")
+            if kind == "connection_changed":
+                c = event.connection_changed
+                seen.append(f"{c.name}:{types_pb2.ConnectivityState.Name(c.state)}")
+            else:
+                seen.append(f"settlement:{event.incoming_settlement.settlement_id}")
+            if len(seen) == count:
+                break
+        await stream.aclose()
+        return seen
+
+    hub = EventHub()
+    connections = Connections(hub)
+    connections.add("ledger", "settlement-system", Connectivity.CONNECTING)
+    connections.add("peer:bob", "peer")
+    connections.move("ledger", Connectivity.READY)  # before any stream: not lost
+    hub.report_incoming(Incoming("s1", "bob", 5, 2))
+    seen = asyncio.run(first_events(hub, 3))
+    assert seen == [
+        "ledger:CONNECTIVITY_STATE_READY",
+        "peer:bob:CONNECTIVITY_STATE_IDLE",
+        "settlement:s1",
+    ]

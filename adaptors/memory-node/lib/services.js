@@ -92,7 +92,7 @@ class AdaptorServices {
       })),
       WatchEvents: (call) => {
         const backlog = ledger.unacknowledged().map((s) => incomingMessage(s, info.assetScale));
-        this.events.open(call, backlog);
+        this.events.open(call, [connectionMessage(ledger.connection)], backlog);
       },
     };
   }

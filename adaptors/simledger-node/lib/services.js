@@ -89,8 +89,12 @@ class AdaptorServices {
       GetBalance: handle('GetBalance', async () => ({ balance: await adaptor.balance() })),
       WatchEvents: (call) => {
         // Snapshot and registration in one turn of the event loop: nothing reported in
-        // between can be missed or sent twice.
-        this.events.open(call, adaptor.unacknowledged().map(incomingMessage));
+        // between can be missed or sent twice. The connection's state comes first.
+        this.events.open(
+          call,
+          [connectionMessage(adaptor.connection)],
+          adaptor.unacknowledged().map(incomingMessage),
+        );
       },
     };
   }

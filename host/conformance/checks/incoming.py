@@ -1,5 +1,7 @@
 """Checks of incoming settlements: reported on WatchEvents, re-delivered on every new stream
-until ReceiveMoney, not after; ReceiveMoney idempotent and strict about ids.
+until ReceiveMoney, not after; ReceiveMoney idempotent and strict about ids. Last, that every
+new stream starts with the current state of each connection (after the others: reading a
+stream may count as a delivery to an adaptor that delivers only once).
 
 On its own ledger the suite pays the adaptor (from the peer's ledger account, which the adaptor
 learned in the ledger-account exchange); elsewhere it uses the settlements a new stream
@@ -8,8 +10,11 @@ delivers at once, those the adaptor already has.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Final
+
+import grpc
 
 from host.conformance.checks.registry import PEER, Code, check, expect, fail_if
 from host.conformance.report import CheckFailed, CheckSkipped
@@ -212,3 +217,46 @@ async def receive_unknown(session: Session) -> str:
     expect(got, Code.NOT_FOUND, f"ReceiveMoney({settlement_id!r})", problems)
     fail_if(problems)
     return "NOT_FOUND"
+
+
+@check(
+    "watch_events.connections_first",
+    "WatchEvents starts with the current state of every connection, before anything else",
+)
+async def watch_connections_first(session: Session) -> str:
+    """The contract: a new stream first sends each connection's current state (as
+    grpc.health.v1 Watch sends the current status first), so that a host needs no Probe that
+    a change could slip past."""
+    reply: adaptor_pb2.ProbeResponse = await session.call("Probe", adaptor_pb2.ProbeRequest())
+    expected = [c.name for c in reply.connections]
+    if not expected:
+        return "Probe reports no connections: nothing to start with"
+    call = session.adaptor.WatchEvents(adaptor_pb2.WatchEventsRequest())
+    seen: list[str] = []
+    within = session.options.event_timeout
+    try:
+        async with asyncio.timeout(within):
+            async for event in call:
+                if event.WhichOneof("event") != "connection_changed":
+                    missing = [name for name in expected if name not in seen]
+                    raise CheckFailed(
+                        f"the stream sent an {event.WhichOneof('event')} before the state of "
+                        f"{', '.join(missing)}"
+                    )
+                seen.append(event.connection_changed.name)
+                if all(name in seen for name in expected):
+                    break
+            else:
+                raise CheckFailed(f"the stream ended after the state of only {seen or 'none'}")
+    except TimeoutError:
+        missing = [name for name in expected if name not in seen]
+        raise CheckFailed(
+            f"within {within:g} s the stream did not send the state of {', '.join(missing)}"
+        ) from None
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            raise CheckSkipped("the adaptor does not serve WatchEvents") from exc
+        raise CheckFailed(f"WatchEvents failed: {exc.code().name}: {exc.details()}") from exc
+    finally:
+        call.cancel()
+    return f"the stream began with {', '.join(seen)}"

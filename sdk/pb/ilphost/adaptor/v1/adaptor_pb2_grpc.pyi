@@ -92,10 +92,13 @@ class LedgerAdaptorStub:
     """
     WatchEvents: _grpc.UnaryStreamMultiCallable[_adaptor_pb2.WatchEventsRequest, _adaptor_pb2.WatchEventsResponse]
     """WatchEvents streams what happens on the ledger: incoming settlements and changes of the
-    adaptor's connection states. Every new stream first re-delivers, in ledger order, every
-    incoming settlement not yet acknowledged with ReceiveMoney, then follows live (at-least-once
-    delivery; the engine dedups by settlement id). The stream stays open until the adaptor
-    stops (it then ends with OK or UNAVAILABLE); the engine reopens it after any error.
+    adaptor's connection states. Every new stream first sends the current state of every
+    connection (one connection_changed each, as grpc.health.v1 Watch sends the current status
+    first; the host takes them as the truth, with no Probe a change could slip past), then
+    re-delivers, in ledger order, every incoming settlement not yet acknowledged with
+    ReceiveMoney, then follows live (at-least-once delivery; the engine dedups by settlement
+    id). The stream stays open until the adaptor stops (it then ends with OK or UNAVAILABLE);
+    the engine reopens it after any error.
     """
 
 @_typing.type_check_only
@@ -156,10 +159,13 @@ class LedgerAdaptorAsyncStub(LedgerAdaptorStub):
     """
     WatchEvents: _aio.UnaryStreamMultiCallable[_adaptor_pb2.WatchEventsRequest, _adaptor_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """WatchEvents streams what happens on the ledger: incoming settlements and changes of the
-    adaptor's connection states. Every new stream first re-delivers, in ledger order, every
-    incoming settlement not yet acknowledged with ReceiveMoney, then follows live (at-least-once
-    delivery; the engine dedups by settlement id). The stream stays open until the adaptor
-    stops (it then ends with OK or UNAVAILABLE); the engine reopens it after any error.
+    adaptor's connection states. Every new stream first sends the current state of every
+    connection (one connection_changed each, as grpc.health.v1 Watch sends the current status
+    first; the host takes them as the truth, with no Probe a change could slip past), then
+    re-delivers, in ledger order, every incoming settlement not yet acknowledged with
+    ReceiveMoney, then follows live (at-least-once delivery; the engine dedups by settlement
+    id). The stream stays open until the adaptor stops (it then ends with OK or UNAVAILABLE);
+    the engine reopens it after any error.
     """
 
 class LedgerAdaptorServicer(metaclass=_abc_1.ABCMeta):
@@ -271,10 +277,13 @@ class LedgerAdaptorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_adaptor_pb2.WatchEventsResponse], _abc.AsyncIterator[_adaptor_pb2.WatchEventsResponse]]:
         """WatchEvents streams what happens on the ledger: incoming settlements and changes of the
-        adaptor's connection states. Every new stream first re-delivers, in ledger order, every
-        incoming settlement not yet acknowledged with ReceiveMoney, then follows live (at-least-once
-        delivery; the engine dedups by settlement id). The stream stays open until the adaptor
-        stops (it then ends with OK or UNAVAILABLE); the engine reopens it after any error.
+        adaptor's connection states. Every new stream first sends the current state of every
+        connection (one connection_changed each, as grpc.health.v1 Watch sends the current status
+        first; the host takes them as the truth, with no Probe a change could slip past), then
+        re-delivers, in ledger order, every incoming settlement not yet acknowledged with
+        ReceiveMoney, then follows live (at-least-once delivery; the engine dedups by settlement
+        id). The stream stays open until the adaptor stops (it then ends with OK or UNAVAILABLE);
+        the engine reopens it after any error.
         """
 
 def add_LedgerAdaptorServicer_to_server(servicer: LedgerAdaptorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -87,10 +87,13 @@ type LedgerAdaptorClient interface {
 	// can still pay out. Read-only and idempotent. UNAVAILABLE when the ledger is unreachable.
 	GetBalance(ctx context.Context, in *GetBalanceRequest, opts ...grpc.CallOption) (*GetBalanceResponse, error)
 	// WatchEvents streams what happens on the ledger: incoming settlements and changes of the
-	// adaptor's connection states. Every new stream first re-delivers, in ledger order, every
-	// incoming settlement not yet acknowledged with ReceiveMoney, then follows live (at-least-once
-	// delivery; the engine dedups by settlement id). The stream stays open until the adaptor
-	// stops (it then ends with OK or UNAVAILABLE); the engine reopens it after any error.
+	// adaptor's connection states. Every new stream first sends the current state of every
+	// connection (one connection_changed each, as grpc.health.v1 Watch sends the current status
+	// first; the host takes them as the truth, with no Probe a change could slip past), then
+	// re-delivers, in ledger order, every incoming settlement not yet acknowledged with
+	// ReceiveMoney, then follows live (at-least-once delivery; the engine dedups by settlement
+	// id). The stream stays open until the adaptor stops (it then ends with OK or UNAVAILABLE);
+	// the engine reopens it after any error.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 }
 
@@ -251,10 +254,13 @@ type LedgerAdaptorServer interface {
 	// can still pay out. Read-only and idempotent. UNAVAILABLE when the ledger is unreachable.
 	GetBalance(context.Context, *GetBalanceRequest) (*GetBalanceResponse, error)
 	// WatchEvents streams what happens on the ledger: incoming settlements and changes of the
-	// adaptor's connection states. Every new stream first re-delivers, in ledger order, every
-	// incoming settlement not yet acknowledged with ReceiveMoney, then follows live (at-least-once
-	// delivery; the engine dedups by settlement id). The stream stays open until the adaptor
-	// stops (it then ends with OK or UNAVAILABLE); the engine reopens it after any error.
+	// adaptor's connection states. Every new stream first sends the current state of every
+	// connection (one connection_changed each, as grpc.health.v1 Watch sends the current status
+	// first; the host takes them as the truth, with no Probe a change could slip past), then
+	// re-delivers, in ledger order, every incoming settlement not yet acknowledged with
+	// ReceiveMoney, then follows live (at-least-once delivery; the engine dedups by settlement
+	// id). The stream stays open until the adaptor stops (it then ends with OK or UNAVAILABLE);
+	// the engine reopens it after any error.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	mustEmbedUnimplementedLedgerAdaptorServer()
 }
