@@ -139,3 +139,15 @@ def test_a_restarted_engine_replays_unacknowledged_changes_once() -> None:
 
 async def _is(value: bool) -> bool:
     return value
+
+
+def test_an_idle_engine_counts_itself_connected_once_attached() -> None:
+    """Before, the flag was set on the first event: an engine attached to a quiet connector
+    showed "NOT connected" (ilp-host status) until a packet came."""
+
+    async def scenario(world: World) -> None:
+        async with world.engine() as (_, _, link):
+            await until(lambda: _is(link.status.connected), "the link to count as connected")
+            assert world.ledger.last_cursor == 0  # not one event was sent
+
+    run(scenario)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -20,9 +22,14 @@ from connector_harness import (
     token,
 )
 
+from host.binding import EngineClearing
 from host.connector import PeerRefused, PeerUnreachable, UnknownPeer
+from host.connector.config import PeerConfig
+from host.connector.switch import Connector
+from host.engine import Engine
 from host.ilp import Fulfill, Prepare, Reject, Reply, parse_reply, serialize
 from host.ilp.peer_settle import SETTLE_CONDITION, settle_prepare
+from host.store.sqlite import SqliteStore
 from sdk.connectivity import ConnectionState, Connectivity
 
 
@@ -286,3 +293,28 @@ def test_a_peer_that_rejects_our_token_is_a_failed_link() -> None:
             assert link.last_error.startswith("HTTP 401 from ")
 
     asyncio.run(run())
+
+
+def test_a_packet_for_an_account_not_there_yet_is_a_clear_t00(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer's packet for an account the engine has not created yet (its adaptor is still
+    starting): a T00 Reject that says so, and no ERROR traceback (before: "internal error on a
+    Prepare" with NotFound, once per packet)."""
+
+    async def run() -> None:
+        store = await SqliteStore.open(tmp_path / "engine.db")
+        try:
+            clearing = EngineClearing(Engine(store, {}))
+            peer = PeerConfig("p", "http://127.0.0.1:9/", "test.p", "in-token-1", "out-token-1")
+            connector = Connector("test.me", [peer], [], clearing, RecordingMessages())
+            reply = await connector.handle_prepare("p", prepare_to("test.me.x", 5))
+            assert isinstance(reply, Reject)
+            assert reply.code == "T00"
+            assert "account p is not ready yet" in reply.message
+        finally:
+            await store.close()
+
+    caplog.set_level(logging.INFO)
+    asyncio.run(run())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
