@@ -14,7 +14,8 @@ lock (one host per state directory); the engine's store, opened and migrated (06
 Engine service for the adaptors; the admin API on its socket (so that ``ilp-host status`` can
 watch the adaptors start); the adaptors; the configured accounts of every adaptor that serves,
 created in the engine; and only then the connector, which accepts packets from that moment on.
-A packet for an account that is still not there gets a T00 Reject saying so.
+A packet for an account that is still not there (its adaptor did not serve within its start
+timeout, plus ACCOUNTS_SLACK) gets a T00 Reject saying so.
 
 :class:`Host` runs it, shaped like temporalio's worker (``worker/_worker.py``): every
 long-running task of the host (the supervision of the adaptors, the health follower, the
@@ -80,6 +81,8 @@ EXIT_IMMEDIATE = 1
 #: How long idempotency keys are kept, and how often older ones are forgotten, seconds.
 KEY_RETENTION = 24 * 3600.0
 HOUSEKEEPING_INTERVAL = 3600.0
+#: Beyond the adaptors' start timeout, how long the start waits for the accounts, seconds.
+ACCOUNTS_SLACK = 10.0
 #: What one process runs (see the module docstring).
 Mode = Literal["run", "connector", "engine"]
 
@@ -286,7 +289,7 @@ class Host:
                     log.info(
                         "admin API also on %s:%s (TLS, bearer token)", tcp.host, admin.tcp_port
                     )
-                status = await self._supervise(supervisor, admin, parts, stack)
+                status = await self._supervise(supervisor, admin, parts)
             finally:
                 signals.close()
                 await admin.stop()
@@ -342,6 +345,12 @@ class Host:
         if self.mode == "engine":
             address = self._connector_address
             assert address is not None
+            if not address.startswith("unix:") and tls is None:
+                raise HostError(
+                    f"the Connector API at {address} is on TCP: the engine needs "
+                    "connector.api_tls_cert and connector.api_token_file in the config to "
+                    "reach it (TLS and the bearer token)"
+                )
             channel = channel_to(address, tls)
             stack.push_async_callback(channel.close, None)
             parts.link = ConnectorLink(
@@ -423,13 +432,7 @@ class Host:
 
     # -- the run loop ---------------------------------------------------------------------------
 
-    async def _supervise(
-        self,
-        supervisor: Supervisor,
-        admin: AdminServer,
-        parts: _Parts,
-        stack: contextlib.AsyncExitStack,
-    ) -> int:
+    async def _supervise(self, supervisor: Supervisor, admin: AdminServer, parts: _Parts) -> int:
         """Start in order, then wait for a stop request or the first task to end; stop."""
         tasks: dict[asyncio.Task[None], str] = {}
         spawned = asyncio.Event()
@@ -495,7 +498,21 @@ class Host:
         if parts.engine is not None and parts.binding is not None:
             spawn("engine binding", parts.binding.follow(supervisor))
             serving = {s.name for s in supervisor.snapshots() if s.state == ProcessState.SERVING}
-            await parts.binding.accounts_created(serving)
+            limit = max((spec.start_timeout for spec in self.config.adaptors), default=0.0)
+            limit += ACCOUNTS_SLACK
+            try:
+                # Bounded: an adaptor that stops serving right after its start creates its
+                # accounts only once it is back, and the other accounts' packets must not
+                # wait for that.
+                async with asyncio.timeout(limit):
+                    await parts.binding.accounts_created(serving)
+            except TimeoutError:
+                log.warning(
+                    "not every account exists after %g s (an adaptor is not serving): the "
+                    "connector takes packets now; those for the missing accounts get T00 "
+                    "until their adaptor serves",
+                    limit,
+                )
             resumed = await parts.engine.reconcile()
             if resumed:
                 log.info("resumed %d unfinished settlement(s) from before the last stop", resumed)
