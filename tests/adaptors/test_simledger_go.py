@@ -881,7 +881,7 @@ def test_peers_with_the_python_adaptor(
             )
             incoming = credits["alice"].deliveries[0]
             assert (incoming.account_id, incoming.amount) == ("bob", Amount(value="99", scale=2))
-            assert await redelivered(stub(alice)) == []
+            assert await redelivered(stub(alice), 0) == []
             assert await balance(book, "ledger-alice") == str(10000 - 1234 + 99)
 
     asyncio.run(scenario())

@@ -435,7 +435,10 @@ def test_settlements_table_and_filters(host: Host) -> None:
     incoming = next(line.split() for line in lines if line.startswith("in:"))
     assert incoming[1:6] == ["bob", "incoming", "COMPLETED", "5.000000", "5.00"]
     assert len(host.json("settlements", "--limit", "1")["settlements"]) == 1
-    assert host.json("settlements", "--account", "nobody") == {}
+    # An unknown account is NOT_FOUND, as for `accounts`/GetAccount (it was an empty list).
+    unknown = host.cli("settlements", "--account", "nobody")
+    assert unknown.returncode == EXIT_FAILURE
+    assert "NOT_FOUND: account nobody does not exist" in unknown.stderr
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from host.app import HostError, prepare_state_dir, state_lock, tcp_listener
-from host.cli import EXIT_FAILURE, EXIT_USAGE, build_parser, main
+from host.cli import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, build_parser, main
 from host.config import AdminConfig, ConfigError
 from sdk.mtls import generate_certificate
 
@@ -47,7 +47,10 @@ def test_missing_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_missing_admin_socket_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     socket = tmp_path / "admin.sock"
-    assert main(["health", "--admin", f"unix:{socket}"]) == EXIT_FAILURE
+    assert main(["status", "--admin", f"unix:{socket}"]) == EXIT_FAILURE
+    assert f"no admin socket at {socket}: is `ilp-host run` running?" in capsys.readouterr().err
+    # health tells "no answer" (3) apart from NOT_SERVING (4), like grpc_health_probe.
+    assert main(["health", "--admin", f"unix:{socket}"]) == EXIT_UNREACHABLE
     assert f"no admin socket at {socket}: is `ilp-host run` running?" in capsys.readouterr().err
 
 

@@ -124,11 +124,14 @@ def test_each_process_of_a_split_host_gets_its_own_state_directory() -> None:
 
 
 def test_the_connector_api_address() -> None:
-    tcp = PEER.replace("port = 7768", 'port = 7768\napi = "127.0.0.1:7771"')
+    credentials = (
+        'api_tls_cert = "tls/c.crt"\napi_tls_key = "tls/c.key"\napi_token_file = "tls/c.token"'
+    )
+    tcp = PEER.replace("port = 7768", f'port = 7768\napi = "127.0.0.1:7771"\n{credentials}')
     assert connector_api_target(load_config(ADAPTOR + ACCOUNT + tcp, BASE)) == "127.0.0.1:7771"
     for bad, words in [
-        ('"0.0.0.0:7771"', "no authentication"),
-        ('"example.com:80"', "no authentication"),
+        ('"127.0.0.1:7771"', "needs TLS and a bearer token"),
+        ('"0.0.0.0:7771"', "needs TLS and a bearer token"),
         ('"unix:"', "needs a socket path"),
         ('"7771"', "must be unix:PATH or HOST:PORT"),
     ]:

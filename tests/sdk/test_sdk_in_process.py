@@ -260,7 +260,10 @@ def test_event_hub_fans_out_in_order_and_ends_streams() -> None:
             three = watch(adaptor_pb2.WatchEventsRequest())
             await streams_become(hub, 2)
             adaptor.connections.move("ledger", Connectivity.READY)
-            # Nothing unacknowledged: the new stream's first event is the live one.
+            # Nothing unacknowledged: after the ledger's current state (always first), the
+            # live change.
+            current = await three.read()
+            assert current.connection_changed.state == types_pb2.CONNECTIVITY_STATE_CONNECTING
             first = await three.read()
             assert first.connection_changed.state == types_pb2.CONNECTIVITY_STATE_READY
 
