@@ -36,7 +36,6 @@ Pure: no I/O. Example::
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import math
 import os
@@ -180,19 +179,6 @@ def parse_connector_config(
         api=api,
         api_credentials=credentials,
     )
-
-
-def is_local_address(address: str) -> bool:
-    """Whether a gRPC address stays on this machine: ``unix:PATH`` or a loopback HOST:PORT."""
-    if address.startswith("unix:"):
-        return True
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _api_address(value: object) -> str:
