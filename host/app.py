@@ -46,7 +46,7 @@ from host.config import CONNECTOR_DATABASE, AdminConfig, ConfigError, HostConfig
 from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import UnknownPeer
-from host.connector.switch import Connector
+from host.connector.switch import AddressUnknown, Connector
 from host.connector_link import ConnectorLink, channel_to
 from host.engine import Engine, EngineError, SettlementPort
 from host.store import Store, StoreError
@@ -239,7 +239,7 @@ async def _open_parts(
         messenger = parts.link
     elif peering is not None:
         parts.connector = Connector.from_config(
-            peering, parts.engine, parts.binding.settlement_messages()
+            peering, parts.engine, parts.binding.settlement_messages(), assets=_assets(config)
         )
         messenger = parts.connector
         parts.balance = partial(_engine_balance, parts.engine)
@@ -276,7 +276,7 @@ async def _open_connector(config: HostConfig, stack: contextlib.AsyncExitStack) 
         raise HostError(f"cannot open the connector's ledger {path}: {exc}") from exc
     stack.push_async_callback(ledger.close)
     relay = EngineRelay(timeout=peering.settle_timeout)
-    connector = Connector.from_config(peering, ledger, relay)
+    connector = Connector.from_config(peering, ledger, relay, assets=_assets(config))
     address = peering.api
     if address.startswith("unix:"):
         socket = config.state_dir / address.removeprefix("unix:")
@@ -336,8 +336,15 @@ async def _start_connector(
         raise HostError(
             f"cannot listen for ILP-over-HTTP on {peering.host}:{peering.port}: {exc}"
         ) from exc
+    except AddressUnknown as exc:
+        raise HostError(str(exc)) from exc
     stack.push_async_callback(connector.stop)
-    log.info("connector %s listening on %s", peering.address, connector.url)
+    log.info("connector %s listening on %s", connector.address, connector.url)
+
+
+def _assets(config: HostConfig) -> dict[str, tuple[str, int]]:
+    """Each account's asset, for the ILDCP answers to children."""
+    return {account.id: (account.asset_code, account.asset_scale) for account in config.accounts}
 
 
 async def _run_locked(config: HostConfig, mode: Mode, connector_address: str | None) -> int:
@@ -358,7 +365,7 @@ async def _run_locked(config: HostConfig, mode: Mode, connector_address: str | N
             assert parts.balance is not None
             connector_admin = ConnectorAdminService(
                 parts.connector,
-                {peer.id: (peer.address, peer.url) for peer in config.connector.peers},
+                {peer.id: (peer.address or "", peer.url) for peer in config.connector.peers},
                 parts.balance,
                 parts.engine_link,
             )

@@ -319,6 +319,14 @@ class Connector:
 
     # -- views ----------------------------------------------------------------------------
 
+    def peer_address(self, peer_id: str) -> str:
+        """A peer's address as far as known ("" for a parent configured without one)."""
+        return self._peer_addresses().get(peer_id, "")
+
+    def peer_relation(self, peer_id: str) -> str:
+        """How a peer stands to this host: "parent", "child" or "peer"."""
+        return self._peers[peer_id].relation
+
     def link_states(self) -> list[ConnectionState]:
         """Every peer link's state, in configuration order."""
         return self.links.states()
