@@ -32,9 +32,10 @@ Pure: no I/O. Example::
     # receive_routes = true     # CCP: learn this peer's routes
 
 A ``child`` has no ``address``: it is ours plus ``"." + address_segment`` (default: its id),
-and it learns it from us by ILDCP. A ``parent``'s ``address`` is optional; the parent is the
-default route, and when ``[connector] address`` is left out this host learns its own address
-from its (first) parent at start.
+and it learns it from us by ILDCP. For a parent or a peer ``address`` is optional: when given
+it is a route to that peer; without it the routes come by route broadcast. The (first)
+parent is the default route, and when ``[connector] address`` is left out this host learns
+its own address from that parent at start.
 
     [[route]]
     prefix = "test.carol"       # longest prefix wins; "" is the default route
@@ -288,8 +289,6 @@ def _peers(raw: object, own: str | None) -> tuple[PeerConfig, ...]:
                 raise ConnectorConfigError(f"{key}.address_segment", "only applies to a child")
             if "address" in table:
                 peer_address = _ilp_address(f"{key}.address", table["address"])
-            elif relation == "peer":
-                raise ConnectorConfigError(f"{key}.address", "missing")
         if peer_address is not None:
             if peer_address == own:
                 raise ConnectorConfigError(f"{key}.address", "is this host's own address")
