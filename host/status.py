@@ -308,7 +308,7 @@ def peers_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str
                 connectivity_name(link.state),
                 _age(link.since, link.HasField("since"), now),
                 _route_exchange(peer.routes),
-                one_line(link.last_error or peer.routes.last_error),
+                one_line(link.last_error or peer.routes.last_error or _refusal(peer)),
             )
         )
     return rows
@@ -318,6 +318,12 @@ def _route_exchange(routes: admin_pb2.RouteExchange) -> str:
     """The route exchange in a few words: what we send, what we learned."""
     sending = routes.send_mode.lower() or "off"
     return f"send {sending}, learned {routes.learned_routes}"
+
+
+def _refusal(peer: admin_pb2.Peer) -> str:
+    """Why the peer refuses settlement messages, if it does."""
+    state = peer.settlement_messages
+    return f"settlement messages: {state}" if state and state != "ok" else ""
 
 
 def _address_source(source: str) -> str:

@@ -60,6 +60,7 @@ class ConnectorAdminService:
                 url=url,
                 link=links[f"peer:{peer_id}"].to_proto(),
                 relation=connector.peer_relation(peer_id),
+                settlement_messages=connector.settlement_messages(peer_id),
                 routes=admin_pb2.RouteExchange(
                     send_mode=exchange.send_mode,
                     sent_epoch=exchange.sent_epoch,

@@ -88,6 +88,13 @@ SERVER_ERROR_STREAK = 3
 ILDCP_TIMEOUT = 30.0
 
 
+#: How long a peer that refused ``peer.settle`` as an unknown protocol is not asked again:
+#: such a peer (ilp-connector: it settles in its plugins) will not change its mind soon.
+SETTLE_REFUSAL_HOLD = 300.0
+#: The codes a connector without settlement engines answers ``peer.settle`` with.
+_NO_SETTLEMENT_ENGINE = frozenset({ErrorCode.F01_INVALID_PACKET, ErrorCode.F02_UNREACHABLE})
+
+
 class AddressUnknown(RuntimeError):
     """This host has no address: none configured, and its parent did not give one in time."""
 
@@ -160,6 +167,10 @@ class Connector:
         self.balances = BalanceMiddleware(clearing)
         self.links = LinkStates(self._peers, now=now)
         self._server_errors = dict.fromkeys(self._peers, 0)
+        #: Per peer: the outcome of the last settlement message, and until when (loop time) a
+        #: peer without settlement engine is not sent another.
+        self._settlement: dict[str, str] = dict.fromkeys(self._peers, "")
+        self._settle_held_until: dict[str, float] = {}
         self.routes = RouteBroadcaster(
             self._peers, self.routing, self._exchange, interval=route_broadcast_interval, now=now
         )
@@ -326,6 +337,11 @@ class Connector:
     def peer_relation(self, peer_id: str) -> str:
         """How a peer stands to this host: "parent", "child" or "peer"."""
         return self._peers[peer_id].relation
+
+    def settlement_messages(self, peer_id: str) -> str:
+        """How settlement messages (``peer.settle``) fare with a peer: "" before the first,
+        "ok", or why the peer refused them."""
+        return self._settlement[peer_id]
 
     def link_states(self) -> list[ConnectionState]:
         """Every peer link's state, in configuration order."""
@@ -590,6 +606,15 @@ class Connector:
             raise ValueError(
                 f"a settlement message is at most {MAX_DATA_LENGTH} bytes, got {len(data)}"
             )
+        loop = asyncio.get_running_loop()
+        held = self._settle_held_until.get(account_id)
+        if held is not None and loop.time() < held:
+            raise PeerRefused(
+                f"peer {account_id}: {self._settlement[account_id]} (not asked again for "
+                f"{held - loop.time():.0f} s)",
+                ErrorCode.F01_INVALID_PACKET,
+                b"",
+            )
         prepare = peer_settle.settle_prepare(data, self._now() + self._settle_timeout)
         try:
             reply = await self._exchange(account_id, prepare, self._settle_timeout.total_seconds())
@@ -603,11 +628,29 @@ class Connector:
                 else ErrorCode.T01_PEER_UNREACHABLE,
                 b"",
             ) from exc
+        if (
+            isinstance(reply, Reject)
+            and reply.code in _NO_SETTLEMENT_ENGINE
+            and reply.triggered_by != peer_settle.SETTLE_ADDRESS
+        ):
+            # Refused by the peer's connector itself, not by a settlement engine behind it.
+            self._settlement[account_id] = (
+                f"no settlement engine behind the peer: its connector refuses peer.settle "
+                f"({reply.code} {reply.message or 'no message'}); a peer that settles in its "
+                "own plugins"
+            )
+            self._settle_held_until[account_id] = loop.time() + SETTLE_REFUSAL_HOLD
+            log.warning("peer %s: %s", account_id, self._settlement[account_id])
         try:
-            return peer_settle.settle_reply(reply)
+            answer = peer_settle.settle_reply(reply)
         except peer_settle.SettleMessageError as exc:
+            if account_id not in self._settle_held_until:
+                self._settlement[account_id] = f"refused: {exc.message} ({exc.code})"
             raise PeerRefused(
                 f"peer {account_id}: {exc.message} ({exc.code})",
                 exc.code,
                 exc.data,
             ) from exc
+        self._settlement[account_id] = "ok"
+        self._settle_held_until.pop(account_id, None)
+        return answer

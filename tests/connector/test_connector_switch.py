@@ -162,8 +162,10 @@ def test_peer_addresses_are_never_forwarded() -> None:
 def test_peer_settle_round_trip() -> None:
     async def run() -> None:
         async with network([("a", "b"), ("b", "c")]) as net:
+            assert net["a"].connector.settlement_messages("b") == ""
             answer = await net["a"].connector.send_settlement_message("b", b"claim #1")
             assert answer == b"ack:claim #1"
+            assert net["a"].connector.settlement_messages("b") == "ok"
             answer = await net["c"].connector.send_settlement_message("b", b"")
             assert answer == b"ack:"
             assert net["b"].messages.received == [("a", b"claim #1"), ("c", b"")]

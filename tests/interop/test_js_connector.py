@@ -155,6 +155,10 @@ async def _per_packet_refusals_leave_the_link(w: World) -> None:
         await w.host.send_settlement_message("js", b"a settlement engine message")
     assert refused.value.code == "F01"
     assert w.host.links.state("js").state == Connectivity.READY
+    # The host says so, and does not ask again at once (no blind retries).
+    assert "no settlement engine behind the peer" in w.host.settlement_messages("js")
+    with pytest.raises(PeerRefused, match="not asked again"):
+        await w.host.send_settlement_message("js", b"another message")
     assert w.clearing.balance("js") == -450
 
 

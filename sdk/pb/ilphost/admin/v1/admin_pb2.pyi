@@ -806,6 +806,7 @@ class Peer(_message.Message):
     CLEARING_BALANCE_FIELD_NUMBER: _builtins.int
     RELATION_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_MESSAGES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The peer's account id in the engine."""
     address: _builtins.str
@@ -814,6 +815,11 @@ class Peer(_message.Message):
     """Where this host sends the peer's packets."""
     relation: _builtins.str
     """How the peer stands to this host: "parent", "child" or "peer"."""
+    settlement_messages: _builtins.str
+    """How settlement messages (peer.settle) fare with the peer: empty before the first, "ok",
+    or why the peer refused them (a peer that settles in its own plugins, like ilp-connector,
+    refuses them; the host then stops asking it for a while instead of retrying).
+    """
     @_builtins.property
     def link(self) -> _types_pb2.Connection:
         """The link's state (name "peer:<id>", kind "peer")."""
@@ -838,10 +844,11 @@ class Peer(_message.Message):
         clearing_balance: _types_pb2.SignedAmount | None = ...,
         relation: _builtins.str = ...,
         routes: Global___RouteExchange | None = ...,
+        settlement_messages: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["clearing_balance", b"clearing_balance", "link", b"link", "routes", b"routes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "relation", b"relation", "routes", b"routes", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "relation", b"relation", "routes", b"routes", "settlement_messages", b"settlement_messages", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
