@@ -339,6 +339,8 @@ class RouteBroadcaster:
         except Exception as exc:
             receiver.error = f"route control not delivered: {exc}"
             log.debug("peer %s: %s", peer_id, receiver.error)
+            # The peer may just be starting: ask again soon.
+            receiver.control_due = asyncio.get_running_loop().time() + min(self._interval, 1.0)
         else:
             receiver.control_sent = True
             receiver.error = ""
