@@ -3,7 +3,8 @@
 Peers linked by ILP-over-HTTP with a relation each (parent, child, peer), routes with
 longest-prefix match (configured, local, and learned by CCP route broadcast), ILDCP for
 children and from a parent, expiry handling, the balance middleware over the engine's clearing
-accounts, and ``peer.settle`` messages routed to the settlement engine (never forwarded). One :class:`Connector` wires it all::
+accounts, and ``peer.settle`` messages routed to the settlement engine (never forwarded).
+One :class:`Connector` wires it all::
 
     config = parse_connector_config(tomllib.loads(text))
     connector = Connector.from_config(config, clearing_port, settlement_messages_port)

@@ -280,17 +280,14 @@ class RouteBroadcaster:
             check_prefix(route.prefix)
         except RouteError:
             return False
-        if own is not None and (
-            own in route.path or route.prefix == own or route.prefix.startswith(own + ".")
-        ):
+        if own is None or own in route.path:
             return False
         peer = self._peers[peer_id]
         if peer.relation == "child":
-            if own is None:
-                return False
+            # Only its own subtree (which lies under ours).
             child = peer.child_address(own)
             return route.prefix == child or route.prefix.startswith(child + ".")
-        return True
+        return route.prefix != own and not route.prefix.startswith(own + ".")
 
     def _learn(self, peer_id: str, receiver: _Receiver) -> None:
         self._routing.set_learned(peer_id, receiver.routes.values())
