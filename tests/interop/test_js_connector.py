@@ -56,8 +56,11 @@ def _prepare(destination: str, amount: int, data: bytes = b"") -> Prepare:
 
 
 @asynccontextmanager
-async def world(js_sees_host_as: str, *, legacy_token: bool = False) -> AsyncIterator[World]:
-    """Our host and the JS connector, related as asked, each with no static route."""
+async def world(
+    js_sees_host_as: str, *, legacy_token: bool = False, **account: bool
+) -> AsyncIterator[World]:
+    """Our host and the JS connector, related as asked, each with no static route;
+    ``account`` adds to the JS connector's account for us (sendRoutes, receiveRoutes)."""
     our_relation = OPPOSITE[js_sees_host_as]
     host_sock = socket.socket()
     host_sock.bind(("127.0.0.1", 0))
@@ -73,6 +76,7 @@ async def world(js_sees_host_as: str, *, legacy_token: bool = False) -> AsyncIte
             "token-host-to-js",
             "token-js-to-host",
             legacy_token=legacy_token,
+            **account,
         ),
         "leaf": http_account(
             "child", leaf_account_port, f"http://127.0.0.1:{leaf_port}/", "leaf-token", "leaf-token"
@@ -178,14 +182,21 @@ def test_our_host_as_the_js_connectors_parent() -> None:
 
 def test_our_host_as_the_js_connectors_child() -> None:
     async def run() -> None:
-        async with world("child") as w:
+        # ilp-connector exchanges no routes with a child unless its account says so.
+        async with world("child", sendRoutes=True, receiveRoutes=True) as w:
             # ILDCP: we took our address from the JS connector, our parent.
             assert (w.host.address, w.host.address_source) == ("test.js.host", "ildcp:js")
             await _exchange_packets_both_ways(w)
-            # ilp-connector exchanges no routes with a child by default; we route by the
-            # parent (default route), it by our child address.
+            # We route by the parent (default route), it by our child address; and the
+            # routes went both ways by CCP: its address to us, ours to it.
             assert w.host.routing.resolve(w.leaf_address).prefix == ""
             assert (await w.js.routes())["test.js.host"] == "host"
+            await poll(lambda: bool(w.host.routing.learned("js")), "routes from the parent")
+            assert [(r.prefix, r.path) for r in w.host.routing.learned("js")] == [
+                ("test.js", ("test.js",))
+            ]
+            status = await w.js.admin("/routing")
+            assert status["peers"]["host"]["receive"]["epoch"] >= 1, status["peers"]
             await _per_packet_refusals_leave_the_link(w)
 
     asyncio.run(run())
