@@ -21,6 +21,7 @@ import pytest
 from host.connector import Connector, InMemoryClearing, PeerConfig
 from host.connector.local import exercise_prepare
 from host.connector.ports import PeerRefused
+from host.connector.routing import Route
 from host.ilp import Fulfill, Prepare, Reject
 from sdk.connectivity import Connectivity
 from tests.connector.connector_harness import RecordingMessages, poll
@@ -187,14 +188,16 @@ def test_our_host_as_the_js_connectors_child() -> None:
             # ILDCP: we took our address from the JS connector, our parent.
             assert (w.host.address, w.host.address_source) == ("test.js.host", "ildcp:js")
             await _exchange_packets_both_ways(w)
-            # We route by the parent (default route), it by our child address; and the
-            # routes went both ways by CCP: its address to us, ours to it.
-            assert w.host.routing.resolve(w.leaf_address).prefix == ""
+            # We route by the parent (the default route, then its learned address), it by our
+            # child address; the routes went both ways by CCP: its address to us, ours to it.
             assert (await w.js.routes())["test.js.host"] == "host"
             await poll(lambda: bool(w.host.routing.learned("js")), "routes from the parent")
             assert [(r.prefix, r.path) for r in w.host.routing.learned("js")] == [
                 ("test.js", ("test.js",))
             ]
+            route = w.host.routing.resolve(w.leaf_address)
+            assert route is not None and (route.prefix, route.peer_id) == ("test.js", "js")
+            assert w.host.routing.resolve("test.elsewhere") == Route("", "js")
             status = await w.js.admin("/routing")
             assert status["peers"]["host"]["receive"]["epoch"] >= 1, status["peers"]
             await _per_packet_refusals_leave_the_link(w)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 
 from host.connector import Connector, InMemoryClearing, PeerConfig
@@ -86,13 +87,18 @@ def test_a_stream_payment_crosses_our_host() -> None:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=HERE,
+                env={**os.environ, "DEBUG": os.environ.get("JS_DEBUG", "")},
             )
             async with asyncio.timeout(60):
                 out, err = await payment.communicate()
             lines = out.decode().strip().splitlines()
             assert lines, (payment.returncode, err.decode()[-3000:])
             result = json.loads(lines[-1])
-            assert payment.returncode == 0, (result, err.decode()[-2000:], jsa.log(), jsb.log())
+            if payment.returncode != 0:
+                raise AssertionError(
+                    f"the payment failed: {result}\n{err.decode()[-2000:]}\n"
+                    f"A: {jsa.log()}\nB: {jsb.log()}"
+                )
             assert result["destination"].startswith("test.jsb.receiver.")
             assert result["sent"] == result["delivered"] == result["received"] == AMOUNT
             # Every hop's books: A paid us, we paid B, to the unit.
