@@ -23,6 +23,13 @@ adaptors/%/node_modules/.installed: adaptors/%/package.json adaptors/%/package-l
 	cd adaptors/$* && npm ci --no-audit --no-fund
 	touch $@
 
+# The JavaScript reference connector and STREAM for tests/interop, in their own folder.
+INTEROP_STAMP := tests/interop/node_modules/.installed
+
+$(INTEROP_STAMP): tests/interop/package.json tests/interop/package-lock.json
+	cd tests/interop && npm ci --no-audit --no-fund
+	touch $@
+
 # The Go adaptor (go-plugin); the Go module proxy provides its modules.
 GO_ADAPTOR := adaptors/simledger-go/bin/simledger-go
 
@@ -36,7 +43,8 @@ postgres-server:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
 
-setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS) $(GO_ADAPTOR) postgres-server
+setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS) $(INTEROP_STAMP) $(GO_ADAPTOR) \
+	postgres-server
 
 ## The main job on the embedded default.
 demo: setup
@@ -72,4 +80,4 @@ stubs: setup
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) node_modules tests/interop/node_modules

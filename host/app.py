@@ -55,7 +55,7 @@ from host.config import CONNECTOR_DATABASE, AdminConfig, ConfigError, HostConfig
 from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import UnknownPeer
-from host.connector.switch import Connector
+from host.connector.switch import AddressUnknown, Connector
 from host.connector_link import ConnectorLink, channel_to
 from host.credentials import (
     CredentialsError,
@@ -305,7 +305,7 @@ class Host:
             assert parts.balance is not None
             connector_admin = ConnectorAdminService(
                 parts.connector,
-                {peer.id: (peer.address, peer.url) for peer in config.connector.peers},
+                {peer.id: (peer.address or "", peer.url) for peer in config.connector.peers},
                 parts.balance,
                 parts.engine_link,
             )
@@ -364,7 +364,10 @@ class Host:
             messenger = parts.link
         elif peering is not None:
             parts.connector = Connector.from_config(
-                peering, parts.binding.clearing(), parts.binding.settlement_messages()
+                peering,
+                parts.binding.clearing(),
+                parts.binding.settlement_messages(),
+                assets=_assets(self.config),
             )
             stack.push_async_callback(parts.connector.stop)
             messenger = parts.connector
@@ -404,7 +407,7 @@ class Host:
             raise HostError(f"cannot open the connector's ledger {path}: {exc}") from exc
         stack.push_async_callback(ledger.close)
         relay = EngineRelay(timeout=peering.settle_timeout)
-        connector = Connector.from_config(peering, ledger, relay)
+        connector = Connector.from_config(peering, ledger, relay, assets=_assets(self.config))
         stack.push_async_callback(connector.stop)
         address = peering.api
         if address.startswith("unix:"):
@@ -533,7 +536,9 @@ class Host:
             raise HostError(
                 f"cannot listen for ILP-over-HTTP on {peering.host}:{peering.port}: {exc}"
             ) from exc
-        log.info("connector %s listening on %s", peering.address, connector.url)
+        except AddressUnknown as exc:
+            raise HostError(str(exc)) from exc
+        log.info("connector %s listening on %s", connector.address, connector.url)
 
     async def _stop(
         self,
@@ -564,6 +569,11 @@ class Host:
 
 #: Tasks that end by themselves once the supervisor stops: stopped after the adaptors.
 _LAST_TO_STOP = frozenset({"adaptor supervision", "health"})
+
+
+def _assets(config: HostConfig) -> dict[str, tuple[str, int]]:
+    """Each account's asset, for the ILDCP answers to children."""
+    return {account.id: (account.asset_code, account.asset_scale) for account in config.accounts}
 
 
 async def _supervision(supervisor: Supervisor) -> None:

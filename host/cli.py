@@ -3,8 +3,8 @@
 Commands: ``run`` (the host in one process), ``connector`` and ``engine`` (the same host split in
 two processes), ``status`` (adaptors and their connections, and peer links when a connector
 runs), ``health`` (a grpc.health.v1 probe, like grpc_health_probe), the settlement engine's
-``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers`` and ``send``
-(test packets), and ``demo``. Exit status: 0 ok, 1 runtime failure (including "host not
+``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers``, ``routes``
+and ``send`` (test packets), and ``demo``. Exit status: 0 ok, 1 runtime failure (including "host not
 running" and every status the server refuses a call with, printed with its message), 2 usage
 or configuration error. ``health`` tells apart what grpc_health_probe tells apart: 3 the
 host could not be reached or the check failed, 4 NOT_SERVING (or no such adaptor).
@@ -42,6 +42,7 @@ from host.status import (
     render_accounts,
     render_connector_link,
     render_peers,
+    render_routes,
     render_settlements,
     render_status,
     send_progress_line,
@@ -344,6 +345,16 @@ async def _peers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _routes(args: argparse.Namespace) -> int:
+    async with _admin(args) as stub:
+        listing = await stub.ListRoutes(admin_pb2.ListRoutesRequest(), timeout=args.timeout)
+    if args.json:
+        _print_json(listing)
+    else:
+        print(render_routes(listing))
+    return EXIT_OK
+
+
 async def _send(args: argparse.Namespace) -> int:
     request = admin_pb2.SendPacketsRequest(
         destination=args.destination,
@@ -517,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_options(peers)
     peers.add_argument("--json", action="store_true", help="print the admin API's JSON")
     peers.set_defaults(handler=_sync(_peers), admin_role="connector")
+
+    routes = commands.add_parser(
+        "routes", help="show the connector's routing table (configured, local and learned)"
+    )
+    _add_admin_options(routes)
+    routes.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    routes.set_defaults(handler=_sync(_routes), admin_role="connector")
 
     send = commands.add_parser(
         "send",

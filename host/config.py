@@ -81,7 +81,10 @@ _ACCOUNT_KEYS: Final = (
     *("id", "adaptor", "asset_code", "asset_scale"),
     *("settle_threshold", "settle_to", "min_balance", "max_balance"),
 )
-#: With these defaults an account never settles by itself and extends no credit.
+#: With these defaults an account extends no credit either way, so its balance never falls
+#: below 0 and it never settles by itself. That holds only while min_balance is 0: a negative
+#: min_balance with the default settle_threshold of 0 would settle every debt at once, so an
+#: account that sets min_balance < 0 must say its settle_threshold (checked in _accounts).
 _POLICY_DEFAULTS: Final[dict[str, int]] = {
     "settle_threshold": 0,
     "settle_to": 0,
@@ -341,6 +344,13 @@ class _Parser:
                 for name, default in _POLICY_DEFAULTS.items()
             }
             policy = Policy(**values)
+            if policy.min_balance < 0 and "settle_threshold" not in table:
+                raise self._fail(
+                    f"{key}.settle_threshold",
+                    "required when min_balance is negative: the default 0 would settle every "
+                    "debt to the peer at once (e.g. settle_threshold = min_balance settles only "
+                    "once the whole credit line is used)",
+                )
             problem = _policy_problem(policy)
             if problem:
                 raise self._fail(key, problem)

@@ -325,10 +325,13 @@ def wait_for(what: str, check: Callable[[], _T | None], hosts: Sequence[Host] = 
     raise DemoError(f"timed out waiting for {what} ({last or 'no answer'}){tails}")
 
 
-def link_ready(host: Host) -> bool | None:
+def exchange_state(host: Host) -> tuple[bool, bool]:
+    """Whether the host's peer accounts exist, and whether a settlement message it sent was
+    answered (the adaptors' exchange of ledger accounts). A READY link says neither: route
+    broadcast makes links READY before any adaptor serves."""
     peers = host.connector.ListPeers(admin_pb2.ListPeersRequest(), timeout=5).peers
-    ready = types_pb2.CONNECTIVITY_STATE_READY
-    return True if peers and all(p.link.state == ready for p in peers) else None
+    exist = bool(peers) and all(p.HasField("clearing_balance") for p in peers)
+    return exist, any(p.settlement_messages == "ok" for p in peers)
 
 
 def caught_up(host: Host) -> bool:
@@ -483,13 +486,14 @@ def peered_hosts(
             hosts.append(host)
         for host in hosts:  # both started first: each one's adaptor looks for the other
             host.connect()
-        # One exchange over either link carries both ledger accounts (a message and its reply);
-        # the other link may stay IDLE until the first packet.
-        wait_for(
-            "a peer link to be READY (the adaptors' exchange of ledger accounts)",
-            lambda: True if any(link_ready(host) for host in hosts) else None,
-            hosts,
-        )
+
+        # One exchange over either link carries both ledger accounts (a message and its reply).
+        def exchanged() -> bool | None:
+            states = [exchange_state(host) for host in hosts]
+            done = all(exist for exist, _ in states) and any(sent for _, sent in states)
+            return True if done else None
+
+        wait_for("the adaptors' exchange of ledger accounts over peer.settle", exchanged, hosts)
         # An adaptor slower to start (Node.js) may still be setting up its host's account.
         wait_for(
             "both hosts' engines to have their peer account",

@@ -180,7 +180,11 @@ SETTLEMENTS_HEADER = (
     *("ID", "ACCOUNT", "DIRECTION", "STATE", "AMOUNT", "LEDGER AMOUNT"),
     *("LEDGER ID", "ATTEMPTS", "AGE", "LAST ERROR"),
 )
-PEERS_HEADER = ("PEER", "ADDRESS", "URL", "BALANCE", "LINK", "SINCE", "LAST ERROR")
+PEERS_HEADER = (
+    *("PEER", "RELATION", "ADDRESS", "URL", "BALANCE", "LINK", "SINCE", "ROUTES"),
+    "LAST ERROR",
+)
+ROUTES_HEADER = ("PREFIX", "NEXT HOP", "SOURCE", "PATH")
 #: Settlement ids the host makes are 32 hex digits; tables show this many (``--wide``: all).
 SHORT_ID_CHARS = 12
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
@@ -297,23 +301,59 @@ def peers_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str
         rows.append(
             (
                 peer.id,
+                peer.relation or EMPTY,
                 peer.address or EMPTY,
                 peer.url or EMPTY,
                 _amount_of(peer.clearing_balance) if peer.HasField("clearing_balance") else EMPTY,
                 connectivity_name(link.state),
                 _age(link.since, link.HasField("since"), now),
-                one_line(link.last_error),
+                _route_exchange(peer.routes),
+                one_line(link.last_error or peer.routes.last_error or _refusal(peer)),
             )
         )
     return rows
 
 
+def _route_exchange(routes: admin_pb2.RouteExchange) -> str:
+    """The route exchange in a few words: what we send, what we learned."""
+    sending = routes.send_mode.lower() or "off"
+    return f"send {sending}, learned {routes.learned_routes}"
+
+
+def _refusal(peer: admin_pb2.Peer) -> str:
+    """Why the peer refuses settlement messages, if it does."""
+    state = peer.settlement_messages
+    return f"settlement messages: {state}" if state and state != "ok" else ""
+
+
+def _address_source(source: str) -> str:
+    if source.startswith("ildcp:"):
+        return f" (from parent {source.removeprefix('ildcp:')} by ILDCP)"
+    return " (configured)" if source == "config" else ""
+
+
 def render_peers(listing: admin_pb2.ListPeersResponse, now: datetime) -> str:
     """This host's ILP address, then the peers table (or a note when there is no peer)."""
-    head = f"address {listing.address or EMPTY}\n{engine_line(listing.engine, now)}"
+    address = f"{listing.address or EMPTY}{_address_source(listing.address_source)}"
+    head = f"address {address}\n{engine_line(listing.engine, now)}"
     if not listing.peers:
         return f"{head}\nno peers configured"
     return f"{head}\n{render_table(peers_rows(listing.peers, now))}"
+
+
+def render_routes(listing: admin_pb2.ListRoutesResponse) -> str:
+    """The routing table, then the table id and epoch this host advertises."""
+    rows: list[tuple[str, ...]] = [ROUTES_HEADER]
+    for route in listing.routes:
+        rows.append(
+            (
+                route.prefix or '"" (default)',
+                route.next_hop or "self",
+                route.source,
+                " > ".join(route.path) or EMPTY,
+            )
+        )
+    return f"{render_table(rows)}\nrouting table {listing.routing_table_id}, epoch {listing.epoch}"
 
 
 def render_connector_link(link: admin_pb2.GetConnectorLinkResponse) -> str:

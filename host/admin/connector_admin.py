@@ -45,12 +45,30 @@ class ConnectorAdminService:
 
     async def list_peers(self) -> admin_pb2.ListPeersResponse:
         links = {state.name: state for state in self._connector.link_states()}
+        connector = self._connector
         listing = admin_pb2.ListPeersResponse(
-            address=self._connector.address, engine=self._engine_link()
+            address=connector.address,
+            engine=self._engine_link(),
+            address_source=connector.address_source,
         )
+        exchanges = {state.peer_id: state for state in connector.routes.status()}
         for peer_id, (address, url) in self._peers.items():
+            exchange = exchanges[peer_id]
             peer = listing.peers.add(
-                id=peer_id, address=address, url=url, link=links[f"peer:{peer_id}"].to_proto()
+                id=peer_id,
+                address=connector.peer_address(peer_id) or address,
+                url=url,
+                link=links[f"peer:{peer_id}"].to_proto(),
+                relation=connector.peer_relation(peer_id),
+                settlement_messages=connector.settlement_messages(peer_id),
+                routes=admin_pb2.RouteExchange(
+                    send_mode=exchange.send_mode,
+                    sent_epoch=exchange.sent_epoch,
+                    receive_table_id=exchange.receive_table_id,
+                    received_epoch=exchange.received_epoch,
+                    learned_routes=exchange.learned,
+                    last_error=exchange.error,
+                ),
             )
             balance = await self._balance(peer_id)
             if balance is not None:
@@ -59,6 +77,22 @@ class ConnectorAdminService:
                     types_pb2.SignedAmount(value=str(value), scale=scale)
                 )
         return listing
+
+    async def list_routes(self) -> admin_pb2.ListRoutesResponse:
+        connector = self._connector
+        return admin_pb2.ListRoutesResponse(
+            routes=[
+                admin_pb2.Route(
+                    prefix=route.prefix,
+                    next_hop=route.peer_id or "",
+                    source=route.source,
+                    path=list(route.path),
+                )
+                for route in connector.routing.routes()
+            ],
+            routing_table_id=str(connector.routes.table_id),
+            epoch=connector.routes.epoch,
+        )
 
     async def send_packets(
         self, request: admin_pb2.SendPacketsRequest

@@ -90,6 +90,8 @@ class ConnectorAdmin(Protocol):
 
     async def list_peers(self) -> admin_pb2.ListPeersResponse: ...
 
+    async def list_routes(self) -> admin_pb2.ListRoutesResponse: ...
+
     def send_packets(
         self, request: admin_pb2.SendPacketsRequest
     ) -> AsyncIterator[admin_pb2.SendPacketsResponse]: ...
@@ -209,6 +211,14 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
         assert self._connector is not None
         return await self._connector.list_peers()
+
+    async def ListRoutes(
+        self, request: admin_pb2.ListRoutesRequest, context: Context
+    ) -> admin_pb2.ListRoutesResponse:
+        if self._connector is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
+        assert self._connector is not None
+        return await self._connector.list_routes()
 
     async def GetConnectorLink(
         self, request: admin_pb2.GetConnectorLinkRequest, context: Context

@@ -1,8 +1,10 @@
 """The connector core: just enough connector to make clearing real.
 
-Peers linked by ILP-over-HTTP, static routes with longest-prefix match, expiry handling, the
-balance middleware over the engine's clearing accounts, and ``peer.settle`` messages routed to
-the settlement engine (never forwarded). One :class:`Connector` wires it all::
+Peers linked by ILP-over-HTTP with a relation each (parent, child, peer), routes with
+longest-prefix match (configured, local, and learned by CCP route broadcast), ILDCP for
+children and from a parent, expiry handling, the balance middleware over the engine's clearing
+accounts, and ``peer.settle`` messages routed to the settlement engine (never forwarded).
+One :class:`Connector` wires it all::
 
     config = parse_connector_config(tomllib.loads(text))
     connector = Connector.from_config(config, clearing_port, settlement_messages_port)
@@ -18,6 +20,7 @@ Modules, each one idea:
 - :mod:`~host.connector.middleware`: credit reservations and durable balance changes;
 - :mod:`~host.connector.http`: the ILP-over-HTTP server and client;
 - :mod:`~host.connector.links`: each peer link's connectivity state;
+- :mod:`~host.connector.route_broadcast`: CCP with every peer, the learned routes;
 - :mod:`~host.connector.local`: an exercise receiver and packet source (not a payment protocol);
 - :mod:`~host.connector.switch`: the packet pipeline.
 """

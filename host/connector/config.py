@@ -14,6 +14,7 @@ Pure: no I/O. Example::
     # safety_margin = 1.0       # least time left to forward a Prepare with
     # max_hold = 30.0           # latest expiry of a forwarded Prepare, from now
     # settle_timeout = 30.0     # how long a peer.settle message may take
+    # route_broadcast_interval = 30.0  # seconds between CCP route updates (heartbeats)
     # api = "unix:connector.sock"   # `ilp-host connector`: where the Connector API listens
     #                               # (unix:PATH, relative to its state directory, or
     #                               # HOST:PORT with the three keys below)
@@ -27,6 +28,17 @@ Pure: no I/O. Example::
     address = "test.bob"        # implicitly a route to this peer
     incoming_token = "..."      # what bob presents to us
     outgoing_token = "..."      # what we present to bob
+    # relation = "peer"         # "parent", "child" or "peer" (docs/peering.md)
+    # accept_bare_token = false # also accept the token without "Bearer " (ilp-plugin-http's
+    #                           # legacy secretToken style)
+    # send_routes = true        # CCP: advertise our routes to this peer
+    # receive_routes = true     # CCP: learn this peer's routes
+
+A ``child`` has no ``address``: it is ours plus ``"." + address_segment`` (default: its id),
+and it learns it from us by ILDCP. For a parent or a peer ``address`` is optional: when given
+it is a route to that peer; without it the routes come by route broadcast. The (first)
+parent is the default route, and when ``[connector] address`` is left out this host learns
+its own address from that parent at start.
 
     [[route]]
     prefix = "test.carol"       # longest prefix wins; "" is the default route
@@ -44,7 +56,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from host.connector.expiry import ExpiryPolicy
@@ -61,11 +73,21 @@ _API_CREDENTIAL_KEYS: Final = ("api_tls_cert", "api_tls_key", "api_token_file")
 _CONNECTOR_KEYS: Final = (
     *("address", "host", "port"),
     *("expiry_margin", "safety_margin", "max_hold", "settle_timeout", "api"),
+    "route_broadcast_interval",
     *_API_CREDENTIAL_KEYS,
 )
 #: Where ``ilp-host connector`` serves the Connector API unless ``connector.api`` says.
 DEFAULT_API = "unix:connector.sock"
-_PEER_KEYS: Final = ("id", "url", "address", "incoming_token", "outgoing_token")
+_PEER_KEYS: Final = (
+    *("id", "url", "address", "incoming_token", "outgoing_token", "relation"),
+    *("address_segment", "accept_bare_token", "send_routes", "receive_routes"),
+)
+_REQUIRED_PEER_KEYS: Final = ("id", "url", "incoming_token", "outgoing_token")
+#: How a peer stands to this host (ilp-connector's account relations, RFC 0031).
+Relation = Literal["parent", "child", "peer"]
+RELATIONS: Final[tuple[Relation, ...]] = ("parent", "child", "peer")
+#: An address segment (interledger/rfcs 0015).
+_SEGMENT: Final = re.compile(r"[A-Za-z0-9_~-]{1,128}")
 _ROUTE_KEYS: Final = ("prefix", "peer")
 
 
@@ -80,13 +102,26 @@ class ConnectorConfigError(ValueError):
 
 @dataclass(frozen=True)
 class PeerConfig:
-    """One peer: its account id, where to reach it, its address and the two bearer tokens."""
+    """One peer: its account id, where to reach it, its address and the two bearer tokens.
+
+    ``address`` is None for a child (its address derives from ours: :meth:`child_address`)
+    and for a parent configured without one.
+    """
 
     id: str
     url: str
-    address: str
+    address: str | None
     incoming_token: str = field(repr=False)
     outgoing_token: str = field(repr=False)
+    relation: Relation = "peer"
+    address_segment: str = ""
+    accept_bare_token: bool = False
+    send_routes: bool = True
+    receive_routes: bool = True
+
+    def child_address(self, own: str) -> str:
+        """A child's address under this host's address ``own``."""
+        return f"{own}.{self.address_segment or self.id}"
 
 
 @dataclass(frozen=True)
@@ -111,7 +146,7 @@ class ApiCredentials:
 class ConnectorConfig:
     """The whole, checked connector configuration."""
 
-    address: str
+    address: str | None
     port: int
     host: str = "127.0.0.1"
     peers: tuple[PeerConfig, ...] = ()
@@ -122,6 +157,9 @@ class ConnectorConfig:
     #: directory; the socket is 0600 in a 0700 directory) or "HOST:PORT", where TLS and a
     #: bearer token (``api_credentials``) are required: the API moves balances.
     api: str = DEFAULT_API
+    #: Seconds between route updates to each peer (CCP heartbeat); routes are held down for
+    #: 1.5 times as long.
+    route_broadcast_interval: float = 30.0
     api_credentials: ApiCredentials | None = None
 
 
@@ -140,9 +178,7 @@ def parse_connector_config(
         )
     table = _table("connector", document["connector"])
     _known_keys("connector", table, _CONNECTOR_KEYS)
-    if "address" not in table:
-        raise ConnectorConfigError("connector.address", "missing (this host's ILP address)")
-    own = _ilp_address("connector.address", table["address"])
+    own = _ilp_address("connector.address", table["address"]) if "address" in table else None
     if "port" not in table:
         raise ConnectorConfigError(
             "connector.port", "missing (the TCP port peers POST packets to; 0 picks a free one)"
@@ -166,7 +202,16 @@ def parse_connector_config(
         raise ConnectorConfigError("connector.settle_timeout", "must be a positive number")
     api = _api_address(table.get("api", DEFAULT_API))
     credentials = _api_credentials(table, api, base_dir)
+    interval = _seconds(
+        "connector.route_broadcast_interval", table, timedelta(seconds=30), minimum=0.1
+    )
     peers = _peers(document.get("peer", []), own)
+    if own is None and not any(peer.relation == "parent" for peer in peers):
+        raise ConnectorConfigError(
+            "connector.address",
+            "missing (this host's ILP address; it may be left out only when a [[peer]] has "
+            'relation = "parent", from which the host then learns it by ILDCP)',
+        )
     routes = _routes(document.get("route", []), {peer.id for peer in peers})
     return ConnectorConfig(
         address=own,
@@ -178,6 +223,7 @@ def parse_connector_config(
         settle_timeout=settle_timeout.total_seconds(),
         api=api,
         api_credentials=credentials,
+        route_broadcast_interval=interval.total_seconds(),
     )
 
 
@@ -224,7 +270,7 @@ def _api_credentials(table: Mapping[str, Any], api: str, base_dir: Path) -> ApiC
     return ApiCredentials(*paths)
 
 
-def _peers(raw: object, own: str) -> tuple[PeerConfig, ...]:
+def _peers(raw: object, own: str | None) -> tuple[PeerConfig, ...]:
     if not isinstance(raw, list):
         raise ConnectorConfigError("peer", "must be an array of tables: write [[peer]]")
     peers: list[PeerConfig] = []
@@ -235,7 +281,7 @@ def _peers(raw: object, own: str) -> tuple[PeerConfig, ...]:
         key = f"peer[{index}]"
         table = _table(key, item)
         _known_keys(key, table, _PEER_KEYS)
-        for name in _PEER_KEYS:
+        for name in _REQUIRED_PEER_KEYS:
             if name not in table:
                 raise ConnectorConfigError(f"{key}.{name}", "missing")
         peer_id = _string(f"{key}.id", table["id"])
@@ -246,14 +292,59 @@ def _peers(raw: object, own: str) -> tuple[PeerConfig, ...]:
             )
         _unique(ids, peer_id, f"{key}.id", "peer id")
         url = _url(f"{key}.url", table["url"])
-        peer_address = _ilp_address(f"{key}.address", table["address"])
-        if peer_address == own:
-            raise ConnectorConfigError(f"{key}.address", "is this host's own address")
-        _unique(addresses, peer_address, f"{key}.address", "peer address")
+        relation = table.get("relation", "peer")
+        if relation not in RELATIONS:
+            raise ConnectorConfigError(
+                f"{key}.relation", f'must be "parent", "child" or "peer", got {_show(relation)}'
+            )
+        segment = ""
+        peer_address: str | None = None
+        if relation == "child":
+            if "address" in table:
+                raise ConnectorConfigError(
+                    f"{key}.address",
+                    "a child has no configured address: it is this host's address + "
+                    '"." + address_segment (default: the id), and the child learns it by ILDCP',
+                )
+            segment = _string(f"{key}.address_segment", table.get("address_segment", peer_id))
+            if not _SEGMENT.fullmatch(segment):
+                raise ConnectorConfigError(
+                    f"{key}.address_segment",
+                    f"must be an address segment (A-Z a-z 0-9 _ ~ -), got {_show(segment)}"
+                    + ("" if "address_segment" in table else " (from the id: set one)"),
+                )
+        else:
+            if "address_segment" in table:
+                raise ConnectorConfigError(f"{key}.address_segment", "only applies to a child")
+            if "address" in table:
+                peer_address = _ilp_address(f"{key}.address", table["address"])
+        if peer_address is not None:
+            if peer_address == own:
+                raise ConnectorConfigError(f"{key}.address", "is this host's own address")
+            _unique(addresses, peer_address, f"{key}.address", "peer address")
         incoming = _token(f"{key}.incoming_token", table["incoming_token"])
         _unique(tokens, incoming, f"{key}.incoming_token", "incoming token")
         outgoing = _token(f"{key}.outgoing_token", table["outgoing_token"])
-        peers.append(PeerConfig(peer_id, url, peer_address, incoming, outgoing))
+        flags = {
+            name: _boolean(f"{key}.{name}", table.get(name, default))
+            for name, default in (
+                ("accept_bare_token", False),
+                ("send_routes", True),
+                ("receive_routes", True),
+            )
+        }
+        peers.append(
+            PeerConfig(
+                peer_id,
+                url,
+                peer_address,
+                incoming,
+                outgoing,
+                relation=relation,
+                address_segment=segment,
+                **flags,
+            )
+        )
     return tuple(peers)
 
 
@@ -326,6 +417,12 @@ def _ilp_address(key: str, value: object) -> str:
     if address.is_peer_address(text):
         raise ConnectorConfigError(key, "must not be a peer.* address (those are link-local)")
     return text
+
+
+def _boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConnectorConfigError(key, f"must be true or false, got {_show(value)}")
+    return value
 
 
 def _url(key: str, value: object) -> str:

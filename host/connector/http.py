@@ -21,7 +21,14 @@ Connections are bounded in time and number before and after authentication
 the middle of a body, a slow client) is one rate-limited WARNING line, never an ERROR.
 
 :class:`IlpHttpClient` sends one Prepare and returns the parsed reply, or raises
-:class:`LinkFailure` (:class:`LinkTimeout` when no reply came in time).
+:class:`LinkFailure` (:class:`LinkTimeout` when no reply came in time). An HTTP error status
+that refuses this one request (413 Payload Too Large, 400, another 4xx but 401/403, or a 5xx)
+is :class:`PacketRefused`, not a link failure: the peer is there and answered, it only would
+not take this Prepare. 401 and 403 say the link's credentials are wrong, which no other
+packet will fix: those are link failures.
+
+A peer whose configuration says so (``accept_bare_token``) may present its token without the
+``Bearer `` scheme, as ilp-plugin-http's legacy ``secretToken`` option sends it.
 """
 
 from __future__ import annotations
@@ -59,6 +66,23 @@ class LinkTimeout(LinkFailure):
     """The peer did not answer before the Prepare expired."""
 
 
+class PacketRefused(Exception):
+    """The peer answered this one request with an HTTP error status (not 401/403).
+
+    ``status`` is the HTTP status; ``reason`` the start of the body the peer sent.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}" + (f": {reason}" if reason else ""))
+        self.status = status
+        self.reason = reason
+
+    @property
+    def server_error(self) -> bool:
+        """A 5xx: the peer's fault, not this packet's (a streak of them fails the link)."""
+        return self.status >= 500
+
+
 def _digest(token: str) -> bytes:
     # Comparing digests of equal length keeps compare_digest constant-time for any token length.
     return hashlib.sha256(token.encode("utf-8")).digest()
@@ -81,6 +105,7 @@ class IlpHttpServer:
         port: int = 0,
         sock: socket.socket | None = None,
         limits: Limits | None = None,
+        bare_token_peers: frozenset[str] = frozenset(),
     ) -> None:
         self._handler = handler
         self._sock = sock
@@ -89,6 +114,7 @@ class IlpHttpServer:
         self.guard = ConnectionGuard(limits, self.client_errors)
         self._listener: asyncio.Server | None = None
         self._tokens = [(_digest(token), peer_id) for peer_id, token in incoming_tokens.items()]
+        self._bare = [(digest, peer) for digest, peer in self._tokens if peer in bare_token_peers]
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None
@@ -158,11 +184,15 @@ class IlpHttpServer:
         if not authorization:
             return None
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        candidates = self._tokens
+        if scheme.lower() != "bearer":
+            # ilp-plugin-http's legacy secretToken: the bare token, for peers that ask for it.
+            token, candidates = authorization, self._bare
+        if not token:
             return None
         presented = _digest(token.strip())
         found: str | None = None
-        for digest, peer_id in self._tokens:
+        for digest, peer_id in candidates:
             # No early exit: every configured token is compared.
             if hmac.compare_digest(presented, digest):
                 found = peer_id
@@ -259,7 +289,9 @@ class IlpHttpClient:
             raise LinkFailure(f"cannot reach {url}: {_describe(exc)}") from exc
         if status != 200:
             text = body[:200].decode("utf-8", "replace").strip()
-            raise LinkFailure(f"HTTP {status} from {url}" + (f": {text}" if text else ""))
+            if status in (401, 403) or status < 400:
+                raise LinkFailure(f"HTTP {status} from {url}" + (f": {text}" if text else ""))
+            raise PacketRefused(status, text)
         try:
             return parse_reply(body)
         except IlpPacketError as exc:

@@ -2,9 +2,11 @@
 
 A Prepare from peer X (or from this host, X = None) goes through, in order:
 
-1. ``peer.*`` destinations: ``peer.settle`` from a peer goes to the settlement messages port
-   and its reply back in the Fulfill (:meth:`Connector._settlement_message`); every other
-   ``peer.*`` address is F02. They are never forwarded.
+1. ``peer.*`` destinations, answered here and never forwarded: ``peer.settle`` from a peer
+   goes to the settlement messages port and its reply back in the Fulfill
+   (:meth:`Connector._settlement_message`); ``peer.config`` from a child gets its ILDCP
+   configuration (host.ilp.ildcp); ``peer.route.control`` and ``peer.route.update`` go to the
+   route broadcaster (host.connector.route_broadcast); every other ``peer.*`` address is F02.
 2. Routing (longest prefix): no route is F02; a route back to X is F02 too (a loop).
 3. Expiry: expired is R00, too little time left to forward is R02; the forwarded Prepare
    expires earlier by the margin (:mod:`host.connector.expiry`).
@@ -13,7 +15,10 @@ A Prepare from peer X (or from this host, X = None) goes through, in order:
 5. Delivery: to the local receiver, or over ILP-over-HTTP to the next hop Y with a timeout of
    the time to the forwarded expiry. A link failure is T01 Peer Unreachable (RFC 0027: "has a
    route ... but was unable to reach the next connector"; F02 is for no route at all); no
-   reply in time is R00. Both are triggered by this host.
+   reply in time is R00. Both are triggered by this host. An HTTP error status for this one
+   request (host.connector.http.PacketRefused) rejects only this Prepare, with the peer's
+   reason: 413 as F08 (too large for the peer), any other as T01; it leaves the link's state
+   alone, except that ``SERVER_ERROR_STREAK`` 5xx in a row fail the link.
 6. A Fulfill whose fulfillment does not hash to the condition is F05 and moves nothing; a
    valid one has its balances applied durably before it goes back; a Reject from downstream
    goes back unchanged and releases the reservation.
@@ -29,12 +34,18 @@ import dataclasses
 import hashlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from host.connector import expiry
 from host.connector.config import ConnectorConfig, PeerConfig, RouteConfig
-from host.connector.http import IlpHttpClient, IlpHttpServer, LinkFailure, LinkTimeout
+from host.connector.http import (
+    IlpHttpClient,
+    IlpHttpServer,
+    LinkFailure,
+    LinkTimeout,
+    PacketRefused,
+)
 from host.connector.links import LinkStates
 from host.connector.local import LocalReceiver
 from host.connector.middleware import BalanceMiddleware, CreditRefused, Hold, packet_id
@@ -49,6 +60,7 @@ from host.connector.ports import (
     UnknownPeer,
 )
 from host.connector.probe import probe_failed_links
+from host.connector.route_broadcast import RouteBroadcaster
 from host.connector.routing import RoutingTable
 from host.ilp import (
     ErrorCode,
@@ -57,6 +69,8 @@ from host.ilp import (
     Prepare,
     Reject,
     Reply,
+    ccp,
+    ildcp,
     make_reject,
     parse_prepare,
     peer_settle,
@@ -65,9 +79,28 @@ from host.ilp import (
 from host.ilp import address as ilp_address
 from host.ilp import errors as ilp_errors
 from host.ilp.packet import MAX_DATA_LENGTH
-from sdk.connectivity import ConnectionState
+from sdk.connectivity import ConnectionState, Connectivity
 
 log = logging.getLogger("ilp_host.connector")
+
+#: 5xx answers in a row from a peer that fail its link (one alone is this packet's problem).
+SERVER_ERROR_STREAK = 3
+#: How long a host whose address comes from its parent waits for the parent's ILDCP answer.
+ILDCP_TIMEOUT = 30.0
+
+
+#: How long a peer that refused ``peer.settle`` as an unknown protocol is not asked again:
+#: such a peer (ilp-connector: it settles in its plugins) will not change its mind soon.
+SETTLE_REFUSAL_HOLD = 300.0
+#: The codes a connector without settlement engines answers ``peer.settle`` with.
+_NO_SETTLEMENT_ENGINE = frozenset({ErrorCode.F01_INVALID_PACKET, ErrorCode.F02_UNREACHABLE})
+
+
+class AddressUnknown(RuntimeError):
+    """This host has no address: none configured, and its parent did not give one in time."""
+
+
+_PEER_PROTOCOLS = frozenset({ildcp.ILDCP_ADDRESS, ccp.CONTROL_ADDRESS, ccp.UPDATE_ADDRESS})
 
 
 class Connector:
@@ -81,7 +114,7 @@ class Connector:
 
     def __init__(
         self,
-        address: str,
+        address: str | None,
         peers: Sequence[PeerConfig],
         routes: Iterable[RouteConfig],
         clearing: ClearingPort,
@@ -93,18 +126,33 @@ class Connector:
         expiry_policy: expiry.ExpiryPolicy | None = None,
         settle_timeout: float = peer_settle.DEFAULT_TIMEOUT.total_seconds(),
         local_handler: LocalHandler | None = None,
+        assets: Mapping[str, tuple[str, int]] | None = None,
+        route_broadcast_interval: float = 30.0,
+        ildcp_timeout: float = ILDCP_TIMEOUT,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.address = ilp_address.validate(address, "connector address")
-        if ilp_address.is_peer_address(address):
-            raise ValueError(f"connector address {address!r} must not be a peer.* address")
+        if address is not None:
+            ilp_address.validate(address, "connector address")
+            if ilp_address.is_peer_address(address):
+                raise ValueError(f"connector address {address!r} must not be a peer.* address")
+        #: This host's ILP address ("" until learned from the parent).
+        self.address = address or ""
+        #: Where the address came from: "config", "ildcp:<parent id>", or "" while unknown.
+        self.address_source = "config" if address else ""
         self._peers = {peer.id: peer for peer in peers}
         if len(self._peers) != len(peers):
             raise ValueError("peer ids must be unique")
+        parents = [peer.id for peer in peers if peer.relation == "parent"]
+        self._parent = parents[0] if parents else None
+        if address is None and self._parent is None:
+            raise ValueError("a connector without an address needs a parent to learn it from")
+        self._assets = dict(assets or {})
         self.routing = RoutingTable(
             address,
-            {peer.id: peer.address for peer in peers},
+            self._peer_addresses(),
             [(route.prefix, route.peer) for route in routes],
+            default_peer=self._parent,
+            relations={peer.id: peer.relation for peer in peers},
         )
         for route in self.routing.routes():
             if route.peer_id is not None and route.peer_id not in self._peers:
@@ -112,10 +160,21 @@ class Connector:
         self._messages = settlement_messages
         self._expiry = expiry_policy or expiry.ExpiryPolicy()
         self._settle_timeout = timedelta(seconds=settle_timeout)
-        self._local = local_handler or LocalReceiver(address)
+        self._ildcp_timeout = ildcp_timeout
+        # Without an address yet, the local receiver comes with the address (_set_address).
+        self._local: LocalHandler = local_handler or LocalReceiver(address or "test.unknown")
+        self._default_local = local_handler is None
         self._now = now
         self.balances = BalanceMiddleware(clearing)
         self.links = LinkStates(self._peers, now=now)
+        self._server_errors = dict.fromkeys(self._peers, 0)
+        #: Per peer: the outcome of the last settlement message, and until when (loop time) a
+        #: peer without settlement engine is not sent another.
+        self._settlement: dict[str, str] = dict.fromkeys(self._peers, "")
+        self._settle_held_until: dict[str, float] = {}
+        self.routes = RouteBroadcaster(
+            self._peers, self.routing, self._exchange, interval=route_broadcast_interval, now=now
+        )
         self._prober: asyncio.Task[None] | None = None
         self._client = IlpHttpClient()
         self._server = IlpHttpServer(
@@ -124,7 +183,19 @@ class Connector:
             host=host,
             port=port,
             sock=sock,
+            bare_token_peers=frozenset(peer.id for peer in peers if peer.accept_bare_token),
         )
+
+    def _peer_addresses(self) -> dict[str, str]:
+        """Each peer's address, as far as known (a child's needs ours)."""
+        known: dict[str, str] = {}
+        for peer in self._peers.values():
+            if peer.relation == "child":
+                if self.address:
+                    known[peer.id] = peer.child_address(self.address)
+            elif peer.address is not None:
+                known[peer.id] = peer.address
+        return known
 
     @classmethod
     def from_config(
@@ -134,8 +205,10 @@ class Connector:
         settlement_messages: SettlementMessagesPort,
         *,
         local_handler: LocalHandler | None = None,
+        assets: Mapping[str, tuple[str, int]] | None = None,
     ) -> Connector:
-        """A connector built from the checked ``[connector]``/``[[peer]]``/``[[route]]`` tables."""
+        """A connector built from the checked ``[connector]``/``[[peer]]``/``[[route]]`` tables;
+        ``assets`` maps account ids to (asset code, scale), for the children's ILDCP."""
         return cls(
             config.address,
             config.peers,
@@ -147,31 +220,88 @@ class Connector:
             expiry_policy=config.expiry,
             settle_timeout=config.settle_timeout,
             local_handler=local_handler,
+            assets=assets,
+            route_broadcast_interval=config.route_broadcast_interval,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the client pool and listen; returns once the server's socket is bound. Failed
-        links are probed from then on (host.connector.probe)."""
+        """Open the client pool and listen; returns once the server's socket is bound and this
+        host has an address (AddressUnknown if its parent gave none within the ILDCP timeout).
+        Failed links are probed from then on (host.connector.probe); routes are exchanged
+        (host.connector.route_broadcast)."""
         await self._client.start()
         try:
             await self._server.start()
+            if not self.address:
+                await self._learn_address()
         except BaseException:
+            await self._server.stop()
             await self._client.close()
             raise
         self._prober = asyncio.create_task(
             probe_failed_links(
-                {peer_id: peer.address for peer_id, peer in self._peers.items()},
+                {peer_id: self._probe_destination(peer_id) for peer_id in self._peers},
                 lambda peer_id: self.links.state(peer_id).state,
                 self._exchange,
                 self._now,
             ),
             name="connector-link-probe",
         )
+        self.routes.start()
+
+    def _probe_destination(self, peer_id: str) -> str:
+        # A parent configured without an address is probed with an ILDCP request: harmless.
+        return self._peer_addresses().get(peer_id, ildcp.ILDCP_ADDRESS)
+
+    async def _learn_address(self) -> None:
+        """Ask the parent for this host's address (ILDCP), retrying until the timeout."""
+        parent = self._parent
+        assert parent is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ildcp_timeout
+        delay = 0.1
+        problem = "no answer"
+        while loop.time() < deadline:
+            prepare = ildcp.request(self._now() + timedelta(seconds=5))
+            try:
+                answer = ildcp.read_reply(await self._exchange(parent, prepare, 5.0))
+            except (LinkFailure, PacketRefused, ildcp.IldcpError) as exc:
+                problem = str(exc)
+                log.info("ILDCP: parent %s gave no address yet: %s", parent, problem)
+            else:
+                self._set_address(answer.client_address, parent)
+                asset = self._assets.get(parent)
+                if asset is not None and asset != (answer.asset_code, answer.asset_scale):
+                    log.warning(
+                        "parent %s says our asset is %s at scale %d; [[account]] %s says %s at "
+                        "scale %d",
+                        parent,
+                        answer.asset_code,
+                        answer.asset_scale,
+                        parent,
+                        *asset,
+                    )
+                return
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 2.0)
+        raise AddressUnknown(
+            f"no [connector] address, and parent {parent} gave none by ILDCP within "
+            f"{self._ildcp_timeout:.0f} s ({problem})"
+        )
+
+    def _set_address(self, address: str, parent: str) -> None:
+        self.address = address
+        self.address_source = f"ildcp:{parent}"
+        self.routing.set_own_address(address, self._peer_addresses())
+        if self._default_local:
+            self._local = LocalReceiver(address)
+        log.info("this host's address is %s (from parent %s by ILDCP)", address, parent)
 
     async def stop(self) -> None:
         """Stop listening, close the links; every link goes SHUTDOWN. Idempotent."""
+        await self.routes.stop()
         if self._prober is not None:
             self._prober.cancel()
             await asyncio.gather(self._prober, return_exceptions=True)
@@ -200,6 +330,19 @@ class Connector:
         return self._server.url
 
     # -- views ----------------------------------------------------------------------------
+
+    def peer_address(self, peer_id: str) -> str:
+        """A peer's address as far as known ("" for a parent configured without one)."""
+        return self._peer_addresses().get(peer_id, "")
+
+    def peer_relation(self, peer_id: str) -> str:
+        """How a peer stands to this host: "parent", "child" or "peer"."""
+        return self._peers[peer_id].relation
+
+    def settlement_messages(self, peer_id: str) -> str:
+        """How settlement messages (``peer.settle``) fare with a peer: "" before the first,
+        "ok", or why the peer refused them."""
+        return self._settlement[peer_id]
 
     def link_states(self) -> list[ConnectionState]:
         """Every peer link's state, in configuration order."""
@@ -243,6 +386,8 @@ class Connector:
         if ilp_address.is_peer_address(destination):
             if source is not None and peer_settle.is_settle_prepare(prepare):
                 return await self._settlement_message(source, prepare)
+            if source is not None and destination in _PEER_PROTOCOLS:
+                return self._peer_protocol(source, prepare)
             return self._reject(
                 ErrorCode.F02_UNREACHABLE,
                 f"{destination} is a peer.* address for the direct peer only; not forwarded",
@@ -333,9 +478,20 @@ class Connector:
             )
         except LinkFailure:
             return self._reject(ErrorCode.T01_PEER_UNREACHABLE, "the next hop is unreachable")
+        except PacketRefused as exc:
+            code = (
+                ErrorCode.F08_AMOUNT_TOO_LARGE
+                if exc.status == 413
+                else ErrorCode.T01_PEER_UNREACHABLE
+            )
+            return self._reject(code, f"peer {target} refused the packet: {exc}")
 
     async def _exchange(self, peer_id: str, prepare: Prepare, time_limit: float) -> Reply:
-        """One ILP-over-HTTP exchange with a peer; the link state follows the outcome."""
+        """One ILP-over-HTTP exchange with a peer; the link state follows the outcome.
+
+        Raises LinkFailure (the link's state moves) or PacketRefused (it does not, except
+        after a streak of 5xx).
+        """
         peer = self._peers[peer_id]
         self.links.sending(peer_id)
         try:
@@ -346,11 +502,62 @@ class Connector:
             self.links.failed(peer_id, str(exc))
             log.info("link to peer %s: %s", peer_id, exc)
             raise
+        except PacketRefused as exc:
+            self._refused(peer_id, exc)
+            raise
+        self._server_errors[peer_id] = 0
         self.links.succeeded(peer_id)
         return reply
 
+    def _refused(self, peer_id: str, exc: PacketRefused) -> None:
+        log.info("peer %s refused a packet: %s", peer_id, exc)
+        if not exc.server_error:
+            self._server_errors[peer_id] = 0
+            if self.links.state(peer_id).state == Connectivity.CONNECTING:
+                self.links.succeeded(peer_id)  # it answered: the link itself works
+            return
+        self._server_errors[peer_id] += 1
+        if self._server_errors[peer_id] >= SERVER_ERROR_STREAK:
+            self.links.failed(
+                peer_id, f"{self._server_errors[peer_id]} server errors in a row: {exc}"
+            )
+
     def _reject(self, code: str, message: str) -> Reject:
         return make_reject(code, self.address, message)
+
+    # -- ILDCP and route broadcast ----------------------------------------------------------
+
+    def _peer_protocol(self, peer_id: str, prepare: Prepare) -> Reply:
+        if prepare.execution_condition != ildcp.PEER_PROTOCOL_CONDITION:
+            return self._reject(
+                ErrorCode.F01_INVALID_PACKET, "the condition must be the peer protocol condition"
+            )
+        if expiry.check_expired(prepare.expires_at, self._now()) is not None:
+            return self._reject(ErrorCode.R00_TRANSFER_TIMED_OUT, "the request has expired")
+        if prepare.destination == ccp.CONTROL_ADDRESS:
+            return self.routes.handle_control(peer_id, prepare)
+        if prepare.destination == ccp.UPDATE_ADDRESS:
+            return self.routes.handle_update(peer_id, prepare)
+        return self._configure_child(peer_id)
+
+    def _configure_child(self, peer_id: str) -> Reply:
+        """ILDCP: a child's address (ours + its segment) and its account's asset."""
+        peer = self._peers[peer_id]
+        if peer.relation != "child":
+            return self._reject(
+                ErrorCode.F00_BAD_REQUEST,
+                f"peer.config answers children only; {peer_id} is configured as a {peer.relation}",
+            )
+        if not self.address:
+            return self._reject(ErrorCode.T00_INTERNAL_ERROR, "this host has no address yet")
+        asset = self._assets.get(peer_id)
+        if asset is None:
+            return self._reject(
+                ErrorCode.F00_BAD_REQUEST,
+                f"no [[account]] {peer_id}: the child's asset is unknown",
+            )
+        code, scale = asset
+        return ildcp.fulfill(ildcp.IldcpResponse(peer.child_address(self.address), scale, code))
 
     # -- peer.settle ----------------------------------------------------------------------
 
@@ -402,16 +609,51 @@ class Connector:
             raise ValueError(
                 f"a settlement message is at most {MAX_DATA_LENGTH} bytes, got {len(data)}"
             )
+        loop = asyncio.get_running_loop()
+        held = self._settle_held_until.get(account_id)
+        if held is not None and loop.time() < held:
+            raise PeerRefused(
+                f"peer {account_id}: {self._settlement[account_id]} (not asked again for "
+                f"{held - loop.time():.0f} s)",
+                ErrorCode.F01_INVALID_PACKET,
+                b"",
+            )
         prepare = peer_settle.settle_prepare(data, self._now() + self._settle_timeout)
         try:
             reply = await self._exchange(account_id, prepare, self._settle_timeout.total_seconds())
         except LinkFailure as exc:
             raise PeerUnreachable(f"peer {account_id}: {exc}") from exc
+        except PacketRefused as exc:
+            raise PeerRefused(
+                f"peer {account_id} refused the message: {exc}",
+                ErrorCode.F08_AMOUNT_TOO_LARGE
+                if exc.status == 413
+                else ErrorCode.T01_PEER_UNREACHABLE,
+                b"",
+            ) from exc
+        if (
+            isinstance(reply, Reject)
+            and reply.code in _NO_SETTLEMENT_ENGINE
+            and reply.triggered_by != peer_settle.SETTLE_ADDRESS
+        ):
+            # Refused by the peer's connector itself, not by a settlement engine behind it.
+            self._settlement[account_id] = (
+                f"no settlement engine behind the peer: its connector refuses peer.settle "
+                f"({reply.code} {reply.message or 'no message'}); a peer that settles in its "
+                "own plugins"
+            )
+            self._settle_held_until[account_id] = loop.time() + SETTLE_REFUSAL_HOLD
+            log.warning("peer %s: %s", account_id, self._settlement[account_id])
         try:
-            return peer_settle.settle_reply(reply)
+            answer = peer_settle.settle_reply(reply)
         except peer_settle.SettleMessageError as exc:
+            if account_id not in self._settle_held_until:
+                self._settlement[account_id] = f"refused: {exc.message} ({exc.code})"
             raise PeerRefused(
                 f"peer {account_id}: {exc.message} ({exc.code})",
                 exc.code,
                 exc.data,
             ) from exc
+        self._settlement[account_id] = "ok"
+        self._settle_held_until.pop(account_id, None)
+        return answer

@@ -7,7 +7,9 @@ Pure functions and values only, no I/O. The names most callers need are re-expor
 - :class:`IlpPacketError`, the only exception parsing raises (:mod:`host.ilp.oer`);
 - :class:`ErrorCode` (:mod:`host.ilp.errors`) and :func:`make_reject`;
 - address validation (:mod:`host.ilp.address`) and settlement messages
-  (:mod:`host.ilp.peer_settle`).
+  (:mod:`host.ilp.peer_settle`);
+- the peer protocols ILDCP (:mod:`host.ilp.ildcp`) and CCP route broadcast
+  (:mod:`host.ilp.ccp`).
 """
 
 from host.ilp.errors import ErrorCode, ErrorFamily

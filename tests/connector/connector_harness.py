@@ -28,6 +28,7 @@ from host.connector import (
     RouteConfig,
 )
 from host.connector.api import ConnectorApi, EngineRelay, PeerMessenger, serve_connector_api
+from host.connector.config import Relation
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.local import exercise_prepare
 from host.ilp import Prepare
@@ -111,13 +112,22 @@ async def network(
     url_overrides: Mapping[tuple[str, str], str] | None = None,
     token_overrides: Mapping[tuple[str, str], str] | None = None,
     not_started: Sequence[str] = (),
+    exchange_routes: bool = False,
+    relations: Mapping[tuple[str, str], Relation] | None = None,
+    route_interval: float = 30.0,
 ) -> AsyncIterator[Net]:
     """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
 
     ``routes[host]`` are (prefix, peer) routes of that host; ``limits[host][peer]`` the
     (min, max) clearing limits host keeps for peer; ``url_overrides[(host, peer)]`` replaces
     the URL host uses for peer, ``token_overrides[(host, peer)]`` the token it presents.
+    ``relations[(host, peer)]`` is how host sees peer ("peer" when absent); a host that is
+    some host's child has no configured address (it learns it by ILDCP). Route broadcast runs
+    only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
+    only their own packets on the links.
     """
+    relation_of = dict(relations or {})
+    children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
     names = sorted({name for pair in links for name in pair})
     socks: dict[str, socket.socket] = {}
     net = Net()
@@ -134,16 +144,21 @@ async def network(
                     url=(url_overrides or {}).get(
                         (name, peer), f"http://127.0.0.1:{socks[peer].getsockname()[1]}/ilp"
                     ),
-                    address=address_of(peer),
+                    address=None
+                    if relation_of.get((name, peer), "peer") == "child" or peer in children
+                    else address_of(peer),
                     incoming_token=token(peer, name),
                     outgoing_token=(token_overrides or {}).get((name, peer), token(name, peer)),
+                    relation=relation_of.get((name, peer), "peer"),
+                    send_routes=exchange_routes,
+                    receive_routes=exchange_routes,
                 )
                 for peer in neighbours
             ]
             clearing = InMemoryClearing((limits or {}).get(name))
             recorder = (messages or {}).get(name) or RecordingMessages()
             connector = Connector(
-                address_of(name),
+                None if name in children else address_of(name),
                 peers,
                 [RouteConfig(p, peer) for p, peer in (routes or {}).get(name, ())],
                 clearing,
@@ -151,11 +166,13 @@ async def network(
                 sock=socks[name],
                 expiry_policy=expiry,
                 local_handler=(local_handlers or {}).get(name),
+                assets={peer: ("XTS", 9) for peer in neighbours},
+                route_broadcast_interval=route_interval,
+                ildcp_timeout=5.0,
             )
             net.hosts[name] = Host(name, connector, clearing, recorder, socks[name])
-        for name in names:
-            if name not in not_started:
-                await net.start(name)
+        # Together: a child's start waits for its parent's ILDCP answer.
+        await asyncio.gather(*(net.start(name) for name in names if name not in not_started))
         yield net
     finally:
         await asyncio.gather(

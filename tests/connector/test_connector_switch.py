@@ -138,13 +138,19 @@ def test_peer_addresses_are_never_forwarded() -> None:
     async def run() -> None:
         async with network([("a", "b"), ("b", "c")], routes={"a": [("", "b")]}) as net:
             async with aiohttp.ClientSession() as http:
-                for destination in ("peer.config", "peer.route.control", "peer.settle.x"):
+                # Answered by b itself: ILDCP only for children, CCP only when it is on.
+                for destination, code in (
+                    ("peer.config", "F00"),
+                    ("peer.route.control", "F00"),  # route exchange is off here
+                    ("peer.settle.x", "F02"),
+                    ("peer.unknown", "F02"),
+                ):
                     body = serialize(Prepare(0, later(), SETTLE_CONDITION, destination, b"hi"))
                     headers = {"Authorization": f"Bearer {token('a', 'b')}"}
                     async with http.post(net["b"].connector.url, data=body, headers=headers) as r:
                         reply = parse_reply(await r.read())
                     assert isinstance(reply, Reject)
-                    assert (reply.code, reply.triggered_by) == ("F02", "test.b"), destination
+                    assert reply.code == code, (destination, reply)
             # From this host, even peer.settle does not go through the switch.
             for destination in ("peer.settle", "peer.config"):
                 prepare = Prepare(0, later(), SETTLE_CONDITION, destination, b"hi")
@@ -163,8 +169,10 @@ def test_peer_addresses_are_never_forwarded() -> None:
 def test_peer_settle_round_trip() -> None:
     async def run() -> None:
         async with network([("a", "b"), ("b", "c")]) as net:
+            assert net["a"].connector.settlement_messages("b") == ""
             answer = await net["a"].connector.send_settlement_message("b", b"claim #1")
             assert answer == b"ack:claim #1"
+            assert net["a"].connector.settlement_messages("b") == "ok"
             answer = await net["c"].connector.send_settlement_message("b", b"")
             assert answer == b"ack:"
             assert net["b"].messages.received == [("a", b"claim #1"), ("c", b"")]

@@ -46,6 +46,7 @@ SERVICES = {
             "ListPeers",
             "SendPackets",
             "GetConnectorLink",
+            "ListRoutes",
         ],
     },
     "sdk.pb.ilphost.simledger.v1.simledger_pb2": {

@@ -154,19 +154,31 @@ def test_render_peers() -> None:
     )
     link.since.FromDatetime(NOW - timedelta(seconds=12))
     listing = admin_pb2.ListPeersResponse(
-        address="test.alice",
-        peers=[admin_pb2.Peer(id="bob", address="test.bob", url="http://b/", link=link)],
+        address="test.alice.b",
+        address_source="ildcp:alice",
+        peers=[
+            admin_pb2.Peer(
+                id="bob",
+                address="test.bob",
+                url="http://b/",
+                link=link,
+                relation="parent",
+                routes=admin_pb2.RouteExchange(send_mode="SYNC", learned_routes=4),
+            )
+        ],
     )
     listing.peers[0].clearing_balance.value = "-1250"
     listing.peers[0].clearing_balance.scale = 2
     lines = render_peers(listing, NOW).splitlines()
-    assert lines[0] == "address test.alice"
+    assert lines[0] == "address test.alice.b (from parent alice by ILDCP)"
     assert lines[1] == "engine in this process"
     assert lines[2].split() == [
-        *("PEER", "ADDRESS", "URL", "BALANCE", "LINK", "SINCE", "LAST", "ERROR"),
+        *("PEER", "RELATION", "ADDRESS", "URL", "BALANCE", "LINK", "SINCE", "ROUTES"),
+        *("LAST", "ERROR"),
     ]
     assert lines[3].split() == [
-        *("bob", "test.bob", "http://b/", "-12.50", "TRANSIENT_FAILURE", "12s"),
+        *("bob", "parent", "test.bob", "http://b/", "-12.50", "TRANSIENT_FAILURE", "12s"),
+        *("send", "sync,", "learned", "4"),
         *("connection", "refused"),
     ]
     empty = admin_pb2.ListPeersResponse(address="test.alice")
@@ -493,12 +505,21 @@ def test_with_a_connector_peers_status_and_send() -> None:
         peers = running.cli("peers")
         assert peers.returncode == EXIT_OK, peers.stderr
         lines = peers.stdout.splitlines()
-        assert lines[:2] == ["address test.alice", "engine in this process"]
+        assert lines[:2] == ["address test.alice (configured)", "engine in this process"]
         # The clearing balance as the connector sees it: the engine's, in this process.
-        assert lines[3].split()[:4] == ["bob", "test.bob", "http://127.0.0.1:9/", "-5.000000"]
+        assert lines[3].split()[:5] == [
+            *("bob", "peer", "test.bob", "http://127.0.0.1:9/", "-5.000000"),
+        ]
         status = running.cli("status")
         assert status.returncode == EXIT_OK, status.stderr
-        assert "\naddress test.alice\nengine in this process\nPEER " in status.stdout
+        assert "\naddress test.alice (configured)\nengine in this process\nPEER " in status.stdout
+        routes = running.cli("routes")
+        assert routes.returncode == EXIT_OK, routes.stderr
+        assert [line.split()[:3] for line in routes.stdout.splitlines()[1:3]] == [
+            ["test.alice", "self", "local"],
+            ["test.bob", "bob", "local"],
+        ]
+        assert "epoch" in routes.stdout.splitlines()[-1]
         assert running.json("status")["connector"]["peers"][0]["id"] == "bob"
 
         # The host's own test receiver fulfills; the unreachable peer makes rejections.

@@ -73,6 +73,15 @@ def test_connector_with_its_account() -> None:
     assert [peer.id for peer in config.connector.peers] == ["bob"]
 
 
+def test_default_policy_never_settles_by_itself() -> None:
+    """Without any policy key an account extends no credit, so no debt to settle arises."""
+    bare = "\n".join(
+        line for line in ACCOUNT.splitlines() if not line.startswith(("settle", "min_", "max_"))
+    )
+    (account,) = load_config(ADAPTOR + bare, BASE).accounts
+    assert (account.policy.min_balance, account.policy.settle_threshold) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
@@ -88,6 +97,11 @@ def test_connector_with_its_account() -> None:
             "min_balance <= settle_threshold <= settle_to <= 0",
         ),
         (ADAPTOR + ACCOUNT.replace("max_balance", "max_balanse"), "did you mean 'max_balance'"),
+        # The default settle_threshold (0) with credit extended would settle every debt at once.
+        (
+            ADAPTOR + ACCOUNT.replace("settle_threshold = -100000\n", ""),
+            "account[0].settle_threshold: required when min_balance is negative",
+        ),
         (ADAPTOR + ACCOUNT.replace('asset_code = "USD"\n', ""), "account[0].asset_code: is"),
         (
             ADAPTOR + ACCOUNT + PEER.replace('id = "bob"', 'id = "carol"'),

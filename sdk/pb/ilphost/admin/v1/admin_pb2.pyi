@@ -804,12 +804,22 @@ class Peer(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     LINK_FIELD_NUMBER: _builtins.int
     CLEARING_BALANCE_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_MESSAGES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The peer's account id in the engine."""
     address: _builtins.str
     """The peer's ILP address."""
     url: _builtins.str
     """Where this host sends the peer's packets."""
+    relation: _builtins.str
+    """How the peer stands to this host: "parent", "child" or "peer"."""
+    settlement_messages: _builtins.str
+    """How settlement messages (peer.settle) fare with the peer: empty before the first, "ok",
+    or why the peer refused them (a peer that settles in its own plugins, like ilp-connector,
+    refuses them; the host then stops asking it for a while instead of retrying).
+    """
     @_builtins.property
     def link(self) -> _types_pb2.Connection:
         """The link's state (name "peer:<id>", kind "peer")."""
@@ -820,6 +830,10 @@ class Peer(_message.Message):
         scale. Unset when the account does not exist (yet).
         """
 
+    @_builtins.property
+    def routes(self) -> Global___RouteExchange:
+        """The route exchange (CCP) with the peer."""
+
     def __init__(
         self,
         *,
@@ -828,14 +842,62 @@ class Peer(_message.Message):
         url: _builtins.str = ...,
         link: _types_pb2.Connection | None = ...,
         clearing_balance: _types_pb2.SignedAmount | None = ...,
+        relation: _builtins.str = ...,
+        routes: Global___RouteExchange | None = ...,
+        settlement_messages: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clearing_balance", b"clearing_balance", "link", b"link"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clearing_balance", b"clearing_balance", "link", b"link", "routes", b"routes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "relation", b"relation", "routes", b"routes", "settlement_messages", b"settlement_messages", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Peer: _TypeAlias = Peer  # noqa: Y015
+
+@_typing.final
+class RouteExchange(_message.Message):
+    """RouteExchange is the state of the route broadcast with one peer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEND_MODE_FIELD_NUMBER: _builtins.int
+    SENT_EPOCH_FIELD_NUMBER: _builtins.int
+    RECEIVE_TABLE_ID_FIELD_NUMBER: _builtins.int
+    RECEIVED_EPOCH_FIELD_NUMBER: _builtins.int
+    LEARNED_ROUTES_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    send_mode: _builtins.str
+    """What the peer asked of us: "SYNC" (we send it updates), "IDLE", or "off" (send_routes is
+    false for this peer).
+    """
+    sent_epoch: _builtins.int
+    """The epoch of our table the peer has."""
+    receive_table_id: _builtins.str
+    """The peer's routing table id we follow (empty before its first answer or when
+    receive_routes is false), and the epoch of it we hold.
+    """
+    received_epoch: _builtins.int
+    learned_routes: _builtins.int
+    """How many routes we learned from the peer."""
+    last_error: _builtins.str
+    """The last failure of the exchange, empty when it works."""
+    def __init__(
+        self,
+        *,
+        send_mode: _builtins.str = ...,
+        sent_epoch: _builtins.int = ...,
+        receive_table_id: _builtins.str = ...,
+        received_epoch: _builtins.int = ...,
+        learned_routes: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_error", b"last_error", "learned_routes", b"learned_routes", "receive_table_id", b"receive_table_id", "received_epoch", b"received_epoch", "send_mode", b"send_mode", "sent_epoch", b"sent_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteExchange: _TypeAlias = RouteExchange  # noqa: Y015
 
 @_typing.final
 class ListPeersResponse(_message.Message):
@@ -846,7 +908,10 @@ class ListPeersResponse(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
+    ADDRESS_SOURCE_FIELD_NUMBER: _builtins.int
     address: _builtins.str
+    address_source: _builtins.str
+    """Where the address came from: "config", or "ildcp:<parent id>" when the parent gave it."""
     @_builtins.property
     def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Peer]: ...
     @_builtins.property
@@ -859,14 +924,98 @@ class ListPeersResponse(_message.Message):
         address: _builtins.str = ...,
         peers: _abc.Iterable[Global___Peer] | None = ...,
         engine: Global___EngineLink | None = ...,
+        address_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "engine", b"engine", "peers", b"peers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "address_source", b"address_source", "engine", b"engine", "peers", b"peers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPeersResponse: _TypeAlias = ListPeersResponse  # noqa: Y015
+
+@_typing.final
+class ListRoutesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutesRequest: _TypeAlias = ListRoutesRequest  # noqa: Y015
+
+@_typing.final
+class Route(_message.Message):
+    """Route is one entry of the routing table."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    NEXT_HOP_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """The address prefix ("" is the default route)."""
+    next_hop: _builtins.str
+    """The peer packets go to; empty for this host itself."""
+    source: _builtins.str
+    """"configured" ([[route]]), "local" (this host, a peer's or child's address, the parent as
+    default route) or "learned" (route broadcast).
+    """
+    @_builtins.property
+    def path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Learned routes: the connectors the route goes through, nearest first."""
+
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+        next_hop: _builtins.str = ...,
+        source: _builtins.str = ...,
+        path: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_hop", b"next_hop", "path", b"path", "prefix", b"prefix", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class ListRoutesResponse(_message.Message):
+    """ListRoutesResponse is the routing table, longest prefix first, with the table id and epoch
+    this host advertises.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTES_FIELD_NUMBER: _builtins.int
+    ROUTING_TABLE_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    routing_table_id: _builtins.str
+    epoch: _builtins.int
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]: ...
+    def __init__(
+        self,
+        *,
+        routes: _abc.Iterable[Global___Route] | None = ...,
+        routing_table_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "routes", b"routes", "routing_table_id", b"routing_table_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRoutesResponse: _TypeAlias = ListRoutesResponse  # noqa: Y015
 
 @_typing.final
 class EngineLink(_message.Message):

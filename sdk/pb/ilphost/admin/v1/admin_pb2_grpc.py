@@ -97,6 +97,11 @@ class HostAdminStub:
                 request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkRequest.SerializeToString,
                 response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkResponse.FromString,
                 _registered_method=True)
+        self.ListRoutes = channel.unary_unary(
+                '/ilphost.admin.v1.HostAdmin/ListRoutes',
+                request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.SerializeToString,
+                response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.FromString,
+                _registered_method=True)
 
 
 class HostAdminServicer:
@@ -207,6 +212,15 @@ class HostAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRoutes(self, request, context):
+        """ListRoutes returns the connector's routing table as it is used: configured, local and
+        learned (route broadcast) routes, longest prefix first. Read-only.
+        FAILED_PRECONDITION when this host runs no connector.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +283,11 @@ def add_HostAdminServicer_to_server(servicer, server):
                     servicer.GetConnectorLink,
                     request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkRequest.FromString,
                     response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkResponse.SerializeToString,
+            ),
+            'ListRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoutes,
+                    request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.FromString,
+                    response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -598,6 +617,33 @@ class HostAdmin:
             '/ilphost.admin.v1.HostAdmin/GetConnectorLink',
             ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkRequest.SerializeToString,
             ilphost_dot_admin_dot_v1_dot_admin__pb2.GetConnectorLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ilphost.admin.v1.HostAdmin/ListRoutes',
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.SerializeToString,
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,6 +85,11 @@ class HostAdminStub:
     runs in another process (`ilp-host engine`, proposal 2). Read-only.
     FAILED_PRECONDITION when the engine runs in the connector's process, or there is no engine.
     """
+    ListRoutes: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListRoutesRequest, _admin_pb2.ListRoutesResponse]
+    """ListRoutes returns the connector's routing table as it is used: configured, local and
+    learned (route broadcast) routes, longest prefix first. Read-only.
+    FAILED_PRECONDITION when this host runs no connector.
+    """
 
 @_typing.type_check_only
 class HostAdminAsyncStub(HostAdminStub):
@@ -142,6 +147,11 @@ class HostAdminAsyncStub(HostAdminStub):
     """GetConnectorLink returns how this host's engine keeps in step with its connector when that
     runs in another process (`ilp-host engine`, proposal 2). Read-only.
     FAILED_PRECONDITION when the engine runs in the connector's process, or there is no engine.
+    """
+    ListRoutes: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListRoutesRequest, _admin_pb2.ListRoutesResponse]  # type: ignore[assignment]
+    """ListRoutes returns the connector's routing table as it is used: configured, local and
+    learned (route broadcast) routes, longest prefix first. Read-only.
+    FAILED_PRECONDITION when this host runs no connector.
     """
 
 class HostAdminServicer(metaclass=_abc_1.ABCMeta):
@@ -269,6 +279,17 @@ class HostAdminServicer(metaclass=_abc_1.ABCMeta):
         """GetConnectorLink returns how this host's engine keeps in step with its connector when that
         runs in another process (`ilp-host engine`, proposal 2). Read-only.
         FAILED_PRECONDITION when the engine runs in the connector's process, or there is no engine.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRoutes(
+        self,
+        request: _admin_pb2.ListRoutesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListRoutesResponse, _abc.Awaitable[_admin_pb2.ListRoutesResponse]]:
+        """ListRoutes returns the connector's routing table as it is used: configured, local and
+        learned (route broadcast) routes, longest prefix first. Read-only.
+        FAILED_PRECONDITION when this host runs no connector.
         """
 
 def add_HostAdminServicer_to_server(servicer: HostAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
