@@ -41,6 +41,7 @@ from host.connector.ports import (
 from host.engine import Engine, EngineError, NotFound
 from host.engine.model import ClearingEffect
 from host.store import Store, StoreError
+from sdk import channels
 from sdk.amount import AmountError, signed_of
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
@@ -113,8 +114,9 @@ async def _next_batch(
 
 def channel_to(address: str) -> grpc.aio.Channel:
     """A channel to the Connector API at ``unix:PATH`` or ``HOST:PORT`` (plain: local only)."""
-    return grpc.aio.insecure_channel(
+    return channels.aio_channel(
         address,
+        None,
         options=[
             # Notice a connector that died without closing the connection (a TCP peer).
             ("grpc.keepalive_time_ms", 10_000),
