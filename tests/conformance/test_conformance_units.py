@@ -121,11 +121,19 @@ def test_the_subcommand_takes_the_adaptor_command_after_the_double_dash() -> Non
     )  # fmt: skip
     assert args.handler is cli.run
     assert args.command == "conformance"  # ilp-host's own dest is left alone
-    options = cli._options(args)
+    (options,) = cli._options(args)
+    assert options.transport == "unix"
     assert options.command == ("python", "adaptor.py", "--verbose")
     assert dict(options.env) == {"A": "1=2"}
     assert options.only == ("cookie", "health", "shutdown")
     assert args.junit == "r.xml"
+
+
+def test_transport_both_is_one_run_per_transport_unix_first() -> None:
+    args = _ilp_host_parser().parse_args(["conformance", "--transport", "both", "--", "x"])
+    assert [options.transport for options in cli._options(args)] == ["unix", "tcp"]
+    args = _ilp_host_parser().parse_args(["conformance", "--transport", "tcp", "--", "x"])
+    assert [options.transport for options in cli._options(args)] == ["tcp"]
 
 
 @pytest.mark.parametrize(
