@@ -4,7 +4,9 @@ checks by name, and the command line's parsing."""
 from __future__ import annotations
 
 import argparse
+import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -161,4 +163,11 @@ def test_usage_errors_exit_2_before_anything_starts(capsys: pytest.CaptureFixtur
 def test_list_names_every_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--list"]) == cli.EXIT_OK
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == [check.name for check in CHECKS]
+
+
+def test_docs_conformance_lists_every_check_in_run_order() -> None:
+    """docs/conformance.md has one table row per check, in the order the suite runs them."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
+    listed = re.findall(r"^\| `([a-z_.]+)` \|", doc, re.MULTILINE)
     assert listed == [check.name for check in CHECKS]
