@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres-server setup demo test check lint typecheck buf stubs-check go-check pytest stubs clean
+.PHONY: postgres-server setup demo test check lint typecheck buf stubs-check go-check rust-check pytest stubs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,15 @@ postgres-server:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
 
+# The Rust adaptor (tonic); crates.io provides its crates, protox compiles proto/ (no protoc).
+RUST_ADAPTOR := adaptors/simledger-rust/target/debug/simledger-rust
+
+$(RUST_ADAPTOR): $(wildcard adaptors/simledger-rust/src/*.rs) adaptors/simledger-rust/build.rs adaptors/simledger-rust/Cargo.toml adaptors/simledger-rust/Cargo.lock $(wildcard proto/*/*/*/*.proto proto/plugin/*.proto)
+	cd adaptors/simledger-rust && cargo build --locked
+	touch $@
+
 setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS) $(INTEROP_STAMP) $(GO_ADAPTOR) \
-	postgres-server
+	$(RUST_ADAPTOR) postgres-server
 
 ## The main job on the embedded default.
 demo: setup
@@ -53,11 +60,15 @@ demo: setup
 ## Every check and test.
 test: setup check pytest
 
-check: stubs-check buf lint typecheck go-check
+check: stubs-check buf lint typecheck go-check rust-check
 
 # The Go adaptor's own unit tests and vet.
 go-check:
 	cd adaptors/simledger-go && go vet ./... && go test ./...
+
+# The Rust adaptor's own unit tests.
+rust-check:
+	cd adaptors/simledger-rust && cargo test --locked
 
 stubs-check:
 	$(BIN)/python scripts/gen_protos.py --check

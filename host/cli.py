@@ -48,6 +48,7 @@ from host.status import (
     send_progress_line,
     send_summary,
 )
+from sdk import channels
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 
 EXIT_OK = 0
@@ -85,7 +86,7 @@ class AdminTarget:
     def channel(self) -> grpc.aio.Channel:
         """A channel to the admin API (TLS and token for TCP)."""
         if self.socket is not None:
-            return grpc.aio.insecure_channel(self.address)
+            return channels.aio_channel(self.address)
         credentials = grpc.ssl_channel_credentials(root_certificates=self.ca)
         if self.token is not None:
             credentials = grpc.composite_channel_credentials(
@@ -94,7 +95,7 @@ class AdminTarget:
         options = []
         if self.server_name:
             options.append(("grpc.ssl_target_name_override", self.server_name))
-        return grpc.aio.secure_channel(self.address, credentials, options=options)
+        return channels.aio_channel(self.address, credentials, options)
 
 
 def admin_target(args: argparse.Namespace) -> AdminTarget:

@@ -26,7 +26,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
@@ -43,6 +42,7 @@ from host.credentials import ServerTls, client_credentials
 from host.engine import Engine, EngineError, NotFound
 from host.engine.model import ClearingEffect
 from host.store import Store, StoreError
+from sdk import channels
 from sdk.amount import AmountError, signed_of
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
@@ -116,20 +116,21 @@ async def _next_batch(
 def channel_to(address: str, tls: ServerTls | None = None) -> grpc.aio.Channel:
     """A channel to the Connector API at ``unix:PATH``, or at ``HOST:PORT`` with ``tls`` (the
     certificate to trust and the token to present)."""
-    options: list[tuple[str, Any]] = [
-        # Notice a connector that died without closing the connection (a TCP peer).
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.keepalive_timeout_ms", 5_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        # gRPC's default reconnect backoff grows to 2 minutes: an engine started well
-        # before its connector would then wait that long after the connector is up.
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 2000),
-    ]
-    if tls is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, client_credentials(tls), options=options)
+    return channels.aio_channel(
+        address,
+        None if tls is None else client_credentials(tls),
+        options=[
+            # Notice a connector that died without closing the connection (a TCP peer).
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC's default reconnect backoff grows to 2 minutes: an engine started well
+            # before its connector would then wait that long after the connector is up.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ],
+    )
 
 
 class ConnectorLink:

@@ -36,6 +36,7 @@ from typing import TextIO, TypeVar
 import grpc
 
 from host.simledger.process import start_ledger
+from sdk import channels
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -168,7 +169,7 @@ class Host:
             state = self.config.parent / self.name
             socket = state if role == "run" else state / role
             wait_until_listening(socket / "admin.sock", process)
-            self.channels.append(grpc.insecure_channel(f"unix:{socket / 'admin.sock'}"))
+            self.channels.append(channels.blocking_channel(f"unix:{socket / 'admin.sock'}"))
             self.stubs[role] = admin_pb2_grpc.HostAdminStub(self.channels[-1])
 
     def log_tail(self, lines: int = 15) -> str:
@@ -437,7 +438,7 @@ def peered_hosts(
                 ["--asset-code", "USD", "--asset-scale", str(LEDGER_SCALE)],
             )
         )
-        ledger_channel = stack.enter_context(grpc.insecure_channel(ledger_target))
+        ledger_channel = stack.enter_context(channels.blocking_channel(ledger_target))
         ledger = simledger_pb2_grpc.SimLedgerStub(ledger_channel)
         ledger.CreateAccount(simledger_pb2.CreateAccountRequest(account_id="alice-ledger"))
         ledger.Mint(

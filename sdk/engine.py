@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from sdk import channels
 from sdk.contract import ENV_ENGINE_ADDR
 from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
 
@@ -47,5 +48,5 @@ async def connect_engine(
     ``address`` defaults to ``$ILP_HOST_ENGINE_ADDR``.
     """
     target = address if address is not None else engine_address()
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with channels.aio_channel(target) as channel:
         yield channel, engine_pb2_grpc.EngineStub(channel)

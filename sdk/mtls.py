@@ -14,6 +14,9 @@ sides; ``generate_certificate(curve=...)`` takes another one.
 
 from __future__ import annotations
 
+import os
+import ssl
+import tempfile
 from datetime import UTC, datetime, timedelta
 from typing import Final, NamedTuple
 
@@ -142,3 +145,32 @@ def channel_credentials(own: Certificate, server_cert_pem: bytes) -> grpc.Channe
 CHANNEL_OPTIONS: Final[tuple[tuple[str, str], ...]] = (
     ("grpc.ssl_target_name_override", SERVER_NAME),
 )
+
+
+def ssl_client_context(own: Certificate | None, server_cert_pem: bytes) -> ssl.SSLContext:
+    """A client-side ``ssl`` (OpenSSL) context for automatic mutual TLS: trust exactly the
+    adaptor's certificate, present ``own`` (none if None), server name "localhost", ALPN h2.
+
+    OpenSSL verifies every curve go-plugin uses, P-521 included, which gRPC's own TLS stack
+    cannot (see the module docstring): the host carries its channel to such an adaptor over
+    this context (host/supervisor/tls_bridge.py), and the conformance suite probes with it.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=server_cert_pem.decode())
+    context.set_alpn_protocols(["h2"])
+    if own is not None:
+        # ssl loads a key only from a file: a private one, removed at once.
+        with tempfile.TemporaryDirectory(prefix="ilpkey") as directory:
+            path = os.path.join(directory, "client.pem")
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(own.cert_pem + own.key_pem)
+            context.load_cert_chain(path)
+    return context
+
+
+def curve_of(cert_pem: bytes) -> str:
+    """The name of the EC curve of the certificate's key (e.g. "secp521r1"), or "" if its key
+    is not an EC key."""
+    key = x509.load_pem_x509_certificate(cert_pem).public_key()
+    return key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else ""

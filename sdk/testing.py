@@ -34,7 +34,7 @@ import grpc
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2_grpc
 
-from sdk import contract, mtls
+from sdk import channels, contract, mtls
 from sdk.adaptor import Adaptor
 from sdk.handshake import Handshake, HandshakeError, parse
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2_grpc
@@ -91,7 +91,7 @@ async def serve_in_process(
         await server.start()
         await adaptor.start()
         started = True
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with channels.aio_channel(target) as channel:
             yield AdaptorClient.over(target, channel)
     finally:
         await server.stop(grace, run_hook=started)
@@ -327,9 +327,9 @@ async def run_adaptor(
             credentials = mtls.channel_credentials(
                 host_cert, mtls.der_to_pem(parsed.server_cert_der)
             )
-            channel = grpc.aio.secure_channel(target, credentials, options=mtls.CHANNEL_OPTIONS)
+            channel = channels.aio_channel(target, credentials, mtls.CHANNEL_OPTIONS)
         else:
-            channel = grpc.aio.insecure_channel(target)
+            channel = channels.aio_channel(target)
         async with channel:
             client = AdaptorClient.over(target, channel)
             running = AdaptorProcess(

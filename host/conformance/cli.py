@@ -29,6 +29,7 @@ of other ledgers ignore them). Checks the adaptor's capabilities exclude are ski
 EPILOG = """\
 examples:
   ilp-host conformance -- python adaptors/simledger-python/adaptor.py
+  ilp-host conformance --transport both -- adaptors/simledger-rust/target/debug/simledger-rust
   ilp-host conformance --junit report.xml --env ILP_ADAPTOR_INCOMING=peer:500,peer:250 \\
       -- node adaptors/memory-node/adaptor.js
   ilp-host conformance --list"""
@@ -56,6 +57,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help='run only these checks (repeatable); a group such as "send_money" selects '
         "send_money.*",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("unix", "tcp", "both"),
+        default="unix",
+        help="where the adaptor is asked to listen: a unix socket (default), loopback TCP with "
+        "automatic mutual TLS, or both (one run each, unix first)",
     )
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
     parser.add_argument("--cwd", help="the adaptor's working directory (default: this one)")
@@ -117,7 +125,8 @@ def _environment(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def _options(args: argparse.Namespace) -> Any:
+def _options(args: argparse.Namespace) -> list[Any]:
+    """The suite options of each run the command line asks for (one per transport)."""
     from host.conformance.session import SuiteOptions
 
     command = list(args.adaptor_command)
@@ -128,16 +137,23 @@ def _options(args: argparse.Namespace) -> Any:
     for name in ("start_timeout", "event_timeout", "shutdown_grace"):
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
-    return SuiteOptions(
-        command=tuple(command),
-        env=_environment(args.env),
-        use_adaptor_config=args.use_adaptor_config,
-        only=tuple(name for item in args.only for name in item.split(",") if name.strip()),
-        cwd=Path(args.cwd) if args.cwd else None,
-        start_timeout=args.start_timeout,
-        event_timeout=args.event_timeout,
-        shutdown_grace=args.shutdown_grace,
-    )
+    from host.conformance.launch import TRANSPORTS
+
+    transports = [t for t in TRANSPORTS if args.transport in (t, "both")]
+    return [
+        SuiteOptions(
+            command=tuple(command),
+            env=_environment(args.env),
+            use_adaptor_config=args.use_adaptor_config,
+            only=tuple(name for item in args.only for name in item.split(",") if name.strip()),
+            cwd=Path(args.cwd) if args.cwd else None,
+            start_timeout=args.start_timeout,
+            event_timeout=args.event_timeout,
+            shutdown_grace=args.shutdown_grace,
+            transport=transport,
+        )
+        for transport in transports
+    ]
 
 
 def _list_checks() -> int:
@@ -160,8 +176,8 @@ def run(args: argparse.Namespace) -> int:
     from host.conformance.runner import SuiteError, run_suite
 
     try:
-        options = _options(args)
-        select(options.only)
+        runs = _options(args)
+        select(runs[0].only)
     except ValueError as exc:
         print(f"ilp-host conformance: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -169,26 +185,35 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(
             stream=sys.stderr, level=logging.INFO, format="%(levelname)-7s %(name)s: %(message)s"
         )
-    print(f"conformance of: {' '.join(options.command)}", flush=True)
-    try:
-        result = asyncio.run(
-            run_suite(options, on_result=lambda r: print(format_line(r), flush=True))
-        )
-    except (SuiteError, ValueError) as exc:
-        print(f"ilp-host conformance: {exc}", file=sys.stderr)
-        return EXIT_FAILED if isinstance(exc, SuiteError) else EXIT_USAGE
-    for note in result.notes:
-        print(f"note: {note}")
-    if result.adaptor:
-        print(f"adaptor: {result.adaptor}")
-    print(format_summary(result.results), flush=True)
-    if args.junit:
+    status = EXIT_OK
+    for options in runs:
+        transport = "unix socket" if options.transport == "unix" else "tcp + mutual TLS"
+        print(f"conformance of: {' '.join(options.command)} ({transport})", flush=True)
         try:
-            Path(args.junit).write_bytes(render_junit(result))
-        except OSError as exc:
-            print(f"ilp-host conformance: cannot write {args.junit}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-    return EXIT_OK if result.ok else EXIT_FAILED
+            result = asyncio.run(
+                run_suite(options, on_result=lambda r: print(format_line(r), flush=True))
+            )
+        except (SuiteError, ValueError) as exc:
+            print(f"ilp-host conformance: {exc}", file=sys.stderr)
+            return EXIT_FAILED if isinstance(exc, SuiteError) else EXIT_USAGE
+        for note in result.notes:
+            print(f"note: {note}")
+        if result.adaptor:
+            print(f"adaptor: {result.adaptor}")
+        print(format_summary(result.results), flush=True)
+        if args.junit:
+            # One report per transport when both run: FILE for unix, FILE with .tcp for tcp.
+            junit = Path(args.junit)
+            if len(runs) > 1 and options.transport == "tcp":
+                junit = junit.with_name(f"{junit.stem}.tcp{junit.suffix}")
+            try:
+                junit.write_bytes(render_junit(result))
+            except OSError as exc:
+                print(f"ilp-host conformance: cannot write {junit}: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+        if not result.ok:
+            status = EXIT_FAILED
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

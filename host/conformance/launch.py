@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from host.supervisor.diagnose import StartFailure, StartProblem
 from host.supervisor.process import AdaptorProcess
@@ -29,6 +29,12 @@ TERM_GRACE: Final = 5.0
 _EXITED = (StartProblem.EXITED, StartProblem.COOKIE_REFUSED, StartProblem.NO_COMMON_VERSION)
 
 
+#: Where the adaptor is asked to listen: a unix socket, or loopback TCP with automatic mutual
+#: TLS (the host forces TLS on TCP).
+Transport = Literal["unix", "tcp"]
+TRANSPORTS: Final[tuple[Transport, ...]] = ("unix", "tcp")
+
+
 def validate(command: Sequence[str], extra: Mapping[str, str]) -> None:
     """ValueError naming the problem if the host would refuse ``command`` or ``extra``."""
     AdaptorSpec(name=ADAPTOR_NAME, command=tuple(command), env=dict(extra))
@@ -40,12 +46,25 @@ def environment(
     *,
     socket_dir: Path,
     engine_addr: str,
+    transport: Transport = "unix",
+    client_cert_pem: bytes | None = None,
 ) -> dict[str, str]:
-    """The environment the host would give ``command``: this process's, then ``extra``, then
-    the contract's variables. ValueError for a command or variable the host would refuse."""
-    spec = AdaptorSpec(name=ADAPTOR_NAME, command=tuple(command), env=dict(extra))
+    """The environment the host would give ``command`` on ``transport``: this process's, then
+    ``extra``, then the contract's variables (``PLUGIN_CLIENT_CERT`` from ``client_cert_pem``).
+    ValueError for a command or variable the host would refuse."""
+    spec = AdaptorSpec(
+        name=ADAPTOR_NAME,
+        command=tuple(command),
+        env=dict(extra),
+        transport=transport,
+        auto_mtls=client_cert_pem is not None,
+    )
     return adaptor_environment(
-        spec, os.environ, socket_dir=socket_dir, engine_addr=engine_addr, client_cert_pem=None
+        spec,
+        os.environ,
+        socket_dir=socket_dir,
+        engine_addr=engine_addr,
+        client_cert_pem=client_cert_pem,
     )
 
 

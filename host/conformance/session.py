@@ -33,7 +33,7 @@ from host.conformance.world import ADAPTOR_LEDGER_ACCOUNT, SIMLEDGER, World, pee
 from host.supervisor import rpc
 from host.supervisor.diagnose import StartFailure, describe_exit, stderr_summary
 from host.supervisor.process import AdaptorProcess
-from sdk import amount, contract, handshake
+from sdk import amount, contract, handshake, mtls
 from sdk.handshake import Handshake
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -71,6 +71,9 @@ class SuiteOptions:
     quiet_period: float = 1.0
     #: The contract's limit from the Shutdown request (or SIGTERM) to exit status 0.
     shutdown_grace: float = 5.0
+    #: Where the adaptor is asked to listen; "tcp" comes with automatic mutual TLS, as the
+    #: host runs it.
+    transport: launch.Transport = "unix"
 
 
 class Phase(enum.IntEnum):
@@ -123,6 +126,10 @@ class Session:
         self._socket_dirs = (world.directory / f"sockets{n}" for n in itertools.count())
         self._keys = itertools.count(1)
         self._run_id = uuid.uuid4().hex[:12]
+        #: The suite's own certificate, as the host's, when the adaptor is asked for mutual TLS.
+        self.own: mtls.Certificate | None = (
+            mtls.generate_certificate() if options.transport == "tcp" else None
+        )
 
     # --- what checks read ---------------------------------------------------------------------
 
@@ -170,6 +177,8 @@ class Session:
             {**self.world.adaptor_env(state_db), **self.options.env},
             socket_dir=next(self._socket_dirs),
             engine_addr=self.world.engine.address,
+            transport=self.options.transport,
+            client_cert_pem=self.own.cert_pem if self.own is not None else None,
         )
 
     async def refused_start(
@@ -210,7 +219,7 @@ class Session:
             self.handshake = await self.process.read_handshake(
                 contract.CONTRACT_VERSIONS, options.start_timeout
             )
-            self.channel = rpc.open_channel(self.handshake, None)
+            self.channel = rpc.open_channel(self.handshake, self.own)
         except StartFailure as failure:
             self.failure = f"the adaptor did not start: {failure}"
             return

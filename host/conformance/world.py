@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 import grpc
 
 from host.simledger.process import start_ledger
-from sdk import simledger
+from sdk import channels, simledger
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -190,7 +190,7 @@ async def build_world(
                 start_ledger, directory / "ledger.db", f"unix:{directory}/ledger.sock"
             )
             stack.push_async_callback(asyncio.to_thread, process.stop)
-            channel = grpc.aio.insecure_channel(process.target)
+            channel = channels.aio_channel(process.target)
             stack.push_async_callback(channel.close, None)
             stub = simledger_pb2_grpc.SimLedgerStub(channel)
             info = await stub.GetLedgerInfo(

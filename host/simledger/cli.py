@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from host.simledger import __main__ as ledger_main
 from host.simledger.service import LIST_LIMIT
 from host.status import format_amount
+from sdk import channels
 from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
@@ -131,7 +132,7 @@ def _with_ledger(args: argparse.Namespace, command: Command) -> int:
         )
         return 2
     try:
-        with grpc.insecure_channel(target) as channel:
+        with channels.blocking_channel(target) as channel:
             return command(simledger_pb2_grpc.SimLedgerStub(channel), args)
     except LedgerCliError as exc:
         print(f"ilp-host ledger: {exc}", file=sys.stderr)

@@ -288,6 +288,9 @@ class SimLedgerService(simledger_pb2_grpc.SimLedgerServicer):
             await self._book(self._store.balance, account_id)
         except LedgerError as exc:
             await self._refused(context, exc)
+        # Headers now: the stream is open, and a client that waits for them to return from
+        # its call (tonic) must not wait for the first transfer.
+        await context.send_initial_metadata(())
         cursor = min(request.after_sequence, _MAX_SEQUENCE)
         while True:
             # Take the event before reading: a commit after the read sets this very event.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -19,9 +20,11 @@ import grpc
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host.supervisor import tls_bridge
 from host.supervisor.diagnose import StartFailure, StartProblem
 from host.supervisor.logs import LineBuffer, LineParser, emit
-from sdk import mtls
+from host.supervisor.tls_bridge import TlsBridge
+from sdk import channels, mtls
 from sdk.connectivity import ConnectionState, Connectivity, IllegalTransition
 from sdk.contract import HEALTH_SERVICE
 from sdk.handshake import Handshake
@@ -48,9 +51,16 @@ READY_POLL = 0.1
 _log = logging.getLogger("ilp_host.supervisor")
 
 
+#: The TLS bridges of open channels (by channel id), closed with their channel.
+_bridges: dict[int, TlsBridge] = {}
+
+
 def open_channel(handshake: Handshake, own: mtls.Certificate | None) -> grpc.aio.Channel:
     """The channel to the address of ``handshake``: mutual TLS iff the host offered its
-    certificate (``own``), which the adaptor must then answer with its own."""
+    certificate (``own``), which the adaptor must then answer with its own. An adaptor
+    certificate gRPC's TLS cannot verify (go-plugin's P-521) is reached through a TLS bridge
+    (host/supervisor/tls_bridge.py). Call from a running event loop; close with
+    ``close_channel``."""
     target = handshake.grpc_target()
     if own is None:
         if handshake.server_cert_der is not None:
@@ -59,7 +69,7 @@ def open_channel(handshake: Handshake, own: mtls.Certificate | None) -> grpc.aio
                 "handshake line refused: it carries a certificate, but the host did not offer "
                 "TLS (set auto_mtls, or make the adaptor leave the CERT field empty)",
             )
-        return grpc.aio.insecure_channel(target)
+        return channels.aio_channel(target)
     if handshake.server_cert_der is None:
         raise StartFailure(
             StartProblem.HANDSHAKE,
@@ -72,8 +82,25 @@ def open_channel(handshake: Handshake, own: mtls.Certificate | None) -> grpc.aio
         raise StartFailure(
             StartProblem.HANDSHAKE, f"handshake line refused: CERT is not a certificate: {exc}"
         ) from exc
+    if tls_bridge.needs_bridge(server_pem):
+        try:
+            bridge = TlsBridge.open(handshake, own, server_pem)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartFailure(
+                StartProblem.HANDSHAKE,
+                f"cannot carry TLS to the adaptor's {mtls.curve_of(server_pem)} certificate: {exc}",
+            ) from exc
+        _log.info(
+            "adaptor certificate on %s, which gRPC's TLS cannot verify: TLS carried by the host "
+            "(%s)",
+            mtls.curve_of(server_pem),
+            bridge.target,
+        )
+        channel = channels.aio_channel(bridge.target)
+        _bridges[id(channel)] = bridge
+        return channel
     credentials = mtls.channel_credentials(own, server_pem)
-    return grpc.aio.secure_channel(target, credentials, options=mtls.CHANNEL_OPTIONS)
+    return channels.aio_channel(target, credentials, mtls.CHANNEL_OPTIONS)
 
 
 async def check_health(channel: grpc.aio.Channel, call_timeout: float) -> str | None:
@@ -287,3 +314,6 @@ async def close_channel(channel: grpc.aio.Channel) -> None:
     """Close ``channel``, cancelling its calls."""
     with contextlib.suppress(Exception):
         await channel.close(None)
+    bridge = _bridges.pop(id(channel), None)
+    if bridge is not None:
+        await bridge.close()

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import pytest
 
 from host.conformance import CHECKS, Outcome, SuiteOptions, SuiteResult, run_suite
+from host.conformance.launch import TRANSPORTS, Transport
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTORS = ROOT / "adaptors"
@@ -104,10 +105,29 @@ def temp_root() -> Iterator[Path]:
 # --- the reference adaptors pass ----------------------------------------------------------
 
 
-def test_memory_python_conforms(temp_root: Path) -> None:
+#: Every reference adaptor is checked over both transports: a unix socket, and TCP with
+#: automatic mutual TLS.
+over_each_transport = pytest.mark.parametrize("transport", TRANSPORTS)
+
+
+def assert_transport(result: SuiteResult, transport: Transport) -> None:
+    """The adaptor listened as asked, with mutual TLS on TCP that refuses other clients."""
+    reason = next(r.reason for r in result.results if r.name == "transport")
+    if transport == "tcp":
+        assert "with mutual TLS" in reason and "another client certificate refused" in reason
+    else:
+        assert reason.startswith("unix socket ")
+
+
+@over_each_transport
+def test_memory_python_conforms(temp_root: Path, transport: Transport) -> None:
     result = run(
-        [sys.executable, str(ADAPTORS / "memory-python" / "adaptor.py")], temp_root, INCOMING
+        [sys.executable, str(ADAPTORS / "memory-python" / "adaptor.py")],
+        temp_root,
+        INCOMING,
+        transport=transport,
     )
+    assert_transport(result, transport)
     assert_conforms(result, MEMORY_SKIPS)
     # The incoming checks ran on the settlements the adaptor had at start.
     assert "'memory-in-1'" in next(
@@ -116,9 +136,17 @@ def test_memory_python_conforms(temp_root: Path) -> None:
     assert result.adaptor.startswith("memory-python ")
 
 
-def test_simledger_python_conforms_on_the_suites_ledger(temp_root: Path) -> None:
-    result = run([sys.executable, str(ADAPTORS / "simledger-python" / "adaptor.py")], temp_root)
+@over_each_transport
+def test_simledger_python_conforms_on_the_suites_ledger(
+    temp_root: Path, transport: Transport
+) -> None:
+    result = run(
+        [sys.executable, str(ADAPTORS / "simledger-python" / "adaptor.py")],
+        temp_root,
+        transport=transport,
+    )
     assert_conforms(result, set())
+    assert_transport(result, transport)
     reasons = {r.name: r.reason for r in result.results}
     # The money was seen on the ledger, and the suite's own payment came back as an event.
     assert "paid 123 once (on the ledger)" in reasons["send_money.idempotent"]
@@ -139,14 +167,18 @@ def node_command(name: str) -> list[str]:
     return [node, str(directory / main)]
 
 
-def test_memory_node_conforms(temp_root: Path) -> None:
-    result = run(node_command("memory-node"), temp_root, INCOMING)
+@over_each_transport
+def test_memory_node_conforms(temp_root: Path, transport: Transport) -> None:
+    result = run(node_command("memory-node"), temp_root, INCOMING, transport=transport)
     assert_conforms(result, MEMORY_SKIPS | {"stdio"})
+    assert_transport(result, transport)
 
 
-def test_simledger_node_conforms(temp_root: Path) -> None:
-    result = run(node_command("simledger-node"), temp_root)
+@over_each_transport
+def test_simledger_node_conforms(temp_root: Path, transport: Transport) -> None:
+    result = run(node_command("simledger-node"), temp_root, transport=transport)
     assert_conforms(result, {"stdio"})
+    assert_transport(result, transport)
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +204,32 @@ def simledger_go() -> Iterator[list[str]]:
 
 
 @pytest.mark.timeout(900)  # a cold Go build of gRPC takes minutes on a small machine
-def test_simledger_go_conforms(simledger_go: list[str], temp_root: Path) -> None:
-    result = run(simledger_go, temp_root)
+@over_each_transport
+def test_simledger_go_conforms(
+    simledger_go: list[str], temp_root: Path, transport: Transport
+) -> None:
+    result = run(simledger_go, temp_root, transport=transport)
     assert_conforms(result, {"stdio"})
+    assert_transport(result, transport)
+    if transport == "tcp":
+        # go-plugin's own AutoMTLS, unchanged: a P-521 certificate on a unix socket (go-plugin
+        # listens on TCP only on Windows), reached through the host's TLS bridge.
+        reason = next(r.reason for r in result.results if r.name == "transport")
+        assert "secp521r1" in reason and reason.startswith("unix "), reason
+
+
+RUST_ADAPTOR = ADAPTORS / "simledger-rust" / "target" / "debug" / "simledger-rust"
+
+
+@over_each_transport
+def test_simledger_rust_conforms(temp_root: Path, transport: Transport) -> None:
+    """A tonic adaptor built against the upstream http crate: it refuses a '%' in :authority,
+    so this also checks the authority the host sends on unix sockets."""
+    if not RUST_ADAPTOR.is_file():
+        unavailable("adaptors/simledger-rust is not built: run make setup")
+    result = run([str(RUST_ADAPTOR)], temp_root, transport=transport)
+    assert_conforms(result, {"stdio"})
+    assert_transport(result, transport)
 
 
 # --- a broken adaptor fails exactly its defects --------------------------------------------

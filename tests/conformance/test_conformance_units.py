@@ -4,7 +4,9 @@ checks by name, and the command line's parsing."""
 from __future__ import annotations
 
 import argparse
+import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -121,11 +123,19 @@ def test_the_subcommand_takes_the_adaptor_command_after_the_double_dash() -> Non
     )  # fmt: skip
     assert args.handler is cli.run
     assert args.command == "conformance"  # ilp-host's own dest is left alone
-    options = cli._options(args)
+    (options,) = cli._options(args)
+    assert options.transport == "unix"
     assert options.command == ("python", "adaptor.py", "--verbose")
     assert dict(options.env) == {"A": "1=2"}
     assert options.only == ("cookie", "health", "shutdown")
     assert args.junit == "r.xml"
+
+
+def test_transport_both_is_one_run_per_transport_unix_first() -> None:
+    args = _ilp_host_parser().parse_args(["conformance", "--transport", "both", "--", "x"])
+    assert [options.transport for options in cli._options(args)] == ["unix", "tcp"]
+    args = _ilp_host_parser().parse_args(["conformance", "--transport", "tcp", "--", "x"])
+    assert [options.transport for options in cli._options(args)] == ["tcp"]
 
 
 @pytest.mark.parametrize(
@@ -153,4 +163,11 @@ def test_usage_errors_exit_2_before_anything_starts(capsys: pytest.CaptureFixtur
 def test_list_names_every_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--list"]) == cli.EXIT_OK
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert listed == [check.name for check in CHECKS]
+    assert sorted(listed) == sorted(check.name for check in CHECKS)
+
+
+def test_docs_conformance_lists_every_check() -> None:
+    """docs/conformance.md has one table row per check, each once."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
+    listed = re.findall(r"^\| `([a-z_.]+)` \|", doc, re.MULTILINE)
+    assert sorted(listed) == sorted(check.name for check in CHECKS)

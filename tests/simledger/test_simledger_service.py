@@ -269,6 +269,22 @@ def test_watch_catches_up_then_follows_live(ledger: LedgerProcess) -> None:
     run(ledger.target, scenario)
 
 
+def test_watch_sends_its_headers_before_any_transfer(ledger: LedgerProcess) -> None:
+    """A client that waits for the response headers (tonic) sees an idle stream open."""
+
+    async def scenario(stub: Any) -> None:
+        await open_funded(stub)
+        stream = stub.WatchTransfers(pb.WatchTransfersRequest(account_id="bob"))
+        # Nothing was paid to bob: only the headers can end this wait.
+        async with asyncio.timeout(30):
+            assert await stream.initial_metadata() is not None
+        await stub.Transfer(pay("after-headers", "1"))
+        assert (await next_transfer(stream)).transfer_id == "after-headers"
+        stream.cancel()
+
+    run(ledger.target, scenario)
+
+
 def test_refused_before_commit_fault(ledger: LedgerProcess) -> None:
     async def scenario(stub: Any) -> None:
         await open_funded(stub)

@@ -8,13 +8,14 @@ that exits 1 for another reason (a crash at load) cannot pass for one that refus
 
 from __future__ import annotations
 
+from host.conformance import tls_probe
 from host.conformance.checks.registry import check
 from host.conformance.launch import Refusal
 from host.conformance.report import CheckFailed
 from host.conformance.session import Phase, Session
 from host.supervisor import rpc
 from host.supervisor.diagnose import describe_exit
-from sdk import contract
+from sdk import contract, mtls
 
 #: Longest stderr line quoted in a PASS line.
 QUOTE_LIMIT = 160
@@ -98,3 +99,53 @@ async def health(session: Session) -> str:
     if problem is not None:
         raise CheckFailed(problem)
     return f"{contract.HEALTH_SERVICE!r} SERVING"
+
+
+@check(
+    "transport",
+    "it listens where asked: a unix socket, or 127.0.0.1 over TCP with mutual TLS that "
+    "refuses a client with another certificate or none",
+    needs=Phase.CONNECTED,
+)
+async def transport(session: Session) -> str:
+    line = session.handshake
+    assert line is not None
+    asked = session.options.transport
+    if asked == "unix":
+        if line.network != "unix":
+            raise CheckFailed(
+                f"asked for a unix socket, it listens on {line.network} {line.address}"
+            )
+        return f"unix socket {line.address}"
+    # The host's channel (open already) trusts exactly the certificate of the handshake line
+    # and presents the suite's own: that one must be accepted, any other refused.
+    within = session.options.call_timeout
+    refused_right = await tls_probe.probe(line, session.own, within)
+    if refused_right is not None:
+        raise CheckFailed(f"a client with the host's certificate was refused: {refused_right}")
+    wrong = await tls_probe.probe(line, mtls.generate_certificate(), within)
+    if wrong is None:
+        raise CheckFailed(
+            "a client presenting another certificate than PLUGIN_CLIENT_CERT was accepted: "
+            "trust exactly the host's certificate (docs/protocol.md, section 4)"
+        )
+    anonymous = await tls_probe.probe(line, None, within)
+    if anonymous is None:
+        raise CheckFailed(
+            "a client presenting no certificate was accepted: require one (docs/protocol.md, "
+            "section 4)"
+        )
+    if line.network == "tcp":
+        host = line.address.rpartition(":")[0]
+        if host not in ("127.0.0.1", "localhost", "[::1]"):
+            raise CheckFailed(f"asked for loopback TCP, it listens on {line.address}")
+        where = f"tcp {line.address}"
+    else:
+        # go-plugin listens on TCP only on Windows: a stock go-plugin plugin answers with a
+        # unix socket, with mutual TLS all the same; the host accepts it (docs/protocol.md).
+        where = f"unix {line.address} (asked for tcp: as a go-plugin plugin on Linux does)"
+    curve = mtls.curve_of(mtls.der_to_pem(line.server_cert_der or b""))
+    return (
+        f"{where} with mutual TLS ({curve or 'non-EC'} certificate); another client "
+        f"certificate refused ({wrong}); none refused"
+    )
