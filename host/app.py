@@ -65,6 +65,7 @@ from host.credentials import (
 )
 from host.engine import Engine, EngineError, SettlementPort
 from host.lifecycle import ProcessState
+from host.metrics import HostMetrics, serve_metrics
 from host.store import Store, StoreError
 from host.store.opening import describe_database, open_store
 from host.supervisor import Supervisor
@@ -246,6 +247,8 @@ class Host:
         self.mode = mode
         self._connector_address = connector_address
         self._stop_requested = asyncio.Event()
+        #: /metrics (host.metrics), when [metrics] asks for it.
+        self._metrics: HostMetrics | None = None
 
     def shutdown(self) -> None:
         """Request a graceful stop; ``run()`` then returns."""
@@ -273,6 +276,7 @@ class Host:
                 engine_addr=engine_addr,
                 on_incoming=parts.binding.on_incoming if parts.binding is not None else None,
             )
+            self._metrics = await _serve_metrics(config, stack, parts, supervisor)
             admin = self._admin_server(supervisor, parts, tcp)
             signals = _Signals(config.admin.socket, self.shutdown)
             try:
@@ -496,6 +500,8 @@ class Host:
             return
         await supervisor.start()
         spawn("adaptor supervision", _supervision(supervisor))
+        if self._metrics is not None:
+            spawn("metrics", self._metrics.follow_adaptors(supervisor))
         states = ", ".join(f"{s.name} {s.state.name}" for s in supervisor.snapshots())
         log.info("adaptors started (%s)", states or "none")
         if parts.engine is not None and parts.binding is not None:
@@ -574,6 +580,34 @@ _LAST_TO_STOP = frozenset({"adaptor supervision", "health"})
 def _assets(config: HostConfig) -> dict[str, tuple[str, int]]:
     """Each account's asset, for the ILDCP answers to children."""
     return {account.id: (account.asset_code, account.asset_scale) for account in config.accounts}
+
+
+async def _serve_metrics(
+    config: HostConfig, stack: contextlib.AsyncExitStack, parts: _Parts, supervisor: Supervisor
+) -> HostMetrics | None:
+    """``/metrics`` (host.metrics) over the parts this mode runs, when ``[metrics]`` asks."""
+    try:
+        served = await serve_metrics(config, stack)
+    except OSError as exc:
+        assert config.metrics.listen is not None
+        host, port = config.metrics.listen
+        raise HostError(
+            f"cannot serve metrics on {host}:{port} (metrics.listen): {exc.strerror or exc}"
+        ) from exc
+    if served is None:
+        return None
+    metrics, server = served
+    metrics.attach(
+        engine=parts.engine,
+        store=parts.store,
+        connector=parts.connector,
+        ledger=parts.ledger,
+        engine_link=parts.engine_link if parts.ledger is not None else None,
+        link=parts.link,
+        supervisor=supervisor,
+    )
+    log.info("metrics on %s", server.url)
+    return metrics
 
 
 async def _supervision(supervisor: Supervisor) -> None:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -33,7 +32,7 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from host import demo
+from host import demo, logformat
 from host.config import ConfigError, connector_api_target, for_role, read_config
 from host.conformance import cli as conformance_cli
 from host.simledger import cli as ledger_cli
@@ -388,11 +387,7 @@ async def _send(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = read_config(Path(args.config))
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logformat.configure(args.log_level, args.log_format)
     # Imported here so that `status` and `health` do not load the supervisor.
     from host.app import HostError, run_host
 
@@ -465,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
             default="info",
             choices=["debug", "info", "warning", "error"],
             help="stderr log level (default info)",
+        )
+        command.add_argument(
+            "--log-format",
+            default="text",
+            choices=["text", "json"],
+            help="stderr log lines as text (default) or one JSON object each",
         )
         command.set_defaults(handler=_run)
 

@@ -23,6 +23,7 @@ the rest of the host only sees absolute paths:
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -130,6 +131,22 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where ``/metrics`` is served (host.metrics); ``listen`` None: not at all (the default).
+
+    ``listen`` serves ``ilp-host run`` and ``ilp-host connector``; the engine of a split host
+    serves ``engine_listen`` (default: the next port). Off loopback, TLS and a bearer token are
+    required, as for the admin API's TCP listener.
+    """
+
+    listen: tuple[str, int] | None = None
+    engine_listen: tuple[str, int] | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class AccountSpec:
     """A configured peer account: which adaptor settles it, its asset and its policy.
 
@@ -159,6 +176,8 @@ class HostConfig:
     database: Path | str | None = None
     #: The connector core (ILP-over-HTTP peering); None when not configured.
     connector: ConnectorConfig | None = None
+    #: The /metrics listener; off unless configured.
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 #: The two processes of a split host (proposal 2): ``ilp-host connector`` and ``ilp-host engine``.
@@ -198,7 +217,17 @@ def for_role(config: HostConfig, role: Role) -> HostConfig:
         admin = AdminConfig(socket=socket)
         database = None
         adaptors = ()  # they belong to the engine
-    return replace(config, state_dir=role_dir, admin=admin, database=database, adaptors=adaptors)
+    metrics = config.metrics
+    if role == "engine" and metrics.listen is not None:
+        metrics = replace(metrics, listen=metrics.engine_listen)
+    return replace(
+        config,
+        state_dir=role_dir,
+        admin=admin,
+        database=database,
+        adaptors=adaptors,
+        metrics=metrics,
+    )
 
 
 def connector_api_target(config: HostConfig) -> str:
@@ -258,7 +287,17 @@ class _Parser:
         self._known_keys(
             "",
             document,
-            ("host", "admin", "adaptor", "engine", "account", "connector", "peer", "route"),
+            (
+                "host",
+                "admin",
+                "adaptor",
+                "engine",
+                "account",
+                "connector",
+                "peer",
+                "route",
+                "metrics",
+            ),
         )
         host = self._table("host", document.get("host", {}))
         self._known_keys("host", host, ("state_dir",))
@@ -305,8 +344,17 @@ class _Parser:
                         f"account[{index}].id",
                         f"no [[peer]] with id {account.id!r}: each account is a peer's",
                     )
+        metrics = self._metrics(self._table("metrics", document.get("metrics", {})))
         return HostConfig(
-            self.source, self.base_dir, state_dir, admin, adaptors, accounts, database, connector
+            self.source,
+            self.base_dir,
+            state_dir,
+            admin,
+            adaptors,
+            accounts,
+            database,
+            connector,
+            metrics,
         )
 
     def _accounts(self, raw: object, adaptors: set[str]) -> tuple[AccountSpec, ...]:
@@ -408,6 +456,43 @@ class _Parser:
             tls_cert=self._path("admin.tls_cert", admin["tls_cert"]),
             tls_key=self._path("admin.tls_key", admin["tls_key"]),
             token_file=self._path("admin.token_file", admin["token_file"]),
+        )
+
+    def _metrics(self, metrics: dict[str, Any]) -> MetricsConfig:
+        keys = ("listen", "engine_listen", "tls_cert", "tls_key", "token_file")
+        self._known_keys("metrics", metrics, keys)
+        if "listen" not in metrics:
+            for key in keys[1:]:
+                if key in metrics:
+                    raise self._fail(f"metrics.{key}", "only applies with metrics.listen")
+            return MetricsConfig()
+        listen = self._address("metrics.listen", metrics["listen"])
+        engine_listen = (
+            self._address("metrics.engine_listen", metrics["engine_listen"])
+            if "engine_listen" in metrics
+            else (listen[0], listen[1] + 1 if 0 < listen[1] < 65535 else listen[1])
+        )
+        secured = [key for key in keys[2:] if key in metrics]
+        if secured and len(secured) < 3:
+            missing = next(key for key in keys[2:] if key not in metrics)
+            raise self._fail(
+                f"metrics.{missing}", "required with metrics.tls_cert, tls_key and token_file"
+            )
+        if not secured:
+            for key, (host, _port) in (("listen", listen), ("engine_listen", engine_listen)):
+                if not _is_loopback(host):
+                    raise self._fail(
+                        f"metrics.{key}",
+                        f"{host} is not a loopback address: serving metrics beyond this "
+                        "machine needs metrics.tls_cert, metrics.tls_key and metrics.token_file",
+                    )
+            return MetricsConfig(listen, engine_listen)
+        return MetricsConfig(
+            listen,
+            engine_listen,
+            self._path("metrics.tls_cert", metrics["tls_cert"]),
+            self._path("metrics.tls_key", metrics["tls_key"]),
+            self._path("metrics.token_file", metrics["token_file"]),
         )
 
     def _adaptor(self, key: str, raw: object) -> AdaptorSpec:
@@ -598,6 +683,16 @@ class _Parser:
                 key, f'must be "HOST:PORT" with a port from 1 to 65535, got {_show(value)}'
             )
         return host, int(port_text)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) stays on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _normal(path: Path) -> Path:

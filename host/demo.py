@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -219,12 +219,16 @@ def write_config(
     *,
     threshold: int = SETTLE_THRESHOLD,
     adaptor: str | AdaptorCommand = "python",
+    extra: str = "",
 ) -> Path:
-    """The host config of one side, its adaptor a language of ADAPTORS or any command."""
+    """The host config of one side, its adaptor a language of ADAPTORS or any command;
+    ``extra`` is added (more tables, e.g. ``[metrics]``)."""
     chosen = _adaptor(adaptor)
     path = directory / f"{name}.toml"
     path.write_text(
-        _CONFIG.format(
+        extra
+        + "\n"
+        + _CONFIG.format(
             name=name,
             peer=peer,
             port=port,
@@ -267,7 +271,9 @@ def wait_until_listening(
     raise DemoError(f"nothing listens on {path} after {deadline:g} s")
 
 
-def start_host(directory: Path, name: str, config: Path, engine: str = "internal") -> Host:
+def start_host(
+    directory: Path, name: str, config: Path, engine: str = "internal", log_format: str = "text"
+) -> Host:
     """Start the host's processes (``ilp-host run``, or the connector and the engine) without
     waiting for them: :meth:`Host.connect` does. The config must be in ``directory``."""
     log = directory / f"{name}.log"
@@ -275,7 +281,16 @@ def start_host(directory: Path, name: str, config: Path, engine: str = "internal
     with log.open("wb") as out:
         for role in ENGINE_PLACES[engine]:
             processes[role] = subprocess.Popen(
-                [sys.executable, "-m", "host.cli", role, "-c", str(config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "host.cli",
+                    role,
+                    "-c",
+                    str(config),
+                    "--log-format",
+                    log_format,
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -420,11 +435,14 @@ def peered_hosts(
     languages: tuple[str | AdaptorCommand, str | AdaptorCommand] = ("python", "python"),
     engines: tuple[str, str] = ("internal", "internal"),
     say: Callable[[str], None] = lambda text: None,
+    extra: Mapping[str, str] | None = None,
+    log_format: str = "text",
 ) -> Iterator[tuple[Host, Host, simledger_pb2_grpc.SimLedgerStub]]:
     """The ledger (Alice's account funded) and Alice's and Bob's hosts, peered and READY.
 
     ``languages``: each side's adaptor, a language of ADAPTORS or an AdaptorCommand;
-    ``engines``: where each side's engine runs (see ENGINE_PLACES).
+    ``engines``: where each side's engine runs (see ENGINE_PLACES); ``extra``: config text to
+    add to a side's config, by name; ``log_format``: the hosts' ``--log-format``.
 
     Everything is stopped on exit: the hosts with SIGTERM, then the ledger.
     """
@@ -460,6 +478,7 @@ def peered_hosts(
                 ledger_target,
                 threshold=threshold,
                 adaptor=languages[0],
+                extra=(extra or {}).get("alice", ""),
             ),
             "bob": write_config(
                 directory,
@@ -470,6 +489,7 @@ def peered_hosts(
                 ledger_target,
                 threshold=threshold,
                 adaptor=languages[1],
+                extra=(extra or {}).get("bob", ""),
             ),
         }
         hosts = []
@@ -482,7 +502,7 @@ def peered_hosts(
                 f"starting {name}'s host with the {adaptor.label}, engine {engine} "
                 f"({commands}; log {name}.log)"
             )
-            host = start_host(directory, name, config, engine)
+            host = start_host(directory, name, config, engine, log_format)
             stack.callback(stop_host, host)
             hosts.append(host)
         for host in hosts:  # both started first: each one's adaptor looks for the other
@@ -520,17 +540,27 @@ def run_demo(
     then: Callable[[Host, Host], None] | None = None,
     languages: tuple[str | AdaptorCommand, str | AdaptorCommand] = ("python", "python"),
     engines: tuple[str, str] = ("internal", "internal"),
+    extra: Mapping[str, str] | None = None,
+    log_format: str = "text",
+    inspect: Callable[[Host, Host, Books], None] | None = None,
 ) -> tuple[Books, list[str]]:
     """Run the whole scenario in ``directory``; the books and what did not reconcile.
 
     ``then`` is called with Alice's and Bob's hosts once the books are read, before the hosts
-    stop (tests use it to probe the running pair).
+    stop (tests use it to probe the running pair); ``inspect`` after it, with the books too.
     """
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    with peered_hosts(directory, languages=languages, engines=engines, say=say) as (
+    with peered_hosts(
+        directory,
+        languages=languages,
+        engines=engines,
+        say=say,
+        extra=extra,
+        log_format=log_format,
+    ) as (
         alice,
         bob,
         ledger,
@@ -606,6 +636,8 @@ def run_demo(
         say(render(books))
         if then is not None:
             then(alice, bob)
+        if inspect is not None:
+            inspect(alice, bob, books)
         return books, problems
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +50,7 @@ from host.connector.http import (
 from host.connector.links import LinkStates
 from host.connector.local import LocalReceiver
 from host.connector.middleware import BalanceMiddleware, CreditRefused, Hold, packet_id
+from host.connector.observer import NoObserver, PacketObserver
 from host.connector.ports import (
     AccountNotReady,
     ClearingPort,
@@ -175,6 +177,8 @@ class Connector:
         self.routes = RouteBroadcaster(
             self._peers, self.routing, self._exchange, interval=route_broadcast_interval, now=now
         )
+        #: Told of every packet on the links (host.metrics sets it); nothing by default.
+        self.observer: PacketObserver = NoObserver()
         self._prober: asyncio.Task[None] | None = None
         self._client = IlpHttpClient()
         self._server = IlpHttpServer(
@@ -356,14 +360,23 @@ class Connector:
 
     async def handle_http(self, peer_id: str, body: bytes) -> bytes:
         """The reply bytes for the body of an authenticated ILP-over-HTTP request."""
+        started = time.perf_counter()
         try:
             prepare = parse_prepare(body)
         except IlpPacketError as exc:
             reply: Reply = make_reject(
                 ErrorCode.F01_INVALID_PACKET, self.address, f"not a valid ILP Prepare: {exc}"
             )
+            self.observer.incoming(peer_id, 0, reply, time.perf_counter() - started)
         else:
             reply = await self._answer(peer_id, prepare, packet_id(peer_id, body))
+            destination = prepare.destination
+            if not ilp_address.is_peer_address(destination):
+                seconds = time.perf_counter() - started
+                self.observer.incoming(peer_id, prepare.amount, reply, seconds)
+            elif destination == peer_settle.SETTLE_ADDRESS:
+                self.observer.settlement_message(peer_id, "incoming", isinstance(reply, Fulfill))
+            # Other peer.* messages (routes, ILDCP) are the link's control traffic: not counted.
         return serialize(reply)
 
     async def handle_prepare(self, from_peer: str | None, prepare: Prepare) -> Reply:
@@ -501,13 +514,25 @@ class Connector:
         except LinkFailure as exc:
             self.links.failed(peer_id, str(exc))
             log.info("link to peer %s: %s", peer_id, exc)
+            self._observe_outgoing(peer_id, prepare, None)
             raise
         except PacketRefused as exc:
             self._refused(peer_id, exc)
+            self._observe_outgoing(peer_id, prepare, None)
             raise
         self._server_errors[peer_id] = 0
         self.links.succeeded(peer_id)
+        self._observe_outgoing(peer_id, prepare, reply)
         return reply
+
+    def _observe_outgoing(self, peer_id: str, prepare: Prepare, reply: Reply | None) -> None:
+        """Tell the observer of a Prepare sent to a peer (None: no ILP reply came)."""
+        destination = prepare.destination
+        if not ilp_address.is_peer_address(destination):
+            self.observer.outgoing(peer_id, prepare.amount, reply)
+        elif destination == peer_settle.SETTLE_ADDRESS:
+            self.observer.settlement_message(peer_id, "outgoing", isinstance(reply, Fulfill))
+        # Other peer.* messages (routes, ILDCP) are the link's control traffic: not counted.
 
     def _refused(self, peer_id: str, exc: PacketRefused) -> None:
         log.info("peer %s refused a packet: %s", peer_id, exc)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from host.engine import observer as observing
 from host.engine.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -108,6 +109,15 @@ class Engine:
             batch=outbox_batch,
             lease=lease,
         )
+
+    @property
+    def observer(self) -> observing.SettlementObserver:
+        """Told of every settlement change and SendMoney call (host.metrics); none by default."""
+        return self.outbox.observer
+
+    @observer.setter
+    def observer(self, observer: observing.SettlementObserver) -> None:
+        self.outbox.observer = observer
 
     # -- accounts -------------------------------------------------------------------------------
 
@@ -221,7 +231,7 @@ class Engine:
             check_idempotency_key(idempotency_key)
         request = f"{account_id} {delta}"
         now = self._clock.now()
-        queued = False
+        queued: Settlement | None = None
         async with self._store.transaction() as tx:
             account = await self._locked(tx, account_id)
             if idempotency_key is not None:
@@ -238,7 +248,7 @@ class Engine:
                 account, row = self._debit(account, debit, now)
                 if row is not None:
                     await tx.insert_settlement(row)
-                    queued = True
+                    queued = row
                 journaled = await self._journal_debit(tx, account_id, debit, row, now)
             await tx.update_account(account)
             if idempotency_key is not None:
@@ -254,7 +264,8 @@ class Engine:
                 )
         if journaled:
             self._effect_written()
-        if queued:
+        if queued is not None:
+            observing.changed(self.observer, None, queued)
             failpoints.hit("engine.after-debit")
             self.outbox.wake()
         return account.balance
@@ -310,6 +321,7 @@ class Engine:
                 )
         if journaled:
             self._effect_written()
+        observing.changed(self.observer, None, row)
         failpoints.hit("engine.after-debit")
         self.outbox.wake()
         return row
@@ -325,8 +337,10 @@ class Engine:
                     f"settlement {settlement_id} is {row.state.value}, only failed ones are retried"
                 )
             now = self._clock.now()
+            failed = row
             row = replace(row, state=SettlementState.PENDING, next_attempt_at=now, updated_at=now)
             await tx.update_settlement(row)
+        observing.changed(self.observer, failed, row)
         self.outbox.wake()
         return row
 
@@ -349,7 +363,8 @@ class Engine:
         check_amount(ledger_amount, "amount", positive=True)
         now = self._clock.now()
         lease_until = now + self.outbox.lease
-        journaled = queued = False
+        journaled = queued = received = False
+        payback: Settlement | None = None
         async with self._store.transaction() as tx:
             account = await self._locked(tx, account_id)
             row = await tx.lock_settlement(incoming_id(account.adaptor, settlement_id))
@@ -392,6 +407,7 @@ class Engine:
                     updated_at=now,
                 )
                 await tx.insert_settlement(row)
+                received = True
             elif (row.account_id, row.ledger_amount) != (account_id, ledger_amount):
                 raise AlreadyExists(
                     f"settlement {settlement_id} was already received for account "
@@ -405,7 +421,11 @@ class Engine:
                 await tx.update_settlement(row)
         if journaled:
             self._effect_written()
+        if received:
+            observing.changed(self.observer, None, row)
         if queued:
+            assert payback is not None
+            observing.changed(self.observer, None, payback)
             self.outbox.wake()
         failpoints.hit("engine.after-credit")
         if row.state is SettlementState.CREDITED and row.lease_until == lease_until:
@@ -499,6 +519,8 @@ class Engine:
             raise AlreadyExists(
                 f"idempotency key {key!r} was already used for another request; use a new key"
             )
+        if record is not None:
+            self.observer.replayed(scope)
         return record
 
     def _manual_debit(self, account: Account, amount: int | None) -> int:

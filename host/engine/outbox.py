@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from host.engine import observer as observing
 from host.engine.errors import PermanentSettlementError, TransientSettlementError
 from host.engine.model import Direction, Settlement, SettlementState
 from host.engine.ports import Clock, RandomSource, SendResult, SettlementPort, Store
@@ -170,6 +172,8 @@ class OutboxWorker:
         self.lease = lease
         self._idle_poll = idle_poll
         self._wakeup = asyncio.Event()
+        #: Told of every settlement change (the Engine sets it; host.metrics observes).
+        self.observer: observing.SettlementObserver = observing.NoObserver()
 
     def wake(self) -> None:
         """Look at the outbox now (a row was added or made due)."""
@@ -227,7 +231,8 @@ class OutboxWorker:
             if updated is None:
                 return current
             await tx.update_settlement(updated)
-            return updated
+        observing.changed(self.observer, current, updated)
+        return updated
 
     async def _attempt(self, row: Settlement) -> Outcome:
         port = self._ports.get(row.adaptor)
@@ -235,7 +240,11 @@ class OutboxWorker:
             return Refused(f"adaptor {row.adaptor!r} is not serving", transient=True)
         try:
             if row.direction is Direction.OUTGOING:
-                return Paid(await port.send_money(row.account_id, row.ledger_amount, row.id))
+                started = time.perf_counter()
+                try:
+                    return Paid(await port.send_money(row.account_id, row.ledger_amount, row.id))
+                finally:
+                    self.observer.send_money(row, time.perf_counter() - started)
             await port.acknowledge_incoming(row.ledger_settlement_id)
             return Acknowledged()
         except TransientSettlementError as exc:

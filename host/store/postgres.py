@@ -335,6 +335,14 @@ class PostgresStore:
         )
         return None if rows[0][0] is None else float(rows[0][0])
 
+    async def outbox_summary(self) -> tuple[int, float | None]:
+        """The rows with work left and the creation time of the oldest (None: none), for
+        the outbox metrics (host.metrics)."""
+        rows = await self._fetch(
+            f"SELECT COUNT(*), MIN(created_at) FROM settlements WHERE state IN {OUTBOX}"
+        )
+        return int(rows[0][0]), None if rows[0][1] is None else float(rows[0][1])
+
     async def set_liquidity(self, adaptor: str, liquidity: int | None, now: float) -> int:
         """Record the adaptor's liquidity on each of its accounts (locked in id order, as every
         instance reporting it does: no deadlock between them)."""

@@ -311,6 +311,16 @@ class SqliteStore:
         )
         return None if row[0] is None else float(row[0])
 
+    async def outbox_summary(self) -> tuple[int, float | None]:
+        """The rows with work left and the creation time of the oldest (None: none), for
+        the outbox metrics (host.metrics)."""
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT COUNT(*), MIN(created_at) FROM settlements WHERE state IN {OUTBOX}"
+            ).fetchone()
+        )
+        return int(row[0]), None if row[1] is None else float(row[1])
+
     async def set_liquidity(self, adaptor: str, liquidity: int | None, now: float) -> int:
         """Record the adaptor's liquidity on each of its accounts."""
         value = None if liquidity is None else str(liquidity)

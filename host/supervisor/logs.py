@@ -95,7 +95,7 @@ def _parse_json(text: str) -> LogRecord | None:
 # Attributes of logging.LogRecord: a field of the same name is renamed, or logging would refuse
 # the record ("Attempt to overwrite ...").
 _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-_OURS = ("adaptor", "stream", "fields", "adaptor_timestamp")
+_OURS = ("adaptor", "stream", "fields", "adaptor_timestamp", "adaptor_message")
 
 
 def logger_for(adaptor: str) -> logging.Logger:
@@ -113,6 +113,8 @@ def emit(logger: logging.Logger, adaptor: str, stream: str, record: LogRecord) -
         "stream": stream,
         "fields": dict(record.fields),
         "adaptor_timestamp": record.timestamp,
+        # The message without the fields appended below (JSON logs keep them apart).
+        "adaptor_message": record.message,
     }
     for key, value in record.fields.items():
         if key in _OURS:
