@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres-server setup demo test check lint typecheck buf stubs-check go-check rust-check pytest stubs clean
+.PHONY: postgres-server metrics-tools setup demo test check lint typecheck buf stubs-check go-check rust-check pytest stubs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,12 @@ $(RUST_ADAPTOR): $(wildcard adaptors/simledger-rust/src/*.rs) adaptors/simledger
 	cd adaptors/simledger-rust && cargo build --locked
 	touch $@
 
+# Debian's prometheus and jq for tests/metrics, only where missing (about a minute).
+metrics-tools:
+	scripts/install-debian-tools.sh
+
 setup: $(BIN)/.installed node_modules/.installed $(NODE_STAMPS) $(INTEROP_STAMP) $(GO_ADAPTOR) \
-	$(RUST_ADAPTOR) postgres-server
+	$(RUST_ADAPTOR) postgres-server metrics-tools
 
 ## The main job on the embedded default.
 demo: setup
