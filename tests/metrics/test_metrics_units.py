@@ -8,6 +8,7 @@ import functools
 import io
 import json
 import logging
+import re
 import ssl
 import urllib.error
 import urllib.request
@@ -286,3 +287,17 @@ def test_json_lines_keep_the_adaptors_fields() -> None:
     assert (first["adaptor"], first["stream"]) == ("sim", "stderr")
     assert second["@message"] == "plain text" and second["settlement_id"] == "s1"
     assert "ValueError: boom" in third["exception"]
+
+
+# -- the documented names ------------------------------------------------------------------------
+
+
+def test_docs_list_every_metric_and_nothing_else() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    documented = {
+        name.removesuffix("_total")
+        for name in re.findall(r"^\| `((?:ilp_connector|ilp_host)_\w+)` \|", text, re.MULTILINE)
+    }
+    exposition = asyncio.run(_metrics().scrape()).decode()
+    exported = {family.name for family in text_string_to_metric_families(exposition)}
+    assert documented == exported
