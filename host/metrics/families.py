@@ -5,7 +5,7 @@ connector exports the same), so that dashboards made for it chart this host too:
 ``ilp_connector_incoming_ilp_packets{result,code,account,asset,scale}`` and its siblings.
 prom-client names a counter without the ``_total`` suffix that Prometheus' Python client always
 adds; :data:`COMPAT_COUNTERS` lists the counters whose suffix the exposition removes again
-(host.metrics.exposition). Everything else is this host's own, under ``ilp_host_``.
+(host.metrics.host_metrics). Everything else is this host's own, under ``ilp_host_``.
 
 Amounts: ``ilp_connector_*`` count in the account's base units, as ilp-connector does (divide
 by ``10^scale`` for the asset); the ``ilp_host_*`` gauges of money are in asset units already.
@@ -44,29 +44,11 @@ class Families:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        # -- packets (ilp-connector's names) ------------------------------------------------
-        self.incoming_packets = Counter(
-            INCOMING_PACKETS, "Total number of incoming ILP packets", PACKET_LABELS, registry=r
-        )
-        self.outgoing_packets = Counter(
-            OUTGOING_PACKETS, "Total number of outgoing ILP packets", PACKET_LABELS, registry=r
-        )
-        self.incoming_value = Counter(
-            INCOMING_VALUE, "Total value of incoming ILP packets", PACKET_LABELS, registry=r
-        )
-        self.outgoing_value = Counter(
-            OUTGOING_VALUE, "Total value of outgoing ILP packets", PACKET_LABELS, registry=r
-        )
+        # -- packets (ilp-connector's names): host.metrics.packets collects the counters
         self.balance = Gauge(
             BALANCE,
             "Clearing balance of the account in its base units (positive: the peer owes us)",
             ACCOUNT_LABELS,
-            registry=r,
-        )
-        self.forward_seconds = Histogram(
-            "ilp_host_packet_forward_seconds",
-            "Time from a peer's Prepare arriving to its reply leaving",
-            buckets=FAST_BUCKETS,
             registry=r,
         )
         self.settlement_messages = Counter(

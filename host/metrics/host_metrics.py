@@ -24,7 +24,8 @@ from host.connector_link import ConnectorLink
 from host.engine import Engine, EngineError
 from host.lifecycle import ProcessState
 from host.metrics.families import COMPAT_COUNTERS, Families
-from host.metrics.recorder import AccountLabels, PacketRecorder, SettlementRecorder
+from host.metrics.packets import AccountLabels, PacketRecorder
+from host.metrics.recorder import SettlementRecorder
 from host.store import StoreError
 from host.supervisor import Supervisor
 from sdk.pb.ilphost.admin.v1 import admin_pb2
@@ -54,7 +55,8 @@ class HostMetrics:
         self.accounts = {
             spec.id: AccountLabels(spec.id, spec.asset_code, spec.asset_scale) for spec in accounts
         }
-        self.packets = PacketRecorder(self.families, self.accounts)
+        self.packets = PacketRecorder(self.accounts, self.families.settlement_messages)
+        self._packets_exported = False
         self.settlements = SettlementRecorder(self.families)
         # Every account's and scope's series exist from 0, so that increase() sees the first.
         for account in self.accounts:
@@ -92,7 +94,7 @@ class HostMetrics:
         if connector is not None:
             self._connector = connector
             connector.observer = self.packets
-            self.packets.bind()
+            self.export_packets()
         self._ledger = ledger or self._ledger
         self._engine_link = engine_link or self._engine_link
         self._link = link or self._link
@@ -103,12 +105,18 @@ class HostMetrics:
                 self.families.handshake_failures.labels(snapshot.name)
         self._unexport_absent()
 
+    def export_packets(self) -> None:
+        """Export the packet families (where a connector runs; attach does it)."""
+        if not self._packets_exported:
+            self.packets.bind()
+            self.families.registry.register(self.packets)
+            self._packets_exported = True
+
     def _unexport_absent(self) -> None:
         """Unlabelled metrics always show (0); drop those of parts this role does not run,
         so that a split host's two processes do not both claim a figure."""
         f = self.families
         absent = {
-            f.forward_seconds: self._connector is None,
             f.outbox_depth: self._store is None,
             f.outbox_oldest_age: self._store is None,
             f.engine_connected: self._engine_link is None,

@@ -117,8 +117,8 @@ def _metrics() -> HostMetrics:
 @sync
 async def test_packets_under_ilp_connectors_names_and_labels() -> None:
     metrics = _metrics()
+    metrics.export_packets()
     recorder = metrics.packets
-    recorder.bind()
     recorder.incoming("bob", 500, Fulfill(b"\0" * 32), 0.002)
     recorder.incoming("bob", 700, Reject("T04", "test.us"), 0.001)
     recorder.outgoing("bob", 300, None)
@@ -298,6 +298,8 @@ def test_docs_list_every_metric_and_nothing_else() -> None:
         name.removesuffix("_total")
         for name in re.findall(r"^\| `((?:ilp_connector|ilp_host)_\w+)` \|", text, re.MULTILINE)
     }
-    exposition = asyncio.run(_metrics().scrape()).decode()
+    metrics = _metrics()
+    metrics.export_packets()
+    exposition = asyncio.run(metrics.scrape()).decode()
     exported = {family.name for family in text_string_to_metric_families(exposition)}
     assert documented == exported
