@@ -58,12 +58,6 @@ class HostMetrics:
         self.packets = PacketRecorder(self.accounts, self.families.settlement_messages)
         self._packets_exported = False
         self.settlements = SettlementRecorder(self.families)
-        # Every account's and scope's series exist from 0, so that increase() sees the first.
-        for account in self.accounts:
-            for counter in self.families.settlements.values():
-                counter.labels(account)
-        for scope in ("balance", "settle"):
-            self.families.idempotent_replays.labels(scope)
         self._engine: Engine | None = None
         self._store: OutboxSummary | None = None
         self._connector: Connector | None = None
@@ -89,6 +83,12 @@ class HostMetrics:
         if engine is not None:
             self._engine = engine
             engine.observer = self.settlements
+            # Each account's and scope's series exist from 0, so that increase() sees the first.
+            for account in self.accounts:
+                for counter in self.families.settlements.values():
+                    counter.labels(account)
+            for scope in ("balance", "settle"):
+                self.families.idempotent_replays.labels(scope)
         if isinstance(store, OutboxSummary):
             self._store = store
         if connector is not None:
