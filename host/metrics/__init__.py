@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 
-from host.admin.auth import read_token
 from host.config import ConfigError, HostConfig
 from host.metrics.host_metrics import HostMetrics
 from host.metrics.server import MetricsServer, MetricsTls
@@ -27,11 +26,16 @@ async def serve_metrics(
     tls = None
     if settings.token_file is not None:
         assert settings.tls_cert is not None and settings.tls_key is not None  # checked
+        # Imported here: host.credentials imports the admin package, which imports the host.
+        from host.credentials import CredentialsError, read_server_tls
+
         try:
-            token = read_token(settings.token_file)
-        except ValueError as exc:
-            raise ConfigError(f"{config.source}: metrics.token_file: {exc}") from exc
-        tls = MetricsTls(settings.tls_cert, settings.tls_key, token)
+            read = read_server_tls(
+                settings.tls_cert, settings.tls_key, settings.token_file, prefix="metrics."
+            )
+        except CredentialsError as exc:
+            raise ConfigError(f"{config.source}: {exc}") from exc
+        tls = MetricsTls(settings.tls_cert, settings.tls_key, read.token)
     metrics = HostMetrics(config.accounts)
     host, port = settings.listen
     server = MetricsServer(metrics.scrape, host, port, tls)

@@ -13,22 +13,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from prometheus_client import disable_created_metrics, generate_latest
 
 from host.config import AccountSpec
-from host.connector.ledger import ConnectorLedger
-from host.connector.switch import Connector
-from host.connector_link import ConnectorLink
-from host.engine import Engine, EngineError
+from host.engine import EngineError
 from host.lifecycle import ProcessState
 from host.metrics.families import COMPAT_COUNTERS, Families
 from host.metrics.packets import AccountLabels, PacketRecorder
 from host.metrics.recorder import SettlementRecorder
 from host.store import StoreError
-from host.supervisor import Supervisor
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+
+if TYPE_CHECKING:  # the parts observed; importing them here would make an import cycle
+    from host.connector.ledger import ConnectorLedger
+    from host.connector.switch import Connector
+    from host.connector_link import ConnectorLink
+    from host.engine import Engine
+    from host.supervisor import Supervisor
+    from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 log = logging.getLogger("ilp_host.metrics")
 
