@@ -330,9 +330,8 @@ class EthereumAdaptor(sdk.Adaptor):
         account_id = await self._account_id(context, request.account_id)
         self._state.add_account(account_id, self._config.pinned_peers.get(account_id))
         address, refused = self._state.peer(account_id)
-        if refused is not None:
-            await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, refused)
-        if address is None or account_id in self._config.pinned_peers:
+        # Asked again after a refusal (the configuration may have been fixed): exchange again.
+        if address is None or refused is not None or account_id in self._config.pinned_peers:
             try:
                 refused = await self._exchange(account_id)
             except Exception as exc:
@@ -341,8 +340,14 @@ class EthereumAdaptor(sdk.Adaptor):
                     account=account_id,
                     error=_reason(exc),
                 )
-                if address is None:
+                if address is None and refused is None:
                     self._start_exchange(account_id)
+                if (
+                    isinstance(exc, grpc.aio.AioRpcError)
+                    and exc.code() == grpc.StatusCode.FAILED_PRECONDITION
+                ):
+                    # The peer's adaptor refused our account (its message names both sides).
+                    refused = f"the peer refused this settlement account: {exc.details()}"
             if refused is not None:
                 await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, refused)
         return adaptor_pb2.SetupAccountResponse()
