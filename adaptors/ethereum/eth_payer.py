@@ -246,7 +246,10 @@ class Payer:
                     "settlement reverted", key=payment.key, tx=attempt.tx_hash, reason=reason
                 )
             return
-        if await self._rpc.nonce(self.address, "latest") > payment.nonce:
+        chain_nonce = await self._rpc.nonce(self.address, "latest")
+        if chain_nonce < payment.nonce:
+            await self._fill_gap(chain_nonce, payment.nonce)
+        if chain_nonce > payment.nonce:
             # Our nonce is spent. Look once more: a version may have been mined meanwhile.
             for attempt in attempts:
                 if await self._rpc.receipt(attempt.tx_hash) is not None:
@@ -264,6 +267,28 @@ class Payer:
             await self._broadcast(newest_raw, payment.key)
         elif await self._rpc.call("eth_getTransactionByHash", newest.tx_hash) is None:
             await self._broadcast(newest.raw, payment.key)
+
+    async def _fill_gap(self, first: int, end: int) -> None:
+        """Broadcast again the stored transactions of nonces ``first``..``end - 1``: the chain
+        lost them (a node restarted without its last blocks, a reorganisation deeper than the
+        confirmations), and every later transaction waits behind them. They are the same signed
+        transactions, so this repairs the chain and pays nothing twice."""
+        for nonce in range(first, end):
+            attempt = self._state.newest_attempt_with_nonce(nonce)
+            if attempt is None:
+                self._log.error(
+                    "nonce gap: no stored transaction for a nonce below a pending settlement",
+                    nonce=nonce,
+                )
+                return
+            if await self._rpc.call("eth_getTransactionByHash", attempt.tx_hash) is None:
+                self._log.warn(
+                    "re-broadcasting a transaction the chain lost",
+                    nonce=nonce,
+                    key=attempt.key,
+                    tx=attempt.tx_hash,
+                )
+                await self._broadcast(attempt.raw, attempt.key)
 
     async def _bump(self, payment: Payment, max_fee: int, tip: int) -> bytes | None:
         """Sign and store a version with higher fees; None when the fee cap forbids."""

@@ -303,6 +303,17 @@ class EthState:
             for row in rows
         ]
 
+    def newest_attempt_with_nonce(self, nonce: int) -> Attempt | None:
+        """The newest signed transaction with ``nonce``, whatever its payment's state."""
+        row = self._db.execute(
+            "SELECT tx_hash, idempotency_key, nonce, raw, max_fee, tip, signed_at FROM attempts "
+            "WHERE nonce = ? ORDER BY signed_at DESC LIMIT 1",
+            (nonce,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Attempt(row[0], row[1], row[2], bytes(row[3]), int(row[4]), int(row[5]), row[6])
+
     def finish(self, key: str, status: str, settlement_id: str | None, reason: str | None) -> None:
         """Record how a payment ended: completed with its settlement id, or failed and why."""
         with self._transaction():

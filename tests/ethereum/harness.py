@@ -129,9 +129,7 @@ class Pair:
         """Start (or restart) one side's adaptor and follow its events."""
         side = self.sides[name]
         stack = AsyncExitStack()
-        engine = await stack.enter_async_context(
-            fake_engine(self._reply(name), set_environ=False)
-        )
+        engine = await stack.enter_async_context(fake_engine(self._reply(name), set_environ=False))
         self.engines[name] = engine
         env = {**side.env, **extra_env, "ILP_HOST_ENGINE_ADDR": engine.address}
         side.process = await stack.enter_async_context(run_adaptor(ADAPTOR, env=env))
