@@ -328,26 +328,31 @@ class EthereumAdaptor(sdk.Adaptor):
     ) -> adaptor_pb2.SetupAccountResponse:
         """Record the account; exchange settlement accounts with the peer (now or later)."""
         account_id = await self._account_id(context, request.account_id)
-        self._state.add_account(account_id, self._config.pinned_peers.get(account_id))
+        pinned_address = self._config.pinned_peers.get(account_id)
+        self._state.add_account(account_id, pinned_address)
+        if pinned_address is not None and self._asset is not None:
+            for incoming in self._state.learn_peer(account_id, pinned_address):
+                self._report(incoming)
         address, refused = self._state.peer(account_id)
+        pinned = account_id in self._config.pinned_peers
         # Asked again after a refusal (the configuration may have been fixed): exchange again.
-        if address is None or refused is not None or account_id in self._config.pinned_peers:
+        if address is None or refused is not None or pinned:
             try:
                 refused = await self._exchange(account_id)
             except Exception as exc:
                 self.log.warn(
-                    "peer not reached; retrying in the background",
-                    account=account_id,
-                    error=_reason(exc),
+                    "settlement account exchange failed", account=account_id, error=_reason(exc)
                 )
-                if address is None and refused is None:
-                    self._start_exchange(account_id)
-                if (
+                if pinned:
+                    refused = None  # the configuration says where to pay; the chain is checked
+                elif (
                     isinstance(exc, grpc.aio.AioRpcError)
                     and exc.code() == grpc.StatusCode.FAILED_PRECONDITION
                 ):
                     # The peer's adaptor refused our account (its message names both sides).
                     refused = f"the peer refused this settlement account: {exc.details()}"
+                if not pinned:
+                    self._start_exchange(account_id)
             if refused is not None:
                 await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, refused)
         return adaptor_pb2.SetupAccountResponse()
