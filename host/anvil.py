@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from eth_account import Account
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 REPO: Final = Path(__file__).resolve().parents[1]
 #: The demo token: source, and the bytecode compiled from it (checked fresh by make check).
