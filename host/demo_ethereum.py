@@ -146,15 +146,21 @@ class EthereumDemo:
 
 
 @contextlib.contextmanager
-def ethereum_chain(directory: Path, kind: str) -> Iterator[EthereumDemo]:
-    """anvil with Alice funded (and the token deployed for ``ethereum-erc20``); stopped on exit."""
-    node = Anvil.start(directory / "anvil.log")
+def ethereum_chain(
+    directory: Path, kind: str, *, block_time: float | None = None, confirmations: int = 1
+) -> Iterator[EthereumDemo]:
+    """anvil with Alice funded (and the token deployed for ``ethereum-erc20``); stopped on exit.
+
+    ``block_time``: seconds between blocks (default: a block per transaction, automine);
+    ``confirmations``: what the adaptors wait for.
+    """
+    node = Anvil.start(directory / "anvil.log", block_time=block_time)
     try:
         token = None
         if kind == "ethereum-erc20":
             token = node.deploy_token(DEV_KEYS[0], TOKEN_DECIMALS, 10 * TOKEN_FUNDING)
             node.transfer_token(DEV_KEYS[0], token, address_of_key(KEYS["alice"]), TOKEN_FUNDING)
-        demo = EthereumDemo(node, directory, token, 0, 0)
+        demo = EthereumDemo(node, directory, token, 0, 0, confirmations)
         demo.alice_start, demo.bob_start = demo.balance("alice"), demo.balance("bob")
         yield demo
     finally:

@@ -93,7 +93,7 @@ class Config:
             rpc_url=url,
             account=_account(environ),
             state_db=environ[ENV_STATE_DB],
-            token=_optional(environ, ENV_TOKEN, lambda v: address_of(v, ENV_TOKEN)),
+            token=_optional(environ, ENV_TOKEN, _token),
             confirmations=_confirmations(environ.get(ENV_CONFIRMATIONS, "12")),
             chain_id=_optional(environ, ENV_CHAIN_ID, lambda v: _integer(ENV_CHAIN_ID, v, 1)),
             start_block=_optional(
@@ -110,6 +110,13 @@ class Config:
 def _optional(environ: Mapping[str, str], name: str, parse: Callable[[str], _T]) -> _T | None:
     value = environ.get(name, "")
     return parse(value) if value else None
+
+
+def _token(value: str) -> str:
+    try:
+        return address_of(value, ENV_TOKEN)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _integer(name: str, value: str, minimum: int) -> int:
