@@ -75,6 +75,7 @@ class EthereumDemo:
         os.chmod(key_file, 0o600)
         env = {
             "ILP_ETHEREUM_RPC_URL": self.node.url,
+            "ILP_ETHEREUM_WS_URL": self.node.url.replace("http://", "ws://"),
             "ILP_ETHEREUM_KEY_FILE": str(key_file),
             "ILP_ADAPTOR_STATE_DB": f"{name}/ethereum.db",
             "ILP_ETHEREUM_CONFIRMATIONS": str(self.confirmations),

@@ -30,7 +30,7 @@ from eth_chain import balance_of_call, decimals_call, decode_string, decode_uint
 from eth_config import ACCOUNT_ID, ENV_STATE_DB, IDEMPOTENCY_KEY, Config, ConfigError
 from eth_follower import Follower
 from eth_payer import Asset, Chain, Payer, Refusal, wait_final
-from eth_rpc import JsonRpc, NodeUnavailable, RpcError
+from eth_rpc import JsonRpc, NodeUnavailable, RpcError, new_heads
 from eth_state import COMPLETED, FAILED, Acknowledgement, EthState, Incoming
 
 import sdk
@@ -73,6 +73,8 @@ class EthereumAdaptor(sdk.Adaptor):
         self._exchanges: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resources = contextlib.AsyncExitStack()
+        #: Set when the node announces a block (ILP_ETHEREUM_WS_URL): look at once.
+        self._new_block = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -113,6 +115,8 @@ class EthereumAdaptor(sdk.Adaptor):
             confirmations=self._config.confirmations or "finalized",
         )
         self._spawn(self._follow_node())
+        if self._config.ws_url is not None:
+            self._spawn(self._watch_new_blocks(self._config.ws_url))
         for account_id in self._state.accounts_awaiting_exchange():
             self._start_exchange(account_id)
 
@@ -145,7 +149,10 @@ class EthereumAdaptor(sdk.Adaptor):
                     more = await self._follower.step()
                     await self._move_payments()
                     if not more:
-                        await asyncio.sleep(self._config.poll_interval)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self._config.poll_interval):
+                                await self._new_block.wait()
+                        self._new_block.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -160,6 +167,22 @@ class EthereumAdaptor(sdk.Adaptor):
             )
             await asyncio.sleep(delay)
             self._connections.move(LEDGER, Connectivity.CONNECTING)
+
+    async def _watch_new_blocks(self, ws_url: str) -> None:
+        """Wake the follower on every block the node announces; polling covers the gaps."""
+        attempt = 0
+        while True:
+            try:
+                async for _ in new_heads(ws_url):
+                    attempt = 0
+                    self._new_block.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt == 0:
+                    self.log.warn("new-block subscription lost; polling", error=_reason(exc))
+            attempt += 1
+            await asyncio.sleep(_delay(attempt, 0.2, 5.0))
 
     async def _connect(self) -> None:
         """Check the chain and the asset against the configuration and the state."""

@@ -20,6 +20,7 @@ from eth_chain import address_of
 import sdk
 
 ENV_RPC_URL: Final = "ILP_ETHEREUM_RPC_URL"
+ENV_WS_URL: Final = "ILP_ETHEREUM_WS_URL"
 ENV_KEY_FILE: Final = "ILP_ETHEREUM_KEY_FILE"
 ENV_PRIVATE_KEY: Final = "ILP_ETHEREUM_PRIVATE_KEY"
 ENV_TOKEN: Final = "ILP_ETHEREUM_TOKEN"
@@ -54,6 +55,8 @@ class Config:
     rpc_url: str
     account: LocalAccount = field(repr=False)
     state_db: str
+    #: The node's WebSocket endpoint: new blocks are announced there instead of polled.
+    ws_url: str | None = None
     #: The ERC-20 contract settled in; None: the chain's native currency (ETH).
     token: str | None = None
     #: Blocks a transaction needs on it (itself included) to count; 0 means "finalized".
@@ -93,6 +96,7 @@ class Config:
             rpc_url=url,
             account=_account(environ),
             state_db=environ[ENV_STATE_DB],
+            ws_url=_optional(environ, ENV_WS_URL, _ws_url),
             token=_optional(environ, ENV_TOKEN, _token),
             confirmations=_confirmations(environ.get(ENV_CONFIRMATIONS, "12")),
             chain_id=_optional(environ, ENV_CHAIN_ID, lambda v: _integer(ENV_CHAIN_ID, v, 1)),
@@ -110,6 +114,12 @@ class Config:
 def _optional(environ: Mapping[str, str], name: str, parse: Callable[[str], _T]) -> _T | None:
     value = environ.get(name, "")
     return parse(value) if value else None
+
+
+def _ws_url(value: str) -> str:
+    if not value.startswith(("ws://", "wss://")):
+        raise ConfigError(f"{ENV_WS_URL} must be a ws:// or wss:// URL, got {value!r}")
+    return value
 
 
 def _token(value: str) -> str:

@@ -11,6 +11,7 @@ cursor steps back to read the new branch (ids already reported stay reported).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Final
 
@@ -65,7 +66,18 @@ class Follower:
             self._state.record_scan([], first, block_hash)
             cursor = (first, block_hash)
         height, block_hash = cursor
-        if height >= 0 and await self._hash(height) != block_hash:
+        if confirmed <= height:
+            return False
+        per_step = LOG_BLOCKS_PER_STEP if self._token else ETH_BLOCKS_PER_STEP
+        end = min(confirmed, height + per_step)
+        if self._token:
+            found, parent, end_hash = await asyncio.gather(
+                self._token_payments(height + 1, end), self._hash(height), self._hash(end)
+            )
+        else:
+            found, parent, end_hash = await self._eth_payments(height + 1, end)
+        # Is the block under the cursor still the chain's (the parent of what was just read)?
+        if height >= 0 and parent != block_hash:
             back = max(-1, height - REWIND)
             self._log.error(
                 "reorganisation deeper than the confirmations: the chain changed below the "
@@ -75,12 +87,7 @@ class Follower:
             )
             self._state.record_scan([], back, await self._hash(back))
             return True
-        if confirmed <= height:
-            return False
-        per_step = LOG_BLOCKS_PER_STEP if self._token else ETH_BLOCKS_PER_STEP
-        end = min(confirmed, height + per_step)
-        found = await (self._token_payments if self._token else self._eth_payments)(height + 1, end)
-        for incoming in self._state.record_scan(found, end, await self._hash(end)):
+        for incoming in self._state.record_scan(found, end, end_hash):
             self._report(incoming)
         return end < confirmed
 
@@ -92,12 +99,18 @@ class Follower:
             raise LookupError(f"the node has no block {height}")
         return str(block["hash"])
 
-    async def _eth_payments(self, first: int, last: int) -> list[Found]:
+    async def _eth_payments(self, first: int, last: int) -> tuple[list[Found], str, str]:
+        """The payments in blocks ``first``..``last``, the parent hash of the first block and
+        the hash of the last."""
         found: list[Found] = []
+        parent = last_hash = ""
         for number in range(first, last + 1):
             block = await self._rpc.block(number, full=True)
             if block is None:
                 raise LookupError(f"the node has no block {number}")
+            if number == first:
+                parent = str(block["parentHash"])
+            last_hash = str(block["hash"])
             for tx in block.get("transactions") or []:
                 to, value = tx.get("to"), from_quantity(tx.get("value", "0x0"))
                 if not to or value == 0 or to_checksum_address(to) != self._address:
@@ -114,7 +127,7 @@ class Follower:
                         value,
                     )
                 )
-        return found
+        return found, parent, last_hash
 
     async def _token_payments(self, first: int, last: int) -> list[Found]:
         logs = await self._rpc.logs(

@@ -79,7 +79,8 @@ class Chain:
             block = await self.rpc.block("finalized")
             return -1 if block is None else from_quantity(block["number"])
         head = await self.rpc.block_number()
-        return confirmed_height(head, self.config.confirmations)
+        # -1 while the chain is shorter than the confirmations: nothing is confirmed yet.
+        return max(-1, confirmed_height(head, self.config.confirmations))
 
     async def fees(self) -> Fees:
         latest = await self.rpc.block("latest")
@@ -153,18 +154,27 @@ class Payer:
             "value": hex(call["value"]),
             "data": call["data"],
         }
-        try:
-            gas = await self._rpc.estimate_gas(query)
-        except RpcError as exc:
+        # Three independent questions, asked at once: the estimate doubles as a dry run.
+        estimate, fees, balance = await asyncio.gather(
+            self._rpc.estimate_gas(query),
+            self._chain.fees(),
+            self._rpc.balance(self.address, "pending"),
+            return_exceptions=True,
+        )
+        for answer in (estimate, fees, balance):
+            if isinstance(answer, NodeUnavailable):
+                raise answer
+        if isinstance(estimate, RpcError):
             raise Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the transfer would fail on chain ({revert_reason(exc.revert_data)}; "
-                f"{exc.message}); nothing was signed",
-            ) from exc
-        if gas > 21_000:
-            gas = gas * 5 // 4  # state may change between the estimate and the block
-        fees = await self._chain.fees()
-        balance = await self._rpc.balance(self.address, "pending")
+                f"the transfer would fail on chain ({revert_reason(estimate.revert_data)}; "
+                f"{estimate.message}); nothing was signed",
+            ) from estimate
+        for answer in (estimate, fees, balance):
+            if isinstance(answer, BaseException):
+                raise answer
+        assert isinstance(estimate, int) and isinstance(fees, Fees) and isinstance(balance, int)
+        gas = estimate if estimate <= 21_000 else estimate * 5 // 4  # state may change
         needed = gas * fees.max_fee + call["value"]
         if balance < needed:
             raise Refusal(
@@ -228,9 +238,10 @@ class Payer:
 
     async def _progress(self, payment: Payment) -> None:
         attempts = self._state.attempts(payment.key, payment.nonce)
-        confirmed = await self._chain.confirmed_height()
-        for attempt in reversed(attempts):
-            receipt = await self._rpc.receipt(attempt.tx_hash)
+        confirmed, *receipts = await asyncio.gather(
+            self._chain.confirmed_height(), *(self._rpc.receipt(a.tx_hash) for a in attempts)
+        )
+        for attempt, receipt in zip(attempts, receipts, strict=True):
             if receipt is None:
                 continue
             if from_quantity(receipt["blockNumber"]) > confirmed:

@@ -9,6 +9,7 @@ message and revert data).
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
@@ -118,3 +119,26 @@ class JsonRpc:
     async def logs(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         result = await self.call("eth_getLogs", query)
         return list(result or [])
+
+
+async def new_heads(ws_url: str) -> AsyncIterator[int]:
+    """The number of each new block the node announces (``eth_subscribe`` "newHeads" over a
+    WebSocket), until the connection ends; NodeUnavailable if it cannot be opened."""
+    async with aiohttp.ClientSession() as session:
+        try:
+            socket = await session.ws_connect(ws_url, heartbeat=30)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise NodeUnavailable(f"{ws_url}: {type(exc).__name__}: {exc}") from exc
+        async with socket:
+            await socket.send_json(
+                {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
+            )
+            async for message in socket:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                body = message.json()
+                result = (
+                    (body.get("params") or {}).get("result") if isinstance(body, dict) else None
+                )
+                if isinstance(result, dict) and "number" in result:
+                    yield from_quantity(result["number"])

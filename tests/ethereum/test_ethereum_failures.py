@@ -40,37 +40,46 @@ def nonce(node: Anvil, side: str) -> int:
     return int(node.call("eth_getTransactionCount", ADDRESSES[side], "latest"), 16)
 
 
-@pytest.mark.parametrize(
-    "failpoint", [failpoints.ADAPTOR_ETH_AFTER_SIGN, failpoints.ADAPTOR_ETH_AFTER_BROADCAST]
-)
 @run_async
-async def test_sigkill_of_the_adaptor_mid_payment_pays_exactly_once(
-    workdir: Path, failpoint: str
-) -> None:
+async def test_sigkill_of_the_adaptor_mid_payment_pays_exactly_once(workdir: Path) -> None:
+    """Killed after storing the signed transaction (not broadcast), then, on another payment,
+    after broadcasting it (receipt not looked at): each key pays once, one nonce each."""
     node = Anvil.start(workdir / "anvil.log")
     try:
         once = workdir / "once"
         once.mkdir()
+        kill_points = (failpoints.ADAPTOR_ETH_AFTER_SIGN, failpoints.ADAPTOR_ETH_AFTER_BROADCAST)
         alice = adaptor_env(
             node,
             workdir,
             "alice",
-            ILP_FAILPOINTS=failpoint,
+            ILP_FAILPOINTS=",".join(kill_points),
             ILP_FAILPOINTS_ONCE_DIR=str(once),
         )
         async with pair(alice, adaptor_env(node, workdir, "bob")) as p:
             await p.setup_accounts()
             bob_before, nonce_before = node.balance(ADDRESSES["bob"]), nonce(node, "alice")
-            with pytest.raises(grpc.aio.AioRpcError):
-                await p["alice"].send("crash-1", 3 * ETHER, 18)
-            assert (once / failpoint).exists(), "the failpoint did not fire"
-            await p.stop("alice")
-            await p.start("alice")
-            sent = await until(lambda: _completed(p["alice"], "crash-1", 3 * ETHER), "paid")
-            assert node.balance(ADDRESSES["bob"]) - bob_before == 3 * ETHER
-            assert nonce(node, "alice") == nonce_before + 1  # one transaction, not two
-            await until(lambda: _reported(p["bob"], sent.settlement_id), "bob reports the payment")
-            assert [i.settlement_id for i in p["bob"].incoming] == [sent.settlement_id]
+            paid = []
+            for index, failpoint in enumerate(kill_points):
+                key = f"crash-{index}"
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await p["alice"].send(key, 3 * ETHER, 18)
+                assert (once / failpoint).exists(), f"{failpoint} did not fire"
+                await p.stop("alice")
+                await p.start("alice")
+                paid.append(
+                    await until(lambda k=key: _completed(p["alice"], k, 3 * ETHER), key)  # type: ignore[misc]
+                )
+            assert node.balance(ADDRESSES["bob"]) - bob_before == 6 * ETHER
+            assert nonce(node, "alice") == nonce_before + 2  # one transaction per key
+            for sent in paid:
+                await until(
+                    lambda i=sent.settlement_id: _reported(p["bob"], i),  # type: ignore[misc]
+                    "bob reports it",
+                )
+            assert sorted(i.settlement_id for i in p["bob"].incoming) == sorted(
+                s.settlement_id for s in paid
+            )
     finally:
         node.stop()
 
