@@ -21,10 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from eth_account import Account
-from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
-
 REPO: Final = Path(__file__).resolve().parents[1]
 #: The demo token: source, and the bytecode compiled from it (checked fresh by make check).
 TOKEN_ARTIFACT: Final = REPO / "adaptors" / "ethereum" / "contracts" / "DemoToken.json"
@@ -38,8 +34,9 @@ DEV_KEYS: Final = (
     "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
 )
 ETHER: Final = 10**18
-_TRANSFER: Final = keccak(text="transfer(address,uint256)")[:4]
-_BALANCE_OF: Final = keccak(text="balanceOf(address)")[:4]
+#: Selectors of ERC-20 transfer(address,uint256) and balanceOf(address).
+_TRANSFER: Final = bytes.fromhex("a9059cbb")
+_BALANCE_OF: Final = bytes.fromhex("70a08231")
 
 
 class NodeError(RuntimeError):
@@ -63,6 +60,8 @@ def free_port() -> int:
 
 
 def address_of_key(key: str) -> str:
+    from eth_account import Account  # the ethereum extra; imported when a chain is used
+
     return str(Account.from_key(key).address)
 
 
@@ -180,6 +179,8 @@ class Anvil:
         }
         if to is not None:
             tx["to"] = to
+        from eth_account import Account
+
         signed = Account.sign_transaction(tx, key)
         tx_hash = self.call("eth_sendRawTransaction", "0x" + bytes(signed.raw_transaction).hex())
         return self.wait_receipt(tx_hash)
@@ -200,6 +201,8 @@ class Anvil:
         receipt = self.send(key, None, data=code)
         if int(receipt["status"], 16) != 1:
             raise NodeError(f"the token deployment reverted: {receipt}")
+        from eth_utils.address import to_checksum_address
+
         return to_checksum_address(receipt["contractAddress"])
 
     def transfer_token(self, key: str, token: str, to: str, value: int) -> dict[str, Any]:

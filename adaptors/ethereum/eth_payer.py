@@ -2,11 +2,11 @@
 
 The life of a payment (see eth_state for what is stored):
 
-1. ``pay``: under the one-writer lock, estimate gas (a transfer that would revert is refused
-   here, nothing signed), check liquidity, take the next nonce from the persisted counter, sign,
-   and store the payment, its signed transaction and the moved counter in one commit. Only then
-   broadcast. A crash before the commit leaves nothing; after it, the stored transaction is the
-   payment, re-broadcast as it is by whoever looks next.
+1. ``pay``: estimate gas (a transfer that would revert is refused here, nothing signed) and
+   check liquidity; then, as the one writer of nonces, take the next nonce from the persisted
+   counter, sign, and store the payment, its signed transaction and the moved counter in one
+   commit. Only then broadcast. A crash before the commit leaves nothing; after it, the stored
+   transaction is the payment, re-broadcast as it is by whoever looks next.
 2. ``progress``: find which version of the payment's transaction the chain has mined (fee bumps
    are versions: same nonce, so at most one is ever mined). Mined with ``confirmations`` blocks
    on it: COMPLETED (status 1) or FAILED with the revert reason (status 0). Not mined: if the
@@ -129,8 +129,13 @@ class Payer:
             existing = self._state.payment(key)
             if existing is not None and existing.status != FAILED:
                 return existing
-            async with self._signer:
-                tx_hash = await self._sign_new(key, account_id, amount, payee)
+            call, gas, fees = await self._prepare(payee, amount)
+            async with self._signer:  # no await inside: nonce, signature and commit as one
+                nonce = self._state.next_nonce()
+                raw, tx_hash = self._sign(call, nonce, gas, fees)
+                self._state.record_signed(
+                    key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
+                )
             failpoints.hit(AFTER_SIGN)
             payment = self._state.payment(key)
             assert payment is not None
@@ -146,7 +151,8 @@ class Payer:
             failpoints.hit(AFTER_BROADCAST)
             return payment
 
-    async def _sign_new(self, key: str, account_id: str, amount: int, payee: str) -> str:
+    async def _prepare(self, payee: str, amount: int) -> tuple[dict[str, Any], int, Fees]:
+        """The call, its gas limit and fees; Refusal if it would revert or cannot be paid."""
         call = self._call(payee, amount)
         query = {
             "from": self.address,
@@ -182,12 +188,7 @@ class Payer:
                 f"insufficient liquidity: {self.address} holds {balance} wei, the transaction "
                 f"may cost {needed} wei (value + gas {gas} x max fee {fees.max_fee})",
             )
-        nonce = self._state.next_nonce()
-        raw, tx_hash = self._sign(call, nonce, gas, fees)
-        self._state.record_signed(
-            key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
-        )
-        return tx_hash
+        return call, gas, fees
 
     def _sign(self, call: dict[str, Any], nonce: int, gas: int, fees: Fees) -> tuple[bytes, str]:
         signed = self._account.sign_transaction(
