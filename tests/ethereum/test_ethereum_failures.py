@@ -223,3 +223,37 @@ async def test_a_reorganisation_drops_an_unconfirmed_payment_before_the_engine_s
             assert reported == [(kept["transactionHash"], str(2 * ETHER))]
     finally:
         node.stop()
+
+
+@run_async
+async def test_a_pending_transaction_is_replaced_with_higher_fees_and_pays_once(
+    workdir: Path,
+) -> None:
+    node = Anvil.start(workdir / "anvil.log")
+    try:
+        env = {"ILP_ETHEREUM_SEND_WAIT": "0.2", "ILP_ETHEREUM_BUMP_AFTER": "0.3"}
+        async with pair(
+            adaptor_env(node, workdir, "alice", **env), adaptor_env(node, workdir, "bob")
+        ) as p:
+            await p.setup_accounts()
+            bob_before, nonce_before = node.balance(ADDRESSES["bob"]), nonce(node, "alice")
+            node.call("evm_setAutomine", False)  # nothing is mined: the transaction waits
+            first = await p["alice"].send("bump-1", ETHER, 18)
+            assert first.status == apb.SETTLEMENT_STATUS_PENDING
+
+            async def replaced() -> bool:
+                reply = await p["alice"].send("bump-1", ETHER, 18)
+                return reply.settlement_id != first.settlement_id
+
+            await until(replaced, "a fee-bumped version is signed and broadcast")
+            pool = node.call("eth_getTransactionByHash", first.settlement_id)
+            node.call("evm_setAutomine", True)
+            node.mine()
+            done = await until(lambda: _completed(p["alice"], "bump-1", ETHER), "paid")
+            assert done.settlement_id != first.settlement_id  # a later version was mined
+            assert node.balance(ADDRESSES["bob"]) - bob_before == ETHER
+            assert nonce(node, "alice") == nonce_before + 1
+            mined = node.call("eth_getTransactionByHash", done.settlement_id)
+            assert pool is None or int(mined["maxFeePerGas"], 16) > int(pool["maxFeePerGas"], 16)
+    finally:
+        node.stop()
