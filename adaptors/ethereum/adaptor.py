@@ -27,7 +27,7 @@ from typing import Any, Final, NoReturn
 import eth_peering
 import grpc
 from eth_chain import balance_of_call, decimals_call, decode_string, decode_uint, symbol_call
-from eth_config import ACCOUNT_ID, ENV_STATE_DB, IDEMPOTENCY_KEY, Config, ConfigError
+from eth_config import ENV_STATE_DB, Config, ConfigError
 from eth_follower import Follower
 from eth_payer import Asset, Chain, Payer, Refusal, wait_final
 from eth_rpc import JsonRpc, NodeUnavailable, RpcError, new_heads
@@ -36,6 +36,7 @@ from eth_state import COMPLETED, FAILED, Acknowledgement, EthState, Incoming
 import sdk
 from sdk.amount import AmountError, unsigned_of
 from sdk.connectivity import Connectivity
+from sdk.contract import ACCOUNT_ID, ACCOUNT_ID_RULE, IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -314,7 +315,7 @@ class EthereumAdaptor(sdk.Adaptor):
             await self._refuse(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"account_id must be 1 to 128 characters of [A-Za-z0-9._~-], got {value[:40]!r}",
+                f"account_id must be {ACCOUNT_ID_RULE}, got {value[:40]!r}",
             )
         return value
 
@@ -366,15 +367,12 @@ class EthereumAdaptor(sdk.Adaptor):
                 self.log.warn(
                     "settlement account exchange failed", account=account_id, error=_reason(exc)
                 )
+                # Transient (the contract: a peer not up yet answers FAILED_PRECONDITION or
+                # UNAVAILABLE): OK now, the exchange goes on in the background. A refusal
+                # recorded earlier stands until an exchange succeeds.
                 if pinned:
-                    refused = None  # the configuration says where to pay; the chain is checked
-                elif (
-                    isinstance(exc, grpc.aio.AioRpcError)
-                    and exc.code() == grpc.StatusCode.FAILED_PRECONDITION
-                ):
-                    # The peer's adaptor refused our account (its message names both sides).
-                    refused = f"the peer refused this settlement account: {exc.details()}"
-                if not pinned:
+                    refused = None  # the configuration says where to pay
+                else:
                     self._start_exchange(account_id)
             if refused is not None:
                 await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, refused)
@@ -410,9 +408,9 @@ class EthereumAdaptor(sdk.Adaptor):
                 grpc.StatusCode.UNAVAILABLE,
                 "the node has not answered yet: chain id unknown; retry",
             )
-        problem = self._check_peer(account_id, theirs)
-        if problem is not None:
-            await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, problem)
+        # A mismatch refuses the account here (recorded); the reply still says where we settle,
+        # so that the peer's adaptor finds the mismatch too and refuses it on its side.
+        self._check_peer(account_id, theirs)
         task = self._exchanges.pop(account_id, None)
         if task is not None:
             task.cancel()
@@ -428,7 +426,7 @@ class EthereumAdaptor(sdk.Adaptor):
             await self._refuse(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"idempotency_key must be 1 to 128 printable ASCII characters, got {key[:40]!r}",
+                f"idempotency_key must be {IDEMPOTENCY_KEY_RULE}, got {key[:40]!r}",
             )
         try:
             amount = unsigned_of(request.amount, "amount")

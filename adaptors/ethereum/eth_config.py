@@ -7,7 +7,6 @@ part of a message, a log line or a repr.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 from eth_chain import address_of
 
 import sdk
+from sdk.contract import ACCOUNT_ID
 
 ENV_RPC_URL: Final = "ILP_ETHEREUM_RPC_URL"
 ENV_WS_URL: Final = "ILP_ETHEREUM_WS_URL"
@@ -33,10 +33,6 @@ ENV_MAX_FEE: Final = "ILP_ETHEREUM_MAX_FEE_GWEI"
 ENV_SEND_WAIT: Final = "ILP_ETHEREUM_SEND_WAIT"
 ENV_PEERS: Final = "ILP_ETHEREUM_PEERS"
 ENV_STATE_DB: Final = "ILP_ADAPTOR_STATE_DB"
-
-# The contract's grammar of host account ids and idempotency keys (adaptor.proto).
-ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
-IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,128}")
 
 #: ``ILP_ETHEREUM_CONFIRMATIONS=finalized``: wait for the chain's finalized block instead.
 FINALIZED: Final = "finalized"

@@ -36,3 +36,10 @@ def test_the_demo_refuses_an_unknown_ledger(capsys: pytest.CaptureFixture[str]) 
         main(["--ledger", "bitcoin"])
     assert exited.value.code == 2
     assert "ethereum-erc20" in capsys.readouterr().err
+
+
+def test_the_ethereum_demo_refuses_a_simledger_adaptor_choice(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--ledger", "ethereum", "--alice", "go"]) == 2
+    assert "--alice choose simledger adaptors" in capsys.readouterr().err
