@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres-server metrics-tools setup demo test check lint typecheck buf stubs-check go-check rust-check pytest stubs clean
+.PHONY: postgres-server metrics-tools setup demo test check lint typecheck buf stubs-check go-check rust-check contracts-check pytest stubs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,7 +64,7 @@ demo: setup
 ## Every check and test.
 test: setup check pytest
 
-check: stubs-check buf lint typecheck go-check rust-check
+check: stubs-check buf lint typecheck go-check rust-check contracts-check
 
 # The Go adaptor's own unit tests and vet.
 go-check:
@@ -73,6 +73,10 @@ go-check:
 # The Rust adaptor's own unit tests.
 rust-check:
 	cd adaptors/simledger-rust && cargo test --locked
+
+# The demo token's committed bytecode is what solcjs (npm solc, pinned) compiles from its source.
+contracts-check:
+	node adaptors/ethereum/contracts/compile.mjs --check
 
 stubs-check:
 	$(BIN)/python scripts/gen_protos.py --check

@@ -35,6 +35,8 @@ from typing import TextIO, TypeVar
 
 import grpc
 
+from host.demo_ethereum import KINDS as ETHEREUM_KINDS
+from host.demo_ethereum import EthereumDemo, ethereum_chain
 from host.simledger.process import start_ledger
 from sdk import channels
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -66,16 +68,13 @@ _CONFIG = """\
 state_dir = "{name}"
 
 [[adaptor]]
-name = "simledger"
-command = {command}
-cwd = {cwd}
-env = {{ ILP_SIMLEDGER_ADDR = "{ledger}", ILP_SIMLEDGER_ACCOUNT = "{name}-ledger", \
-ILP_ADAPTOR_STATE_DB = {state_db} }}
+name = "{adaptor_name}"
+{adaptor}
 
 [[account]]
 id = "{peer}"
-adaptor = "simledger"
-asset_code = "USD"
+adaptor = "{adaptor_name}"
+asset_code = "{asset_code}"
 asset_scale = {account_scale}
 settle_threshold = {threshold}
 settle_to = 0
@@ -220,11 +219,26 @@ def write_config(
     threshold: int = SETTLE_THRESHOLD,
     adaptor: str | AdaptorCommand = "python",
     extra: str = "",
+    chain: EthereumDemo | None = None,
 ) -> Path:
-    """The host config of one side, its adaptor a language of ADAPTORS or any command;
-    ``extra`` is added (more tables, e.g. ``[metrics]``)."""
+    """The host config of one side, its adaptor a language of ADAPTORS or any command; or,
+    with ``chain``, the Ethereum adaptor on it. ``extra`` is added (more tables, e.g.
+    ``[metrics]``)."""
     chosen = _adaptor(adaptor)
     path = directory / f"{name}.toml"
+    if chain is not None:
+        block, asset = chain.adaptor_toml(name), (chain.asset_code, chain.account_scale)
+    else:
+        # TOML's basic strings are JSON's strings. The state file's path is absolute: an
+        # adaptor of --SIDE-adaptor runs in the operator's directory.
+        state_db = json.dumps(str(directory.absolute() / name / "adaptor.db"))
+        block = (
+            f"command = {json.dumps(list(chosen.argv))}\n"
+            f"cwd = {json.dumps(str(chosen.cwd or '.'))}\n"
+            f'env = {{ ILP_SIMLEDGER_ADDR = "{ledger}", ILP_SIMLEDGER_ACCOUNT = "{name}-ledger", '
+            f"ILP_ADAPTOR_STATE_DB = {state_db} }}"
+        )
+        asset = ("USD", ACCOUNT_SCALE)
     path.write_text(
         extra
         + "\n"
@@ -233,13 +247,10 @@ def write_config(
             peer=peer,
             port=port,
             peer_port=peer_port,
-            ledger=ledger,
-            # TOML's basic strings are JSON's strings.
-            command=json.dumps(list(chosen.argv)),
-            cwd=json.dumps(str(chosen.cwd or ".")),
-            # Absolute: an adaptor of --SIDE-adaptor runs in the operator's directory.
-            state_db=json.dumps(str(directory.absolute() / name / "adaptor.db")),
-            account_scale=ACCOUNT_SCALE,
+            adaptor=block,
+            adaptor_name="ethereum" if chain is not None else "simledger",
+            asset_code=asset[0],
+            account_scale=asset[1],
             threshold=threshold,
             min_balance=MIN_BALANCE,
             max_balance=MAX_BALANCE,
@@ -382,18 +393,19 @@ _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING
 _DONE = admin_pb2.SETTLEMENT_STATE_COMPLETED
 
 
-def usd(micro: int, scale: int = ACCOUNT_SCALE) -> str:
+def usd(micro: int, scale: int = ACCOUNT_SCALE, code: str = "USD") -> str:
     sign = "-" if micro < 0 else ""
     whole, frac = divmod(abs(micro), 10**scale)
-    return f"{sign}{whole}.{frac:0{scale}d} USD"
+    return f"{sign}{whole}.{frac:0{scale}d} {code}"
 
 
-def reconcile(books: Books) -> list[str]:
+def reconcile(books: Books, chain_problems: list[str] | None = None) -> list[str]:
     """What does not add up (empty when everything reconciles). Pure.
 
     - Alice: what she owes Bob for the packets, less what her engine debited for settlements
       (completed + unfinished + leftover), is her clearing balance.
     - Ledger: Bob's account received exactly Alice's completed settlements; Alice's lost them.
+      On a chain (``chain_problems``, see host.demo_ethereum) the chain's own checks instead.
     - Bob: what Alice owes him for the packets, less the settlements he credited, is his
       clearing balance; and he credited each of Alice's settlements once.
     """
@@ -407,9 +419,11 @@ def reconcile(books: Books) -> list[str]:
             f"Alice: balance {books.alice_balance} != -sent {books.sent} + debited {debited}"
         )
     paid = sum(int(s.ledger_amount.value) for s in books.alice_completed)
-    if books.bob_ledger != paid:
+    if chain_problems is not None:
+        problems.extend(chain_problems)
+    elif books.bob_ledger != paid:
         problems.append(f"ledger: Bob's account holds {books.bob_ledger}, Alice paid {paid}")
-    if books.alice_ledger != FUNDING - paid:
+    if chain_problems is None and books.alice_ledger != FUNDING - paid:
         problems.append(
             f"ledger: Alice's account holds {books.alice_ledger}, expected {FUNDING} - {paid}"
         )
@@ -437,18 +451,23 @@ def peered_hosts(
     say: Callable[[str], None] = lambda text: None,
     extra: Mapping[str, str] | None = None,
     log_format: str = "text",
+    chain: EthereumDemo | None = None,
 ) -> Iterator[tuple[Host, Host, simledger_pb2_grpc.SimLedgerStub]]:
     """The ledger (Alice's account funded) and Alice's and Bob's hosts, peered and READY.
 
     ``languages``: each side's adaptor, a language of ADAPTORS or an AdaptorCommand;
     ``engines``: where each side's engine runs (see ENGINE_PLACES); ``extra``: config text to
-    add to a side's config, by name; ``log_format``: the hosts' ``--log-format``.
+    add to a side's config, by name; ``log_format``: the hosts' ``--log-format``. With
+    ``chain`` both sides run the Ethereum adaptor on it instead, and the simulated ledger
+    (still yielded) is unused.
 
     Everything is stopped on exit: the hosts with SIGTERM, then the ledger.
     """
     with contextlib.ExitStack() as stack:
         ledger_target = f"unix:{directory / 'ledger.sock'}"
-        say(f"starting the simulated ledger ({ledger_target})")
+        # On a chain the simulated ledger runs unused (it keeps this function's shape): unsaid.
+        aside = say if chain is None else (lambda text: None)
+        aside(f"starting the simulated ledger ({ledger_target})")
         stack.enter_context(
             start_ledger(
                 directory / "ledger.db",
@@ -466,7 +485,13 @@ def peered_hosts(
                 amount=types_pb2.Amount(value=str(FUNDING), scale=LEDGER_SCALE),
             )
         )
-        say(f"funded alice-ledger with {usd(FUNDING, LEDGER_SCALE)}")
+        aside(f"funded alice-ledger with {usd(FUNDING, LEDGER_SCALE)}")
+        if chain is not None:
+            say(
+                f"anvil at {chain.node.url}: Alice's address holds {chain.alice_start} "
+                f"{chain.asset_code} units at scale {chain.ledger_scale}"
+                + (f" (token {chain.token})" if chain.token else "")
+            )
         alice_port, bob_port = free_ports(2)
         configs = {
             "alice": write_config(
@@ -479,6 +504,7 @@ def peered_hosts(
                 threshold=threshold,
                 adaptor=languages[0],
                 extra=(extra or {}).get("alice", ""),
+                chain=chain,
             ),
             "bob": write_config(
                 directory,
@@ -490,6 +516,7 @@ def peered_hosts(
                 threshold=threshold,
                 adaptor=languages[1],
                 extra=(extra or {}).get("bob", ""),
+                chain=chain,
             ),
         }
         hosts = []
@@ -498,8 +525,9 @@ def peered_hosts(
             commands = " + ".join(
                 f"ilp-host {role} -c {config.name}" for role in ENGINE_PLACES[engine]
             )
+            label = "ethereum adaptor" if chain is not None else adaptor.label
             say(
-                f"starting {name}'s host with the {adaptor.label}, engine {engine} "
+                f"starting {name}'s host with the {label}, engine {engine} "
                 f"({commands}; log {name}.log)"
             )
             host = start_host(directory, name, config, engine, log_format)
@@ -543,12 +571,45 @@ def run_demo(
     extra: Mapping[str, str] | None = None,
     log_format: str = "text",
     inspect: Callable[[Host, Host, Books], None] | None = None,
+    ledger: str = "simledger",
 ) -> tuple[Books, list[str]]:
     """Run the whole scenario in ``directory``; the books and what did not reconcile.
 
     ``then`` is called with Alice's and Bob's hosts once the books are read, before the hosts
     stop (tests use it to probe the running pair); ``inspect`` after it, with the books too.
+    ``ledger``: "simledger", or one of host.demo_ethereum.KINDS (both sides then run the
+    Ethereum adaptor on anvil).
     """
+    options = _Options(min_settlements, out, then, languages, engines, extra, log_format, inspect)
+    if ledger not in ETHEREUM_KINDS:
+        return _run_demo(directory, options, None)
+    print(f"starting anvil ({ledger})", file=out, flush=True)
+    with ethereum_chain(directory, ledger) as chain:
+        return _run_demo(directory, options, chain)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """run_demo's choices, passed on whole to the scenario."""
+
+    min_settlements: int
+    out: TextIO
+    then: Callable[[Host, Host], None] | None
+    languages: tuple[str | AdaptorCommand, str | AdaptorCommand]
+    engines: tuple[str, str]
+    extra: Mapping[str, str] | None
+    log_format: str
+    inspect: Callable[[Host, Host, Books], None] | None
+
+
+def _run_demo(
+    directory: Path, options: _Options, chain: EthereumDemo | None
+) -> tuple[Books, list[str]]:
+    min_settlements, out, then = options.min_settlements, options.out, options.then
+    languages, engines, extra = options.languages, options.engines, options.extra
+    log_format, inspect = options.log_format, options.inspect
+    code, scale = (chain.asset_code, chain.account_scale) if chain else ("USD", ACCOUNT_SCALE)
+    ledger_scale = chain.ledger_scale if chain else LEDGER_SCALE
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)
@@ -560,6 +621,7 @@ def run_demo(
         say=say,
         extra=extra,
         log_format=log_format,
+        chain=chain,
     ) as (
         alice,
         bob,
@@ -576,8 +638,9 @@ def run_demo(
                 if s.id not in seen and s.state == _DONE:
                     seen.add(s.id)
                     say(
-                        f"  settlement {s.id[:8]}: {usd(int(s.amount.value))} = "
-                        f"{s.ledger_amount.value} cents on the ledger ({s.ledger_settlement_id})"
+                        f"  settlement {s.id[:8]}: {usd(int(s.amount.value), scale, code)} = "
+                        f"{s.ledger_amount.value} at the ledger's scale {ledger_scale} "
+                        f"({s.ledger_settlement_id})"
                     )
             if len(seen) >= min_settlements:
                 break
@@ -596,7 +659,7 @@ def run_demo(
             say(
                 f"round {rounds}: {last.fulfilled}/{last.sent} packets fulfilled"
                 f"{' (rejected ' + rejected + ')' if rejected else ''}, "
-                f"median {last.median_latency_ms:.1f} ms; sent so far {usd(sent)}"
+                f"median {last.median_latency_ms:.1f} ms; sent so far {usd(sent, scale, code)}"
             )
             # An engine in its own process settles once it has read the connector's log.
             wait_for(
@@ -626,14 +689,19 @@ def run_demo(
                 alice_unfinished=unfinished,
                 bob_balance=int(b.clearing_balance.value),
                 bob_credited=credited,
-                alice_ledger=ledger_balance(ledger, "alice-ledger"),
-                bob_ledger=ledger_balance(ledger, "bob-ledger"),
+                alice_ledger=chain.balance("alice")
+                if chain
+                else ledger_balance(ledger, "alice-ledger"),
+                bob_ledger=chain.balance("bob") if chain else ledger_balance(ledger, "bob-ledger"),
             )
 
         books = wait_for("every settlement to be paid and credited", quiet, hosts)
-        problems = reconcile(books)
+        on_chain = None
+        if chain is not None:
+            on_chain = chain.reconcile(chain.books(), books.alice_completed)
+        problems = reconcile(books, on_chain)
         say("")
-        say(render(books))
+        say(render(books, code, scale, ledger_scale))
         if then is not None:
             then(alice, bob)
         if inspect is not None:
@@ -642,11 +710,16 @@ def run_demo(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def render(books: Books) -> str:
+def render(
+    books: Books,
+    code: str = "USD",
+    scale: int = ACCOUNT_SCALE,
+    ledger_scale: int = LEDGER_SCALE,
+) -> str:
     """The final table."""
     paid = sum(int(s.ledger_amount.value) for s in books.alice_completed)
     rows = [
-        ("packets sent Alice -> Bob", usd(books.sent), ""),
+        ("packets sent Alice -> Bob", usd(books.sent, scale, code), ""),
         (
             "settlements",
             f"{len(books.alice_completed)} paid by Alice",
@@ -654,16 +727,20 @@ def render(books: Books) -> str:
         ),
         (
             "clearing balance",
-            f"Alice: {usd(books.alice_balance)}",
-            f"Bob: {usd(books.bob_balance)}",
+            f"Alice: {usd(books.alice_balance, scale, code)}",
+            f"Bob: {usd(books.bob_balance, scale, code)}",
         ),
-        ("leftover (not yet a cent)", f"Alice: {usd(books.alice_leftover)}", ""),
+        (
+            "leftover (not yet a ledger unit)",
+            f"Alice: {usd(books.alice_leftover, scale, code)}",
+            "",
+        ),
         (
             "ledger balance",
-            f"alice-ledger: {usd(books.alice_ledger, LEDGER_SCALE)}",
-            f"bob-ledger: {usd(books.bob_ledger, LEDGER_SCALE)}",
+            f"alice: {usd(books.alice_ledger, ledger_scale, code)}",
+            f"bob: {usd(books.bob_ledger, ledger_scale, code)}",
         ),
-        ("paid on the ledger", usd(paid, LEDGER_SCALE), ""),
+        ("paid on the ledger", usd(paid, ledger_scale, code), ""),
     ]
     width = max(len(r[0]) for r in rows)
     middle = max(len(r[1]) for r in rows)
@@ -690,6 +767,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", help="keep everything in this directory (default: a temp dir)")
     parser.add_argument(
         "--settlements", type=_positive, default=5, help="settle at least this often (default 5)"
+    )
+    parser.add_argument(
+        "--ledger",
+        choices=("simledger", *ETHEREUM_KINDS),
+        default="simledger",
+        help="the settlement system: the simulated ledger (default), or a local anvil node in "
+        "ETH or in an ERC-20 token; both sides then run adaptors/ethereum (docs/ethereum.md)",
     )
     for side in ("alice", "bob"):
         adaptor = parser.add_mutually_exclusive_group()
@@ -738,6 +822,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ilp-host demo: {exc}", file=sys.stderr)
         return 2
+    chosen = [
+        f"--{o}" for o in ("alice", "bob", "alice_adaptor", "bob_adaptor") if getattr(args, o)
+    ]
+    if args.ledger != "simledger" and chosen:
+        print(
+            f"ilp-host demo: --ledger {args.ledger} runs the Ethereum adaptor on both sides; "
+            f"{', '.join(c.replace('_', '-') for c in chosen)} choose simledger adaptors",
+            file=sys.stderr,
+        )
+        return 2
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     try:
         with _workspace(args.dir) as directory:
@@ -747,6 +841,7 @@ def run(args: argparse.Namespace) -> int:
                 out=sys.stdout,  # the current one (a default would be bound at import)
                 languages=languages,
                 engines=(args.alice_engine, args.bob_engine),
+                ledger=args.ledger,
             )
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

@@ -38,6 +38,13 @@ The failpoints (the name says where the process dies):
 ``adaptor.after-transfer``
     The simledger adaptor's ledger Transfer committed, SendMoney has not answered. Recovery:
     the retry with the same key is the same ledger transfer, which the ledger pays once.
+``adaptor.eth-after-sign``
+    The Ethereum adaptor stored the signed transaction of a settlement (and moved its nonce
+    counter), not broadcast yet. Recovery: the restarted adaptor broadcasts the stored
+    transaction; the retry with the same key finds it instead of signing another.
+``adaptor.eth-after-broadcast``
+    The Ethereum adaptor broadcast the settlement's transaction and has not looked for its
+    receipt. Recovery: the retry with the same key finds the transaction on chain.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ ENGINE_AFTER_CREDIT: Final = "engine.after-credit"
 HOST_ENGINE_BINDING: Final = "host.engine-binding"
 ADAPTOR_SEND_MONEY_RECEIVED: Final = "adaptor.send-money-received"
 ADAPTOR_AFTER_TRANSFER: Final = "adaptor.after-transfer"
+ADAPTOR_ETH_AFTER_SIGN: Final = "adaptor.eth-after-sign"
+ADAPTOR_ETH_AFTER_BROADCAST: Final = "adaptor.eth-after-broadcast"
 
 #: Every failpoint placed in the code (documented above).
 NAMES: Final = frozenset(
@@ -67,6 +76,8 @@ NAMES: Final = frozenset(
         HOST_ENGINE_BINDING,
         ADAPTOR_SEND_MONEY_RECEIVED,
         ADAPTOR_AFTER_TRANSFER,
+        ADAPTOR_ETH_AFTER_SIGN,
+        ADAPTOR_ETH_AFTER_BROADCAST,
     }
 )
 

@@ -1,0 +1,382 @@
+"""Outgoing settlements: one signed transaction per idempotency key, stored before broadcast.
+
+The life of a payment (see eth_state for what is stored):
+
+1. ``pay``: estimate gas (a transfer that would revert is refused here, nothing signed) and
+   check liquidity; then, as the one writer of nonces, take the next nonce from the persisted
+   counter, sign, and store the payment, its signed transaction and the moved counter in one
+   commit. Only then broadcast. A crash before the commit leaves nothing; after it, the stored
+   transaction is the payment, re-broadcast as it is by whoever looks next.
+2. ``progress``: find which version of the payment's transaction the chain has mined (fee bumps
+   are versions: same nonce, so at most one is ever mined). Mined with ``confirmations`` blocks
+   on it: COMPLETED (status 1) or FAILED with the revert reason (status 0). Not mined: if the
+   nonce was taken by another transaction, FAILED; else re-broadcast the newest version, or,
+   past ``bump_after``, sign and store a version with higher fees first.
+3. A FAILED payment paid nothing and its nonce is spent, so the engine's retry with the same key
+   may make a new attempt with a new nonce: never two payments for one key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc
+from eth_account.signers.local import LocalAccount
+from eth_chain import (
+    Fees,
+    TransferLog,
+    confirmed_height,
+    from_quantity,
+    parse_transfer_log,
+    revert_reason,
+    settlement_id,
+    transfer_call,
+)
+from eth_config import Config
+from eth_rpc import JsonRpc, NodeUnavailable, RpcError
+from eth_state import COMPLETED, FAILED, PENDING, EthState, Payment
+
+from sdk import failpoints
+from sdk.stdio import Log
+
+#: Failpoints of the crash tests (see sdk.failpoints).
+AFTER_SIGN: Final = failpoints.ADAPTOR_ETH_AFTER_SIGN
+AFTER_BROADCAST: Final = failpoints.ADAPTOR_ETH_AFTER_BROADCAST
+
+
+class Refusal(Exception):
+    """A SendMoney refused with a gRPC status; nothing was signed for it."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Asset:
+    """What the adaptor settles in: ETH (token None) or an ERC-20, and its scale."""
+
+    code: str
+    scale: int
+    token: str | None
+
+
+class Chain:
+    """The node as the payer and the follower see it: heights that count as confirmed."""
+
+    def __init__(self, rpc: JsonRpc, config: Config) -> None:
+        self.rpc = rpc
+        self.config = config
+
+    async def confirmed_height(self) -> int:
+        """The highest block that counts as final for this adaptor."""
+        if self.config.finalized:
+            block = await self.rpc.block("finalized")
+            return -1 if block is None else from_quantity(block["number"])
+        head = await self.rpc.block_number()
+        # -1 while the chain is shorter than the confirmations: nothing is confirmed yet.
+        return max(-1, confirmed_height(head, self.config.confirmations))
+
+    async def fees(self) -> Fees:
+        latest = await self.rpc.block("latest")
+        base = from_quantity((latest or {}).get("baseFeePerGas", "0x0"))
+        return Fees.for_base_fee(base, await self.rpc.tip(), self.config.max_fee)
+
+
+class Payer:
+    """Pays settlements from the adaptor's address; the only signer of its nonces."""
+
+    def __init__(
+        self, chain: Chain, state: EthState, asset: Asset, chain_id: int, log: Log
+    ) -> None:
+        self._chain = chain
+        self._rpc = chain.rpc
+        self._config = chain.config
+        self._account: LocalAccount = chain.config.account
+        self._state = state
+        self._asset = asset
+        self._chain_id = chain_id
+        self._log = log
+        self._signer = asyncio.Lock()
+        self._keys: dict[str, asyncio.Lock] = {}
+
+    @property
+    def address(self) -> str:
+        return str(self._account.address)
+
+    async def sync_nonce(self) -> None:
+        """Move the counter past any nonce the chain has seen used (a transaction sent with
+        this key by other means); never back, so stored unsent transactions keep theirs."""
+        async with self._signer:
+            on_chain = await self._rpc.nonce(self.address, "pending")
+            if on_chain > self._state.next_nonce():
+                self._state.set_meta("next_nonce", str(on_chain))
+
+    def _call(self, payee: str, amount: int) -> dict[str, Any]:
+        """The transaction's target, value and data, without gas, fees or nonce."""
+        if self._asset.token is None:
+            return {"to": payee, "value": amount, "data": "0x"}
+        return {"to": self._asset.token, "value": 0, "data": transfer_call(payee, amount)}
+
+    async def pay(self, key: str, account_id: str, amount: int, payee: str) -> Payment:
+        """Sign, store and broadcast the payment for ``key`` (see the module docstring)."""
+        async with self._key(key):
+            existing = self._state.payment(key)
+            if existing is not None and existing.status != FAILED:
+                return existing
+            call, gas, fees = await self._prepare(payee, amount)
+            async with self._signer:  # no await inside: nonce, signature and commit as one
+                nonce = self._state.next_nonce()
+                raw, tx_hash = self._sign(call, nonce, gas, fees)
+                self._state.record_signed(
+                    key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
+                )
+            failpoints.hit(AFTER_SIGN)
+            payment = self._state.payment(key)
+            assert payment is not None
+            self._log.info(
+                "settlement signed",
+                key=key,
+                account=account_id,
+                amount=str(amount),
+                nonce=payment.nonce,
+                tx=tx_hash,
+            )
+            await self._broadcast(self._state.attempts(key, payment.nonce)[-1].raw, key)
+            failpoints.hit(AFTER_BROADCAST)
+            return payment
+
+    async def _prepare(self, payee: str, amount: int) -> tuple[dict[str, Any], int, Fees]:
+        """The call, its gas limit and fees; Refusal if it would revert or cannot be paid."""
+        call = self._call(payee, amount)
+        query = {
+            "from": self.address,
+            "to": call["to"],
+            "value": hex(call["value"]),
+            "data": call["data"],
+        }
+        # Three independent questions, asked at once: the estimate doubles as a dry run.
+        estimate, fees, balance = await asyncio.gather(
+            self._rpc.estimate_gas(query),
+            self._chain.fees(),
+            self._rpc.balance(self.address, "pending"),
+            return_exceptions=True,
+        )
+        for answer in (estimate, fees, balance):
+            if isinstance(answer, NodeUnavailable):
+                raise answer
+        if isinstance(estimate, RpcError):
+            raise Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the transfer would fail on chain ({revert_reason(estimate.revert_data)}; "
+                f"{estimate.message}); nothing was signed",
+            ) from estimate
+        for answer in (estimate, fees, balance):
+            if isinstance(answer, BaseException):
+                raise answer
+        assert isinstance(estimate, int) and isinstance(fees, Fees) and isinstance(balance, int)
+        gas = estimate if estimate <= 21_000 else estimate * 5 // 4  # state may change
+        needed = gas * fees.max_fee + call["value"]
+        if balance < needed:
+            raise Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"insufficient liquidity: {self.address} holds {balance} wei, the transaction "
+                f"may cost {needed} wei (value + gas {gas} x max fee {fees.max_fee})",
+            )
+        return call, gas, fees
+
+    def _sign(self, call: dict[str, Any], nonce: int, gas: int, fees: Fees) -> tuple[bytes, str]:
+        signed = self._account.sign_transaction(
+            {
+                "type": 2,
+                "chainId": self._chain_id,
+                "nonce": nonce,
+                "to": call["to"],
+                "value": call["value"],
+                "data": call["data"],
+                "gas": gas,
+                "maxFeePerGas": fees.max_fee,
+                "maxPriorityFeePerGas": fees.tip,
+            }
+        )
+        return bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex()
+
+    async def _broadcast(self, raw: bytes, key: str) -> None:
+        """Send a stored transaction; a refusal is logged (progress decides what it means),
+        NodeUnavailable propagates (the transaction stays stored for the next look)."""
+        try:
+            await self._rpc.send_raw(raw)
+        except RpcError as exc:
+            text = exc.message.lower()
+            if "already known" in text or "nonce too low" in text or "already imported" in text:
+                return  # the node has it, or has mined a version: progress finds out
+            self._log.warn("broadcast refused", key=key, error=str(exc))
+
+    def _key(self, key: str) -> asyncio.Lock:
+        lock = self._keys.get(key)
+        if lock is None:
+            lock = self._keys[key] = asyncio.Lock()
+        return lock
+
+    async def progress(self, key: str) -> Payment:
+        """Look at the chain once and move the payment on (see the module docstring)."""
+        async with self._key(key):
+            payment = self._state.payment(key)
+            assert payment is not None
+            if payment.status != PENDING:
+                return payment
+            await self._progress(payment)
+            result = self._state.payment(key)
+            assert result is not None
+            if result.status != PENDING:
+                self._keys.pop(key, None)
+            return result
+
+    async def _progress(self, payment: Payment) -> None:
+        attempts = self._state.attempts(payment.key, payment.nonce)
+        confirmed, *receipts = await asyncio.gather(
+            self._chain.confirmed_height(), *(self._rpc.receipt(a.tx_hash) for a in attempts)
+        )
+        for attempt, receipt in zip(attempts, receipts, strict=True):
+            if receipt is None:
+                continue
+            if from_quantity(receipt["blockNumber"]) > confirmed:
+                return  # mined, not yet confirmed
+            if from_quantity(receipt["status"]) == 1:
+                sid = self._settlement_id(receipt, payment)
+                self._state.finish(payment.key, COMPLETED, sid, None)
+                self._log.info("settlement confirmed", key=payment.key, settlement=sid)
+            else:
+                reason = await self._revert_reason(payment, receipt)
+                self._state.finish(payment.key, FAILED, None, f"{attempt.tx_hash}: {reason}")
+                self._log.warn(
+                    "settlement reverted", key=payment.key, tx=attempt.tx_hash, reason=reason
+                )
+            return
+        chain_nonce = await self._rpc.nonce(self.address, "latest")
+        if chain_nonce < payment.nonce:
+            await self._fill_gap(chain_nonce, payment.nonce)
+        if chain_nonce > payment.nonce:
+            # Our nonce is spent. Look once more: a version may have been mined meanwhile.
+            for attempt in attempts:
+                if await self._rpc.receipt(attempt.tx_hash) is not None:
+                    return
+            reason = (
+                f"nonce {payment.nonce} of {self.address} was used by a transaction this "
+                "adaptor did not sign; nothing was paid"
+            )
+            self._state.finish(payment.key, FAILED, None, reason)
+            self._log.error("settlement displaced", key=payment.key, reason=reason)
+            return
+        newest = attempts[-1]
+        if time.time() - newest.signed_at >= self._config.bump_after:
+            newest_raw = await self._bump(payment, newest.max_fee, newest.tip) or newest.raw
+            await self._broadcast(newest_raw, payment.key)
+        elif await self._rpc.call("eth_getTransactionByHash", newest.tx_hash) is None:
+            await self._broadcast(newest.raw, payment.key)
+
+    async def _fill_gap(self, first: int, end: int) -> None:
+        """Broadcast again the stored transactions of nonces ``first``..``end - 1``: the chain
+        lost them (a node restarted without its last blocks, a reorganisation deeper than the
+        confirmations), and every later transaction waits behind them. They are the same signed
+        transactions, so this repairs the chain and pays nothing twice."""
+        for nonce in range(first, end):
+            attempt = self._state.newest_attempt_with_nonce(nonce)
+            if attempt is None:
+                self._log.error(
+                    "nonce gap: no stored transaction for a nonce below a pending settlement",
+                    nonce=nonce,
+                )
+                return
+            if await self._rpc.call("eth_getTransactionByHash", attempt.tx_hash) is None:
+                self._log.warn(
+                    "re-broadcasting a transaction the chain lost",
+                    nonce=nonce,
+                    key=attempt.key,
+                    tx=attempt.tx_hash,
+                )
+                await self._broadcast(attempt.raw, attempt.key)
+
+    async def _bump(self, payment: Payment, max_fee: int, tip: int) -> bytes | None:
+        """Sign and store a version with higher fees; None when the fee cap forbids."""
+        fees = Fees(max_fee, tip).bumped(await self._chain.fees(), self._config.max_fee)
+        if fees is None:
+            self._log.warn(
+                "stuck settlement at the fee cap",
+                key=payment.key,
+                nonce=payment.nonce,
+                max_fee=str(max_fee),
+            )
+            return None
+        call = self._call(payment.payee, payment.amount)
+        attempts = self._state.attempts(payment.key, payment.nonce)
+        gas = await self._gas_of(attempts[-1].tx_hash) or 100_000
+        raw, tx_hash = self._sign(call, payment.nonce, gas, fees)
+        self._state.record_replacement(
+            payment.key, tx_hash, raw, payment.nonce, fees.max_fee, fees.tip
+        )
+        self._log.info(
+            "settlement fee bumped",
+            key=payment.key,
+            nonce=payment.nonce,
+            tx=tx_hash,
+            max_fee=str(fees.max_fee),
+            tip=str(fees.tip),
+        )
+        return raw
+
+    async def _gas_of(self, tx_hash: str) -> int | None:
+        tx = await self._rpc.call("eth_getTransactionByHash", tx_hash)
+        return from_quantity(tx["gas"]) if isinstance(tx, dict) else None
+
+    def _settlement_id(self, receipt: dict[str, Any], payment: Payment) -> str:
+        tx_hash = receipt["transactionHash"]
+        if self._asset.token is None:
+            return settlement_id(tx_hash, None)
+        for log in receipt.get("logs") or []:
+            if str(log.get("address", "")).lower() != self._asset.token.lower():
+                continue
+            try:
+                transfer: TransferLog = parse_transfer_log(log)
+            except ValueError:
+                continue
+            if transfer.payee == payment.payee and transfer.value == payment.amount:
+                return settlement_id(tx_hash, transfer.log_index)
+        return settlement_id(tx_hash, None)
+
+    async def _revert_reason(self, payment: Payment, receipt: dict[str, Any]) -> str:
+        """Replay the call on the state before its block to read the reason."""
+        call = self._call(payment.payee, payment.amount)
+        query = {
+            "from": self.address,
+            "to": call["to"],
+            "value": hex(call["value"]),
+            "data": call["data"],
+        }
+        try:
+            await self._rpc.eth_call(query, from_quantity(receipt["blockNumber"]) - 1)
+        except RpcError as exc:
+            return revert_reason(exc.revert_data)
+        except NodeUnavailable:
+            pass
+        return "reverted (status 0); the reason could not be read back"
+
+
+async def wait_final(
+    payer: Payer, key: str, limit: float, poll: float, stop: Callable[[], bool] = lambda: False
+) -> Payment:
+    """Call ``progress`` until the payment is final or ``limit`` seconds passed; quick at first
+    (a node that mines at once answers within milliseconds), then every ``poll`` seconds."""
+    deadline = time.monotonic() + limit
+    delay = 0.002
+    while True:
+        payment = await payer.progress(key)
+        if payment.status != PENDING or time.monotonic() >= deadline or stop():
+            return payment
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, poll)

@@ -1,0 +1,1 @@
+"""Tests of the Ethereum adaptor on a real anvil node."""

@@ -1,0 +1,101 @@
+"""The Ethereum adaptor on a real anvil node: two adaptor processes exchange settlement accounts
+over (fake) engines, pay in ETH beyond 64 bits, and report what the chain did; an asset mismatch
+refuses the account. (The ERC-20 path: the conformance test and the demo test.)"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from host.anvil import DEV_KEYS, Anvil
+from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
+from sdk.pb.ilphost.types.v1 import types_pb2
+from tests.ethereum.harness import ADDRESSES, adaptor_env, pair, until
+
+READY = types_pb2.CONNECTIVITY_STATE_READY
+Code = grpc.StatusCode
+ETHER = 10**18
+
+
+def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test body with asyncio.run (the suite uses no async plugin)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="ileth"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def node(workdir: Path) -> Iterator[Anvil]:
+    anvil = Anvil.start(workdir / "anvil.log")
+    yield anvil
+    anvil.stop()
+
+
+@run_async
+async def test_eth_settlement_beyond_64_bits_paid_once_and_reported_once(
+    node: Anvil, workdir: Path
+) -> None:
+    async with pair(adaptor_env(node, workdir, "alice"), adaptor_env(node, workdir, "bob")) as p:
+        info = await p["alice"].adaptor.GetInfo(apb.GetInfoRequest(), timeout=10)
+        assert (info.ledger, info.asset_code, info.asset_scale) == ("ethereum", "ETH", 18)
+        await p.setup_accounts()
+        bob_before = node.balance(ADDRESSES["bob"])
+        value = 20 * ETHER  # 2e19 wei: more than 2**64
+        assert value > 2**64
+        first = await p["alice"].send("settle-1", value, 18)
+        assert first.status == apb.SETTLEMENT_STATUS_COMPLETED
+        again = await p["alice"].send("settle-1", value, 18)
+        assert again.settlement_id == first.settlement_id
+        assert node.balance(ADDRESSES["bob"]) - bob_before == value
+        await until(lambda: _has(p["bob"].incoming, first.settlement_id), "bob reports it")
+        (incoming,) = p["bob"].incoming
+        assert (incoming.account_id, incoming.amount.value) == ("alice", str(value))
+        # Not acknowledged: a new stream delivers it again; acknowledged: never again.
+        await p["bob"].adaptor.ReceiveMoney(
+            apb.ReceiveMoneyRequest(settlement_id=first.settlement_id), timeout=10
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await p["alice"].send("settle-1", value + 1, 18)
+        assert refused.value.code() == Code.ALREADY_EXISTS
+        balance = await p["alice"].adaptor.GetBalance(apb.GetBalanceRequest(), timeout=10)
+        assert int(balance.balance.value) == node.balance(ADDRESSES["alice"])
+
+        # Bob moves to a token: the two sides no longer settle in the same asset, and each
+        # refuses the other's account, naming both assets.
+        token = node.deploy_token(DEV_KEYS[0], 6, 10**15)
+        await p.stop("bob")
+        p["bob"].env.update(ILP_ETHEREUM_TOKEN=token, ILP_ADAPTOR_STATE_DB=str(workdir / "b2.db"))
+        await p.start("bob")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await p["bob"].adaptor.SetupAccount(
+                apb.SetupAccountRequest(account_id="alice"), timeout=30
+            )
+        assert refused.value.code() == Code.FAILED_PRECONDITION
+        assert token in refused.value.details() and "ETH" in refused.value.details()
+        # Alice, told by Bob's request, refuses Bob from now on too.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await p["alice"].send("settle-2", 1, 18)
+        assert refused.value.code() == Code.FAILED_PRECONDITION
+        assert token in refused.value.details()
+
+
+async def _has(incoming: list[apb.IncomingSettlement], settlement_id: str) -> bool:
+    return any(i.settlement_id == settlement_id for i in incoming)
