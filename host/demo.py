@@ -52,6 +52,7 @@ ADAPTORS: dict[str, tuple[str, ...]] = {
     "python": ("python", str(_ADAPTOR_DIR / "simledger-python" / "adaptor.py")),
     "node": ("node", str(_ADAPTOR_DIR / "simledger-node" / "adaptor.js")),
     "go": (str(_ADAPTOR_DIR / "simledger-go" / "bin" / "simledger-go"),),
+    "rust": (str(_ADAPTOR_DIR / "simledger-rust" / "target" / "debug" / "simledger-rust"),),
 }
 ACCOUNT_SCALE = 6  # the ILP accounts count in micro-dollars...
 LEDGER_SCALE = 2  # ...the ledger in cents: conversions leave leftovers, kept and settled later
