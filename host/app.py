@@ -105,7 +105,12 @@ def prepare_state_dir(state_dir: Path) -> None:
         missing.append(directory)
     try:
         for directory in reversed(missing):
-            directory.mkdir(mode=0o700)
+            try:
+                directory.mkdir(mode=0o700)
+            except FileExistsError:
+                # Another host of the same tree (a parent and its child started together)
+                # made it first: its maker set its mode.
+                continue
             directory.chmod(0o700)  # whatever the umask
         if not state_dir.is_dir():
             raise NotADirectoryError(f"{state_dir} is not a directory")

@@ -4,6 +4,7 @@ the TCP listener's files."""
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,35 @@ def test_state_dir_is_private(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(HostError, match="cannot create the state directory"):
         prepare_state_dir(tmp_path / "file" / "state")
+
+
+def test_hosts_started_together_share_missing_parents(tmp_path: Path) -> None:
+    """Two hosts of one tree (the peering example's parent and child) create the same missing
+    parent at once: the one that loses the race uses it (it raised FileExistsError)."""
+    for attempt in range(30):
+        root = tmp_path / f"var{attempt}"
+        barrier = threading.Barrier(6)
+        errors: list[BaseException] = []
+
+        def start(
+            name: str,
+            root: Path = root,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                prepare_state_dir(root / "peering" / name)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(f"host{i}",)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert stat.S_IMODE((root / "peering").stat().st_mode) == 0o700
 
 
 def test_one_host_per_state_dir(tmp_path: Path) -> None:
