@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -175,11 +176,41 @@ async def _status(args: argparse.Namespace) -> int:
                 if link is not None:
                     print(f"\n{render_connector_link(link)}")
             else:
-                await _watch(stub, listing, json_lines=args.json)
+                if await _until_interrupted(_watch(stub, listing, json_lines=args.json)):
+                    return EXIT_OK
                 raise CliError("the host closed the watch (it is stopping)")
         except grpc.aio.AioRpcError as exc:
             raise unreachable(target, exc) from exc
     return EXIT_OK
+
+
+async def _until_interrupted(work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` until it ends (False) or SIGINT/SIGTERM arrives (True).
+
+    The signals are the loop's own here rather than asyncio.run's KeyboardInterrupt: that one
+    cancels the whole command, channel teardown included, and a watcher whose parent ignored
+    SIGINT would inherit the ignoring and never stop.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return interrupted
 
 
 async def _if_present(call: Awaitable[_R]) -> _R | None:

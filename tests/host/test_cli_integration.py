@@ -393,10 +393,13 @@ def _next_line(lines: Queue[str], containing: str) -> str:
 
 
 def test_status_watch_prints_changes(host: tuple[Host, dict[str, str]]) -> None:
+    """...and stops on SIGINT even when started with SIGINT ignored, as a script's background
+    job is (it ignored the signal and waited for ever)."""
     running, _ = host
     running.wait_serving("memory")
+    command = [sys.executable, "-m", "host.cli", "status", "--watch", "-c", str(running.config)]
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "host.cli", "status", "--watch", "-c", str(running.config)],
+        ["bash", "-c", 'trap "" INT; exec "$@"', "watch", *command],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
