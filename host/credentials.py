@@ -21,7 +21,18 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from host.admin.auth import read_token
+
+def read_token(path: Path) -> str:
+    """The token in ``path`` (surrounding whitespace ignored); ValueError if unusable."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the token file {path}: {exc}") from exc
+    if not token:
+        raise ValueError(f"the token file {path} is empty")
+    if any(ch.isspace() for ch in token) or not token.isprintable():
+        raise ValueError(f"the token in {path} must be one word of printable characters")
+    return token
 
 
 class CredentialsError(ValueError):

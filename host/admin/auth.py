@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -24,19 +23,6 @@ if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
 else:
     ServerInterceptor = grpc.aio.ServerInterceptor
 HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
-
-
-def read_token(path: Path) -> str:
-    """The token in ``path`` (surrounding whitespace ignored); ValueError if unusable."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the token file {path}: {exc}") from exc
-    if not token:
-        raise ValueError(f"the token file {path} is empty")
-    if any(ch.isspace() for ch in token) or not token.isprintable():
-        raise ValueError(f"the token in {path} must be one word of printable characters")
-    return token
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> bytes | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -21,7 +23,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from host.admin.auth import BearerTokenInterceptor, bearer_token, read_token
+from host.admin.auth import BearerTokenInterceptor, bearer_token
 from host.admin.convert import adaptor_to_proto
 from host.admin.server import (
     NO_ENGINE,
@@ -30,7 +32,7 @@ from host.admin.server import (
     TcpListener,
     health_statuses,
 )
-from host.credentials import ServerTls
+from host.credentials import ServerTls, read_token
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot
 from sdk.connectivity import ConnectionState, Connectivity
@@ -194,6 +196,16 @@ def test_bearer_token_parsing() -> None:
     assert not interceptor.authorized([("authorization", "Bearer s3cre")])
     assert not interceptor.authorized([("authorization", "Bearer s3cret2")])
     assert not interceptor.authorized([])
+
+
+def test_credentials_import_on_their_own() -> None:
+    """host.credentials imported first, as the metrics listener does (it imported
+    host.admin, whose server imports host.credentials back: a cycle)."""
+    for module in ("host.credentials", "host.admin", "host.metrics"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
 
 
 def test_read_token(tmp_path: Path) -> None:
