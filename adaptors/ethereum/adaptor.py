@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, NoReturn
@@ -35,6 +34,7 @@ from eth_state import COMPLETED, FAILED, Acknowledgement, EthState, Incoming
 
 import sdk
 from sdk.amount import AmountError, unsigned_of
+from sdk.backoff import backoff_delay
 from sdk.connectivity import Connectivity
 from sdk.contract import ACCOUNT_ID, ACCOUNT_ID_RULE, IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_RULE
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
@@ -49,8 +49,8 @@ EXCHANGE_TIMEOUT: Final = 10.0
 
 
 def _delay(attempt: int, first: float, cap: float) -> float:
-    """Capped exponential backoff with ±20 % jitter."""
-    return min(cap, first * 2 ** min(attempt, 16)) * random.uniform(0.8, 1.2)
+    """Capped exponential backoff with ±20 % jitter: ``2 * first`` after the first failure."""
+    return backoff_delay(attempt, initial=2 * first, multiplier=2, cap=cap, jitter=0.2)
 
 
 def _reason(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ from adaptor_state import Acknowledgement, AdaptorState, Incoming
 import sdk
 from sdk import contract, failpoints, simledger
 from sdk.amount import AmountError, unsigned_of
+from sdk.backoff import backoff_delay
 from sdk.connectivity import Connectivity
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2
@@ -105,22 +106,29 @@ class Config:
 
 
 class Backoff:
-    """Capped exponential backoff with jitter (each delay within ±20 % of the nominal one)."""
+    """The SDK's capped exponential backoff (each delay within ±20 % of the nominal one),
+    counting its own attempts."""
 
     def __init__(self, first: float, cap: float, rng: random.Random | None = None) -> None:
         self._first, self._cap = first, cap
-        self._next = first
+        self._attempt = 0
         self._rng = rng or random.Random()
 
     def delay(self) -> float:
         """The next delay in seconds."""
-        nominal = self._next
-        self._next = min(self._next * 2, self._cap)
-        return nominal * self._rng.uniform(0.8, 1.2)
+        self._attempt += 1
+        return backoff_delay(
+            self._attempt,
+            initial=self._first,
+            multiplier=2,
+            cap=self._cap,
+            jitter=0.2,
+            random=self._rng.random,
+        )
 
     def reset(self) -> None:
         """Start again from the first delay (after a success)."""
-        self._next = self._first
+        self._attempt = 0
 
 
 def _describe(exc: grpc.aio.AioRpcError) -> str:

@@ -9,19 +9,19 @@ Public surface::
     IncomingHandler      the engine's hook for incoming settlements
     StartFailure, StartProblem   why a start failed (diagnose.py)
     LogRecord, LineParser        adaptor output as structured logs (logs.py)
-    backoff_delay        restart delays (backoff.py)
+    backoff_delay        restart delays (sdk/backoff.py)
 
 The process lifecycle states and their transition table are in host/lifecycle.py.
 """
 
 from host.lifecycle import IllegalTransition, ProcessLifecycle, ProcessState
-from host.supervisor.backoff import backoff_delay
 from host.supervisor.diagnose import StartFailure, StartProblem
 from host.supervisor.logs import LineParser, LogRecord
 from host.supervisor.rpc import IncomingHandler
 from host.supervisor.runner import AdaptorSnapshot, SupervisorStopped
 from host.supervisor.spec import AdaptorSpec
 from host.supervisor.supervisor import Supervisor
+from sdk.backoff import backoff_delay
 
 __all__ = [
     "AdaptorSnapshot",

@@ -23,11 +23,11 @@ import grpc
 
 from host.lifecycle import ProcessLifecycle, ProcessState
 from host.supervisor import rpc
-from host.supervisor.backoff import backoff_delay
 from host.supervisor.diagnose import StartFailure
 from host.supervisor.instance import AdaptorInstance, StopOutcome, host_connection
 from host.supervisor.spec import AdaptorSpec, adaptor_environment
 from sdk import mtls
+from sdk.backoff import backoff_delay
 from sdk.connectivity import ConnectionState
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from host.supervisor.backoff import backoff_delay
+from sdk.backoff import backoff_delay
 
 PARAMS = {"initial": 0.5, "multiplier": 2.0, "cap": 30.0, "jitter": 0.2}
 

@@ -1,4 +1,7 @@
-"""Restart delays: exponential backoff with a cap and jitter. Pure; the random source is injected.
+"""Retry delays: exponential backoff with a cap and jitter. Pure; the random source is injected.
+
+One definition for the host (adaptor restarts) and the adaptors built on the SDK (reconnects,
+retried exchanges).
 
 Jitter spreads the restarts of several adaptors (or several hosts) that failed together, so
 that they do not hammer a shared ledger in lockstep.
