@@ -47,9 +47,8 @@ from host.connector.ports import (
     UnknownPeer,
 )
 from host.credentials import ServerTls
-from host.engine.errors import InvalidArgument
-from host.engine.model import check_account_id
 from host.ilp.errors import ErrorCode
+from sdk import contract
 from sdk.amount import AmountError, signed_of
 from sdk.contract import MAX_DATA_BYTES
 from sdk.health import HealthServicer
@@ -190,10 +189,11 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
 
     async def _scale(self, account_id: str, context: Context) -> int:
         """The account's scale; INVALID_ARGUMENT if the id is malformed, NOT_FOUND if unknown."""
-        try:
-            check_account_id(account_id)
-        except InvalidArgument as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"account_id: {exc}")
+        if not contract.is_account_id(account_id):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"account_id: {account_id[:40]!r} is invalid: use {contract.ACCOUNT_ID_RULE}",
+            )
         try:
             return self._ledger.limits(account_id).asset_scale
         except UnknownPeer as exc:

@@ -29,9 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
+from host.clearing_rules import credit_allows
 from host.connector.ports import UnknownPeer
-from host.engine.model import Policy
-from host.engine.policy import credit_allows
 from host.store.sqlite_schema import Migration, migrate
 from host.store.sqlitefile import SqliteFile
 from sdk import contract
@@ -133,11 +132,6 @@ class ConnectorLedger:
         self.path = file.path
         self._file = file
         self._limits = dict(limits)
-        # The engine's credit rule takes a Policy: only its two limits matter to it.
-        self._credit = {
-            account_id: Policy(limit.min_balance, 0, limit.min_balance, limit.max_balance)
-            for account_id, limit in self._limits.items()
-        }
         self._balances, self._last, self._acknowledged = state
         self._changed = asyncio.Event()
         #: The events written by this process and not yet acknowledged, by cursor: an engine
@@ -180,9 +174,9 @@ class ConnectorLedger:
 
     async def check_credit(self, account_id: str, delta: int) -> bool:
         """Whether a packet changing the balance by ``delta`` stays within the credit limits
-        (the engine's rule: moving back toward the allowed range is always allowed)."""
-        self.limits(account_id)  # UnknownPeer
-        return credit_allows(self._balances[account_id], delta, self._credit[account_id])
+        (host.clearing_rules: moving back toward the allowed range is always allowed)."""
+        limits = self.limits(account_id)  # UnknownPeer
+        return credit_allows(self._balances[account_id], delta, limits)
 
     # -- changes --------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from host.clearing_rules import credit_allows, settlement_amount
 from host.engine import observer as observing
 from host.engine.errors import (
     AlreadyExists,
@@ -44,11 +45,9 @@ from host.engine.outbox import Backoff, OutboxWorker
 from host.engine.policy import (
     check_policy,
     check_scales,
-    credit_allows,
     new_balance,
     plan_incoming,
     plan_outgoing,
-    settlement_amount,
 )
 from host.engine.ports import Clock, RandomSource, SettlementPort, Store, SystemClock, Transaction
 from sdk import failpoints

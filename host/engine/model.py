@@ -36,12 +36,13 @@ import enum
 import re
 from dataclasses import dataclass
 
+from host.clearing_rules import ASSET_CODE_RULE, is_asset_code
+from host.clearing_rules import Policy as Policy
 from host.engine.errors import InvalidArgument
 from sdk import contract
 from sdk.amount import MAX_DIGITS, MAX_SCALE, fits
 
 _ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_ASSET_CODE = re.compile(r"[\x21-\x7e]{1,32}")
 
 
 class Direction(enum.StrEnum):
@@ -74,16 +75,6 @@ UNFINISHED_OUTGOING = frozenset(
 OUTBOX_STATES = frozenset(
     {SettlementState.PENDING, SettlementState.SUBMITTED, SettlementState.CREDITED}
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """When to settle and how much credit to extend, at the account's scale (see module doc)."""
-
-    settle_threshold: int
-    settle_to: int
-    min_balance: int
-    max_balance: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +191,8 @@ def check_adaptor_name(name: str) -> str:
 
 def check_asset(asset_code: str, asset_scale: int, ledger_scale: int) -> None:
     """Raise InvalidArgument unless the asset code and both scales are well-formed."""
-    if not _ASSET_CODE.fullmatch(asset_code):
-        raise InvalidArgument(
-            f"asset code {asset_code[:40]!r} is invalid: use 1 to 32 printable ASCII characters"
-        )
+    if not is_asset_code(asset_code):
+        raise InvalidArgument(f"asset code {asset_code[:40]!r} is invalid: use {ASSET_CODE_RULE}")
     for name, scale in (("asset_scale", asset_scale), ("ledger_scale", ledger_scale)):
         if not 0 <= scale <= MAX_SCALE:
             raise InvalidArgument(f"{name} must be 0..{MAX_SCALE}, got {scale}")

@@ -1,13 +1,17 @@
-"""The engine's decisions, as pure functions: when to settle, how much credit, scale conversion.
+"""The engine's decisions, as pure functions: policy checks, balance changes, scale conversion.
 
 Everything follows the sign convention of host.engine.model (balance = what the peer owes us).
-Nothing here does I/O; the engine applies the results inside one store transaction.
+The rules the connector applies too (when to settle, credit limits, what a coherent policy is)
+are host.clearing_rules'; this module turns them into the engine's errors and adds what only
+the engine does. Nothing here does I/O; the engine applies the results inside one store
+transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from host.clearing_rules import policy_problem
 from host.engine.errors import FailedPrecondition, InvalidArgument
 from host.engine.model import Account, Policy, check_amount
 from sdk.amount import MAX_DIGITS, fits, rescale
@@ -21,27 +25,9 @@ def check_policy(policy: Policy) -> Policy:
     """The policy if it is coherent, else InvalidArgument naming the rule it breaks."""
     for field in ("settle_threshold", "settle_to", "min_balance", "max_balance"):
         check_amount(getattr(policy, field), f"policy.{field}")
-    p = policy
-    if p.settle_threshold > 0:
-        raise InvalidArgument(
-            f"policy.settle_threshold must be <= 0 (we settle when we owe the peer), "
-            f"got {p.settle_threshold}"
-        )
-    if not p.settle_threshold <= p.settle_to <= 0:
-        raise InvalidArgument(
-            f"policy.settle_to must be between settle_threshold ({p.settle_threshold}) and 0, "
-            f"got {p.settle_to}"
-        )
-    if p.min_balance > 0:
-        raise InvalidArgument(f"policy.min_balance must be <= 0, got {p.min_balance}")
-    if p.max_balance < 0:
-        raise InvalidArgument(f"policy.max_balance must be >= 0, got {p.max_balance}")
-    if p.min_balance > p.settle_threshold:
-        # Packets stop at min_balance, so a lower threshold would never be reached.
-        raise InvalidArgument(
-            f"policy.settle_threshold ({p.settle_threshold}) must be >= min_balance "
-            f"({p.min_balance}), or the account would never settle"
-        )
+    broken = policy_problem(policy)
+    if broken is not None:
+        raise InvalidArgument(f"policy.{broken.field} {broken.problem}")
     return policy
 
 
@@ -52,28 +38,6 @@ def check_scales(asset_scale: int, ledger_scale: int) -> None:
             f"asset_scale {asset_scale} and ledger_scale {ledger_scale} differ by more than "
             f"{MAX_SCALE_GAP}"
         )
-
-
-def settlement_amount(balance: int, policy: Policy) -> int | None:
-    """How much to settle now (> 0), or None: settle when balance <= threshold, up to settle_to."""
-    if balance > policy.settle_threshold:
-        return None
-    amount = policy.settle_to - balance
-    return amount if amount > 0 else None
-
-
-def credit_allows(balance: int, delta: int, policy: Policy) -> bool:
-    """Whether a balance change stays within the credit limits.
-
-    A change that moves the balance toward the allowed range is always allowed, even if it does
-    not reach it (after an operator lowered a limit, the way back must stay open).
-    """
-    new = balance + delta
-    if delta > 0:
-        return new <= policy.max_balance
-    if delta < 0:
-        return new >= policy.min_balance
-    return True
 
 
 def new_balance(account: Account, delta: int) -> int:

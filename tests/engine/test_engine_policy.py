@@ -10,18 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from host.clearing_rules import credit_allows, settlement_amount
 from host.engine import Account, Direction, Policy, SendResult, Settlement, SettlementState
 from host.engine.errors import FailedPrecondition, InvalidArgument
 from host.engine.model import check_account_id, check_amount, check_idempotency_key
 from host.engine.outbox import Acknowledged, Backoff, Paid, Refused, after_outcome
-from host.engine.policy import (
-    check_policy,
-    check_scales,
-    credit_allows,
-    plan_incoming,
-    plan_outgoing,
-    settlement_amount,
-)
+from host.engine.policy import check_policy, check_scales, plan_incoming, plan_outgoing
 from sdk.amount import rescale
 
 POLICY = Policy(settle_threshold=-1000, settle_to=-200, min_balance=-5000, max_balance=3000)
