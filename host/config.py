@@ -6,8 +6,15 @@ raises :class:`ConfigError` with a message that names the file, the key and what
 
     host.toml: adaptor[1].health.interval: must be a positive number, got "fast"
 
-Unknown keys are refused too (a typo must not pass silently). Path rules, applied here so that
-the rest of the host only sees absolute paths:
+Unknown keys are refused too (a typo must not pass silently), with a hint::
+
+    host.toml: adaptor[0].health.intervall: unknown key (did you mean 'interval'?)
+
+The file's tables are typed models (host.config_schema, on pydantic); this module declares
+them, and builds from them the objects the host runs with, checking what spans tables (an
+account's adaptor exists, each peer has an account). The connector's tables are
+host.connector.config's. Path rules, applied here so that the rest of the host only sees
+absolute paths:
 
 - ``host.state_dir``, ``admin.tls_cert``, ``admin.tls_key``, ``admin.token_file`` and
   ``adaptor.cwd`` are relative to the directory of the config file;
@@ -22,31 +29,45 @@ the rest of the host only sees absolute paths:
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
-import math
 import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Final, Literal, Self
 
+from pydantic import BeforeValidator, Field, PlainValidator, model_validator
+
+from host.clearing_rules import ASSET_CODE_RULE, Policy, is_asset_code, policy_problem
+from host.config_schema import (
+    AccountId,
+    Count,
+    NonNegativeNumber,
+    PositiveNumber,
+    Problem,
+    Table,
+    Text,
+    boolean,
+    host_port,
+    refuse,
+    show,
+    text,
+    validate,
+    whole_number,
+)
 from host.connector.config import (
     DEFAULT_API,
     ConnectorConfig,
-    ConnectorConfigError,
-    parse_connector_config,
+    ConnectorTables,
+    connector_config,
 )
-from host.engine.model import Policy
 from host.store.opening import is_database_url
 from host.supervisor.spec import AdaptorSpec
 from sdk import contract
-from sdk.amount import AmountError, parse_signed
+from sdk.amount import MAX_DIGITS, AmountError, parse_signed
 
 #: Longest unix socket path we accept, in bytes. The kernel limit (sun_path) is 108 on Linux
 #: and 104 on macOS, terminating NUL included; staying well under keeps a config portable.
@@ -55,7 +76,7 @@ MAX_SOCKET_PATH_BYTES: Final = 100
 DEFAULT_STATE_DIR: Final = "var"
 DEFAULT_ADMIN_SOCKET: Final = "admin.sock"
 
-_ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # sdk.contract
 # Variables the host itself sets for every adaptor: a config that sets them breaks the contract.
 _RESERVED_ENV: Final = frozenset(
     {
@@ -70,40 +91,6 @@ _RESERVED_ENV: Final = frozenset(
         contract.ENV_ADAPTOR_NAME,
     }
 )
-
-
-_ADAPTOR_KEYS: Final = (
-    *("name", "command", "env", "cwd", "transport", "auto_mtls"),
-    *("health", "restart", "timeouts"),
-)
-
-
-_ACCOUNT_KEYS: Final = (
-    *("id", "adaptor", "asset_code", "asset_scale"),
-    *("settle_threshold", "settle_to", "min_balance", "max_balance"),
-)
-#: With these defaults an account extends no credit either way, so its balance never falls
-#: below 0 and it never settles by itself. That holds only while min_balance is 0: a negative
-#: min_balance with the default settle_threshold of 0 would settle every debt at once, so an
-#: account that sets min_balance < 0 must say its settle_threshold (checked in _accounts).
-_POLICY_DEFAULTS: Final[dict[str, int]] = {
-    "settle_threshold": 0,
-    "settle_to": 0,
-    "min_balance": 0,
-    "max_balance": 0,
-}
-
-
-def _policy_problem(policy: Policy) -> str:
-    """What is wrong with a policy under the sign convention, or "" (pure)."""
-    if policy.max_balance < 0:
-        return "max_balance must be >= 0 (the credit we extend to the peer)"
-    if not policy.min_balance <= policy.settle_threshold <= policy.settle_to <= 0:
-        return (
-            "need min_balance <= settle_threshold <= settle_to <= 0 (a balance is what the "
-            "peer owes us: we settle when we owe it settle_threshold or more)"
-        )
-    return ""
 
 
 class ConfigError(ValueError):
@@ -265,424 +252,395 @@ def load_config(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    return _Parser(source, _normal(base_dir.absolute()), python).config(document)
+    try:
+        tables = validate(_Document, document)
+        return _Builder(source, _normal(base_dir.absolute()), python).config(tables)
+    except Problem as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
-class _Parser:
-    """Walks the parsed document; every check names its key through ``_fail``."""
+# -- the file's tables ---------------------------------------------------------------------------
+
+#: The timings an adaptor runs with unless its tables say otherwise.
+_SPEC_DEFAULTS: Final = AdaptorSpec(name="defaults", command=("adaptor",))
+
+
+def _adaptor_name(value: object) -> str:
+    name = text(value)
+    if not _ADAPTOR_NAME.fullmatch(name):
+        raise refuse(f"must be 1 to 64 of A-Z a-z 0-9 . _ -, got {show(name)}")
+    return name
+
+
+def _command(value: object) -> object:
+    if isinstance(value, str):
+        raise refuse(f"must be an array of strings (program, then arguments), got {show(value)}")
+    if not isinstance(value, list) or not value:
+        raise refuse(f"must be a non-empty array of strings, got {show(value)}")
+    return value  # each item is checked as Text
+
+
+def _transport(value: object) -> Literal["unix", "tcp"]:
+    if value == "unix":
+        return "unix"
+    if value == "tcp":
+        return "tcp"
+    raise refuse(f'must be "unix" or "tcp", got {show(value)}')
+
+
+def _env_name(value: object) -> str:
+    if not isinstance(value, str) or not value or "=" in value or "\0" in value:
+        raise refuse("not a valid environment variable name")
+    if value in _RESERVED_ENV:
+        raise refuse("is set by the host for every adaptor; remove it")
+    return value
+
+
+def _env_value(value: object) -> str:
+    if not isinstance(value, str):
+        scalar = isinstance(value, bool | int | float)
+        hint = f" (write {json.dumps(show(value))})" if scalar else ""
+        raise refuse(f"must be a string, got {show(value)}{hint}")
+    if "\0" in value:
+        raise refuse("must not contain a NUL character")
+    return value
+
+
+def _amount(value: object) -> int:
+    """An integer amount: a TOML integer or a decimal string (for values beyond 64 bits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_signed(value, 0)
+        except AmountError:
+            pass
+    raise refuse(
+        "must be an integer or a decimal string (base 10, no leading zeros, at most "
+        f"{MAX_DIGITS} digits), got {show(value)}"
+    )
+
+
+def _asset_code(value: object) -> str:
+    code = text(value)
+    if not is_asset_code(code):
+        raise refuse(f"must be {ASSET_CODE_RULE}, got {show(code)}")
+    return code
+
+
+_Amount = Annotated[int, PlainValidator(_amount)]
+_Scale = Annotated[
+    int,
+    PlainValidator(whole_number(0, contract.MAX_SCALE, f"a whole number 0..{contract.MAX_SCALE}")),
+]
+_OptionalText = Annotated[str | None, PlainValidator(text)]
+_OptionalAddress = Annotated[tuple[str, int] | None, PlainValidator(host_port)]
+
+
+class _HostTable(Table):
+    state_dir: Text = DEFAULT_STATE_DIR
+
+
+class _AdminTable(Table):
+    socket: Text = DEFAULT_ADMIN_SOCKET
+    tcp: _OptionalAddress = None
+    tls_cert: _OptionalText = None
+    tls_key: _OptionalText = None
+    token_file: _OptionalText = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        credentials = _credentials(self)
+        for key, value in credentials.items():
+            if self.tcp is None and value is not None:
+                raise refuse("only applies with admin.tcp", key)
+            if self.tcp is not None and value is None:
+                raise refuse(
+                    "required with admin.tcp (the TCP admin API needs TLS and a bearer token)",
+                    key,
+                )
+        return self
+
+
+class _MetricsTable(Table):
+    listen: _OptionalAddress = None
+    engine_listen: _OptionalAddress = None
+    tls_cert: _OptionalText = None
+    tls_key: _OptionalText = None
+    token_file: _OptionalText = None
+
+    @property
+    def engine_address(self) -> tuple[str, int] | None:
+        """Where the engine of a split host serves: as configured, or the next port."""
+        if self.engine_listen is not None or self.listen is None:
+            return self.engine_listen
+        host, port = self.listen
+        return host, port + 1 if 0 < port < 65535 else port
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        credentials = _credentials(self)
+        if self.listen is None:
+            for key in ("engine_listen", *credentials):
+                if key in self.model_fields_set:
+                    raise refuse("only applies with metrics.listen", key)
+            return self
+        missing = [key for key, value in credentials.items() if value is None]
+        if missing and len(missing) < len(credentials):
+            raise refuse("required with metrics.tls_cert, tls_key and token_file", missing[0])
+        if missing:
+            for key, address in (("listen", self.listen), ("engine_listen", self.engine_address)):
+                assert address is not None  # listen is set
+                if not _is_loopback(address[0]):
+                    raise refuse(
+                        f"{address[0]} is not a loopback address: serving metrics beyond this "
+                        "machine needs metrics.tls_cert, metrics.tls_key and metrics.token_file",
+                        key,
+                    )
+        return self
+
+
+def _credentials(table: _AdminTable | _MetricsTable) -> dict[str, str | None]:
+    """The TLS files and the bearer token of a TCP listener, by key."""
+    return {"tls_cert": table.tls_cert, "tls_key": table.tls_key, "token_file": table.token_file}
+
+
+class _HealthTable(Table):
+    interval: PositiveNumber = _SPEC_DEFAULTS.health_interval
+    timeout: PositiveNumber = _SPEC_DEFAULTS.health_timeout
+    failure_threshold: Count = _SPEC_DEFAULTS.failure_threshold
+
+
+class _RestartTable(Table):
+    initial: PositiveNumber = _SPEC_DEFAULTS.backoff_initial
+    max: PositiveNumber = _SPEC_DEFAULTS.backoff_max
+    multiplier: PositiveNumber = _SPEC_DEFAULTS.backoff_multiplier
+    jitter: NonNegativeNumber = _SPEC_DEFAULTS.backoff_jitter
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.max < self.initial:
+            raise refuse(
+                f"must be at least restart.initial ({self.initial}), got {self.max}", "max"
+            )
+        if self.multiplier < 1:
+            raise refuse(f"must be at least 1, got {self.multiplier}", "multiplier")
+        if self.jitter >= 1:
+            raise refuse(f"must be a fraction below 1 (0.2 = 20 %), got {self.jitter}", "jitter")
+        return self
+
+
+class _TimeoutsTable(Table):
+    start: PositiveNumber = _SPEC_DEFAULTS.start_timeout
+    shutdown_grace: NonNegativeNumber = _SPEC_DEFAULTS.shutdown_grace
+    term_grace: NonNegativeNumber = _SPEC_DEFAULTS.term_grace
+
+
+class _AdaptorTable(Table):
+    name: Annotated[str, PlainValidator(_adaptor_name)] = Field(
+        description="every adaptor needs a name"
+    )
+    command: Annotated[tuple[Text, ...], BeforeValidator(_command)] = Field(
+        description="the program to run and its arguments"
+    )
+    env: dict[
+        Annotated[str, PlainValidator(_env_name)], Annotated[str, PlainValidator(_env_value)]
+    ] = Field(default_factory=dict)
+    cwd: Text = "."
+    transport: Annotated[Literal["unix", "tcp"], PlainValidator(_transport)] = "unix"
+    auto_mtls: Annotated[bool | None, PlainValidator(boolean)] = None
+    health: _HealthTable = _HealthTable()
+    restart: _RestartTable = _RestartTable()
+    timeouts: _TimeoutsTable = _TimeoutsTable()
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.transport == "tcp" and self.auto_mtls is False:
+            raise refuse('cannot be false with transport = "tcp"', "auto_mtls")
+        return self
+
+
+class _EngineTable(Table):
+    database: Text = "engine.db"
+
+
+class _AccountTable(Table):
+    id: AccountId = Field(description="the peer account's id")
+    adaptor: Text = Field(description="the name of the [[adaptor]] that settles it")
+    asset_code: Annotated[str, PlainValidator(_asset_code)] = Field(
+        description='what the account counts in, e.g. "USD"'
+    )
+    asset_scale: _Scale = Field(description="how many decimal places its amounts have")
+    # With these defaults an account extends no credit either way, so its balance never falls
+    # below 0 and it never settles by itself. That holds only while min_balance is 0: a
+    # negative min_balance with the default settle_threshold of 0 would settle every debt at
+    # once, so an account that sets min_balance < 0 must say its settle_threshold.
+    settle_threshold: _Amount = 0
+    settle_to: _Amount = 0
+    min_balance: _Amount = 0
+    max_balance: _Amount = 0
+
+    @property
+    def policy(self) -> Policy:
+        """The account's settlement policy (host.clearing_rules)."""
+        return Policy(self.settle_threshold, self.settle_to, self.min_balance, self.max_balance)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.min_balance < 0 and "settle_threshold" not in self.model_fields_set:
+            raise refuse(
+                "required when min_balance is negative: the default 0 would settle every "
+                "debt to the peer at once (e.g. settle_threshold = min_balance settles only "
+                "once the whole credit line is used)",
+                "settle_threshold",
+            )
+        broken = policy_problem(self.policy)
+        if broken is not None:
+            raise refuse(broken.problem, broken.field)
+        return self
+
+
+class _Document(ConnectorTables):
+    """A whole config file: the connector's tables and the host's."""
+
+    host: _HostTable = _HostTable()
+    admin: _AdminTable = _AdminTable()
+    adaptor: tuple[_AdaptorTable, ...] = ()
+    engine: _EngineTable = _EngineTable()
+    account: tuple[_AccountTable, ...] = ()
+    metrics: _MetricsTable = _MetricsTable()
+
+
+# -- from the tables to the host's objects -------------------------------------------------------
+
+
+class _Builder:
+    """Turns checked tables into the host's objects: absolute paths, checks across tables."""
 
     def __init__(self, source: str, base_dir: Path, python: str) -> None:
         self.source = source
         self.base_dir = base_dir
         self.python = python
 
-    def _fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(
-            f"{self.source}: {key}: {problem}" if key else f"{self.source}: {problem}"
-        )
-
-    # -- the document ----------------------------------------------------------------------
-
-    def config(self, document: dict[str, Any]) -> HostConfig:
-        self._known_keys(
-            "",
-            document,
-            (
-                "host",
-                "admin",
-                "adaptor",
-                "engine",
-                "account",
-                "connector",
-                "peer",
-                "route",
-                "metrics",
-            ),
-        )
-        host = self._table("host", document.get("host", {}))
-        self._known_keys("host", host, ("state_dir",))
-        state_dir = self._path("host.state_dir", host.get("state_dir", DEFAULT_STATE_DIR))
-        admin = self._admin(self._table("admin", document.get("admin", {})), state_dir)
-        raw_adaptors = document.get("adaptor", [])
-        if not isinstance(raw_adaptors, list):
-            raise self._fail("adaptor", "must be an array of tables: write [[adaptor]]")
-        adaptors = tuple(
-            self._adaptor(f"adaptor[{index}]", raw) for index, raw in enumerate(raw_adaptors)
-        )
+    def config(self, tables: _Document) -> HostConfig:
+        state_dir = self._path(tables.host.state_dir)
+        adaptors = tuple(self._adaptor(table) for table in tables.adaptor)
         seen: dict[str, int] = {}
         for index, spec in enumerate(adaptors):
             if spec.name in seen:
-                raise self._fail(
+                raise Problem(
                     f"adaptor[{index}].name",
                     f"duplicate adaptor name {spec.name!r} (also adaptor[{seen[spec.name]}])",
                 )
             seen[spec.name] = index
-        accounts = self._accounts(document.get("account", []), set(seen))
-        engine = self._table("engine", document.get("engine", {}))
-        self._known_keys("engine", engine, ("database",))
+        accounts = self._accounts(tables.account, set(seen))
         database: Path | str | None = None
-        if accounts or engine:
-            name = self._string("engine.database", engine.get("database", "engine.db"))
+        if accounts or tables.engine.model_fields_set:
+            name = tables.engine.database
             database = name if is_database_url(name) else _normal(state_dir / name)
-        try:
-            connector = parse_connector_config(document, self.base_dir)
-        except ConnectorConfigError as exc:
-            raise self._fail("", str(exc)) from exc
+        connector = connector_config(tables, self.base_dir)
         if connector is not None:
-            peers = {peer.id for peer in connector.peers}
-            account_ids = {account.id for account in accounts}
-            for index, peer in enumerate(connector.peers):
-                if peer.id not in account_ids:
-                    raise self._fail(
-                        f"peer[{index}].id",
-                        f"no [[account]] with id {peer.id!r}: the engine keeps each peer's "
-                        "clearing balance in its account",
-                    )
-            for index, account in enumerate(accounts):
-                if account.id not in peers:
-                    raise self._fail(
-                        f"account[{index}].id",
-                        f"no [[peer]] with id {account.id!r}: each account is a peer's",
-                    )
-        metrics = self._metrics(self._table("metrics", document.get("metrics", {})))
+            _pair_peers_and_accounts(connector, accounts)
+        metrics = tables.metrics
         return HostConfig(
             self.source,
             self.base_dir,
             state_dir,
-            admin,
+            self._admin(tables.admin, state_dir),
             adaptors,
             accounts,
             database,
             connector,
-            metrics,
+            MetricsConfig(
+                metrics.listen,
+                metrics.engine_address,
+                *self._paths(metrics.tls_cert, metrics.tls_key, metrics.token_file),
+            ),
         )
 
-    def _accounts(self, raw: object, adaptors: set[str]) -> tuple[AccountSpec, ...]:
-        if not isinstance(raw, list):
-            raise self._fail("account", "must be an array of tables: write [[account]]")
-        accounts: list[AccountSpec] = []
-        seen: dict[str, int] = {}
-        for index, item in enumerate(raw):
-            key = f"account[{index}]"
-            table = self._table(key, item)
-            self._known_keys(key, table, _ACCOUNT_KEYS)
-            for required in ("id", "adaptor", "asset_code", "asset_scale"):
-                if required not in table:
-                    raise self._fail(f"{key}.{required}", "is required")
-            account_id = self._string(f"{key}.id", table["id"])
-            if not contract.is_account_id(account_id):
-                raise self._fail(
-                    f"{key}.id", f"must be {contract.ACCOUNT_ID_RULE}, got {_show(account_id)}"
-                )
-            if account_id in seen:
-                raise self._fail(
-                    f"{key}.id", f"duplicate account id (also account[{seen[account_id]}])"
-                )
-            seen[account_id] = index
-            adaptor = self._string(f"{key}.adaptor", table["adaptor"])
-            if adaptor not in adaptors:
-                raise self._fail(f"{key}.adaptor", f"no [[adaptor]] named {adaptor!r}")
-            scale = table["asset_scale"]
-            if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 255:
-                raise self._fail(
-                    f"{key}.asset_scale", f"must be a whole number 0..255, got {_show(scale)}"
-                )
-            values = {
-                name: self._amount(f"{key}.{name}", table.get(name, default))
-                for name, default in _POLICY_DEFAULTS.items()
-            }
-            policy = Policy(**values)
-            if policy.min_balance < 0 and "settle_threshold" not in table:
-                raise self._fail(
-                    f"{key}.settle_threshold",
-                    "required when min_balance is negative: the default 0 would settle every "
-                    "debt to the peer at once (e.g. settle_threshold = min_balance settles only "
-                    "once the whole credit line is used)",
-                )
-            problem = _policy_problem(policy)
-            if problem:
-                raise self._fail(key, problem)
-            accounts.append(
-                AccountSpec(
-                    account_id,
-                    adaptor,
-                    self._string(f"{key}.asset_code", table["asset_code"]),
-                    scale,
-                    policy,
-                )
-            )
-        return tuple(accounts)
-
-    def _amount(self, key: str, value: object) -> int:
-        """An integer amount: a TOML integer or a decimal string (for values beyond 64 bits)."""
-        if isinstance(value, bool):
-            raise self._fail(key, f"must be an integer or a decimal string, got {_show(value)}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return parse_signed(value, 0, key.rpartition(".")[2])
-            except AmountError as exc:
-                raise self._fail(key, str(exc)) from exc
-        raise self._fail(key, f"must be an integer or a decimal string, got {_show(value)}")
-
-    def _admin(self, admin: dict[str, Any], state_dir: Path) -> AdminConfig:
-        self._known_keys("admin", admin, ("socket", "tcp", "tls_cert", "tls_key", "token_file"))
-        socket = _normal(
-            state_dir / self._string("admin.socket", admin.get("socket", DEFAULT_ADMIN_SOCKET))
-        )
+    def _admin(self, admin: _AdminTable, state_dir: Path) -> AdminConfig:
+        socket = _normal(state_dir / admin.socket)
         if len(str(socket).encode()) >= MAX_SOCKET_PATH_BYTES:
-            raise self._fail(
+            raise Problem(
                 "admin.socket",
                 f"the socket path {str(socket)!r} is {len(str(socket).encode())} bytes; unix "
                 f"sockets need under {MAX_SOCKET_PATH_BYTES}: use a shorter host.state_dir "
                 "or an absolute admin.socket",
             )
-        if "tcp" not in admin:
-            for key in ("tls_cert", "tls_key", "token_file"):
-                if key in admin:
-                    raise self._fail(f"admin.{key}", "only applies with admin.tcp")
-            return AdminConfig(socket=socket)
-        tcp = self._address("admin.tcp", admin["tcp"])
-        for key in ("tls_cert", "tls_key", "token_file"):
-            if key not in admin:
-                raise self._fail(
-                    f"admin.{key}",
-                    "required with admin.tcp (the TCP admin API needs TLS and a bearer token)",
-                )
         return AdminConfig(
-            socket=socket,
-            tcp=tcp,
-            tls_cert=self._path("admin.tls_cert", admin["tls_cert"]),
-            tls_key=self._path("admin.tls_key", admin["tls_key"]),
-            token_file=self._path("admin.token_file", admin["token_file"]),
+            socket, admin.tcp, *self._paths(admin.tls_cert, admin.tls_key, admin.token_file)
         )
 
-    def _metrics(self, metrics: dict[str, Any]) -> MetricsConfig:
-        keys = ("listen", "engine_listen", "tls_cert", "tls_key", "token_file")
-        self._known_keys("metrics", metrics, keys)
-        if "listen" not in metrics:
-            for key in keys[1:]:
-                if key in metrics:
-                    raise self._fail(f"metrics.{key}", "only applies with metrics.listen")
-            return MetricsConfig()
-        listen = self._address("metrics.listen", metrics["listen"])
-        engine_listen = (
-            self._address("metrics.engine_listen", metrics["engine_listen"])
-            if "engine_listen" in metrics
-            else (listen[0], listen[1] + 1 if 0 < listen[1] < 65535 else listen[1])
-        )
-        secured = [key for key in keys[2:] if key in metrics]
-        if secured and len(secured) < 3:
-            missing = next(key for key in keys[2:] if key not in metrics)
-            raise self._fail(
-                f"metrics.{missing}", "required with metrics.tls_cert, tls_key and token_file"
-            )
-        if not secured:
-            for key, (host, _port) in (("listen", listen), ("engine_listen", engine_listen)):
-                if not _is_loopback(host):
-                    raise self._fail(
-                        f"metrics.{key}",
-                        f"{host} is not a loopback address: serving metrics beyond this "
-                        "machine needs metrics.tls_cert, metrics.tls_key and metrics.token_file",
-                    )
-            return MetricsConfig(listen, engine_listen)
-        return MetricsConfig(
-            listen,
-            engine_listen,
-            self._path("metrics.tls_cert", metrics["tls_cert"]),
-            self._path("metrics.tls_key", metrics["tls_key"]),
-            self._path("metrics.token_file", metrics["token_file"]),
+    def _accounts(
+        self, tables: tuple[_AccountTable, ...], adaptors: set[str]
+    ) -> tuple[AccountSpec, ...]:
+        seen: dict[str, int] = {}
+        for index, table in enumerate(tables):
+            if table.id in seen:
+                raise Problem(
+                    f"account[{index}].id", f"duplicate account id (also account[{seen[table.id]}])"
+                )
+            seen[table.id] = index
+            if table.adaptor not in adaptors:
+                raise Problem(
+                    f"account[{index}].adaptor", f"no [[adaptor]] named {table.adaptor!r}"
+                )
+        return tuple(
+            AccountSpec(t.id, t.adaptor, t.asset_code, t.asset_scale, t.policy) for t in tables
         )
 
-    def _adaptor(self, key: str, raw: object) -> AdaptorSpec:
-        adaptor = self._table(key, raw)
-        self._known_keys(
-            key,
-            adaptor,
-            _ADAPTOR_KEYS,
-        )
-        if "name" not in adaptor:
-            raise self._fail(f"{key}.name", "missing (every adaptor needs a name)")
-        name = self._string(f"{key}.name", adaptor["name"])
-        if not _ADAPTOR_NAME.fullmatch(name):
-            raise self._fail(
-                f"{key}.name", f"must be 1 to 64 of A-Z a-z 0-9 . _ -, got {_show(name)}"
-            )
-        if "command" not in adaptor:
-            raise self._fail(f"{key}.command", "missing (the program to run and its arguments)")
-        command = self._command(f"{key}.command", adaptor["command"])
-        transport = self._transport(f"{key}.transport", adaptor.get("transport", "unix"))
-        auto_mtls = adaptor.get("auto_mtls", transport == "tcp")
-        if not isinstance(auto_mtls, bool):
-            raise self._fail(f"{key}.auto_mtls", f"must be true or false, got {_show(auto_mtls)}")
-        if transport == "tcp" and not auto_mtls:
-            raise self._fail(f"{key}.auto_mtls", 'cannot be false with transport = "tcp"')
-        cwd = self._path(f"{key}.cwd", adaptor.get("cwd", "."))
-
-        health = self._section(key, adaptor, "health", ("interval", "timeout", "failure_threshold"))
-        restart = self._section(key, adaptor, "restart", ("initial", "max", "multiplier", "jitter"))
-        timeouts = self._section(
-            key, adaptor, "timeouts", ("start", "shutdown_grace", "term_grace")
-        )
-        defaults = AdaptorSpec(name=name, command=command)
-        backoff_initial = self._positive(
-            f"{key}.restart.initial", restart, defaults.backoff_initial
-        )
-        backoff_max = self._positive(f"{key}.restart.max", restart, defaults.backoff_max)
-        if backoff_max < backoff_initial:
-            raise self._fail(
-                f"{key}.restart.max",
-                f"must be at least restart.initial ({backoff_initial}), got {_show(backoff_max)}",
-            )
-        multiplier = self._positive(
-            f"{key}.restart.multiplier", restart, defaults.backoff_multiplier
-        )
-        if multiplier < 1:
-            raise self._fail(f"{key}.restart.multiplier", f"must be at least 1, got {multiplier}")
-        jitter = self._non_negative(f"{key}.restart.jitter", restart, defaults.backoff_jitter)
-        if jitter >= 1:
-            raise self._fail(
-                f"{key}.restart.jitter", f"must be a fraction below 1 (0.2 = 20 %), got {jitter}"
-            )
+    def _adaptor(self, table: _AdaptorTable) -> AdaptorSpec:
         return AdaptorSpec(
-            name=name,
-            command=command,
-            env=self._env(f"{key}.env", adaptor.get("env", {})),
-            cwd=cwd,
-            transport=transport,
-            auto_mtls=auto_mtls,
-            start_timeout=self._positive(f"{key}.timeouts.start", timeouts, defaults.start_timeout),
-            health_interval=self._positive(
-                f"{key}.health.interval", health, defaults.health_interval
-            ),
-            health_timeout=self._positive(f"{key}.health.timeout", health, defaults.health_timeout),
-            failure_threshold=self._count(
-                f"{key}.health.failure_threshold", health, defaults.failure_threshold
-            ),
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            backoff_multiplier=multiplier,
-            backoff_jitter=jitter,
-            shutdown_grace=self._non_negative(
-                f"{key}.timeouts.shutdown_grace", timeouts, defaults.shutdown_grace
-            ),
-            term_grace=self._non_negative(
-                f"{key}.timeouts.term_grace", timeouts, defaults.term_grace
-            ),
+            name=table.name,
+            command=self._command(table.command),
+            env=dict(table.env),
+            cwd=self._path(table.cwd),
+            transport=table.transport,
+            auto_mtls=table.transport == "tcp" if table.auto_mtls is None else table.auto_mtls,
+            start_timeout=table.timeouts.start,
+            health_interval=table.health.interval,
+            health_timeout=table.health.timeout,
+            failure_threshold=table.health.failure_threshold,
+            backoff_initial=table.restart.initial,
+            backoff_max=table.restart.max,
+            backoff_multiplier=table.restart.multiplier,
+            backoff_jitter=table.restart.jitter,
+            shutdown_grace=table.timeouts.shutdown_grace,
+            term_grace=table.timeouts.term_grace,
         )
 
-    # -- value checks ----------------------------------------------------------------------
-
-    def _known_keys(self, key: str, table: Mapping[str, object], known: tuple[str, ...]) -> None:
-        for name in table:
-            if name not in known:
-                where = f"{key}.{name}" if key else name
-                hint = difflib.get_close_matches(name, known, n=1)
-                advice = f"did you mean {hint[0]!r}?" if hint else f"known: {', '.join(known)}"
-                raise self._fail(where, f"unknown key ({advice})")
-
-    def _table(self, key: str, value: object) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self._fail(key, f"must be a table, got {_show(value)}")
-        return value
-
-    def _section(
-        self, key: str, adaptor: dict[str, Any], name: str, known: tuple[str, ...]
-    ) -> dict[str, Any]:
-        section = self._table(f"{key}.{name}", adaptor.get(name, {}))
-        self._known_keys(f"{key}.{name}", section, known)
-        return section
-
-    def _string(self, key: str, value: object) -> str:
-        if not isinstance(value, str):
-            raise self._fail(key, f"must be a string, got {_show(value)}")
-        if not value:
-            raise self._fail(key, "must not be empty")
-        if "\0" in value:
-            raise self._fail(key, "must not contain a NUL character")
-        return value
-
-    def _path(self, key: str, value: object) -> Path:
-        return _normal(self.base_dir / self._string(key, value))
-
-    def _number(self, key: str, table: dict[str, Any], default: float, kind: str) -> float:
-        name = key.rpartition(".")[2]
-        value = table.get(name, default)
-        # bool is an int in Python, but `interval = true` is a mistake, not 1 second.
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._fail(key, f"must be {kind}, got {_show(value)}")
-        if not math.isfinite(value):
-            raise self._fail(key, f"must be {kind}, got {_show(value)}")
-        return float(value)
-
-    def _positive(self, key: str, table: dict[str, Any], default: float) -> float:
-        value = self._number(key, table, default, "a positive number")
-        if value <= 0:
-            raise self._fail(key, f"must be a positive number, got {_show(value)}")
-        return value
-
-    def _non_negative(self, key: str, table: dict[str, Any], default: float) -> float:
-        value = self._number(key, table, default, "a number >= 0")
-        if value < 0:
-            raise self._fail(key, f"must be a number >= 0, got {_show(value)}")
-        return value
-
-    def _count(self, key: str, table: dict[str, Any], default: int) -> int:
-        value = table.get(key.rpartition(".")[2], default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self._fail(key, f"must be a whole number >= 1, got {_show(value)}")
-        return value
-
-    def _command(self, key: str, value: object) -> tuple[str, ...]:
-        if isinstance(value, str):
-            raise self._fail(
-                key, f"must be an array of strings (program, then arguments), got {_show(value)}"
-            )
-        if not isinstance(value, list) or not value:
-            raise self._fail(key, f"must be a non-empty array of strings, got {_show(value)}")
-        argv = [self._string(f"{key}[{index}]", item) for index, item in enumerate(value)]
-        program = argv[0]
+    def _command(self, command: tuple[str, ...]) -> tuple[str, ...]:
+        program, *arguments = command
         if program == "python":
-            argv[0] = self.python
+            program = self.python
         elif "/" in program:
-            argv[0] = str(_normal(self.base_dir / program))
-        return tuple(argv)
+            program = str(self._path(program))
+        return (program, *arguments)
 
-    def _transport(self, key: str, value: object) -> Literal["unix", "tcp"]:
-        if value == "unix":
-            return "unix"
-        if value == "tcp":
-            return "tcp"
-        raise self._fail(key, f'must be "unix" or "tcp", got {_show(value)}')
+    def _path(self, name: str) -> Path:
+        return _normal(self.base_dir / name)
 
-    def _env(self, key: str, value: object) -> dict[str, str]:
-        table = self._table(key, value)
-        env: dict[str, str] = {}
-        for name, item in table.items():
-            where = f"{key}.{name}"
-            if not name or "=" in name or "\0" in name:
-                raise self._fail(where, "not a valid environment variable name")
-            if name in _RESERVED_ENV:
-                raise self._fail(where, "is set by the host for every adaptor; remove it")
-            if not isinstance(item, str):
-                hint = f" (write {json.dumps(_show(item))})" if _is_scalar(item) else ""
-                raise self._fail(where, f"must be a string, got {_show(item)}{hint}")
-            if "\0" in item:
-                raise self._fail(where, "must not contain a NUL character")
-            env[name] = item
-        return env
+    def _paths(self, *names: str | None) -> tuple[Path | None, ...]:
+        return tuple(None if name is None else self._path(name) for name in names)
 
-    def _address(self, key: str, value: object) -> tuple[str, int]:
-        text = self._string(key, value)
-        host, colon, port_text = text.rpartition(":")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise self._fail(
-                key, f'must be "HOST:PORT" with a port from 1 to 65535, got {_show(value)}'
+
+def _pair_peers_and_accounts(connector: ConnectorConfig, accounts: tuple[AccountSpec, ...]) -> None:
+    """Each peer has an account (its clearing balance) and each account is a peer's."""
+    peers = {peer.id for peer in connector.peers}
+    account_ids = {account.id for account in accounts}
+    for index, peer in enumerate(connector.peers):
+        if peer.id not in account_ids:
+            raise Problem(
+                f"peer[{index}].id",
+                f"no [[account]] with id {peer.id!r}: the engine keeps each peer's "
+                "clearing balance in its account",
             )
-        return host, int(port_text)
+    for index, account in enumerate(accounts):
+        if account.id not in peers:
+            raise Problem(
+                f"account[{index}].id",
+                f"no [[peer]] with id {account.id!r}: each account is a peer's",
+            )
 
 
 def _is_loopback(host: str) -> bool:
@@ -701,24 +659,3 @@ def _normal(path: Path) -> Path:
     Lexical, like the shell's ``cd``: no file system access (this module stays pure).
     """
     return Path(os.path.normpath(path))
-
-
-def _is_scalar(value: object) -> bool:
-    return isinstance(value, bool | int | float)
-
-
-def _show(value: object) -> str:
-    """A value as the TOML author wrote it (strings quoted), for error messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, datetime | date | time):
-        return f"a date/time ({value.isoformat()})"
-    return repr(value)

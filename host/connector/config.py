@@ -1,8 +1,9 @@
 """The connector's tables of the host configuration: ``[connector]``, ``[[peer]]``, ``[[route]]``.
 
 :func:`parse_connector_config` takes the parsed TOML document (a dict) and returns a frozen
-:class:`ConnectorConfig`, or None when the document has none of the three tables. Every
-problem is a :class:`ConnectorConfigError` naming the key, e.g.
+:class:`ConnectorConfig`, or None when the document has none of the three tables. The tables
+are typed on host.config_schema (:class:`ConnectorTables`, which the host's whole document
+extends); every problem is a :class:`ConnectorConfigError` naming the key, e.g.
 ``peer[0].url: must be an http(s) URL, got "ftp://b.example"``; unknown keys are refused.
 Pure: no I/O. Example::
 
@@ -47,57 +48,47 @@ its own address from that parent at start.
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
+from pydantic import Field, PlainValidator, model_validator
+
+from host.config_schema import (
+    AccountId,
+    Boolean,
+    Problem,
+    Table,
+    Text,
+    refuse,
+    show,
+    text,
+    validate,
+    whole_number,
+)
 from host.connector.expiry import ExpiryPolicy
 from host.connector.routing import RouteError, check_prefix
 from host.ilp import address
-from sdk import contract
 
-#: An account id, as the settlement engine accepts it.
 #: A bearer token: visible ASCII, no spaces (it goes in an HTTP header).
 _TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
 
-#: What a Connector API on TCP requires: TLS, and the bearer token the engine presents.
-_API_CREDENTIAL_KEYS: Final = ("api_tls_cert", "api_tls_key", "api_token_file")
-_CONNECTOR_KEYS: Final = (
-    *("address", "host", "port"),
-    *("expiry_margin", "safety_margin", "max_hold", "settle_timeout", "api"),
-    "route_broadcast_interval",
-    *_API_CREDENTIAL_KEYS,
-)
 #: Where ``ilp-host connector`` serves the Connector API unless ``connector.api`` says.
 DEFAULT_API = "unix:connector.sock"
-_PEER_KEYS: Final = (
-    *("id", "url", "address", "incoming_token", "outgoing_token", "relation"),
-    *("address_segment", "accept_bare_token", "send_routes", "receive_routes"),
-)
-_REQUIRED_PEER_KEYS: Final = ("id", "url", "incoming_token", "outgoing_token")
 #: How a peer stands to this host (ilp-connector's account relations, RFC 0031).
 Relation = Literal["parent", "child", "peer"]
 RELATIONS: Final[tuple[Relation, ...]] = ("parent", "child", "peer")
 #: An address segment (interledger/rfcs 0015).
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_~-]{1,128}")
-_ROUTE_KEYS: Final = ("prefix", "peer")
 
 
-class ConnectorConfigError(ValueError):
-    """A connector configuration the host refuses; ``key`` says where."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+class ConnectorConfigError(Problem):
+    """A connector configuration the host refuses; ``key`` says where, ``problem`` what."""
 
 
 @dataclass(frozen=True)
@@ -163,308 +154,311 @@ class ConnectorConfig:
     api_credentials: ApiCredentials | None = None
 
 
+# -- the tables' values --------------------------------------------------------------------------
+
+
+def _ilp_address(value: object) -> str:
+    given = text(value)
+    if not address.is_valid(given):
+        raise refuse(f'must be an ILP address like "test.alice" ({address.why_invalid(given)})')
+    if address.is_peer_address(given):
+        raise refuse("must not be a peer.* address (those are link-local)")
+    return given
+
+
+def _seconds(minimum: float) -> PlainValidator:
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise refuse(f"must be a number of seconds, got {show(value)}")
+        if not value >= minimum or value == float("inf"):  # NaN and inf are not durations
+            raise refuse(f"must be at least {minimum}, got {show(value)}")
+        return float(value)
+
+    return PlainValidator(check)
+
+
+def _api_address(value: object) -> str:
+    """``connector.api``: unix:PATH or HOST:PORT."""
+    given = text(value)
+    if given.startswith("unix:"):
+        if not given.removeprefix("unix:"):
+            raise refuse("unix: needs a socket path")
+        return given
+    _host, sep, port = given.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise refuse(f"must be unix:PATH or HOST:PORT, got {show(value)}")
+    return given
+
+
+def _url(value: object) -> str:
+    given = text(value)
+    try:
+        parts = urlsplit(given)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refuse(f"must be an http(s) URL, got {show(given)}")
+    return given
+
+
+def _token(value: object) -> str:
+    given = text(value)
+    if not _TOKEN.fullmatch(given):
+        raise refuse(
+            f"must be 8 to 512 visible ASCII characters without spaces ({len(given)} given)"
+        )
+    return given
+
+
+def _relation(value: object) -> Relation:
+    for relation in RELATIONS:
+        if value == relation:
+            return relation
+    raise refuse(f'must be "parent", "child" or "peer", got {show(value)}')
+
+
+def _route_prefix(value: object) -> str:
+    if not isinstance(value, str):  # "" is the default route
+        raise refuse(f"must be a string, got {show(value)}")
+    try:
+        return check_prefix(value)
+    except RouteError as exc:
+        raise refuse(str(exc)) from None
+
+
+_IlpAddress = Annotated[str | None, PlainValidator(_ilp_address)]
+_ExpirySeconds = Annotated[float, _seconds(0)]
+_Token = Annotated[str, PlainValidator(_token), Field(repr=False)]
+_DEFAULT_EXPIRY: Final = ExpiryPolicy()
+
+
+# -- the tables ----------------------------------------------------------------------------------
+
+
+class ConnectorTable(Table):
+    """``[connector]``."""
+
+    address: _IlpAddress = None
+    host: Text = "127.0.0.1"
+    port: Annotated[int, PlainValidator(whole_number(0, 65535, "0 to 65535"))] = Field(
+        description="the TCP port peers POST packets to; 0 picks a free one"
+    )
+    expiry_margin: _ExpirySeconds = _DEFAULT_EXPIRY.margin.total_seconds()
+    safety_margin: _ExpirySeconds = _DEFAULT_EXPIRY.safety_margin.total_seconds()
+    max_hold: _ExpirySeconds = _DEFAULT_EXPIRY.max_hold.total_seconds()
+    settle_timeout: _ExpirySeconds = 30.0
+    api: Annotated[str, PlainValidator(_api_address)] = DEFAULT_API
+    route_broadcast_interval: Annotated[float, _seconds(0.1)] = 30.0
+    api_tls_cert: Text | None = None
+    api_tls_key: Text | None = None
+    api_token_file: Text | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.max_hold <= self.safety_margin:
+            raise refuse(
+                f"must exceed connector.safety_margin ({self.safety_margin}), got {self.max_hold}",
+                "max_hold",
+            )
+        if self.settle_timeout <= 0:
+            raise refuse("must be a positive number", "settle_timeout")
+        self._credential_files()
+        return self
+
+    def api_credentials(self, base_dir: Path) -> ApiCredentials | None:
+        """The Connector API's credentials, relative paths taken from ``base_dir``."""
+        files = self._credential_files()
+        if files is None:
+            return None
+        return ApiCredentials(*(Path(os.path.normpath(base_dir / name)) for name in files))
+
+    def _credential_files(self) -> tuple[str, str, str] | None:
+        """The TLS files and token of a TCP ``api``: required there, refused elsewhere.
+
+        Loopback is no exception: every local user can connect to a loopback port, and the
+        API moves balances (an ApplyBalanceDelta makes the engine pay on the ledger).
+        """
+        files = {
+            "api_tls_cert": self.api_tls_cert,
+            "api_tls_key": self.api_tls_key,
+            "api_token_file": self.api_token_file,
+        }
+        if self.api.startswith("unix:"):
+            for name, value in files.items():
+                if value is not None:
+                    raise refuse(
+                        "only applies with a TCP connector.api (a unix socket is reached "
+                        "through its file mode, 0600)",
+                        name,
+                    )
+            return None
+        given = []
+        for name, value in files.items():
+            if value is None:
+                raise refuse(
+                    f"required with a TCP connector.api ({self.api}): the Connector API moves "
+                    "balances, so on TCP it needs TLS and a bearer token (or use a unix: socket)",
+                    name,
+                )
+            given.append(value)
+        cert, key, token = given
+        return cert, key, token
+
+
+class PeerTable(Table):
+    """One ``[[peer]]``."""
+
+    # A peer's id is the id of its account.
+    id: AccountId = Field(description="its account's id")
+    url: Annotated[str, PlainValidator(_url)] = Field(description="where it takes packets")
+    address: _IlpAddress = None
+    incoming_token: _Token = Field(description="what the peer presents to us")
+    outgoing_token: _Token = Field(description="what we present to the peer")
+    relation: Annotated[Relation, PlainValidator(_relation)] = "peer"
+    address_segment: Annotated[str, PlainValidator(text)] = ""
+    accept_bare_token: Boolean = False
+    send_routes: Boolean = True
+    receive_routes: Boolean = True
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.relation != "child":
+            if "address_segment" in self.model_fields_set:
+                raise refuse("only applies to a child", "address_segment")
+            return self
+        if self.address is not None:
+            raise refuse(
+                "a child has no configured address: it is this host's address + "
+                '"." + address_segment (default: the id), and the child learns it by ILDCP',
+                "address",
+            )
+        segment = self.address_segment or self.id
+        if not _SEGMENT.fullmatch(segment):
+            raise refuse(
+                f"must be an address segment (A-Z a-z 0-9 _ ~ -), got {show(segment)}"
+                + ("" if self.address_segment else " (from the id: set one)"),
+                "address_segment",
+            )
+        return self
+
+
+class RouteTable(Table):
+    """One ``[[route]]``."""
+
+    prefix: Annotated[str, PlainValidator(_route_prefix)] = Field(
+        description='the destinations it covers; "" is the default route'
+    )
+    peer: Text = Field(description="the id of the peer they go to")
+
+
+class ConnectorTables(Table):
+    """The connector's tables of a config file; the host's document extends it."""
+
+    connector: ConnectorTable | None = None
+    peer: tuple[PeerTable, ...] = ()
+    route: tuple[RouteTable, ...] = ()
+
+
+# -- the checked configuration -------------------------------------------------------------------
+
+
 def parse_connector_config(
     document: Mapping[str, Any], base_dir: Path = Path(".")
 ) -> ConnectorConfig | None:
     """The connector configuration of a parsed TOML document, or None if it has none.
 
     Relative paths (the Connector API's credentials) are taken from ``base_dir``."""
-    if not any(name in document for name in ("connector", "peer", "route")):
+    tables = {name: document[name] for name in ConnectorTables.model_fields if name in document}
+    try:
+        return connector_config(validate(ConnectorTables, tables), base_dir)
+    except Problem as exc:
+        raise ConnectorConfigError(exc.key, exc.problem) from None
+
+
+def connector_config(tables: ConnectorTables, base_dir: Path) -> ConnectorConfig | None:
+    """The configuration of validated tables, checked across them; None if there are none."""
+    given = tables.model_fields_set & set(ConnectorTables.model_fields)
+    if not given:
         return None
-    if "connector" not in document:
-        name = "peer" if "peer" in document else "route"
+    table = tables.connector
+    if table is None:
+        name = "peer" if "peer" in given else "route"
         raise ConnectorConfigError(
             name, "needs a [connector] table (this host's ILP address and port)"
         )
-    table = _table("connector", document["connector"])
-    _known_keys("connector", table, _CONNECTOR_KEYS)
-    own = _ilp_address("connector.address", table["address"]) if "address" in table else None
-    if "port" not in table:
-        raise ConnectorConfigError(
-            "connector.port", "missing (the TCP port peers POST packets to; 0 picks a free one)"
-        )
-    port = table["port"]
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConnectorConfigError("connector.port", f"must be 0 to 65535, got {_show(port)}")
-    host = _string("connector.host", table.get("host", "127.0.0.1"))
-    defaults = ExpiryPolicy()
-    margin = _seconds("connector.expiry_margin", table, defaults.margin, minimum=0)
-    safety = _seconds("connector.safety_margin", table, defaults.safety_margin, minimum=0)
-    max_hold = _seconds("connector.max_hold", table, defaults.max_hold, minimum=0)
-    if max_hold <= safety:
-        raise ConnectorConfigError(
-            "connector.max_hold",
-            f"must exceed connector.safety_margin ({safety.total_seconds()}), "
-            f"got {max_hold.total_seconds()}",
-        )
-    settle_timeout = _seconds("connector.settle_timeout", table, timedelta(seconds=30), minimum=0)
-    if settle_timeout <= timedelta(0):
-        raise ConnectorConfigError("connector.settle_timeout", "must be a positive number")
-    api = _api_address(table.get("api", DEFAULT_API))
-    credentials = _api_credentials(table, api, base_dir)
-    interval = _seconds(
-        "connector.route_broadcast_interval", table, timedelta(seconds=30), minimum=0.1
-    )
-    peers = _peers(document.get("peer", []), own)
-    if own is None and not any(peer.relation == "parent" for peer in peers):
+    peers = _peers(tables.peer, table.address)
+    if table.address is None and not any(peer.relation == "parent" for peer in peers):
         raise ConnectorConfigError(
             "connector.address",
             "missing (this host's ILP address; it may be left out only when a [[peer]] has "
             'relation = "parent", from which the host then learns it by ILDCP)',
         )
-    routes = _routes(document.get("route", []), {peer.id for peer in peers})
     return ConnectorConfig(
-        address=own,
-        port=port,
-        host=host,
+        address=table.address,
+        port=table.port,
+        host=table.host,
         peers=peers,
-        routes=routes,
-        expiry=ExpiryPolicy(margin=margin, safety_margin=safety, max_hold=max_hold),
-        settle_timeout=settle_timeout.total_seconds(),
-        api=api,
-        api_credentials=credentials,
-        route_broadcast_interval=interval.total_seconds(),
+        routes=_routes(tables.route, {peer.id for peer in peers}),
+        expiry=ExpiryPolicy(
+            margin=timedelta(seconds=table.expiry_margin),
+            safety_margin=timedelta(seconds=table.safety_margin),
+            max_hold=timedelta(seconds=table.max_hold),
+        ),
+        settle_timeout=table.settle_timeout,
+        api=table.api,
+        api_credentials=table.api_credentials(base_dir),
+        route_broadcast_interval=table.route_broadcast_interval,
     )
 
 
-def _api_address(value: object) -> str:
-    """``connector.api``: unix:PATH or HOST:PORT."""
-    text = _string("connector.api", value)
-    if text.startswith("unix:"):
-        if not text.removeprefix("unix:"):
-            raise ConnectorConfigError("connector.api", "unix: needs a socket path")
-        return text
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ConnectorConfigError(
-            "connector.api", f"must be unix:PATH or HOST:PORT, got {_show(value)}"
-        )
-    return text
-
-
-def _api_credentials(table: Mapping[str, Any], api: str, base_dir: Path) -> ApiCredentials | None:
-    """The TLS files and token of a TCP ``connector.api``: required there, refused elsewhere.
-
-    Loopback is no exception: every local user can connect to a loopback port, and the API
-    moves balances (an ApplyBalanceDelta makes the engine pay on the ledger).
-    """
-    if api.startswith("unix:"):
-        for key in _API_CREDENTIAL_KEYS:
-            if key in table:
-                raise ConnectorConfigError(
-                    f"connector.{key}",
-                    "only applies with a TCP connector.api (a unix socket is reached through "
-                    "its file mode, 0600)",
-                )
-        return None
-    paths = []
-    for key in _API_CREDENTIAL_KEYS:
-        if key not in table:
-            raise ConnectorConfigError(
-                f"connector.{key}",
-                f"required with a TCP connector.api ({api}): the Connector API moves balances, "
-                "so on TCP it needs TLS and a bearer token (or use a unix: socket)",
-            )
-        paths.append(Path(os.path.normpath(base_dir / _string(f"connector.{key}", table[key]))))
-    return ApiCredentials(*paths)
-
-
-def _peers(raw: object, own: str | None) -> tuple[PeerConfig, ...]:
-    if not isinstance(raw, list):
-        raise ConnectorConfigError("peer", "must be an array of tables: write [[peer]]")
-    peers: list[PeerConfig] = []
+def _peers(tables: tuple[PeerTable, ...], own: str | None) -> tuple[PeerConfig, ...]:
     ids: dict[str, str] = {}
     addresses: dict[str, str] = {}
     tokens: dict[str, str] = {}
-    for index, item in enumerate(raw):
+    peers: list[PeerConfig] = []
+    for index, table in enumerate(tables):
         key = f"peer[{index}]"
-        table = _table(key, item)
-        _known_keys(key, table, _PEER_KEYS)
-        for name in _REQUIRED_PEER_KEYS:
-            if name not in table:
-                raise ConnectorConfigError(f"{key}.{name}", "missing")
-        peer_id = _string(f"{key}.id", table["id"])
-        # A peer's id is the id of its account: the contract's account grammar.
-        if not contract.is_account_id(peer_id):
-            raise ConnectorConfigError(
-                f"{key}.id", f"must be {contract.ACCOUNT_ID_RULE}, got {_show(peer_id)}"
-            )
-        _unique(ids, peer_id, f"{key}.id", "peer id")
-        url = _url(f"{key}.url", table["url"])
-        relation = table.get("relation", "peer")
-        if relation not in RELATIONS:
-            raise ConnectorConfigError(
-                f"{key}.relation", f'must be "parent", "child" or "peer", got {_show(relation)}'
-            )
-        segment = ""
-        peer_address: str | None = None
-        if relation == "child":
-            if "address" in table:
-                raise ConnectorConfigError(
-                    f"{key}.address",
-                    "a child has no configured address: it is this host's address + "
-                    '"." + address_segment (default: the id), and the child learns it by ILDCP',
-                )
-            segment = _string(f"{key}.address_segment", table.get("address_segment", peer_id))
-            if not _SEGMENT.fullmatch(segment):
-                raise ConnectorConfigError(
-                    f"{key}.address_segment",
-                    f"must be an address segment (A-Z a-z 0-9 _ ~ -), got {_show(segment)}"
-                    + ("" if "address_segment" in table else " (from the id: set one)"),
-                )
-        else:
-            if "address_segment" in table:
-                raise ConnectorConfigError(f"{key}.address_segment", "only applies to a child")
-            if "address" in table:
-                peer_address = _ilp_address(f"{key}.address", table["address"])
-        if peer_address is not None:
-            if peer_address == own:
+        _unique(ids, table.id, f"{key}.id", "peer id")
+        if table.address is not None:
+            if table.address == own:
                 raise ConnectorConfigError(f"{key}.address", "is this host's own address")
-            _unique(addresses, peer_address, f"{key}.address", "peer address")
-        incoming = _token(f"{key}.incoming_token", table["incoming_token"])
-        _unique(tokens, incoming, f"{key}.incoming_token", "incoming token")
-        outgoing = _token(f"{key}.outgoing_token", table["outgoing_token"])
-        flags = {
-            name: _boolean(f"{key}.{name}", table.get(name, default))
-            for name, default in (
-                ("accept_bare_token", False),
-                ("send_routes", True),
-                ("receive_routes", True),
-            )
-        }
+            _unique(addresses, table.address, f"{key}.address", "peer address")
+        _unique(tokens, table.incoming_token, f"{key}.incoming_token", "incoming token")
         peers.append(
             PeerConfig(
-                peer_id,
-                url,
-                peer_address,
-                incoming,
-                outgoing,
-                relation=relation,
-                address_segment=segment,
-                **flags,
+                table.id,
+                table.url,
+                table.address,
+                table.incoming_token,
+                table.outgoing_token,
+                relation=table.relation,
+                address_segment=(table.address_segment or table.id)
+                if table.relation == "child"
+                else "",
+                accept_bare_token=table.accept_bare_token,
+                send_routes=table.send_routes,
+                receive_routes=table.receive_routes,
             )
         )
     return tuple(peers)
 
 
-def _routes(raw: object, peer_ids: set[str]) -> tuple[RouteConfig, ...]:
-    if not isinstance(raw, list):
-        raise ConnectorConfigError("route", "must be an array of tables: write [[route]]")
-    routes: list[RouteConfig] = []
+def _routes(tables: tuple[RouteTable, ...], peer_ids: set[str]) -> tuple[RouteConfig, ...]:
     prefixes: dict[str, str] = {}
-    for index, item in enumerate(raw):
+    for index, table in enumerate(tables):
         key = f"route[{index}]"
-        table = _table(key, item)
-        _known_keys(key, table, _ROUTE_KEYS)
-        for name in _ROUTE_KEYS:
-            if name not in table:
-                raise ConnectorConfigError(f"{key}.{name}", "missing")
-        prefix = table["prefix"]
-        if not isinstance(prefix, str):
-            raise ConnectorConfigError(f"{key}.prefix", f"must be a string, got {_show(prefix)}")
-        try:
-            check_prefix(prefix)
-        except RouteError as exc:
-            raise ConnectorConfigError(f"{key}.prefix", str(exc)) from None
-        _unique(prefixes, prefix, f"{key}.prefix", "route prefix")
-        peer = _string(f"{key}.peer", table["peer"])
-        if peer not in peer_ids:
+        _unique(prefixes, table.prefix, f"{key}.prefix", "route prefix")
+        if table.peer not in peer_ids:
             known = ", ".join(sorted(peer_ids)) or "none configured"
-            raise ConnectorConfigError(f"{key}.peer", f"no peer has id {_show(peer)} ({known})")
-        routes.append(RouteConfig(prefix, peer))
-    return tuple(routes)
-
-
-# -- value checks --------------------------------------------------------------------------
+            raise ConnectorConfigError(
+                f"{key}.peer", f"no peer has id {show(table.peer)} ({known})"
+            )
+    return tuple(RouteConfig(table.prefix, table.peer) for table in tables)
 
 
 def _unique(seen: dict[str, str], value: str, key: str, what: str) -> None:
     if value in seen:
-        shown = "" if "token" in what else f" {_show(value)}"
+        shown = "" if "token" in what else f" {show(value)}"
         raise ConnectorConfigError(key, f"duplicate {what}{shown} (also {seen[value]})")
     seen[value] = key
-
-
-def _known_keys(key: str, table: Mapping[str, object], known: tuple[str, ...]) -> None:
-    for name in table:
-        if name not in known:
-            hint = difflib.get_close_matches(name, known, n=1)
-            advice = f"did you mean {hint[0]!r}?" if hint else f"known: {', '.join(known)}"
-            raise ConnectorConfigError(f"{key}.{name}", f"unknown key ({advice})")
-
-
-def _table(key: str, value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConnectorConfigError(key, f"must be a table, got {_show(value)}")
-    return value
-
-
-def _string(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ConnectorConfigError(key, f"must be a string, got {_show(value)}")
-    if not value:
-        raise ConnectorConfigError(key, "must not be empty")
-    return value
-
-
-def _ilp_address(key: str, value: object) -> str:
-    text = _string(key, value)
-    if not address.is_valid(text):
-        raise ConnectorConfigError(
-            key, f'must be an ILP address like "test.alice" ({address.why_invalid(text)})'
-        )
-    if address.is_peer_address(text):
-        raise ConnectorConfigError(key, "must not be a peer.* address (those are link-local)")
-    return text
-
-
-def _boolean(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConnectorConfigError(key, f"must be true or false, got {_show(value)}")
-    return value
-
-
-def _url(key: str, value: object) -> str:
-    text = _string(key, value)
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConnectorConfigError(key, f"must be an http(s) URL, got {_show(text)}")
-    return text
-
-
-def _token(key: str, value: object) -> str:
-    text = _string(key, value)
-    if not _TOKEN.fullmatch(text):
-        raise ConnectorConfigError(
-            key, f"must be 8 to 512 visible ASCII characters without spaces ({len(text)} given)"
-        )
-    return text
-
-
-def _seconds(key: str, table: Mapping[str, Any], default: timedelta, minimum: float) -> timedelta:
-    value = table.get(key.rpartition(".")[2], default.total_seconds())
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConnectorConfigError(key, f"must be a number of seconds, got {_show(value)}")
-    if value < minimum:
-        raise ConnectorConfigError(key, f"must be at least {minimum}, got {_show(value)}")
-    return timedelta(seconds=value)
-
-
-def _show(value: object) -> str:
-    """A value as the TOML author wrote it (strings quoted), for error messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value[:80], ensure_ascii=False)
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from host.config import ConfigError, connector_api_target, for_role, load_config
-from host.engine import Policy
+from host.engine import InvalidArgument, Policy
+from host.engine.policy import check_policy
 
 BASE = Path("/srv/ilp")
 ADAPTOR = """
@@ -102,7 +106,7 @@ def test_default_policy_never_settles_by_itself() -> None:
             ADAPTOR + ACCOUNT.replace("settle_threshold = -100000\n", ""),
             "account[0].settle_threshold: required when min_balance is negative",
         ),
-        (ADAPTOR + ACCOUNT.replace('asset_code = "USD"\n', ""), "account[0].asset_code: is"),
+        (ADAPTOR + ACCOUNT.replace('asset_code = "USD"\n', ""), "account[0].asset_code: missing"),
         (
             ADAPTOR + ACCOUNT + PEER.replace('id = "bob"', 'id = "carol"'),
             "peer[0].id: no [[account]]",
@@ -116,6 +120,34 @@ def test_refusals_name_the_key(text: str, words: str) -> None:
         load_config(text, BASE, source="alice.toml")
     assert words in str(refused.value)
     assert str(refused.value).startswith("alice.toml: ")
+
+
+@given(
+    threshold=st.integers(-3, 3),
+    settle_to=st.integers(-3, 3),
+    min_balance=st.integers(-3, 3),
+    max_balance=st.integers(-3, 3),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_config_and_the_engine_accept_the_same_policies(
+    threshold: int, settle_to: int, min_balance: int, max_balance: int
+) -> None:
+    """One rule (host.clearing_rules): a policy the file accepts is one the engine accepts."""
+    policy = Policy(threshold, settle_to, min_balance, max_balance)
+    account = "\n".join(
+        line for line in ACCOUNT.splitlines() if not line.startswith(("settle", "min_", "max_"))
+    )
+    keys = "".join(
+        f"{name} = {getattr(policy, name)}\n" for name in (f.name for f in fields(Policy))
+    )
+    try:
+        (spec,) = load_config(f"{ADAPTOR}{account}\n{keys}", BASE).accounts
+    except ConfigError:
+        with pytest.raises(InvalidArgument):
+            check_policy(policy)
+    else:
+        assert spec.policy == policy
+        assert check_policy(policy) is policy
 
 
 # -- one file, two processes (proposal 2) ---------------------------------------------------------
