@@ -93,12 +93,25 @@ def test_default_policy_never_settles_by_itself() -> None:
         (ADAPTOR + ACCOUNT.replace("asset_scale = 6", "asset_scale = 300"), "asset_scale"),
         (ADAPTOR + ACCOUNT.replace('id = "bob"', 'id = "b o b"'), "account[0].id"),
         (ADAPTOR + ACCOUNT + ACCOUNT, "duplicate account id"),
-        (ADAPTOR + ACCOUNT.replace('settle_to = "0"', 'settle_to = "1.5"'), "settle_to"),
+        (
+            ADAPTOR + ACCOUNT.replace('settle_to = "0"', 'settle_to = "1.5"'),
+            "account[0].settle_to: must be an integer or a decimal string (base 10, no leading "
+            'zeros, at most 78 digits), got "1.5"',
+        ),
+        (
+            ADAPTOR + ACCOUNT.replace('asset_code = "USD"', 'asset_code = "U S D"'),
+            "account[0].asset_code: must be 1 to 32 printable ASCII characters without the space",
+        ),
+        (ADAPTOR + ACCOUNT.replace("[[account]]", "[[acount]]"), "acount: unknown key (did you"),
         (ADAPTOR + ACCOUNT.replace('settle_to = "0"', "settle_to = true"), "settle_to"),
-        (ADAPTOR + ACCOUNT.replace("max_balance = 1000000", "max_balance = -1"), "max_balance"),
+        (
+            ADAPTOR + ACCOUNT.replace("max_balance = 1000000", "max_balance = -1"),
+            "account[0].max_balance: must be >= 0 (the credit we extend to the peer), got -1",
+        ),
         (
             ADAPTOR + ACCOUNT.replace("settle_threshold = -100000", "settle_threshold = 5"),
-            "min_balance <= settle_threshold <= settle_to <= 0",
+            "account[0].settle_threshold: must be <= 0 (we settle when we owe the peer; "
+            "min_balance <= settle_threshold <= settle_to <= 0), got 5",
         ),
         (ADAPTOR + ACCOUNT.replace("max_balance", "max_balanse"), "did you mean 'max_balance'"),
         # The default settle_threshold (0) with credit extended would settle every debt at once.
