@@ -48,6 +48,7 @@ its own address from that parent at start.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -168,9 +169,13 @@ def _ilp_address(value: object) -> str:
 
 def _seconds(minimum: float) -> PlainValidator:
     def check(value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)  # nan and inf are not durations
+        ):
             raise refuse(f"must be a number of seconds, got {show(value)}")
-        if not value >= minimum or value == float("inf"):  # NaN and inf are not durations
+        if value < minimum:
             raise refuse(f"must be at least {minimum}, got {show(value)}")
         return float(value)
 

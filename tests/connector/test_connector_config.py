@@ -121,6 +121,7 @@ def edit(path: str, value: object) -> dict[str, Any]:
         ("connector.host", "", "connector.host: must not be empty"),
         ("connector.expiry_margin", -1, "connector.expiry_margin: must be at least 0"),
         ("connector.safety_margin", "1s", "connector.safety_margin: must be a number of seconds"),
+        ("connector.max_hold", float("inf"), "connector.max_hold: must be a number of seconds"),
         ("connector.max_hold", 0.5, "connector.max_hold: must exceed connector.safety_margin"),
         ("connector.settle_timeout", 0, "connector.settle_timeout: must be a positive number"),
         ("connector.adress", "x", "connector.adress: unknown key (did you mean 'address'?)"),
