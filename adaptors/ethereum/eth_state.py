@@ -13,14 +13,22 @@ What it must not forget across crashes:
 - ``incoming``: confirmed payments to us, with whether the host acknowledged them.
 
 Every write that must not tear (sign + nonce counter; incoming + cursor) is one transaction.
-``synchronous=FULL``: a signed transaction reported as stored must survive a power cut, or a
-restart could sign another transaction for the same key with a fresh nonce.
+Only the commits of signed transactions are synced to disk before they return
+(``synchronous=FULL`` for them): a signed transaction reported as stored must survive a power
+cut, or a restart could sign another transaction for the same key with a fresh nonce. Every
+other write is something the chain can tell again (a payment's outcome is its receipt; the
+incoming cursor reads the same blocks again and the engine dedups their ids; an acknowledgement
+lost is a re-delivery), so it commits to the write-ahead log without waiting for the disk
+(``synchronous=NORMAL``, still atomic and ordered: the next synced commit syncs it too). That
+is three disk syncs fewer on a settlement's path, about 3 ms each.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +134,7 @@ class EthState:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             (version,) = self._db.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
                 raise RuntimeError(
@@ -148,6 +156,16 @@ class EthState:
     def _transaction(self) -> sqlite3.Connection:
         self._db.execute("BEGIN IMMEDIATE")
         return self._db
+
+    @contextmanager
+    def _synced_transaction(self) -> Iterator[None]:
+        """A transaction on disk when its commit returns (see the module docstring)."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction():
+                yield
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     # -- meta -----------------------------------------------------------------------------------
 
@@ -264,7 +282,7 @@ class EthState:
         """Store a payment's first (or, after a failure, next) signed transaction, and move
         the nonce counter past it, in one transaction: from here on the key is that
         transaction until the chain says otherwise."""
-        with self._transaction():
+        with self._synced_transaction():
             self._db.execute(
                 "INSERT INTO payments (idempotency_key, account_id, amount, payee, nonce, status) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO UPDATE SET "
@@ -279,7 +297,7 @@ class EthState:
         self, key: str, tx_hash: str, raw: bytes, nonce: int, max_fee: int, tip: int
     ) -> None:
         """Store a fee-bumped version (same nonce) of a payment's transaction."""
-        with self._transaction():
+        with self._synced_transaction():
             self._insert_attempt(key, tx_hash, raw, nonce, max_fee, tip)
 
     def _insert_attempt(
