@@ -25,7 +25,15 @@ from typing import Any, Final, NoReturn
 
 import eth_peering
 import grpc
-from eth_chain import balance_of_call, decimals_call, decode_string, decode_uint, symbol_call
+from eth_chain import (
+    TRANSFER_GAS,
+    balance_of_call,
+    decimals_call,
+    decode_string,
+    decode_uint,
+    spendable,
+    symbol_call,
+)
 from eth_config import ENV_STATE_DB, Config, ConfigError
 from eth_follower import Follower
 from eth_payer import Asset, Chain, Payer, Refusal, wait_final
@@ -44,6 +52,9 @@ from sdk.pb.ilphost.types.v1 import types_pb2
 NAME: Final = "ethereum"
 VERSION: Final = "0.1.0"
 CAPABILITIES: Final = ("send_money", "receive_money", "data", "balance", "accounts")
+#: In ETH, gas is paid from the settled balance: a payment lowers GetBalance by more than its
+#: amount (the contract's capability "fees").
+ETH_CAPABILITIES: Final = (*CAPABILITIES, "fees")
 LEDGER: Final = "ledger"
 EXCHANGE_TIMEOUT: Final = 10.0
 
@@ -338,7 +349,7 @@ class EthereumAdaptor(sdk.Adaptor):
             ledger="ethereum",
             asset_code=asset.code,
             asset_scale=asset.scale,
-            capabilities=CAPABILITIES,
+            capabilities=CAPABILITIES if asset.token else ETH_CAPABILITIES,
             contract_versions=self.contract_versions,
         )
 
@@ -525,11 +536,16 @@ class EthereumAdaptor(sdk.Adaptor):
     async def GetBalance(
         self, request: adaptor_pb2.GetBalanceRequest, context: sdk.Context
     ) -> adaptor_pb2.GetBalanceResponse:
-        """The address's balance on chain (latest block), in ETH or in the token."""
+        """What the address can pay out: in ETH, its balance with the transactions the node
+        has pending, less the most one transfer may spend on gas at today's fees (the rule
+        SendMoney refuses by); in a token, its token balance (gas is paid in ETH)."""
         asset = await self._known_asset(context)
         try:
             if asset.token is None:
-                balance = await self._rpc.balance(self._config.address)
+                held, fees = await asyncio.gather(
+                    self._rpc.balance(self._config.address, "pending"), self._chain.fees()
+                )
+                balance = spendable(held, TRANSFER_GAS, fees.max_fee)
             else:
                 balance = decode_uint(
                     await self._rpc.eth_call(

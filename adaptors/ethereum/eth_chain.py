@@ -192,6 +192,17 @@ class Fees:
         return Fees(max_fee=max_fee, tip=min(tip, max_fee))
 
 
+#: Gas of a plain ETH transfer to an address without code: exact, whatever the fees.
+TRANSFER_GAS: Final = 21_000
+
+
+def spendable(balance: int, gas: int, max_fee: int) -> int:
+    """What ``balance`` wei can pay in one transaction of ``gas`` at ``max_fee`` per gas: the
+    rest is the most that transaction may spend on gas. A transfer of more is refused before
+    it is signed, and GetBalance reports this (in ETH) as the liquidity left to settle with."""
+    return max(0, balance - gas * max_fee)
+
+
 def confirmed_height(head: int, confirmations: int) -> int:
     """The highest block with at least ``confirmations`` blocks on it (itself included)."""
     return head - confirmations + 1

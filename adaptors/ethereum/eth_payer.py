@@ -27,6 +27,7 @@ from typing import Any, Final
 import grpc
 from eth_account.signers.local import LocalAccount
 from eth_chain import (
+    TRANSFER_GAS,
     Fees,
     TransferLog,
     confirmed_height,
@@ -34,11 +35,12 @@ from eth_chain import (
     parse_transfer_log,
     revert_reason,
     settlement_id,
+    spendable,
     transfer_call,
 )
 from eth_config import Config
 from eth_rpc import JsonRpc, NodeUnavailable, RpcError
-from eth_state import COMPLETED, FAILED, PENDING, EthState, Payment
+from eth_state import COMPLETED, FAILED, PENDING, Attempt, EthState, Payment
 
 from sdk import failpoints
 from sdk.stdio import Log
@@ -46,6 +48,8 @@ from sdk.stdio import Log
 #: Failpoints of the crash tests (see sdk.failpoints).
 AFTER_SIGN: Final = failpoints.ADAPTOR_ETH_AFTER_SIGN
 AFTER_BROADCAST: Final = failpoints.ADAPTOR_ETH_AFTER_BROADCAST
+#: Seconds a payment's nonce must look taken by another signer before the payment fails.
+DISPLACED_AFTER: Final = 2.0
 
 
 class Refusal(Exception):
@@ -104,6 +108,8 @@ class Payer:
         self._log = log
         self._signer = asyncio.Lock()
         self._keys: dict[str, asyncio.Lock] = {}
+        #: Payments whose nonce looked spent by another signer, and since when (monotonic).
+        self._suspects: dict[str, float] = {}
 
     @property
     def address(self) -> str:
@@ -180,13 +186,13 @@ class Payer:
             if isinstance(answer, BaseException):
                 raise answer
         assert isinstance(estimate, int) and isinstance(fees, Fees) and isinstance(balance, int)
-        gas = estimate if estimate <= 21_000 else estimate * 5 // 4  # state may change
-        needed = gas * fees.max_fee + call["value"]
-        if balance < needed:
+        gas = estimate if estimate <= TRANSFER_GAS else estimate * 5 // 4  # state may change
+        if call["value"] > spendable(balance, gas, fees.max_fee):
             raise Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"insufficient liquidity: {self.address} holds {balance} wei, the transaction "
-                f"may cost {needed} wei (value + gas {gas} x max fee {fees.max_fee})",
+                f"may cost {gas * fees.max_fee + call['value']} wei (value + gas {gas} x max fee "
+                f"{fees.max_fee})",
             )
         return call, gas, fees
 
@@ -235,6 +241,7 @@ class Payer:
             assert result is not None
             if result.status != PENDING:
                 self._keys.pop(key, None)
+                self._suspects.pop(key, None)
             return result
 
     async def _progress(self, payment: Payment) -> None:
@@ -262,10 +269,8 @@ class Payer:
         if chain_nonce < payment.nonce:
             await self._fill_gap(chain_nonce, payment.nonce)
         if chain_nonce > payment.nonce:
-            # Our nonce is spent. Look once more: a version may have been mined meanwhile.
-            for attempt in attempts:
-                if await self._rpc.receipt(attempt.tx_hash) is not None:
-                    return
+            if not await self._displaced(payment, attempts, confirmed):
+                return
             reason = (
                 f"nonce {payment.nonce} of {self.address} was used by a transaction this "
                 "adaptor did not sign; nothing was paid"
@@ -279,6 +284,25 @@ class Payer:
             await self._broadcast(newest_raw, payment.key)
         elif await self._rpc.call("eth_getTransactionByHash", newest.tx_hash) is None:
             await self._broadcast(newest.raw, payment.key)
+
+    async def _displaced(self, payment: Payment, attempts: list[Attempt], confirmed: int) -> bool:
+        """Whether the payment's nonce was spent by a transaction this adaptor did not sign.
+
+        A node can show a nonce as used a moment before it serves the receipt of the transaction
+        that used it (anvil in automine does, under load): seen once, that looks exactly like
+        another signer's transaction, and failing the payment would let the engine's retry pay a
+        second time. So the verdict needs the nonce spent at the confirmed height, no receipt
+        for any version asked after that, and the same seen again ``DISPLACED_AFTER`` seconds
+        later."""
+        if confirmed < 0 or await self._rpc.nonce(self.address, hex(confirmed)) <= payment.nonce:
+            self._suspects.pop(payment.key, None)
+            return False  # spent in a block not yet confirmed: wait for it
+        for attempt in attempts:
+            if await self._rpc.receipt(attempt.tx_hash) is not None:
+                self._suspects.pop(payment.key, None)
+                return False
+        first_seen = self._suspects.setdefault(payment.key, time.monotonic())
+        return time.monotonic() - first_seen >= DISPLACED_AFTER
 
     async def _fill_gap(self, first: int, end: int) -> None:
         """Broadcast again the stored transactions of nonces ``first``..``end - 1``: the chain

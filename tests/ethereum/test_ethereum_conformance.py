@@ -1,10 +1,11 @@
 """The conformance suite against the Ethereum adaptor on a real anvil node
 (``--use-adaptor-config``: the adaptor's environment says where its chain is).
 
-It settles in the demo ERC-20, whose balances move by exactly the amount paid (an ETH payment
-also pays gas, which the suite's balance check cannot tell from a second payment). The suite's
-peers are pinned to anvil development addresses, and one of them paid the adaptor before the
-run, so the incoming checks have a settlement to look at.
+Once in the demo ERC-20, whose balances move by exactly the amount paid, and once in ETH, where
+a payment also pays gas from the balance GetBalance reports: the adaptor declares the
+capability ``fees`` and the suite checks "at least the amount, and the same key once more moves
+nothing". The suite's peers are pinned to anvil development addresses, and one of them paid the
+adaptor before the run, so the incoming checks have a settlement to look at.
 """
 
 from __future__ import annotations
@@ -15,25 +16,32 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from host.anvil import DEV_KEYS, Anvil, address_of_key
 from host.conformance import CHECKS, Outcome, SuiteOptions, run_suite
 from host.conformance.checks.registry import FORGOTTEN, OTHER, PEER
 from tests.ethereum.harness import ADAPTOR
 
 
-def test_the_ethereum_adaptor_conforms_on_anvil() -> None:
+@pytest.mark.parametrize("asset", ["erc20", "eth"])
+def test_the_ethereum_adaptor_conforms_on_anvil(asset: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ileth"))
     node = Anvil.start(workdir / "anvil.log")
     try:
-        token = node.deploy_token(DEV_KEYS[0], 6, 10**15)
         adaptor_key, peer_key = DEV_KEYS[1], DEV_KEYS[2]
-        node.transfer_token(DEV_KEYS[0], token, address_of_key(adaptor_key), 10**9)
-        node.transfer_token(DEV_KEYS[0], token, address_of_key(peer_key), 10**9)
-        node.transfer_token(peer_key, token, address_of_key(adaptor_key), 4_321)
-        env = {
+        env = {}
+        if asset == "erc20":
+            token = node.deploy_token(DEV_KEYS[0], 6, 10**15)
+            node.transfer_token(DEV_KEYS[0], token, address_of_key(adaptor_key), 10**9)
+            node.transfer_token(DEV_KEYS[0], token, address_of_key(peer_key), 10**9)
+            node.transfer_token(peer_key, token, address_of_key(adaptor_key), 4_321)
+            env["ILP_ETHEREUM_TOKEN"] = token
+        else:
+            node.send(peer_key, address_of_key(adaptor_key), 4_321)
+        env |= {
             "ILP_ETHEREUM_RPC_URL": node.url,
             "ILP_ETHEREUM_PRIVATE_KEY": adaptor_key,
-            "ILP_ETHEREUM_TOKEN": token,
             "ILP_ADAPTOR_STATE_DB": str(workdir / "adaptor.db"),
             "ILP_ETHEREUM_CONFIRMATIONS": "1",
             "ILP_ETHEREUM_POLL_INTERVAL": "0.05",
@@ -67,7 +75,12 @@ def test_the_ethereum_adaptor_conforms_on_anvil() -> None:
         simledger_messages = {"receive_data.reply", "peer_message.request", "peer_message.refused"}
         assert skipped <= simledger_messages | {"stdio"}, explain
         reasons = {r.name: r.reason for r in result.results}
-        assert "paid 123 once (by GetBalance)" in reasons["send_money.idempotent"], explain
+        paid = reasons["send_money.idempotent"]
+        if asset == "erc20":
+            assert "paid 123 once (by GetBalance)" in paid, explain
+        else:
+            assert "paid 123 once (by GetBalance, with the fees)" in paid, explain
+            assert "the key once more moved nothing" in paid, explain
         assert "4321" in reasons["watch_events.incoming"], explain
     finally:
         node.stop()

@@ -13,7 +13,7 @@ from sdk.connectivity import Connectivity
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 
 KNOWN_CAPABILITIES: Final = frozenset(
-    {"send_money", "receive_money", "data", "balance", "accounts"}
+    {"send_money", "receive_money", "data", "balance", "accounts", "fees"}
 )
 
 

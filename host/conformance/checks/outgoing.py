@@ -1,12 +1,16 @@
 """Checks of SendMoney: it pays, once per idempotency key, and refuses what is malformed.
 
 Where the suite can see money (on its own ledger both sides of the payment, else GetBalance
-when declared) it checks that exactly the amount moved. Off the suite's ledger, an adaptor that
+when declared) it checks that exactly the amount moved; at least the amount when the ledger
+takes fees from the balance GetBalance reports (capability ``fees``), and then that the same key
+once more moves nothing at all. Off the suite's ledger, an adaptor that
 cannot pay (FAILED_PRECONDITION: no liquidity, peer unknown) is skipped, not failed: the suite
 cannot fund a ledger it does not run.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 
@@ -59,6 +63,7 @@ async def _paid_once(session: Session, before: Balances, value: int) -> str:
     if not before.observable:
         return "(payments not observable: not on the suite's ledger, no balance capability)"
     latest = before
+    fees = before.peer is None and "fees" in session.capabilities
 
     def moved(now: Balances) -> tuple[int | None, int | None]:
         """(what left the adaptor's account, what reached the peer's), None where unseen."""
@@ -72,12 +77,27 @@ async def _paid_once(session: Session, before: Balances, value: int) -> str:
     await session.poll(settled, session.options.event_timeout)
     paid, got = moved(latest)
     problems = []
-    if paid is not None and paid != value:
+    if paid is not None and (paid < value if fees else paid != value):
         problems.append(f"the adaptor's settlement account went down by {paid}, not {value}")
     if got is not None and got != value:
         problems.append(f"the peer's ledger account received {got}, not {value}")
     fail_if(problems)
-    return f"paid {value} once ({'on the ledger' if got is not None else 'by GetBalance'})"
+    if got is not None:
+        return f"paid {value} once (on the ledger)"
+    return f"paid {value} once (by GetBalance{', with the fees' if fees else ''})"
+
+
+async def _pays_nothing_more(session: Session, request: adaptor_pb2.SendMoneyRequest) -> str:
+    """With fees, "paid once" is "at least the amount": check besides that the key once more,
+    after its payment is seen, moves nothing (watched for the quiet period)."""
+    settled = await session.balances(PEER)
+    await session.call("SendMoney", request)
+    quiet = session.options.quiet_period
+    await asyncio.sleep(quiet)
+    after = await session.balances(PEER)
+    if after != settled:
+        raise CheckFailed(f"the same key once more moved money: {settled} became {after}")
+    return f"the key once more moved nothing in {quiet:g} s"
 
 
 @check(
@@ -104,6 +124,8 @@ async def send_idempotent(session: Session) -> str:
         )
     try:
         seen = await _paid_once(session, before, value)
+        if before.peer is None and "fees" in session.capabilities:
+            seen += "; " + await _pays_nothing_more(session, request)
     except CheckFailed as exc:
         problems.append(str(exc))
     fail_if(problems)

@@ -62,6 +62,8 @@ class GetInfoRequest(_message.Message):
       "data"            ReceiveData is implemented and Engine.SendData is used.
       "balance"         GetBalance is implemented.
       "accounts"        SetupAccount/DeleteAccount do real work (otherwise they are no-ops).
+      "fees"            the ledger charges fees to the balance GetBalance reports: a payment
+                        lowers it by more than its amount (Ethereum's gas, paid in ETH).
 
     GetInfoRequest has no fields.
     """
