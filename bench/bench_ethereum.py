@@ -8,7 +8,10 @@ Two peered hosts (real processes), each with the Ethereum adaptor, on one anvil 
    transaction) at 1 confirmation; anvil with ``--block-time 1`` at 1 and at 12 confirmations.
 2. The floor, measured in the same run on the same node: this process signs an ETH transfer,
    sends it raw and polls for its receipt every millisecond (send -> receipt).
-3. Settlements per second in automine: a threshold of one gwei makes every packet settle; from
+3. The host's own path, in the same run: the same two hosts and the same measurement on the
+   simulated ledger (which answers at once), so that what the Ethereum adaptors add shows apart
+   from what any settlement costs.
+4. Settlements per second in automine: a threshold of one gwei makes every packet settle; from
    the first packet until every settlement is paid by Alice and acknowledged by Bob.
 
 Prints Markdown; asserts nothing. ``--quick`` for a short run.
@@ -120,6 +123,13 @@ def latency(block_time: float | None, confirmations: int, times: int) -> tuple[f
     return statistics.median(trips), statistics.median(bare)
 
 
+def host_path(times: int) -> float:
+    """Median settlement latency of the same hosts on the simulated ledger, ms."""
+    with workdir() as directory, peered_hosts(directory) as (alice, bob, _):
+        settle_one(alice, bob)  # warm-up
+        return statistics.median(settle_one(alice, bob) for _ in range(times))
+
+
 def throughput(count: int) -> tuple[int, float]:
     """(settlements, settlements per second) with every packet settling, automine."""
     with (
@@ -161,13 +171,23 @@ def main() -> None:
         "| node floor, send to receipt (median) | ratio |"
     )
     print("|---|---:|---:|---:|---:|")
+    automine: tuple[float, float] | None = None
     for name, block_time, confirmations, times in modes:
         settled, bare = latency(block_time, confirmations, times)
+        automine = automine or (settled, bare)
         print(
             f"| {name} | {confirmations} | {settled:.1f} ms | {bare:.1f} ms "
             f"| {settled / bare:.1f}x |",
             flush=True,
         )
+    assert automine is not None
+    host = host_path(n)
+    added = automine[0] - host
+    print(
+        f"\nThe host's own path (the same hosts on the simulated ledger): {host:.1f} ms; in "
+        f"automine the Ethereum adaptors add {added:.1f} ms to it, {added / automine[1]:.1f}x "
+        "the node floor."
+    )
     count, rate = throughput(100 if args.quick else 300)
     print(
         f"\nSettlements per second in automine, every packet settling: {count} settlements, "
