@@ -14,9 +14,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from eth_account import Account
 from eth_utils import keccak
 
-from host.anvil import DEV_KEYS, Anvil
+from host.anvil import CHAIN_ID, DEV_KEYS, Anvil, address_of_key
 from sdk import failpoints
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.types.v1 import types_pb2
@@ -255,5 +256,59 @@ async def test_a_pending_transaction_is_replaced_with_higher_fees_and_pays_once(
             assert nonce(node, "alice") == nonce_before + 1
             mined = node.call("eth_getTransactionByHash", done.settlement_id)
             assert pool is None or int(mined["maxFeePerGas"], 16) > int(pool["maxFeePerGas"], 16)
+    finally:
+        node.stop()
+
+
+@run_async
+async def test_a_nonce_taken_by_another_signer_fails_the_payment_and_the_retry_pays_once(
+    workdir: Path,
+) -> None:
+    """Another transaction signed with alice's key (a configuration mistake) replaces her
+    pending payment's transaction in the pool and is mined: the payment fails, saying so, and
+    paid nothing; the engine's retry of the key makes a new attempt that pays once."""
+    node = Anvil.start(workdir / "anvil.log")
+    try:
+        env = {"ILP_ETHEREUM_SEND_WAIT": "0.2"}
+        async with pair(
+            adaptor_env(node, workdir, "alice", **env), adaptor_env(node, workdir, "bob")
+        ) as p:
+            await p.setup_accounts()
+            bob_before = node.balance(ADDRESSES["bob"])
+            node.call("evm_setAutomine", False)
+            pending = await p["alice"].send("taken-1", ETHER, 18)
+            assert pending.status == apb.SETTLEMENT_STATUS_PENDING
+            taken = nonce(node, "alice")
+            other = Account.sign_transaction(
+                {
+                    "type": 2,
+                    "chainId": CHAIN_ID,
+                    "nonce": taken,
+                    "to": address_of_key(DEV_KEYS[3]),
+                    "value": 1,
+                    "gas": 21_000,
+                    "maxFeePerGas": 1000 * 10**9,
+                    "maxPriorityFeePerGas": 100 * 10**9,
+                },
+                KEYS["alice"],
+            )
+            node.call("eth_sendRawTransaction", "0x" + bytes(other.raw_transaction).hex())
+            node.call("evm_setAutomine", True)
+            node.mine()
+            assert nonce(node, "alice") == taken + 1
+            assert node.call("eth_getTransactionReceipt", pending.settlement_id) is None
+
+            # The verdict may come from a SendMoney or from the adaptor's own look at the
+            # chain (then the next SendMoney already retries): its log line says it either way.
+            process = p["alice"].process
+            assert process is not None
+            async with asyncio.timeout(60):
+                await process.wait_for_output("settlement displaced", stream="stderr")
+            assert b"did not sign" in process.stderr
+            assert node.balance(ADDRESSES["bob"]) == bob_before
+            done = await until(lambda: _completed(p["alice"], "taken-1", ETHER), "retry paid")
+            assert done.settlement_id != pending.settlement_id
+            assert node.balance(ADDRESSES["bob"]) - bob_before == ETHER
+            assert nonce(node, "alice") == taken + 2
     finally:
         node.stop()

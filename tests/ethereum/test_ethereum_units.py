@@ -63,6 +63,13 @@ def test_fee_bumps_rise_by_more_than_ten_percent_and_stop_at_the_cap() -> None:
     assert eth_chain.confirmed_height(head=100, confirmations=12) == 89
 
 
+def test_what_a_balance_can_pay_keeps_the_most_its_transaction_may_burn_in_gas() -> None:
+    gas, max_fee = eth_chain.TRANSFER_GAS, 3 * 10**9
+    assert eth_chain.spendable(10**18, gas, max_fee) == 10**18 - 21_000 * 3 * 10**9
+    assert eth_chain.spendable(gas * max_fee, gas, max_fee) == 0
+    assert eth_chain.spendable(gas * max_fee - 1, gas, max_fee) == 0  # never negative
+
+
 def test_peer_messages_round_trip_and_mismatches_name_both_sides() -> None:
     ours = eth_peering.SettlementAccount(31337, ADDRESS, TOKEN)
     assert eth_peering.parse_request(eth_peering.request(ours)) == ours
