@@ -75,8 +75,12 @@ async def test_eth_settlement_beyond_64_bits_paid_once_and_reported_once(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await p["alice"].send("settle-1", value + 1, 18)
         assert refused.value.code() == Code.ALREADY_EXISTS
+        # What alice can pay out: her balance less the most one transfer may burn in gas.
         balance = await p["alice"].adaptor.GetBalance(apb.GetBalanceRequest(), timeout=10)
-        assert int(balance.balance.value) == node.balance(ADDRESSES["alice"])
+        base = int(node.call("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
+        tip = int(node.call("eth_maxPriorityFeePerGas"), 16)
+        gas_reserve = 21_000 * (2 * base + tip)
+        assert int(balance.balance.value) == node.balance(ADDRESSES["alice"]) - gas_reserve
 
         # Bob moves to a token: the two sides no longer settle in the same asset, and each
         # refuses the other's account, naming both assets.
