@@ -57,6 +57,10 @@ CAPABILITIES: Final = ("send_money", "receive_money", "data", "balance", "accoun
 ETH_CAPABILITIES: Final = (*CAPABILITIES, "fees")
 LEDGER: Final = "ledger"
 EXCHANGE_TIMEOUT: Final = 10.0
+#: Seconds between looks at the chain while the node announces new blocks: polling is then only
+#: the fallback, and at ILP_ETHEREUM_POLL_INTERVAL two adaptors' polls cost a loaded machine
+#: more than they find.
+ANNOUNCED_POLL_INTERVAL: Final = 1.0
 
 
 def _delay(attempt: int, first: float, cap: float) -> float:
@@ -87,6 +91,8 @@ class EthereumAdaptor(sdk.Adaptor):
         self._resources = contextlib.AsyncExitStack()
         #: Set when the node announces a block (ILP_ETHEREUM_WS_URL): look at once.
         self._new_block = asyncio.Event()
+        #: Whether blocks are being announced (a live subscription).
+        self._announced = False
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -162,7 +168,7 @@ class EthereumAdaptor(sdk.Adaptor):
                     await self._move_payments()
                     if not more:
                         with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(self._config.poll_interval):
+                            async with asyncio.timeout(self._poll_interval()):
                                 await self._new_block.wait()
                         self._new_block.clear()
             except asyncio.CancelledError:
@@ -180,6 +186,11 @@ class EthereumAdaptor(sdk.Adaptor):
             await asyncio.sleep(delay)
             self._connections.move(LEDGER, Connectivity.CONNECTING)
 
+    def _poll_interval(self) -> float:
+        if self._announced:
+            return max(self._config.poll_interval, ANNOUNCED_POLL_INTERVAL)
+        return self._config.poll_interval
+
     async def _watch_new_blocks(self, ws_url: str) -> None:
         """Wake the follower on every block the node announces; polling covers the gaps."""
         attempt = 0
@@ -187,12 +198,14 @@ class EthereumAdaptor(sdk.Adaptor):
             try:
                 async for _ in new_heads(ws_url):
                     attempt = 0
+                    self._announced = True
                     self._new_block.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if attempt == 0:
                     self.log.warn("new-block subscription lost; polling", error=_reason(exc))
+            self._announced = False
             attempt += 1
             await asyncio.sleep(_delay(attempt, 0.2, 5.0))
 
