@@ -113,7 +113,8 @@ class Follower:
             last_hash = str(block["hash"])
             for tx in block.get("transactions") or []:
                 to, value = tx.get("to"), from_quantity(tx.get("value", "0x0"))
-                if not to or value == 0 or to_checksum_address(to) != self._address:
+                # In lower case: a checksum costs a keccak per transaction of the block.
+                if not to or value == 0 or str(to).lower() != self._address.lower():
                     continue
                 receipt = await self._rpc.receipt(tx["hash"])
                 if receipt is None or from_quantity(receipt["status"]) != 1:

@@ -86,10 +86,20 @@ class Chain:
         # -1 while the chain is shorter than the confirmations: nothing is confirmed yet.
         return max(-1, confirmed_height(head, self.config.confirmations))
 
+    async def is_confirmed(self, block: int) -> bool:
+        """Whether a block of the chain (one that holds a receipt) counts as final."""
+        if self.config.confirmations == 1:
+            return True  # the block itself is its one confirmation: no need to ask the height
+        return block <= await self.confirmed_height()
+
     async def fees(self) -> Fees:
-        latest = await self.rpc.block("latest")
+        latest, tip = await asyncio.gather(self.rpc.block("latest"), self.rpc.tip())
+        return self.fees_of(latest, tip)
+
+    def fees_of(self, latest: dict[str, Any] | None, tip: int) -> Fees:
+        """The fees of a transaction signed now, from the latest block and the node's tip."""
         base = from_quantity((latest or {}).get("baseFeePerGas", "0x0"))
-        return Fees.for_base_fee(base, await self.rpc.tip(), self.config.max_fee)
+        return Fees.for_base_fee(base, tip, self.config.max_fee)
 
 
 class Payer:
@@ -166,26 +176,24 @@ class Payer:
             "value": hex(call["value"]),
             "data": call["data"],
         }
-        # Three independent questions, asked at once: the estimate doubles as a dry run.
-        estimate, fees, balance = await asyncio.gather(
-            self._rpc.estimate_gas(query),
-            self._chain.fees(),
-            self._rpc.balance(self.address, "pending"),
-            return_exceptions=True,
+        # Independent questions, asked in one round trip: the estimate doubles as a dry run.
+        estimated, latest, tip, held = await self._rpc.batch(
+            ("eth_estimateGas", (query,)),
+            ("eth_getBlockByNumber", ("latest", False)),
+            ("eth_maxPriorityFeePerGas", ()),
+            ("eth_getBalance", (self.address, "pending")),
         )
-        for answer in (estimate, fees, balance):
-            if isinstance(answer, NodeUnavailable):
-                raise answer
-        if isinstance(estimate, RpcError):
+        if isinstance(estimated, RpcError):
             raise Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the transfer would fail on chain ({revert_reason(estimate.revert_data)}; "
-                f"{estimate.message}); nothing was signed",
-            ) from estimate
-        for answer in (estimate, fees, balance):
-            if isinstance(answer, BaseException):
+                f"the transfer would fail on chain ({revert_reason(estimated.revert_data)}; "
+                f"{estimated.message}); nothing was signed",
+            ) from estimated
+        for answer in (latest, tip, held):
+            if isinstance(answer, RpcError):
                 raise answer
-        assert isinstance(estimate, int) and isinstance(fees, Fees) and isinstance(balance, int)
+        estimate, balance = from_quantity(estimated), from_quantity(held)
+        fees = self._chain.fees_of(latest if isinstance(latest, dict) else None, from_quantity(tip))
         gas = estimate if estimate <= TRANSFER_GAS else estimate * 5 // 4  # state may change
         if call["value"] > spendable(balance, gas, fees.max_fee):
             raise Refusal(
@@ -246,13 +254,11 @@ class Payer:
 
     async def _progress(self, payment: Payment) -> None:
         attempts = self._state.attempts(payment.key, payment.nonce)
-        confirmed, *receipts = await asyncio.gather(
-            self._chain.confirmed_height(), *(self._rpc.receipt(a.tx_hash) for a in attempts)
-        )
+        receipts = await asyncio.gather(*(self._rpc.receipt(a.tx_hash) for a in attempts))
         for attempt, receipt in zip(attempts, receipts, strict=True):
             if receipt is None:
                 continue
-            if from_quantity(receipt["blockNumber"]) > confirmed:
+            if not await self._chain.is_confirmed(from_quantity(receipt["blockNumber"])):
                 return  # mined, not yet confirmed
             if from_quantity(receipt["status"]) == 1:
                 sid = self._settlement_id(receipt, payment)
@@ -269,7 +275,7 @@ class Payer:
         if chain_nonce < payment.nonce:
             await self._fill_gap(chain_nonce, payment.nonce)
         if chain_nonce > payment.nonce:
-            if not await self._displaced(payment, attempts, confirmed):
+            if not await self._displaced(payment, attempts):
                 return
             reason = (
                 f"nonce {payment.nonce} of {self.address} was used by a transaction this "
@@ -285,7 +291,7 @@ class Payer:
         elif await self._rpc.call("eth_getTransactionByHash", newest.tx_hash) is None:
             await self._broadcast(newest.raw, payment.key)
 
-    async def _displaced(self, payment: Payment, attempts: list[Attempt], confirmed: int) -> bool:
+    async def _displaced(self, payment: Payment, attempts: list[Attempt]) -> bool:
         """Whether the payment's nonce was spent by a transaction this adaptor did not sign.
 
         A node can show a nonce as used a moment before it serves the receipt of the transaction
@@ -294,6 +300,7 @@ class Payer:
         second time. So the verdict needs the nonce spent at the confirmed height, no receipt
         for any version asked after that, and the same seen again ``DISPLACED_AFTER`` seconds
         later."""
+        confirmed = await self._chain.confirmed_height()
         if confirmed < 0 or await self._rpc.nonce(self.address, hex(confirmed)) <= payment.nonce:
             self._suspects.pop(payment.key, None)
             return False  # spent in a block not yet confirmed: wait for it

@@ -58,26 +58,42 @@ class JsonRpc:
 
     async def call(self, method: str, *params: Any) -> Any:
         """Call ``method``; its result, RpcError or NodeUnavailable."""
+        reply = await self._post(method, self._body(method, params))
+        result = _result(method, reply)
+        if isinstance(result, RpcError):
+            raise result
+        return result
+
+    async def batch(self, *calls: tuple[str, tuple[Any, ...]]) -> list[Any]:
+        """Several calls in one request (a JSON-RPC batch: one round trip instead of one each):
+        each call's result, or its RpcError as a value; NodeUnavailable for them all."""
+        what = "+".join(method for method, _ in calls)
+        bodies = [self._body(method, params) for method, params in calls]
+        replies = await self._post(what, bodies)
+        if not isinstance(replies, list):
+            raise NodeUnavailable(f"{what}: the node answered {str(replies)[:80]!r}")
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict)}
+        results = []
+        for body, (method, _) in zip(bodies, calls, strict=True):
+            if body["id"] not in by_id:
+                raise NodeUnavailable(f"{what}: no answer to {method}")
+            results.append(_result(method, by_id[body["id"]]))
+        return results
+
+    def _body(self, method: str, params: tuple[Any, ...]) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+
+    async def _post(self, what: str, body: Any) -> Any:
+        """POST a request (or batch); the decoded reply, or NodeUnavailable."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
         try:
             async with self._session.post(self.url, json=body) as response:
                 if response.status >= 500:
-                    raise NodeUnavailable(f"{method}: HTTP {response.status} from the node")
-                reply = await response.json(content_type=None)
+                    raise NodeUnavailable(f"{what}: HTTP {response.status} from the node")
+                return await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise NodeUnavailable(f"{method}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(reply, dict):
-            raise NodeUnavailable(f"{method}: the node answered {str(reply)[:80]!r}")
-        error = reply.get("error")
-        if error is not None:
-            if not isinstance(error, dict):
-                raise NodeUnavailable(f"{method}: malformed error {str(error)[:80]!r}")
-            raise RpcError(
-                method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data")
-            )
-        return reply.get("result")
+            raise NodeUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     # -- the calls the adaptor makes, typed --------------------------------------------------
 
@@ -103,9 +119,6 @@ class JsonRpc:
         ref = hex(tag) if isinstance(tag, int) else tag
         return str(await self.call("eth_call", tx, ref))
 
-    async def estimate_gas(self, tx: dict[str, Any]) -> int:
-        return from_quantity(await self.call("eth_estimateGas", tx))
-
     async def tip(self) -> int:
         return from_quantity(await self.call("eth_maxPriorityFeePerGas"))
 
@@ -119,6 +132,21 @@ class JsonRpc:
     async def logs(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         result = await self.call("eth_getLogs", query)
         return list(result or [])
+
+
+def _result(method: str, reply: Any) -> Any:
+    """The result of one JSON-RPC reply; its error as an RpcError value; NodeUnavailable if
+    the reply is not JSON-RPC."""
+    if not isinstance(reply, dict):
+        raise NodeUnavailable(f"{method}: the node answered {str(reply)[:80]!r}")
+    error = reply.get("error")
+    if error is None:
+        return reply.get("result")
+    if not isinstance(error, dict):
+        raise NodeUnavailable(f"{method}: malformed error {str(error)[:80]!r}")
+    return RpcError(
+        method, int(error.get("code", 0)), str(error.get("message", "")), error.get("data")
+    )
 
 
 async def new_heads(ws_url: str) -> AsyncIterator[int]:
