@@ -8,9 +8,9 @@ Two peered hosts (real processes), each with the Ethereum adaptor, on one anvil 
    transaction) at 1 confirmation; anvil with ``--block-time 1`` at 1 and at 12 confirmations.
 2. The floor, measured in the same run on the same node: this process signs an ETH transfer,
    sends it raw and polls for its receipt every millisecond (send -> receipt).
-3. The host's own path, in the same run: the same two hosts and the same measurement on the
-   simulated ledger (which answers at once), so that what the Ethereum adaptors add shows apart
-   from what any settlement costs.
+3. The host's own path, interleaved with the automine settlements: the same two hosts and the
+   same measurement on the simulated ledger (which answers at once), so that what the Ethereum
+   adaptors add shows apart from what any settlement costs, under the same load.
 4. Settlements per second in automine: a threshold of one gwei makes every packet settle; from
    the first packet until every settlement is paid by Alice and acknowledged by Bob.
 
@@ -20,6 +20,7 @@ Prints Markdown; asserts nothing. ``--quick`` for a short run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -106,28 +107,31 @@ def settle_one(alice: Host, bob: Host) -> float:
     raise RuntimeError("a settlement was not credited within 120 s")
 
 
-def latency(block_time: float | None, confirmations: int, times: int) -> tuple[float, float]:
-    """(median settlement latency, median floor), ms, in one run."""
+def latency(
+    block_time: float | None, confirmations: int, times: int, *, host_path: bool = False
+) -> tuple[float, float, float | None]:
+    """(median settlement latency, median floor, median latency of the same hosts on the
+    simulated ledger if ``host_path``), ms, in one run."""
     with (
         workdir() as directory,
+        workdir() as simulated,
         ethereum_chain(
             directory, "ethereum", block_time=block_time, confirmations=confirmations
         ) as chain,
         peered_hosts(directory, chain=chain) as (alice, bob, _),
+        contextlib.ExitStack() as stack,
     ):
+        host = stack.enter_context(peered_hosts(simulated)) if host_path else None
         settle_one(alice, bob)  # warm-up
-        trips, bare = [], []
-        for _ in range(times):  # interleaved: both see the same load of the machine
+        if host is not None:
+            settle_one(host[0], host[1])
+        trips, bare, own = [], [], []
+        for _ in range(times):  # interleaved: all see the same load of the machine
             trips.append(settle_one(alice, bob))
             bare += floor(chain.node, 1 if block_time else 3)
-    return statistics.median(trips), statistics.median(bare)
-
-
-def host_path(times: int) -> float:
-    """Median settlement latency of the same hosts on the simulated ledger, ms."""
-    with workdir() as directory, peered_hosts(directory) as (alice, bob, _):
-        settle_one(alice, bob)  # warm-up
-        return statistics.median(settle_one(alice, bob) for _ in range(times))
+            if host is not None:
+                own.append(settle_one(host[0], host[1]))
+    return statistics.median(trips), statistics.median(bare), statistics.median(own or [0.0])
 
 
 def throughput(count: int) -> tuple[int, float]:
@@ -171,22 +175,21 @@ def main() -> None:
         "| node floor, send to receipt (median) | ratio |"
     )
     print("|---|---:|---:|---:|---:|")
-    automine: tuple[float, float] | None = None
+    automine: tuple[float, float, float] | None = None
     for name, block_time, confirmations, times in modes:
-        settled, bare = latency(block_time, confirmations, times)
-        automine = automine or (settled, bare)
+        settled, bare, host = latency(block_time, confirmations, times, host_path=automine is None)
+        automine = automine or (settled, bare, host or 0.0)
         print(
             f"| {name} | {confirmations} | {settled:.1f} ms | {bare:.1f} ms "
             f"| {settled / bare:.1f}x |",
             flush=True,
         )
     assert automine is not None
-    host = host_path(n)
-    added = automine[0] - host
+    settled, bare, host = automine
     print(
-        f"\nThe host's own path (the same hosts on the simulated ledger): {host:.1f} ms; in "
-        f"automine the Ethereum adaptors add {added:.1f} ms to it, {added / automine[1]:.1f}x "
-        "the node floor."
+        f"\nThe host's own path (the same hosts on the simulated ledger, interleaved with the "
+        f"automine settlements): {host:.1f} ms; the Ethereum adaptors add "
+        f"{settled - host:.1f} ms to it, {(settled - host) / bare:.1f}x the node floor."
     )
     count, rate = throughput(100 if args.quick else 300)
     print(
