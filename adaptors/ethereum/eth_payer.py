@@ -10,8 +10,9 @@ The life of a payment (see eth_state for what is stored):
 2. ``progress``: find which version of the payment's transaction the chain has mined (fee bumps
    are versions: same nonce, so at most one is ever mined). Mined with ``confirmations`` blocks
    on it: COMPLETED (status 1) or FAILED with the revert reason (status 0). Not mined: if the
-   nonce was taken by another transaction, FAILED; else re-broadcast the newest version, or,
-   past ``bump_after``, sign and store a version with higher fees first.
+   nonce was taken by another transaction (certainly: see ``_displaced``), FAILED; else
+   re-broadcast the newest version, or, past ``bump_after``, sign and store a version with
+   higher fees first.
 3. A FAILED payment paid nothing and its nonce is spent, so the engine's retry with the same key
    may make a new attempt with a new nonce: never two payments for one key.
 """
