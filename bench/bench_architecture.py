@@ -34,9 +34,10 @@ from pathlib import Path
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from bench_e2e import cpu_name, credited, packet_rounds, send, workdir
+from bench_e2e import cpu_name, credited, packet_rounds, pair, send, workdir
 
-from host.demo import ENGINE_PLACES, PACKET_AMOUNT, Host, peered_hosts, settlements
+from host.demo.scenario import PACKET_AMOUNT
+from host.demo.twohost import ENGINE_PLACES, Host, running
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
@@ -67,8 +68,9 @@ def packet_path(engine: str, count: int, rounds: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     with (
         workdir() as directory,
-        peered_hosts(directory, threshold=-1_000_000, engines=(engine, engine)) as (alice, _, _),
+        running(pair(directory, -1_000_000, engine)) as hosts,
     ):
+        alice = hosts.alice
         send(alice, 50, 4)  # warm-up
         for concurrency in (1, 16):
             rate, median, p99 = packet_rounds(alice, count, rounds, concurrency)
@@ -87,8 +89,9 @@ def settlement_latency(engine: str, times: int) -> list[float]:
     # Each packet (12 345 micro-dollars) takes Alice past the threshold and settles in full.
     with (
         workdir() as directory,
-        peered_hosts(directory, threshold=-1, engines=(engine, engine)) as (alice, bob, _),
+        running(pair(directory, -1, engine)) as hosts,
     ):
+        alice, bob = hosts.alice, hosts.bob
         send(alice, 1, 1)  # warm-up, and the first settlement
         wait("the warm-up settlement", lambda: credited(bob) == 1)
         for _ in range(times):
@@ -104,20 +107,21 @@ def settling(engine: str, count: int) -> tuple[float, int]:
     """Every packet settles: settlements per second end to end, and how many."""
     with (
         workdir() as directory,
-        peered_hosts(directory, threshold=-1, engines=(engine, engine)) as (alice, bob, _),
+        running(pair(directory, -1, engine)) as hosts,
     ):
+        alice, bob = hosts.alice, hosts.bob
         began = time.perf_counter()
         send(alice, count, 8)
 
         def quiet() -> bool:
-            out = [s for s in settlements(alice) if s.direction == _OUT]
-            incoming = [s for s in settlements(bob) if s.direction == _IN]
+            out = [s for s in alice.settlements() if s.direction == _OUT]
+            incoming = [s for s in bob.settlements() if s.direction == _IN]
             done = all(s.state == _DONE for s in out + incoming)
             return bool(out) and done and len(incoming) == len(out)
 
         wait("every settlement paid and credited", quiet, 600)
         elapsed = time.perf_counter() - began
-        paid = len([s for s in settlements(alice) if s.direction == _OUT])
+        paid = len([s for s in alice.settlements() if s.direction == _OUT])
     return paid / elapsed, paid
 
 

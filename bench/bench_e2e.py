@@ -30,7 +30,8 @@ from pathlib import Path
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from host.demo import PACKET_AMOUNT, Host, peered_hosts, settlements
+from host.demo.scenario import PACKET_AMOUNT
+from host.demo.twohost import Host, Pair, Side, running
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
@@ -47,6 +48,12 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def pair(directory: Path, threshold: int, engine: str = "internal") -> Pair:
+    """Alice and Bob as the demo runs them, with this settle threshold and engine place."""
+    side = Side(engine=engine, threshold=threshold)
+    return Pair(directory, (side, side))
+
+
 def send(alice: Host, count: int, concurrency: int) -> tuple[float, admin_pb2.SendPacketsResponse]:
     request = admin_pb2.SendPacketsRequest(
         destination="test.bob.bench", amount=PACKET_AMOUNT, count=count, concurrency=concurrency
@@ -57,7 +64,7 @@ def send(alice: Host, count: int, concurrency: int) -> tuple[float, admin_pb2.Se
 
 
 def credited(bob: Host) -> int:
-    return sum(1 for s in settlements(bob) if s.direction == _IN and s.state == _DONE)
+    return sum(1 for s in bob.settlements() if s.direction == _IN and s.state == _DONE)
 
 
 def round_trips(alice: Host, bob: Host, times: int) -> list[float]:
@@ -95,7 +102,8 @@ def packets(count: int, rounds: int) -> list[str]:
         "| concurrency | packets/s (median of rounds) | median latency | p99 latency |",
         "|---:|---:|---:|---:|",
     ]
-    with workdir() as directory, peered_hosts(directory, threshold=-1_000_000) as (alice, bob, _):
+    with workdir() as directory, running(pair(directory, -1_000_000)) as hosts:
+        alice, bob = hosts.alice, hosts.bob
         send(alice, 50, 4)  # warm-up
         for concurrency in (1, 16):
             rate, median, p99 = packet_rounds(alice, count, rounds, concurrency)
@@ -111,13 +119,14 @@ def packets(count: int, rounds: int) -> list[str]:
 
 
 def settling(count: int) -> list[str]:
-    with workdir() as directory, peered_hosts(directory, threshold=-1) as (alice, bob, _):
+    with workdir() as directory, running(pair(directory, -1)) as hosts:
+        alice, bob = hosts.alice, hosts.bob
         began = time.perf_counter()
         _, last = send(alice, count, 8)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            out = [s for s in settlements(alice) if s.direction == _OUT]
-            incoming = [s for s in settlements(bob) if s.direction == _IN]
+            out = [s for s in alice.settlements() if s.direction == _OUT]
+            incoming = [s for s in bob.settlements() if s.direction == _IN]
             if out and all(s.state == _DONE for s in out + incoming) and len(incoming) == len(out):
                 break
             time.sleep(0.05)

@@ -36,9 +36,11 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from eth_account import Account
 
-from host.anvil import CHAIN_ID, DEV_KEYS, Anvil, address_of_key
-from host.demo import PACKET_AMOUNT, SETTLE_THRESHOLD, Host, peered_hosts, settlements
-from host.demo_ethereum import ethereum_chain
+from host.demo.adaptors import adaptors_dir
+from host.demo.anvil import CHAIN_ID, DEV_KEYS, Anvil, address_of_key
+from host.demo.ethereum import ethereum_chain
+from host.demo.scenario import PACKET_AMOUNT
+from host.demo.twohost import SETTLE_THRESHOLD, Host, Pair, Side, running
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
@@ -86,20 +88,20 @@ def floor(node: Anvil, times: int) -> list[float]:
 def settle_one(alice: Host, bob: Host) -> float:
     """Packets until Alice's balance crosses her settle threshold once; from the debit that
     crossing makes (the outbox row created) to Bob's credit acknowledged, ms."""
-    before = {s.id for s in settlements(bob) if s.direction == _IN}
-    outgoing = len(settlements(alice))
+    before = {s.id for s in bob.settlements() if s.direction == _IN}
+    outgoing = len(alice.settlements())
     request = admin_pb2.SendPacketsRequest(
         destination="test.bob.bench", amount=PACKET_AMOUNT, count=CROSSING, concurrency=1
     )
     deadline = time.monotonic() + 120
     # Packets refused while the peer link comes up do not count: send until one settles.
-    while len(settlements(alice)) == outgoing and time.monotonic() < deadline:
+    while len(alice.settlements()) == outgoing and time.monotonic() < deadline:
         list(alice.connector.SendPackets(request, timeout=60))
     while time.monotonic() < deadline:
-        new = [s for s in settlements(bob) if s.direction == _IN and s.id not in before]
+        new = [s for s in bob.settlements() if s.direction == _IN and s.id not in before]
         if new and new[0].state == _DONE:
             # Bob may credit before Alice's engine has recorded the payment's id: wait for it.
-            sent = {s.ledger_settlement_id: s for s in settlements(alice) if s.direction == _OUT}
+            sent = {s.ledger_settlement_id: s for s in alice.settlements() if s.direction == _OUT}
             if new[0].ledger_settlement_id in sent:
                 debit = sent[new[0].ledger_settlement_id].created.ToNanoseconds()
                 return (new[0].updated.ToNanoseconds() - debit) / 1e6
@@ -116,21 +118,26 @@ def latency(
         workdir() as directory,
         workdir() as simulated,
         ethereum_chain(
-            directory, "ethereum", block_time=block_time, confirmations=confirmations
+            directory,
+            "ethereum",
+            adaptors_dir(),
+            block_time=block_time,
+            confirmations=confirmations,
         ) as chain,
-        peered_hosts(directory, chain=chain) as (alice, bob, _),
+        running(Pair(directory, chain=chain)) as hosts,
         contextlib.ExitStack() as stack,
     ):
-        host = stack.enter_context(peered_hosts(simulated)) if host_path else None
+        alice, bob = hosts.alice, hosts.bob
+        host = stack.enter_context(running(Pair(simulated))) if host_path else None
         settle_one(alice, bob)  # warm-up
         if host is not None:
-            settle_one(host[0], host[1])
+            settle_one(host.alice, host.bob)
         trips, bare, own = [], [], []
         for _ in range(times):  # interleaved: all see the same load of the machine
             trips.append(settle_one(alice, bob))
             bare += floor(chain.node, 1 if block_time else 3)
             if host is not None:
-                own.append(settle_one(host[0], host[1]))
+                own.append(settle_one(host.alice, host.bob))
     return statistics.median(trips), statistics.median(bare), statistics.median(own or [0.0])
 
 
@@ -138,11 +145,12 @@ def throughput(count: int) -> tuple[int, float]:
     """(settlements, settlements per second) with every packet settling, automine."""
     with (
         workdir() as directory,
-        ethereum_chain(directory, "ethereum") as chain,
-        peered_hosts(directory, threshold=-1, chain=chain) as (alice, bob, _),
+        ethereum_chain(directory, "ethereum", adaptors_dir()) as chain,
+        running(Pair(directory, (Side(threshold=-1), Side(threshold=-1)), chain=chain)) as hosts,
     ):
+        alice, bob = hosts.alice, hosts.bob
         settle_one(alice, bob)  # the links are up and one settlement went through
-        before = len([s for s in settlements(alice) if s.direction == _OUT])
+        before = len([s for s in alice.settlements() if s.direction == _OUT])
         request = admin_pb2.SendPacketsRequest(
             destination="test.bob.bench", amount=PACKET_AMOUNT, count=count, concurrency=8
         )
@@ -150,8 +158,8 @@ def throughput(count: int) -> tuple[int, float]:
         list(alice.connector.SendPackets(request, timeout=600))
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            out = [s for s in settlements(alice) if s.direction == _OUT]
-            incoming = [s for s in settlements(bob) if s.direction == _IN]
+            out = [s for s in alice.settlements() if s.direction == _OUT]
+            incoming = [s for s in bob.settlements() if s.direction == _IN]
             if all(s.state == _DONE for s in out + incoming) and len(incoming) == len(out):
                 break
             time.sleep(0.05)

@@ -33,9 +33,10 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from host import demo, logformat
+from host import logformat
 from host.config import ConfigError, connector_api_target, for_role, read_config
 from host.conformance import cli as conformance_cli
+from host.demo import command as demo
 from host.simledger import cli as ledger_cli
 from host.status import (
     describe_change,

@@ -30,7 +30,7 @@ def test_incoming_settlement_killed_before_acknowledgement_is_credited_once() ->
         settlement = pair.settle(SETTLE, "crash-incoming-1")
         transfer_id = f"alice-ledger:{settlement.id}"
 
-        assert pair.bob.wait_killed() == -signal.SIGKILL
+        assert pair.bob.wait_exited() == -signal.SIGKILL
         assert f"failpoint {failpoints.ENGINE_AFTER_CREDIT}" in pair.bob.log_text()
         # What the crash left: credited in the engine, unacknowledged in the adaptor.
         rows = pair.bob.engine_rows()

@@ -52,7 +52,7 @@ def test_host_killed_mid_settlement_pays_once_after_restart(point: str) -> None:
         else:
             pair.settle(SETTLE, KEY)
 
-        assert pair.alice.wait_killed() == -signal.SIGKILL
+        assert pair.alice.wait_exited() == -signal.SIGKILL
         assert f"failpoint {point}" in pair.alice.log_text()
         settlement_id = crashed_row(pair)
         paid = [t[0] for t in pair.transfers_from("alice-ledger")]
@@ -141,9 +141,9 @@ def test_host_killed_after_a_threshold_debit_pays_once_after_restart() -> None:
             destination="test.bob.crash", amount=PACKET, count=10, concurrency=1
         )
         with pytest.raises(grpc.RpcError):
-            for _ in pair.alice.connector_admin.SendPackets(request, timeout=60):
+            for _ in pair.alice.connector.SendPackets(request, timeout=60):
                 pass
-        assert pair.alice.wait_killed() == -signal.SIGKILL
+        assert pair.alice.wait_exited() == -signal.SIGKILL
         assert f"failpoint {failpoints.ENGINE_AFTER_DEBIT}" in pair.alice.log_text()
         crashed_row(pair)
         assert pair.transfers_from("alice-ledger") == []

@@ -23,11 +23,11 @@ import pytest
 
 from sdk import failpoints
 from sdk.pb.ilphost.admin.v1 import admin_pb2
-from tests.crash.harness import Pair, in_step, running_pair
+from tests.crash.harness import Pair, running_pair
 
 pytestmark = pytest.mark.slow
 
-SPLIT_ALICE = ("split", "run")
+SPLIT_ALICE = ("external", "internal")
 PACKET = 100_000  # micro-dollars
 THRESHOLD = -300_000  # Alice settles (back to 0) once she owes Bob this much
 
@@ -37,7 +37,7 @@ def engine_rows(pair: Pair) -> list[tuple[str, str]]:
 
 
 def test_engine_down_connector_clears_and_settlement_resumes_when_it_returns() -> None:
-    with running_pair(alice_threshold=THRESHOLD, modes=SPLIT_ALICE) as pair:
+    with running_pair(alice_threshold=THRESHOLD, engines=SPLIT_ALICE) as pair:
         pair.alice.kill("engine")
         # Past the threshold, within the credit limit (-2 000 000): cleared without the engine.
         sent = pair.send_packets(PACKET, 5)
@@ -65,12 +65,12 @@ def test_engine_down_connector_clears_and_settlement_resumes_when_it_returns() -
 
 def test_engine_killed_after_its_debit_pays_once_and_the_connector_agrees() -> None:
     point = failpoints.ENGINE_AFTER_DEBIT
-    with running_pair(alice_armed=(point,), alice_threshold=THRESHOLD, modes=SPLIT_ALICE) as pair:
+    with running_pair(alice_armed=(point,), alice_threshold=THRESHOLD, engines=SPLIT_ALICE) as pair:
         # The third packet takes Alice to the threshold: her engine debits 300 000 and dies
         # before it pays or pushes the debit. The connector does not notice: every packet
         # is fulfilled.
         sent = pair.send_packets(PACKET, 5, concurrency=1)
-        assert pair.alice.wait_killed("engine") == -signal.SIGKILL
+        assert pair.alice.wait_exited("engine") == -signal.SIGKILL
         assert f"failpoint {point}" in pair.alice.log_text()
         assert engine_rows(pair) == [("outgoing", "pending")]
         assert pair.transfers_from("alice-ledger") == []
@@ -85,9 +85,9 @@ def test_engine_killed_after_its_debit_pays_once_and_the_connector_agrees() -> N
 
 
 def test_connector_down_the_engine_pays_and_retries_until_the_connector_returns() -> None:
-    with running_pair(modes=SPLIT_ALICE) as pair:
+    with running_pair(engines=SPLIT_ALICE) as pair:
         sent = pair.send_packets(10_000, 10)
-        pair.wait_for("Alice's connector and engine in step", lambda: in_step(pair.alice))
+        pair.wait_for("Alice's connector and engine in step", lambda: pair.alice.in_step() or None)
         pair.alice.kill("connector")
 
         # The ledger does not need the connector: the settlement is paid, and Bob credits it.

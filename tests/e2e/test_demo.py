@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from host import cli, demo
-from host.demo import PACKET_AMOUNT, Books, Host, account, reconcile, run_demo, settlements
+from host import cli
+from host.demo import command as demo
+from host.demo.adaptors import AdaptorCommand
+from host.demo.scenario import PACKET_AMOUNT, Books, reconcile, run_demo
+from host.demo.twohost import Host
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,15 +48,15 @@ def test_two_hosts_settle_and_reconcile(workdir: Path) -> None:
 
     def over_the_limit(alice: Host, bob: Host) -> None:
         """A packet beyond Alice's credit limit with Bob is refused T04; nothing moves."""
-        before = (account(alice).clearing_balance.value, account(bob).clearing_balance.value)
-        count = len(settlements(alice))
+        before = (alice.account().clearing_balance.value, bob.account().clearing_balance.value)
+        count = len(alice.settlements())
         request = admin_pb2.SendPacketsRequest(
             destination="test.bob.demo", amount=3_000_000, count=1, concurrency=1
         )
         replies = list(alice.connector.SendPackets(request, timeout=60))
         probed["last"] = replies[-1]
-        after = (account(alice).clearing_balance.value, account(bob).clearing_balance.value)
-        probed["unchanged"] = before == after and count == len(settlements(alice))
+        after = (alice.account().clearing_balance.value, bob.account().clearing_balance.value)
+        probed["unchanged"] = before == after and count == len(alice.settlements())
 
     out = io.StringIO()
     books, problems = run_demo(workdir, min_settlements=3, out=out, then=over_the_limit)
@@ -125,8 +128,7 @@ def test_the_readmes_demo_commands_settle_and_reconcile(
     assert "the books reconcile" in out.out
     assert_clean_start(workdir, out.out)
     args = cli.build_parser().parse_args(argv[1:])
-    alice = demo.side_adaptor(args, "alice")
-    label = alice.label if isinstance(alice, demo.AdaptorCommand) else f"{alice} adaptor"
+    label = demo.side_adaptor(args, "alice").label
     assert f"starting alice's host with the {label}, engine {args.alice_engine}" in out.out
     if args.alice_engine == "external":
         assert "ilp-host connector -c alice.toml + ilp-host engine -c alice.toml" in out.out
@@ -135,9 +137,10 @@ def test_the_readmes_demo_commands_settle_and_reconcile(
 def test_the_demo_options_are_those_of_one_parser(capsys: pytest.CaptureFixture[str]) -> None:
     parse = cli.build_parser().parse_args
     args = parse(["demo", "--alice", "go", "--bob", "node", "--bob-engine", "external"])
-    assert (demo.side_adaptor(args, "alice"), demo.side_adaptor(args, "bob")) == ("go", "node")
+    labels = (demo.side_adaptor(args, "alice").label, demo.side_adaptor(args, "bob").label)
+    assert labels == ("go adaptor", "node adaptor")
     assert (args.alice_engine, args.bob_engine) == ("internal", "external")
-    assert demo.side_adaptor(parse(["demo"]), "alice") == "python"
+    assert demo.side_adaptor(parse(["demo"]), "alice").label == "python adaptor"
     for refused in (
         ["demo", "--alice", "cobol"],
         ["demo", "--alice", "go", "--alice-adaptor", "x"],
@@ -150,13 +153,13 @@ def test_the_demo_options_are_those_of_one_parser(capsys: pytest.CaptureFixture[
 
 
 def test_an_adaptor_command_runs_from_where_it_was_typed(tmp_path: Path) -> None:
-    command = demo.AdaptorCommand.parse("./bin/my-adaptor --flag 'a b'", tmp_path)
+    command = AdaptorCommand.parse("./bin/my-adaptor --flag 'a b'", tmp_path)
     assert command.argv == (str(tmp_path / "bin" / "my-adaptor"), "--flag", "a b")
     assert command.cwd == tmp_path
-    assert demo.AdaptorCommand.parse("node x.js", tmp_path).argv == ("node", "x.js")
+    assert AdaptorCommand.parse("node x.js", tmp_path).argv == ("node", "x.js")
     for bad in ("", "   ", "node 'unclosed"):
         with pytest.raises(ValueError):
-            demo.AdaptorCommand.parse(bad, tmp_path)
+            AdaptorCommand.parse(bad, tmp_path)
 
 
 def test_a_malformed_adaptor_command_is_refused_before_anything_starts(

@@ -23,7 +23,7 @@ THRESHOLD = -300_000
 
 
 def test_alice_in_one_process_settles_with_bob_split_in_two() -> None:
-    with running_pair(alice_threshold=THRESHOLD, modes=("run", "split")) as pair:
+    with running_pair(alice_threshold=THRESHOLD, engines=("internal", "external")) as pair:
         # One at a time, so that Alice settles at exactly the 3rd, 6th and 9th packet.
         sent = pair.send_packets(PACKET, 10, concurrency=1)
         pair.settled_books(sent, settlements=3)

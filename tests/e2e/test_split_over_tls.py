@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from host.demo import free_ports
+from host.demo.twohost import free_ports
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from host.anvil import DEV_KEYS, Anvil, address_of_key
+from host.demo.anvil import DEV_KEYS, Anvil, address_of_key
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.testing import AdaptorProcess, Refuse, fake_engine, run_adaptor

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from host.anvil import DEV_KEYS, Anvil
+from host.demo.anvil import DEV_KEYS, Anvil
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.ethereum.harness import ADDRESSES, adaptor_env, pair, until

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from host.anvil import DEV_KEYS, Anvil, address_of_key
 from host.conformance import CHECKS, Outcome, SuiteOptions, run_suite
 from host.conformance.checks.registry import FORGOTTEN, OTHER, PEER
+from host.demo.anvil import DEV_KEYS, Anvil, address_of_key
 from tests.ethereum.harness import ADAPTOR
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from host.demo import main, run_demo
+from host.demo.command import main
+from host.demo.scenario import run_demo
 
 
 @pytest.mark.parametrize("ledger", ["ethereum", "ethereum-erc20"])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from host.anvil import Anvil
+from host.demo.anvil import Anvil
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from tests.ethereum.harness import ADDRESSES, KEYS, Side, adaptor_env, pair, until
 from tests.ethereum.test_ethereum_adaptor import run_async

@@ -17,7 +17,7 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from host.anvil import CHAIN_ID, DEV_KEYS, Anvil, address_of_key
+from host.demo.anvil import CHAIN_ID, DEV_KEYS, Anvil, address_of_key
 from sdk import failpoints
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.types.v1 import types_pb2

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from host.demo import PACKET_AMOUNT, Books, Host, free_ports, run_demo
+from host.demo.scenario import PACKET_AMOUNT, Books, run_demo
+from host.demo.twohost import Host, Side, free_ports
 from tests.metrics.prometheus import Prometheus, prometheus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,10 +90,10 @@ def _dashboard_queries() -> list[str]:
 @pytest.mark.slow
 def test_prometheus_scrapes_the_demo(workdir: Path) -> None:
     alice_port, alice_engine, bob_port, bob_engine, prometheus_port = free_ports(5)
-    extra = {
-        "alice": _metrics_table(alice_port, alice_engine),
-        "bob": _metrics_table(bob_port, bob_engine),
-    }
+    sides = (
+        Side(extra=_metrics_table(alice_port, alice_engine)),
+        Side(engine="external", extra=_metrics_table(bob_port, bob_engine)),
+    )
     jobs = {
         "alice": [f"127.0.0.1:{alice_port}"],
         "bob": [f"127.0.0.1:{bob_port}", f"127.0.0.1:{bob_engine}"],
@@ -107,10 +108,9 @@ def test_prometheus_scrapes_the_demo(workdir: Path) -> None:
     out = io.StringIO()
     _books, problems = run_demo(
         workdir,
+        sides,
         min_settlements=2,
         out=out,
-        engines=("internal", "external"),
-        extra=extra,
         log_format="json",
         inspect=scrape,
     )

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from host.anvil import DEV_KEYS, TOKEN_ARTIFACT, Anvil, address_of_key
+from host.demo.adaptors import token_artifact
+from host.demo.anvil import DEV_KEYS, Anvil, address_of_key
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 
-REPO: Final = TOKEN_ARTIFACT.parents[3]
-ADAPTOR: Final = REPO / "adaptors" / "ethereum" / "adaptor.py"
 #: The ledger kinds this module runs.
 KINDS: Final = ("ethereum", "ethereum-erc20")
 KEYS: Final = {"alice": DEV_KEYS[1], "bob": DEV_KEYS[2]}
@@ -50,6 +49,7 @@ class EthereumDemo:
 
     node: Anvil
     directory: Path
+    adaptors: Path  # the in-tree adaptors directory (host.demo.adaptors)
     token: str | None
     alice_start: int
     bob_start: int
@@ -68,8 +68,8 @@ class EthereumDemo:
         """The ILP accounts count in micro-tokens, or in gwei: the engine converts to wei."""
         return TOKEN_DECIMALS if self.token else 9
 
-    def adaptor_toml(self, name: str) -> str:
-        """The TOML ``command`` and ``env`` of ``name``'s Ethereum adaptor."""
+    def adaptor_env(self, name: str) -> dict[str, str]:
+        """The environment of ``name``'s Ethereum adaptor (its key in a file of mode 0600)."""
         key_file = self.directory / f"{name}.key"
         key_file.write_text(KEYS[name] + "\n")
         os.chmod(key_file, 0o600)
@@ -77,14 +77,13 @@ class EthereumDemo:
             "ILP_ETHEREUM_RPC_URL": self.node.url,
             "ILP_ETHEREUM_WS_URL": self.node.url.replace("http://", "ws://"),
             "ILP_ETHEREUM_KEY_FILE": str(key_file),
-            "ILP_ADAPTOR_STATE_DB": f"{name}/ethereum.db",
+            "ILP_ADAPTOR_STATE_DB": str(self.directory / name / "ethereum.db"),
             "ILP_ETHEREUM_CONFIRMATIONS": str(self.confirmations),
             "ILP_ETHEREUM_POLL_INTERVAL": "0.02",
         }
         if self.token:
             env["ILP_ETHEREUM_TOKEN"] = self.token
-        fields = ", ".join(f'{k} = "{v}"' for k, v in env.items())
-        return f'command = ["python", "{ADAPTOR}"]\nenv = {{ {fields} }}'
+        return env
 
     def balance(self, name: str) -> int:
         address = address_of_key(KEYS[name])
@@ -148,10 +147,16 @@ class EthereumDemo:
 
 @contextlib.contextmanager
 def ethereum_chain(
-    directory: Path, kind: str, *, block_time: float | None = None, confirmations: int = 1
+    directory: Path,
+    kind: str,
+    adaptors: Path,
+    *,
+    block_time: float | None = None,
+    confirmations: int = 1,
 ) -> Iterator[EthereumDemo]:
     """anvil with Alice funded (and the token deployed for ``ethereum-erc20``); stopped on exit.
 
+    ``adaptors``: the in-tree adaptors directory (the Ethereum adaptor, the token's artifact);
     ``block_time``: seconds between blocks (default: a block per transaction, automine);
     ``confirmations``: what the adaptors wait for.
     """
@@ -159,9 +164,10 @@ def ethereum_chain(
     try:
         token = None
         if kind == "ethereum-erc20":
-            token = node.deploy_token(DEV_KEYS[0], TOKEN_DECIMALS, 10 * TOKEN_FUNDING)
+            supply = 10 * TOKEN_FUNDING
+            token = node.deploy_token(DEV_KEYS[0], TOKEN_DECIMALS, supply, token_artifact(adaptors))
             node.transfer_token(DEV_KEYS[0], token, address_of_key(KEYS["alice"]), TOKEN_FUNDING)
-        demo = EthereumDemo(node, directory, token, 0, 0, confirmations)
+        demo = EthereumDemo(node, directory, adaptors, token, 0, 0, confirmations)
         demo.alice_start, demo.bob_start = demo.balance("alice"), demo.balance("bob")
         yield demo
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-REPO: Final = Path(__file__).resolve().parents[1]
-#: The demo token: source, and the bytecode compiled from it (checked fresh by make check).
-TOKEN_ARTIFACT: Final = REPO / "adaptors" / "ethereum" / "contracts" / "DemoToken.json"
+from host.demo.adaptors import adaptors_dir, source_tree, token_artifact
+
 CHAIN_ID: Final = 31337
 #: anvil's first development accounts (public test keys of its default mnemonic).
 DEV_KEYS: Final = (
@@ -44,13 +44,20 @@ class NodeError(RuntimeError):
 
 
 def anvil_binary() -> Path:
-    """The anvil executable that npm installed for this machine."""
+    """The anvil executable: the one npm installed for this machine in the source tree's (or
+    the current directory's) node_modules, else ``anvil`` on PATH."""
     arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
     system = platform.system().lower()
-    path = REPO / "node_modules" / "@foundry-rs" / f"anvil-{system}-{arch}" / "bin" / "anvil"
-    if not path.is_file():
-        raise NodeError(f"{path} is missing: run make setup (npm @foundry-rs/anvil)")
-    return path
+    package = Path("node_modules") / "@foundry-rs" / f"anvil-{system}-{arch}" / "bin" / "anvil"
+    roots = [root for root in (source_tree(), Path.cwd()) if root is not None]
+    for root in roots:
+        if (root / package).is_file():
+            return root / package
+    on_path = shutil.which("anvil")
+    if on_path is not None:
+        return Path(on_path)
+    looked = ", ".join(str(root / package) for root in roots)
+    raise NodeError(f"no anvil in {looked} nor on PATH: run make setup (npm @foundry-rs/anvil)")
 
 
 def free_port() -> int:
@@ -194,9 +201,13 @@ class Anvil:
             time.sleep(0.01)
         raise NodeError(f"no receipt for {tx_hash} within {deadline:g} s")
 
-    def deploy_token(self, key: str, decimals: int, supply: int) -> str:
-        """Deploy the demo token from ``key`` (which receives the supply); its address."""
-        artifact = json.loads(TOKEN_ARTIFACT.read_text())
+    def deploy_token(
+        self, key: str, decimals: int, supply: int, artifact_file: Path | None = None
+    ) -> str:
+        """Deploy the demo token from ``key`` (which receives the supply); its address.
+        ``artifact_file``: its compiled artifact (default: the in-tree adaptors' one)."""
+        path = artifact_file or token_artifact(adaptors_dir())
+        artifact = json.loads(path.read_text())
         code = bytes.fromhex(artifact["bytecode"][2:]) + _word(decimals) + _word(supply)
         receipt = self.send(key, None, data=code)
         if int(receipt["status"], 16) != 1:
