@@ -123,7 +123,7 @@ def adaptors_dir(given: str | None = None) -> Path:
     for _, path in candidates:
         if (path / _MARKER).is_file():
             return path.absolute()
-    looked = ", ".join(f"{where} ({path})" for where, path in candidates)
+    looked = ", ".join(f"{where} ({path.absolute()})" for where, path in candidates)
     raise AdaptorsNotFound(
         f"no in-tree adaptors directory (looked in {looked}): pass --adaptors DIR (a checkout's "
         "adaptors/) or choose each side's program with --alice-adaptor and --bob-adaptor"
