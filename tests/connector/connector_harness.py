@@ -182,16 +182,6 @@ async def network(
             sock.close()
 
 
-async def poll(condition: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
-    """Wait until ``condition()`` holds; AssertionError naming ``what`` after ``deadline`` s."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not condition():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 @dataclass
 class ServedApi:
     """A connector's ledger (a real SQLite file) and its Connector API on a unix socket."""

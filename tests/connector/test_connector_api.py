@@ -22,17 +22,9 @@ from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.connector.v1 import connector_pb2 as pb
 from sdk.pb.ilphost.connector.v1 import connector_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
+from tests.polling import wait_until_async
 
 Stub = Any  # connector_pb2_grpc.ConnectorAsyncStub exists for type checkers only
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Poll ``check`` (every 10 ms, up to 10 s)."""
-    for _ in range(1000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in 10 s")
 
 
 class Messenger:
@@ -183,7 +175,7 @@ def test_a_new_stream_replaces_the_open_one() -> None:
         assert relay.connected
         second.cancel()
 
-        await until(lambda: not relay.connected)
+        await wait_until_async(lambda: not relay.connected, "the relay to see the engine gone")
 
     run(scenario)
 
@@ -195,7 +187,7 @@ def test_peer_messages_go_to_the_engine_and_its_answer_back() -> None:
         assert refused.value.code == "T00"
 
         stream = stub.WatchEvents(pb.WatchEventsRequest())
-        await until(lambda: relay.connected)
+        await wait_until_async(lambda: relay.connected, "the relay to see the engine")
         waiting = asyncio.create_task(relay.receive("bob", b"claim"))
         (event,) = await take(stream, 1)
         assert event.cursor == 0

@@ -7,7 +7,7 @@ import asyncio
 
 import aiohttp
 import pytest
-from connector_harness import network, poll, prepare_to, token
+from connector_harness import network, prepare_to, token
 
 from host.connector import InMemoryClearing
 from host.connector.middleware import (
@@ -17,6 +17,7 @@ from host.connector.middleware import (
     packet_id,
 )
 from host.ilp import Fulfill, Prepare, Reject, Reply, parse_reply, serialize
+from tests.polling import wait_until_async
 
 
 def test_over_the_credit_limit_is_t04_on_either_side() -> None:
@@ -119,7 +120,7 @@ def test_concurrent_packets_see_each_others_reservations() -> None:
         ) as net:
             a = net["a"].connector
             first = asyncio.create_task(a.handle_prepare(None, prepare_to("test.b", 6)))
-            await poll(lambda: gate.waiting == 1, "the first packet to be held at b")
+            await wait_until_async(lambda: gate.waiting == 1, "the first packet to be held at b")
             assert net["b"].connector.balances.reserved("a") == (6, 0)
             second = await a.handle_prepare(None, prepare_to("test.b", 6))
             assert isinstance(second, Reject) and second.code == "T04"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
-from connector_harness import network, poll, prepare_to
+from connector_harness import network, prepare_to
 
 from host.connector import ExpiryPolicy
 from host.connector.expiry import Forward, Refuse, check_expired, forwarding
@@ -139,8 +139,3 @@ def test_a_next_hop_that_never_answers_gets_r00_from_us_and_a_failed_link() -> N
             await runner.cleanup()
 
     asyncio.run(run())
-
-
-def test_poll_helper_reports_what_it_waited_for() -> None:
-    with pytest.raises(AssertionError, match="the impossible"):
-        asyncio.run(poll(lambda: False, "the impossible", deadline=0.05))

@@ -12,6 +12,7 @@ import pytest
 
 from host.connector.http import IlpHttpServer
 from host.connector.http_guard import ClientErrorLog, Limits, excerpt
+from tests.polling import wait_until_async
 
 TOKEN = "peer-secret-token"
 #: Generous: each wait ends as soon as the server acts; this only bounds a broken server.
@@ -88,10 +89,9 @@ def test_a_slow_body_gets_408() -> None:
 def test_unauthenticated_connections_are_capped_and_peers_still_get_in() -> None:
     async def scenario(server: IlpHttpServer) -> None:
         held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(5)]
-        for _ in range(2000):  # until the server saw all five
-            if server.guard.unauthenticated == 5:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until_async(
+            lambda: server.guard.unauthenticated == 5, "the server to see all five", interval=0.01
+        )
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         assert await closed_by_server(reader) == b""  # the sixth: closed at once
         writer.close()

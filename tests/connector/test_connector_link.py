@@ -19,6 +19,7 @@ from host.connector.ports import MessageRefused
 from host.connector_link import ConnectorLink, channel_to
 from host.engine import Engine, Policy, SendResult
 from host.store.sqlite import SqliteStore
+from tests.polling import wait_until_async
 
 POLICY = Policy(settle_threshold=-300, settle_to=0, min_balance=-1000, max_balance=1000)
 
@@ -75,14 +76,6 @@ class World:
             await store.close()
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    for _ in range(1500):
-        if await check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def run(scenario: Callable[[World], Awaitable[None]]) -> None:
     async def in_world(api: ServedApi) -> None:
         await scenario(World(api.directory, api.ledger, api.address, Ledger()))
@@ -105,7 +98,7 @@ def test_changes_apply_once_and_settlements_flow_back() -> None:
             # Packets the connector cleared: -100 each; the third reaches the threshold.
             for n in range(3):
                 await ledger.apply_balance_change("bob", -100, f"packet-{n}")
-            await until(in_step, "engine and connector in step")
+            await wait_until_async(in_step, "engine and connector in step")
             assert await engine_balance() == 0  # settled 300 back up to settle_to
             assert list(world.payments.paid.values()) == [300]
             assert await store.clearing_effects(10) == []  # pushed and forgotten
@@ -122,23 +115,21 @@ def test_a_restarted_engine_replays_unacknowledged_changes_once() -> None:
         ledger = world.ledger
         async with world.engine() as (engine, _, link):
             await ledger.apply_balance_change("bob", -100, "packet-0")
-            await until(
-                lambda: _is(ledger.acknowledged == ledger.last_cursor == 1), "first change acked"
+            await wait_until_async(
+                lambda: ledger.acknowledged == ledger.last_cursor == 1, "first change acked"
             )
         # The engine is gone; the connector clears on, then forgets nothing.
         await ledger.apply_balance_change("bob", -50, "packet-1")
         # A change the engine applied but never acknowledged (it died in between): replayed.
         async with world.engine() as (engine, _, link):
             await engine.apply_balance_change("bob", -50, "packet-1")
-            await until(lambda: _is(ledger.acknowledged == ledger.last_cursor == 2), "replay acked")
+            await wait_until_async(
+                lambda: ledger.acknowledged == ledger.last_cursor == 2, "replay acked"
+            )
             assert (await engine.get_account("bob")).account.balance == -150
             assert link.status.processed == 2
 
     run(scenario)
-
-
-async def _is(value: bool) -> bool:
-    return value
 
 
 def test_an_idle_engine_counts_itself_connected_once_attached() -> None:
@@ -147,7 +138,7 @@ def test_an_idle_engine_counts_itself_connected_once_attached() -> None:
 
     async def scenario(world: World) -> None:
         async with world.engine() as (_, _, link):
-            await until(lambda: _is(link.status.connected), "the link to count as connected")
+            await wait_until_async(lambda: link.status.connected, "the link to count as connected")
             assert world.ledger.last_cursor == 0  # not one event was sent
 
     run(scenario)

@@ -7,13 +7,14 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from connector_harness import network, poll, prepare_to
+from connector_harness import network, prepare_to
 
 from host.connector import LocalReceiver, PacketSource, SendProgress
 from host.connector.links import LinkStates
 from host.connector.local import exercise_prepare, nearest_rank
 from host.ilp import Fulfill, Prepare, Reject
 from sdk.connectivity import ConnectionState, Connectivity
+from tests.polling import wait_until_async
 
 C = Connectivity
 
@@ -145,7 +146,9 @@ def test_a_failed_link_recovers_by_probe_when_the_peer_comes_up() -> None:
             assert isinstance(reply, Reject) and reply.code == "T01"
             assert alice.links.state("bob").state == C.TRANSIENT_FAILURE
             await net.start("bob")
-            await poll(lambda: alice.links.state("bob").state == C.READY, "the probe", 30)
+            await wait_until_async(
+                lambda: alice.links.state("bob").state == C.READY, "the probe", timeout=30
+            )
             assert net["alice"].clearing.applied == [] and net["bob"].clearing.applied == []
 
     asyncio.run(main())

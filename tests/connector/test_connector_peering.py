@@ -21,10 +21,10 @@ from sdk.connectivity import Connectivity
 from tests.connector.connector_harness import (
     RecordingMessages,
     network,
-    poll,
     prepare_to,
     token,
 )
+from tests.polling import wait_until_async
 
 
 def _learned(connector: Connector) -> dict[str, str | None]:
@@ -58,8 +58,10 @@ def test_routes_are_learned_without_static_routes_and_withdrawn() -> None:
             links, relations=relations, exchange_routes=True, route_interval=0.5
         ) as net:
             a, c = net["a"].connector, net["c"].connector
-            await poll(lambda: "test.c" in _learned(a) and "test.a" in _learned(c), "routes")
-            await poll(lambda: "test.e" in _learned(a), "a route two hops away")
+            await wait_until_async(
+                lambda: "test.c" in _learned(a) and "test.a" in _learned(c), "routes"
+            )
+            await wait_until_async(lambda: "test.e" in _learned(a), "a route two hops away")
             assert a.routing.resolve("test.e.x") == Route("test.e", "b")
             assert a.routing.resolve("test.c.d") == Route("test.c", "b")
             assert [r.path for r in a.routing.routes() if r.prefix == "test.c"] == [("test.b",)]
@@ -72,7 +74,7 @@ def test_routes_are_learned_without_static_routes_and_withdrawn() -> None:
             # c goes away: what b learned from c expires (hold-down) and b withdraws it at a.
             # (b's own route to its peer c stays: that one is configured.)
             await net["c"].connector.stop()
-            await poll(lambda: "test.e" not in _learned(a), "withdrawal", deadline=20)
+            await wait_until_async(lambda: "test.e" not in _learned(a), "withdrawal", timeout=20)
             reply = await a.handle_prepare(None, prepare_to("test.e", 3))
             assert isinstance(reply, Reject) and reply.code == "F02"
 
@@ -86,7 +88,9 @@ def test_static_routes_win_over_learned_ones() -> None:
             links, routes={"a": [("test.x", "c")]}, exchange_routes=True, route_interval=0.5
         ) as net:
             a = net["a"].connector
-            await poll(lambda: a.routing.learned("b") and a.routing.learned("c"), "routes")
+            await wait_until_async(
+                lambda: a.routing.learned("b") and a.routing.learned("c"), "routes"
+            )
             assert a.routing.resolve("test.x.y") == Route("test.x", "c")
             assert a.routing.resolve("test.x.y").source == "configured"
 

@@ -16,7 +16,6 @@ from connector_harness import (
     LIFETIME,
     RecordingMessages,
     network,
-    poll,
     prepare_to,
     refuse,
     token,
@@ -31,6 +30,7 @@ from host.ilp import Fulfill, Prepare, Reject, Reply, parse_reply, serialize
 from host.ilp.peer_settle import SETTLE_CONDITION, settle_prepare
 from host.store.sqlite import SqliteStore
 from sdk.connectivity import ConnectionState, Connectivity
+from tests.polling import wait_until_async
 
 
 def later() -> datetime:
@@ -280,7 +280,7 @@ def test_an_unreachable_peer_is_t01_and_a_failed_link_until_it_comes_up() -> Non
 
             expected = ["CONNECTING", "TRANSIENT_FAILURE", "CONNECTING", "TRANSIENT_FAILURE"]
             expected += ["CONNECTING", "READY"]
-            await poll(lambda: len(seen) >= len(expected), "six link changes")
+            await wait_until_async(lambda: len(seen) >= len(expected), "six link changes")
             assert [s.state.name for s in seen] == expected
             assert {s.name for s in seen} == {"peer:b"}
 

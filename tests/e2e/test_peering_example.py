@@ -11,10 +11,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,15 +45,15 @@ def run(command: str) -> subprocess.CompletedProcess[str]:
 
 
 def until(command: str, check: str) -> str:
-    """Run ``command`` until its output holds ``check`` (the hosts are starting)."""
-    end = time.monotonic() + DEADLINE
-    while True:
-        result = run(command)
-        if result.returncode == 0 and check in result.stdout:
-            return result.stdout
-        if time.monotonic() > end:
-            raise AssertionError(f"{command}: {result.stdout}{result.stderr}")
-        time.sleep(0.3)
+    """Run ``command`` until its output holds ``check`` (the hosts are starting); its output."""
+    result = wait_until(
+        lambda: run(command),
+        f"{command!r} to print {check!r}",
+        timeout=DEADLINE,
+        interval=0.3,
+        done=lambda result: result.returncode == 0 and check in result.stdout,
+    )
+    return result.stdout
 
 
 def test_the_worked_example_works_as_written(tmp_path: Path) -> None:

@@ -7,14 +7,12 @@ token, and attaches. The token and key files are 0600, as the host requires.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -23,6 +21,7 @@ import pytest
 from host.demo.twohost import free_ports
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MEMORY_ADAPTOR = REPO / "adaptors" / "memory-python" / "adaptor.py"
@@ -85,19 +84,21 @@ def test_the_engine_attaches_to_a_tcp_connector_api_with_tls_and_its_token() -> 
     ]
     socket = directory / "state" / "engine" / "admin.sock"
     try:
-        link = admin_pb2.GetConnectorLinkResponse()
-        for _ in range(600):
+
+        def connector_link() -> admin_pb2.GetConnectorLinkResponse:
             assert all(p.poll() is None for p in processes), (directory / "host.log").read_text()
-            if socket.exists():
-                with grpc.insecure_channel(f"unix:{socket}") as channel:
-                    stub = admin_pb2_grpc.HostAdminStub(channel)
-                    with contextlib.suppress(grpc.RpcError):  # not serving yet
-                        link = stub.GetConnectorLink(admin_pb2.GetConnectorLinkRequest(), timeout=5)
-                if link.connected:
-                    break
-            time.sleep(0.1)
+            with grpc.insecure_channel(f"unix:{socket}") as channel:
+                stub = admin_pb2_grpc.HostAdminStub(channel)
+                return stub.GetConnectorLink(admin_pb2.GetConnectorLinkRequest(), timeout=5)
+
+        link = wait_until(
+            connector_link,
+            "the engine's link to its connector over TLS",
+            interval=0.1,
+            done=lambda link: link.connected,
+            ignore=(grpc.RpcError,),  # not serving yet
+        )
         text = (directory / "host.log").read_text()
-        assert link.connected, text
         assert link.address == f"localhost:{api_port}"
         assert f"Connector API on localhost:{api_port} (TLS, bearer token)" in text
         assert " ERROR " not in text

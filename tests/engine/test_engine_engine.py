@@ -18,11 +18,13 @@ from host.engine import (
     InvalidArgument,
     NotFound,
     Policy,
+    Settlement,
     SettlementPort,
     SettlementState,
 )
 from host.engine.outbox import Backoff
 from host.store.sqlite import SqliteStore
+from tests.polling import wait_until_async
 
 Scenario = Callable[[SqliteStore, Engine, FakeLedger, FakeClock], Awaitable[None]]
 
@@ -559,11 +561,12 @@ def test_the_outbox_loop_pays_as_soon_as_a_settlement_is_queued(tmp_path: Path) 
             await add_account(engine)
             ledger.script.extend(["transient", "transient"])
             await engine.apply_balance_change("alice", -1000)
-            for _ in range(3000):  # poll with a deadline of about 30 s
+
+            async def settled() -> Settlement | None:
                 [row] = await engine.list_settlements()
-                if row.state is SettlementState.COMPLETED:
-                    break
-                await asyncio.sleep(0.01)
+                return row if row.state is SettlementState.COMPLETED else None
+
+            row = await wait_until_async(settled, "the settlement to complete after two retries")
             assert (row.attempts, ledger.paid[row.id]) == (3, 1)
         finally:
             worker.cancel()

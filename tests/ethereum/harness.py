@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from host.demo.anvil import DEV_KEYS, Anvil, address_of_key
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.testing import AdaptorProcess, Refuse, fake_engine, run_adaptor
+from tests.polling import wait_until_async
 
 ADAPTOR = [
     sys.executable,
@@ -33,16 +33,8 @@ PEER = {"alice": "bob", "bob": "alice"}
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, deadline: float = DEADLINE) -> Any:
-    """Poll ``check`` until it returns something true; fail naming ``what`` at the deadline."""
-    try:
-        async with asyncio.timeout(deadline):
-            while True:
-                value = await check()
-                if value:
-                    return value
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"gave up after {deadline} s waiting until {what}")
+    """tests.polling's wait with this module's deadline (a chain is slower than a socket)."""
+    return await wait_until_async(check, what, timeout=deadline, interval=0.05)
 
 
 def write_key(directory: Path, side: str) -> Path:

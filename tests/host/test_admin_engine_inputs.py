@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 from host.demo.twohost import stop_process, wait_until_listening
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,10 @@ OUTGOING = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 INCOMING = admin_pb2.SETTLEMENT_DIRECTION_INCOMING
 Code = grpc.StatusCode
 _T = TypeVar("_T")
+
+
+def _given(value: object) -> bool:
+    return value is not None
 
 
 @dataclass
@@ -63,22 +67,22 @@ class RunningHost:
         return "\n".join(self.log().splitlines()[-lines:])
 
     def wait_for(self, what: str, check: Callable[[], _T | None]) -> _T:
-        """Poll ``check`` until it returns a value; gRPC errors count as "not yet"."""
-        deadline = time.monotonic() + DEADLINE
-        last = ""
-        while time.monotonic() < deadline:
+        """Poll ``check`` until it returns a value; gRPC errors count as "not yet". Fails at
+        once if the host exits, and at the deadline with the end of its log."""
+
+        def live_check() -> _T | None:
             assert self.process.poll() is None, (
                 f"the host exited ({self.process.returncode}) waiting for {what}:\n"
                 f"{self.log_tail()}"
             )
-            try:
-                value = check()
-            except grpc.RpcError as exc:
-                value, last = None, f"{exc.code().name}: {exc.details()}"
-            if value is not None:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what} ({last}):\n{self.log_tail()}")
+            return check()
+
+        try:
+            return wait_until(
+                live_check, what, timeout=DEADLINE, done=_given, ignore=(grpc.RpcError,)
+            )
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}:\n{self.log_tail()}") from None
 
     def account(self) -> admin_pb2.Account:
         request = admin_pb2.GetAccountRequest(account_id="bob")

@@ -39,6 +39,7 @@ from sdk.connectivity import ConnectionState, Connectivity
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from tests.polling import wait_until_async
 
 SINCE = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -111,14 +112,6 @@ class StandInSupervisor:
         old = self._snapshots[name]
         self.publish(replace(old, state=ProcessState.SERVING, pid=(old.pid or 0) + 1))
         return self._snapshots[name]
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class Harness:
@@ -266,13 +259,13 @@ def test_watch_sends_current_then_changes_and_ends_with_the_supervisor() -> None
         )
         async with Harness(supervisor) as h:
             # The server's health follower is one watcher; wait for it before counting ours.
-            await until(lambda: supervisor.watchers == 1, "the health follower")
+            await wait_until_async(lambda: supervisor.watchers == 1, "the health follower")
             everything = h.admin.WatchAdaptors(admin_pb2.WatchAdaptorsRequest())
             only_xrpl = h.admin.WatchAdaptors(admin_pb2.WatchAdaptorsRequest(name="xrpl"))
             first = [await everything.read(), await everything.read()]
             assert [m.adaptor.name for m in first] == ["memory", "xrpl"]
             assert (await only_xrpl.read()).adaptor.state == admin_pb2.PROCESS_STATE_STARTING
-            await until(lambda: supervisor.watchers == 3, "both watches")
+            await wait_until_async(lambda: supervisor.watchers == 3, "both watches")
             supervisor.publish(snapshot("memory", ProcessState.CRASHED, last_error="exit 1"))
             supervisor.publish(snapshot("xrpl", ProcessState.SERVING, pid=7))
             change = await everything.read()
@@ -395,7 +388,7 @@ def test_health_follows_the_adaptors() -> None:
             overall = h.health.Watch(health_pb2.HealthCheckRequest(service=""))
             assert (await watch.read()).status == NOT_SERVING
             assert (await overall.read()).status == NOT_SERVING
-            await until(lambda: supervisor.watchers == 1, "the health follower")
+            await wait_until_async(lambda: supervisor.watchers == 1, "the health follower")
             supervisor.publish(snapshot("xrpl", ProcessState.SERVING))
             assert (await watch.read()).status == SERVING
             assert (await overall.read()).status == SERVING

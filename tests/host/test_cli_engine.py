@@ -15,8 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +35,7 @@ from host.status import (
 )
 from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MEMORY_ADAPTOR = REPO / "adaptors" / "memory-python" / "adaptor.py"
@@ -271,14 +271,6 @@ max_balance = 1000000
 """
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {DEADLINE} s waiting for {what}")
-        time.sleep(0.1)
-
-
 def ilp_host(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion in a subprocess."""
     return subprocess.run(
@@ -352,8 +344,8 @@ def host() -> Iterator[Host]:
     """A host whose account bob was credited the memory adaptor's incoming 5.00."""
     running = Host(BOB)
     try:
-        wait_for(lambda: running.cli("health").returncode == EXIT_OK, "the host to serve")
-        wait_for(lambda: balance(running) == "-5000000", "bob's incoming settlement")
+        wait_until(lambda: running.cli("health").returncode == EXIT_OK, "the host to serve")
+        wait_until(lambda: balance(running) == "-5000000", "bob's incoming settlement")
         yield running
     finally:
         running.close()
@@ -430,7 +422,7 @@ def test_settle_pays_once_per_key_and_retry_leaves_a_completed_one(host: Host) -
         rows = {row["id"]: row for row in settlements(host)}
         return rows[settlement_id]["state"] == "SETTLEMENT_STATE_COMPLETED"
 
-    wait_for(completed, "the settlement to complete")
+    wait_until(completed, "the settlement to complete")
     retried = host.json("retry", settlement_id)["settlement"]
     assert (retried["id"], retried["state"]) == (settlement_id, "SETTLEMENT_STATE_COMPLETED")
 
@@ -438,7 +430,7 @@ def test_settle_pays_once_per_key_and_retry_leaves_a_completed_one(host: Host) -
 @pytest.mark.slow
 @needs_adaptor
 def test_settlements_table_and_filters(host: Host) -> None:
-    wait_for(lambda: len(settlements(host)) >= 1, "the incoming settlement")
+    wait_until(lambda: len(settlements(host)) >= 1, "the incoming settlement")
     everything = settlements(host)
     result = host.cli("settlements", "--account", "bob", "--wide")
     assert result.returncode == EXIT_OK, result.stderr
@@ -472,7 +464,7 @@ def test_without_a_connector_peers_and_send_fail(host: Host) -> None:
 def test_without_an_engine_accounts_fail() -> None:
     running = Host(accounts="")
     try:
-        wait_for(lambda: running.cli("health").returncode == EXIT_OK, "the host to serve")
+        wait_until(lambda: running.cli("health").returncode == EXIT_OK, "the host to serve")
         for args in (("accounts",), ("settlements",), ("settle", "bob"), ("retry", "x")):
             result = running.cli(*args)
             assert result.returncode == EXIT_FAILURE, (args, result.stdout)
@@ -500,8 +492,8 @@ outgoing_token = "token-to-bob"
 def test_with_a_connector_peers_status_and_send() -> None:
     running = Host(BOB + CONNECTOR)
     try:
-        wait_for(lambda: running.cli("health").returncode == EXIT_OK, "the host to serve")
-        wait_for(lambda: balance(running) == "-5000000", "bob's incoming settlement")
+        wait_until(lambda: running.cli("health").returncode == EXIT_OK, "the host to serve")
+        wait_until(lambda: balance(running) == "-5000000", "bob's incoming settlement")
         peers = running.cli("peers")
         assert peers.returncode == EXIT_OK, peers.stderr
         lines = peers.stdout.splitlines()

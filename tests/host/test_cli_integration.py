@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, Queue
 from typing import IO, Any
@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MEMORY_ADAPTOR = REPO / "adaptors" / "memory-python" / "adaptor.py"
@@ -49,14 +50,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -151,7 +144,7 @@ start = 30.0
         return int(reply.status)
 
     def wait_serving(self, service: str = "") -> None:
-        wait_for(lambda: self.health(service) == SERVING, f"health {service!r} SERVING")
+        wait_until(lambda: self.health(service) == SERVING, f"health {service!r} SERVING")
 
     def adaptor(self) -> admin_pb2.Adaptor:
         with grpc.insecure_channel(f"unix:{self.socket}") as channel:
@@ -206,7 +199,7 @@ def host() -> Iterator[tuple[Host, dict[str, str]]]:
     finally:
         running.close()
         shutil.rmtree(files_dir, ignore_errors=True)
-    wait_for(lambda: not any(alive(pid) for pid in pids), "the adaptor to be gone")
+    wait_until(lambda: not any(alive(pid) for pid in pids), "the adaptor to be gone")
 
 
 # -- status and health through the CLI --------------------------------------------------------
@@ -485,7 +478,7 @@ def test_sigterm_stops_the_host_and_its_adaptor() -> None:
         assert watcher.stderr is not None
         assert "the host closed the watch" in watcher.stderr.read()
         assert not running.socket.exists()
-        wait_for(lambda: not alive(pid), "the adaptor to exit")
+        wait_until(lambda: not alive(pid), "the adaptor to exit")
         assert "stopping the adaptors" in running.stderr
     finally:
         if watcher is not None:
@@ -524,7 +517,7 @@ def test_second_signal_exits_at_once_and_the_adaptor_dies_with_the_host() -> Non
         running.wait_serving()
         pid = running.adaptor().pid
         running.process.send_signal(signal.SIGTERM)
-        wait_for(
+        wait_until(
             lambda: running.adaptor().state == admin_pb2.PROCESS_STATE_STOPPING,
             "the graceful stop to begin",
         )
@@ -532,6 +525,6 @@ def test_second_signal_exits_at_once_and_the_adaptor_dies_with_the_host() -> Non
         assert running.stop(signal.SIGTERM) == 1, running.stderr
         assert "received again: exiting now" in running.stderr
         assert not running.socket.exists()
-        wait_for(lambda: not alive(pid), "the adaptor to die with the host")
+        wait_until(lambda: not alive(pid), "the adaptor to die with the host")
     finally:
         running.close()

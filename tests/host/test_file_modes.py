@@ -16,10 +16,11 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MEMORY_ADAPTOR = REPO / "adaptors" / "memory-python" / "adaptor.py"
@@ -64,11 +65,12 @@ def test_another_user_can_read_nothing_of_a_running_host() -> None:
     )
     state = top / "deep" / "er" / "state"
     try:
-        for _ in range(600):  # until the host has its database and admin socket
-            if (state / "admin.sock").exists() and (state / "engine.db").exists():
-                break
+
+        def started() -> bool:
             assert host.poll() is None, host.stderr.read() if host.stderr else ""
-            time.sleep(0.1)
+            return (state / "admin.sock").exists() and (state / "engine.db").exists()
+
+        wait_until(started, "the host to have its database and admin socket", interval=0.1)
         for directory in (top / "deep", top / "deep" / "er", state):
             assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
         for name in ("engine.db", "engine.db-wal", "admin.sock", "engine.sock"):

@@ -22,6 +22,7 @@ from host.supervisor import AdaptorSnapshot, AdaptorSpec, Supervisor, Supervisor
 from host.supervisor.process import is_alive
 from sdk.connectivity import Connectivity
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
+from tests.polling import wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "adaptors"
@@ -48,9 +49,8 @@ async def until(
 
 
 async def wait_dead(pid: int) -> None:
-    async with asyncio.timeout(DEADLINE):
-        while is_alive(pid):  # noqa: ASYNC110 (the process table has no event to wait on)
-            await asyncio.sleep(0.05)
+    # Polled: the process table has no event to wait on.
+    await wait_until_async(lambda: not is_alive(pid), f"process {pid} to be gone", timeout=DEADLINE)
 
 
 @pytest.fixture
@@ -142,9 +142,9 @@ def test_grpc_stdio_is_drained_into_logs(caplog: pytest.LogCaptureFixture) -> No
 
     async def go() -> None:
         async with Supervisor([spec(env={"FIXTURE_STDIO": line})]) as supervisor:
-            async with asyncio.timeout(DEADLINE):
-                while len(_stdio_records(caplog)) < 2:  # noqa: ASYNC110 (log capture: no event)
-                    await asyncio.sleep(0.05)
+            await wait_until_async(  # log capture has no event to wait on
+                lambda: len(_stdio_records(caplog)) >= 2, "both stdio records", timeout=DEADLINE
+            )
             assert supervisor.serving("good")
 
     asyncio.run(go())

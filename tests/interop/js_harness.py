@@ -16,6 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.polling import wait_until_async
+
 HERE = Path(__file__).resolve().parent
 NODE_MODULES = HERE / "node_modules"
 #: How long the JS connector may take to start (Node start, ILDCP from its parent).
@@ -122,13 +124,14 @@ class JsConnector:
         if not line.startswith("READY"):
             raise AssertionError(f"the JS connector failed: {line!r} {self.log()}")
         # ilp-connector starts its admin API without waiting for it to listen.
-        for _ in range(100):
-            try:
-                await self.admin("/accounts")
-                return
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"the JS connector's admin API never listened: {self.log()}")
+        await wait_until_async(
+            lambda: self.admin("/accounts"),
+            "the JS connector's admin API to listen",
+            timeout=5,
+            interval=0.05,
+            done=lambda _: True,
+            ignore=(aiohttp.ClientConnectionError,),
+        )
 
     async def _read_stderr(self) -> None:
         assert self._process is not None and self._process.stderr is not None

@@ -24,13 +24,14 @@ from host.connector.ports import PeerRefused
 from host.connector.routing import Route
 from host.ilp import Fulfill, Prepare, Reject
 from sdk.connectivity import Connectivity
-from tests.connector.connector_harness import RecordingMessages, poll
+from tests.connector.connector_harness import RecordingMessages
 from tests.interop.js_harness import (
     JsConnector,
     connector_options,
     free_ports,
     http_account,
 )
+from tests.polling import wait_until_async
 
 #: How the JS connector sees our host -> how our host sees it.
 OPPOSITE = {"parent": "child", "child": "parent", "peer": "peer"}
@@ -132,13 +133,10 @@ async def _exchange_packets_both_ways(w: World) -> None:
     async def js_reaches_us() -> bool:
         return (await w.js.send("leaf", w.host.address, 0))["type"] == "fulfill"
 
-    for _ in range(100):
-        if await js_reaches_us():
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"the JS connector never routed to us: {await w.js.routes()}")
-    await poll(lambda: w.host.routing.resolve(w.leaf_address) is not None, "a route to the leaf")
+    await wait_until_async(js_reaches_us, "the JS connector to route to us", interval=0.1)
+    await wait_until_async(
+        lambda: w.host.routing.resolve(w.leaf_address) is not None, "a route to the leaf"
+    )
     reply = await w.host.handle_prepare(None, _prepare(w.leaf_address, 700))
     assert isinstance(reply, Fulfill), (reply, w.js.log())
     answer = await w.js.send("leaf", f"{w.host.address}.wallet", 250)
@@ -191,7 +189,9 @@ def test_our_host_as_the_js_connectors_child() -> None:
             # We route by the parent (the default route, then its learned address), it by our
             # child address; the routes went both ways by CCP: its address to us, ours to it.
             assert (await w.js.routes())["test.js.host"] == "host"
-            await poll(lambda: bool(w.host.routing.learned("js")), "routes from the parent")
+            await wait_until_async(
+                lambda: bool(w.host.routing.learned("js")), "routes from the parent"
+            )
             assert [(r.prefix, r.path) for r in w.host.routing.learned("js")] == [
                 ("test.js", ("test.js",))
             ]

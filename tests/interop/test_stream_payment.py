@@ -25,6 +25,7 @@ from tests.interop.js_harness import (
     free_ports,
     http_account,
 )
+from tests.polling import wait_until_async
 
 AMOUNT = 12_345
 CREDIT = 1_000_000
@@ -71,13 +72,16 @@ def test_a_stream_payment_crosses_our_host() -> None:
         try:
             await asyncio.gather(host.start(), jsa.start(), jsb.start())
             # A learns test.jsb from us, which learned it from B (and B test.jsa likewise).
-            for _ in range(200):
-                a_routes, b_routes = await jsa.routes(), await jsb.routes()
-                if a_routes.get("test.jsb") == "host" and b_routes.get("test.jsa") == "host":
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"routes not learned: A {a_routes}, B {b_routes}")
+
+            async def routes() -> tuple[dict[str, str], dict[str, str]]:
+                return await jsa.routes(), await jsb.routes()
+
+            await wait_until_async(
+                routes,
+                "A to learn test.jsb and B test.jsa from us",
+                interval=0.1,
+                done=lambda ab: ab[0].get("test.jsb") == "host" and ab[1].get("test.jsa") == "host",
+            )
             payment = await asyncio.create_subprocess_exec(
                 "node",
                 str(HERE / "stream_payment.js"),

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.polling import wait_until
 
 DEADLINE = 60.0
 
@@ -51,14 +52,13 @@ class Prometheus:
 
     def wait_for(self, promql: str, expected: float) -> None:
         """Until ``promql`` equals ``expected`` (new scrapes arrive every second)."""
-        limit = time.monotonic() + DEADLINE
-        last: float | None = None
-        while time.monotonic() < limit:
-            last = self.value(promql)
-            if last == expected:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"{promql} is {last}, expected {expected}")
+        wait_until(
+            lambda: self.value(promql),
+            f"{promql} to be {expected}",
+            timeout=DEADLINE,
+            interval=0.5,
+            done=lambda value: value == expected,
+        )
 
 
 def scrape_config(jobs: Mapping[str, Sequence[str]]) -> str:
@@ -98,17 +98,15 @@ def prometheus(
         )
     server = Prometheus(f"http://127.0.0.1:{port}", process, log)
     try:
-        limit = time.monotonic() + DEADLINE
-        while True:
+
+        def ready() -> bool:
             assert process.poll() is None, f"prometheus exited: {log.read_text()[-2000:]}"
-            try:
-                with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < limit, f"prometheus not ready: {log.read_text()[-2000:]}"
-            time.sleep(0.2)
+            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+
+        wait_until(
+            ready, "prometheus to be ready", timeout=DEADLINE, interval=0.2, ignore=(OSError,)
+        )
         yield server
     finally:
         process.terminate()

@@ -25,6 +25,7 @@ from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import Refuse, fake_engine, serve_in_process
+from tests.polling import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60.0
@@ -213,9 +214,8 @@ def settlement_id(event: adaptor_pb2.WatchEventsResponse) -> str:
 
 
 async def streams_become(hub: sdk.EventHub, count: int) -> None:
-    # The hub announces no subscription change; poll it (the test's deadline bounds this).
-    while hub.streams != count:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
+    # The hub announces no subscription change: poll it.
+    await wait_until_async(lambda: hub.streams == count, f"{count} streams", interval=0.01)
 
 
 def test_event_hub_fans_out_in_order_and_ends_streams() -> None:

@@ -24,6 +24,7 @@ from sdk.handshake import parse
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import adaptor_environ, run_adaptor
+from tests.polling import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY = [sys.executable, str(ROOT / "adaptors" / "memory-python" / "adaptor.py")]
@@ -283,8 +284,9 @@ def test_adaptor_exits_when_its_parent_dies(tmp_path: Path) -> None:
             # The adaptor holds the other end of the stdout pipe: EOF means it has exited.
             assert await parent.stdout.read() == b""
             # It is not our child, so nothing announces its end: poll /proc.
-            while not process_gone(adaptor_pid):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+            await wait_until_async(
+                lambda: process_gone(adaptor_pid), "the adaptor to exit", interval=0.1
+            )
 
     with open(stderr_file, "wb") as stderr:
         asyncio.run(main(stderr))
