@@ -572,9 +572,7 @@ class Pair:
         """:func:`wait_for` over both hosts."""
         return wait_for(what, check, self.hosts)
 
-    def send(
-        self, amount: int, count: int, concurrency: int = 4
-    ) -> admin_pb2.SendPacketsResponse:
+    def send(self, amount: int, count: int, concurrency: int = 4) -> admin_pb2.SendPacketsResponse:
         """Alice sends ``count`` test packets of ``amount`` to Bob; the last progress report."""
         request = admin_pb2.SendPacketsRequest(
             destination="test.bob.demo", amount=amount, count=count, concurrency=concurrency
