@@ -13,7 +13,6 @@ import json
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from host.demo.adaptors import adaptors_dir, source_tree, token_artifact
+from host.demo.twohost import free_ports
 
 CHAIN_ID: Final = 31337
 #: anvil's first development accounts (public test keys of its default mnemonic).
@@ -58,12 +58,6 @@ def anvil_binary() -> Path:
         return Path(on_path)
     looked = ", ".join(str(root / package) for root in roots)
     raise NodeError(f"no anvil in {looked} nor on PATH: run make setup (npm @foundry-rs/anvil)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def address_of_key(key: str) -> str:
@@ -105,7 +99,7 @@ class Anvil:
         state: Path | None = None,
         extra: tuple[str, ...] = (),
     ) -> Anvil:
-        args = ["--host", "127.0.0.1", "--port", str(port or free_port()), "--silent"]
+        args = ["--host", "127.0.0.1", "--port", str(port or free_ports(1)[0]), "--silent"]
         if block_time is not None:
             args += ["--block-time", f"{block_time:g}"]
         if state is not None:
