@@ -13,7 +13,8 @@ import pytest
 
 from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
-from tests.host.test_cli_engine import BOB, Host, wait_for
+from tests.host.test_cli_engine import BOB, Host
+from tests.polling import wait_until
 from tests.postgres_server import PostgresServer
 
 COMPLETED = admin_pb2.SETTLEMENT_STATE_COMPLETED
@@ -52,8 +53,8 @@ def test_two_hosts_on_one_database_share_the_books(postgres: PostgresServer) -> 
     try:
         one, two = (admin_pb2_grpc.HostAdminStub(channel) for channel in channels)
         for admin in (one, two):
-            wait_for(lambda a=admin: serving(a), "both hosts' adaptors to serve")
-            wait_for(lambda a=admin: balance(a) == "-5000000", "bob's incoming 5.00, once")
+            wait_until(lambda a=admin: serving(a), "both hosts' adaptors to serve")
+            wait_until(lambda a=admin: balance(a) == "-5000000", "bob's incoming 5.00, once")
 
         request = admin_pb2.SettleRequest(
             account_id="bob",
@@ -68,7 +69,7 @@ def test_two_hosts_on_one_database_share_the_books(postgres: PostgresServer) -> 
             reply = two.ListSettlements(admin_pb2.ListSettlementsRequest(), timeout=10)
             return list(reply.settlements)
 
-        wait_for(
+        wait_until(
             lambda: [s.state for s in settlements() if s.id == paid.id] == [COMPLETED],
             "the settlement to be paid",
         )
