@@ -553,8 +553,9 @@ class Pair:
         )
 
     def close(self) -> None:
-        """Stop the hosts (SIGTERM), then the ledger. Idempotent."""
-        for host in self.hosts:
+        """Stop the hosts (SIGTERM; Bob first, the reverse of their start), then the ledger.
+        Idempotent."""
+        for host in reversed(self.hosts):
             host.stop()
         if self._ledger_channel is not None:
             self._ledger_channel.close()
