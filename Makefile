@@ -95,7 +95,7 @@ typecheck:
 pytest:
 	$(BIN)/pytest
 
-## Regenerate sdk/pb after editing proto/.
+## Regenerate sdk/pb and host/pb after editing proto/.
 stubs: setup
 	$(BIN)/python scripts/gen_protos.py
 

@@ -37,7 +37,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from bench_e2e import cpu_name, credited, packet_rounds, send, workdir
 
 from host.demo import ENGINE_PLACES, PACKET_AMOUNT, Host, peered_hosts, settlements
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING

@@ -31,7 +31,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from host.demo import PACKET_AMOUNT, Host, peered_hosts, settlements
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING

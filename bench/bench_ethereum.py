@@ -39,7 +39,7 @@ from eth_account import Account
 from host.anvil import CHAIN_ID, DEV_KEYS, Anvil, address_of_key
 from host.demo import PACKET_AMOUNT, SETTLE_THRESHOLD, Host, peered_hosts, settlements
 from host.demo_ethereum import ethereum_chain
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING

@@ -66,10 +66,10 @@ from host.credentials import (
 from host.engine import Engine, EngineError, SettlementPort
 from host.lifecycle import ProcessState
 from host.metrics import HostMetrics, serve_metrics
+from host.pb.ilphost.admin.v1 import admin_pb2
 from host.store import Store, StoreError
 from host.store.opening import describe_database, open_store
 from host.supervisor import Supervisor
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
 
 log = logging.getLogger("ilp_host")

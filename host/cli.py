@@ -36,6 +36,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from host import demo, logformat
 from host.config import ConfigError, connector_api_target, for_role, read_config
 from host.conformance import cli as conformance_cli
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from host.simledger import cli as ledger_cli
 from host.status import (
     describe_change,
@@ -49,7 +50,6 @@ from host.status import (
     send_summary,
 )
 from sdk import channels
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

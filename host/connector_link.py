@@ -41,11 +41,11 @@ from host.connector.ports import (
 from host.credentials import ServerTls, client_credentials
 from host.engine import Engine, EngineError, NotFound
 from host.engine.model import ClearingEffect
+from host.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
 from host.store import Store, StoreError
 from sdk import channels
 from sdk.amount import AmountError, signed_of
-from sdk.pb.ilphost.admin.v1 import admin_pb2
-from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 log = logging.getLogger("ilp_host.connector_link")

@@ -37,10 +37,10 @@ import grpc
 
 from host.demo_ethereum import KINDS as ETHEREUM_KINDS
 from host.demo_ethereum import EthereumDemo, ethereum_chain
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger.process import start_ledger
 from sdk import channels
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from host.anvil import DEV_KEYS, TOKEN_ARTIFACT, Anvil, address_of_key
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 REPO: Final = TOKEN_ARTIFACT.parents[3]
 ADAPTOR: Final = REPO / "adaptors" / "ethereum" / "adaptor.py"

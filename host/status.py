@@ -18,7 +18,7 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 HEADER = ("NAME", "KIND", "STATE", "SINCE", "PID", "ATTEMPTS", "LAST ERROR")

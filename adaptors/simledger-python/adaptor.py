@@ -9,7 +9,7 @@ Run by the host as ``python adaptors/simledger-python/adaptor.py`` with:
 
 How it maps the contract onto the ledger:
 
-- Peers exchange ledger accounts with the protobuf peer messages of sdk.simledger: a
+- Peers exchange ledger accounts with the protobuf peer messages of host.simledger.peer_messages: a
   PeerRequest (ledger_account_exchange: the sender's ledger account) carried by
   Engine.SendData, answered by a PeerReply naming the receiver's. SetupAccount sends it (and
   keeps retrying in the background while the peer cannot be reached); ReceiveData answers it.
@@ -38,13 +38,14 @@ import grpc
 from adaptor_state import Acknowledgement, AdaptorState, Incoming
 
 import sdk
-from sdk import contract, failpoints, simledger
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from host.simledger import peer_messages as simledger
+from sdk import contract, failpoints
 from sdk.amount import AmountError, unsigned_of
 from sdk.backoff import backoff_delay
 from sdk.connectivity import Connectivity
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 NAME: Final = "simledger-python"

@@ -14,7 +14,7 @@ from host.connector.local import PacketSource, SendProgress, SendSummary, neares
 from host.connector.switch import Connector
 from host.ilp import IlpPacketError
 from host.ilp import address as ilp_address
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 #: An account's clearing balance as the connector holds it, and its scale; None if unknown.

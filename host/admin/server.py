@@ -31,9 +31,9 @@ from host.admin.auth import BearerTokenInterceptor
 from host.admin.convert import adaptor_to_proto
 from host.credentials import ServerTls
 from host.lifecycle import ProcessState
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from host.supervisor import AdaptorSnapshot, SupervisorStopped
 from sdk.health import HealthServicer
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 
 log = logging.getLogger("ilp_host.admin")
 

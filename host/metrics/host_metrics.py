@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # the parts observed; importing them here would make an impor
     from host.connector.switch import Connector
     from host.connector_link import ConnectorLink
     from host.engine import Engine
+    from host.pb.ilphost.admin.v1 import admin_pb2
     from host.supervisor import Supervisor
-    from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 log = logging.getLogger("ilp_host.metrics")
 

@@ -17,12 +17,13 @@ from typing import Any
 import grpc
 import pytest
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2 as lpb
+from host.pb.ilphost.simledger.v1 import simledger_pb2_grpc
+from host.simledger import peer_messages as simledger
 from host.simledger.process import LedgerProcess, start_ledger
-from sdk import contract, simledger
+from sdk import contract
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2 as lpb
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.testing import AdaptorClient, AdaptorProcess, Refuse, fake_engine, run_adaptor
 

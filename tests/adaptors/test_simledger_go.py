@@ -29,15 +29,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from host.simledger import peer_messages as simledger
 from host.simledger.process import LedgerProcess, start_ledger
 from host.supervisor import AdaptorSpec, ProcessState, Supervisor
-from sdk import simledger
 from sdk.connectivity import TRANSITIONS, Connectivity
 from sdk.contract import HEALTH_SERVICE, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
 from sdk.handshake import parse
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.testing import FakeEngine, Refuse, fake_engine, run_adaptor
 

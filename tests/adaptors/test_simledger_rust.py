@@ -19,6 +19,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from host.simledger.process import LedgerProcess
 from host.supervisor import AdaptorSpec, Supervisor
 from sdk import channels
@@ -26,7 +27,6 @@ from sdk.connectivity import Connectivity
 from sdk.contract import HEALTH_SERVICE
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from sdk.testing import Refuse, fake_engine, run_adaptor
 from tests.adaptors.test_simledger_go import (
     DEADLINE,

@@ -32,10 +32,10 @@ import grpc
 
 from host.demo import DemoError, stop_process, wait_until_listening
 from host.demo import wait_for as demo_wait_for
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger.process import LedgerProcess, start_ledger
 from sdk import failpoints
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 REPO = Path(__file__).resolve().parents[2]

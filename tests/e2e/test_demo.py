@@ -15,7 +15,7 @@ import pytest
 
 from host import cli, demo
 from host.demo import PACKET_AMOUNT, Books, Host, account, reconcile, run_demo, settlements
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 

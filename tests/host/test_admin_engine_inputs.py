@@ -29,7 +29,7 @@ import grpc
 import pytest
 
 from host.demo import stop_process, wait_until_listening
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 pytestmark = pytest.mark.slow

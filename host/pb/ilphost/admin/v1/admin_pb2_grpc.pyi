@@ -5,7 +5,7 @@ The operators' API of a running host."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sdk.pb.ilphost.admin.v1 import admin_pb2 as _admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2 as _admin_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
