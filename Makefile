@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres-server metrics-tools setup demo test check lock-check lock lint typecheck buf stubs-check go-check rust-check contracts-check pytest stubs clean
+.PHONY: postgres-server metrics-tools setup demo test check lock-check lock lint typecheck buf buf-breaking stubs-check go-check rust-check contracts-check pytest stubs clean
 
 # The Python environment is exactly uv.lock (hashes checked): uv, pinned in pyproject.toml's dev
 # extra, is bootstrapped with pip, then installs the lock (--locked: a lock that does not match
@@ -73,7 +73,7 @@ demo: $(BIN)/.installed
 ## Every check and test.
 test: setup check pytest
 
-check: lock-check stubs-check buf lint typecheck go-check rust-check contracts-check
+check: lock-check stubs-check buf buf-breaking lint typecheck go-check rust-check contracts-check
 
 # uv.lock matches pyproject.toml (after editing dependencies: make lock, and commit uv.lock).
 lock-check: $(BIN)/.installed
@@ -99,6 +99,11 @@ stubs-check:
 
 buf:
 	node_modules/.bin/buf lint proto
+
+# No breaking change to the contract since where this branch left main (on main: since the
+# previous commit); BASE=<commit> compares against another. See scripts/proto-breaking.sh.
+buf-breaking:
+	scripts/proto-breaking.sh
 
 lint:
 	$(BIN)/ruff check .
