@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres-server metrics-tools setup demo test check lock-check lock lint typecheck buf buf-breaking stubs-check go-check rust-check contracts-check pytest stubs clean
+.PHONY: postgres-server metrics-tools setup demo test check lock-check lock lint typecheck buf buf-breaking stubs-check go-stubs-check go-check rust-check contracts-check pytest stubs clean
 
 # The Python environment is exactly uv.lock (hashes checked): uv, pinned in pyproject.toml's dev
 # extra, is bootstrapped with pip, then installs the lock (--locked: a lock that does not match
@@ -73,7 +73,7 @@ demo: $(BIN)/.installed
 ## Every check and test.
 test: setup check pytest
 
-check: lock-check stubs-check buf buf-breaking lint typecheck go-check rust-check contracts-check
+check: lock-check stubs-check go-stubs-check buf buf-breaking lint typecheck go-check rust-check contracts-check
 
 # uv.lock matches pyproject.toml (after editing dependencies: make lock, and commit uv.lock).
 lock-check: $(BIN)/.installed
@@ -96,6 +96,10 @@ contracts-check:
 
 stubs-check:
 	$(BIN)/python scripts/gen_protos.py --check
+
+# The Go adaptor's committed gen/ is what its pinned generators make of proto/.
+go-stubs-check:
+	adaptors/simledger-go/generate.sh --check
 
 buf:
 	node_modules/.bin/buf lint proto
