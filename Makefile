@@ -116,8 +116,11 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# The suite under coverage.py; the figure is of the pytest process only (see pyproject.toml).
 pytest:
-	$(BIN)/pytest
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest
+	@echo "coverage of host/ and sdk/ by the pytest process: $$($(BIN)/coverage report --format=total)% of lines (details: $(BIN)/coverage report)"
 
 ## Regenerate sdk/pb and host/pb after editing proto/.
 stubs: setup
