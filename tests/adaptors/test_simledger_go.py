@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -40,11 +39,10 @@ from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.testing import FakeEngine, Refuse, fake_engine, run_adaptor
+from tests.adaptors import simledger_builds
 
-REPO = Path(__file__).resolve().parents[2]
-GO_DIR = REPO / "adaptors" / "simledger-go"
-BINARY = GO_DIR / "bin" / "simledger-go"
-PYTHON_ADAPTOR = (sys.executable, str(REPO / "adaptors" / "simledger-python" / "adaptor.py"))
+REPO = simledger_builds.REPO
+PYTHON_ADAPTOR = simledger_builds.PYTHON_COMMAND
 #: Generous: the machine is shared, and nothing here asserts on speed.
 DEADLINE = 60.0
 RPC_TIMEOUT = 20.0
@@ -61,28 +59,8 @@ Code = grpc.StatusCode
 
 @pytest.fixture(scope="session")
 def go_adaptor() -> Path:
-    """The adaptor binary, rebuilt with `go build` when go is here (quick when nothing changed),
-    else the one `make setup` built; without either, skip (fail in CI)."""
-    go = shutil.which("go")
-    if go is None:
-        if BINARY.exists():
-            return BINARY
-        message = "go is not installed: cannot build adaptors/simledger-go (make setup)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    result = subprocess.run(
-        [go, "build", "-o", "bin/simledger-go", "."],
-        cwd=GO_DIR,
-        env={**os.environ, "GOTOOLCHAIN": "local"},
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"go build in adaptors/simledger-go failed:\n{result.stderr[-4000:]}")
-    return BINARY
+    """The adaptor binary (tests/adaptors/simledger_builds.py: rebuilt when go is here)."""
+    return simledger_builds.go_binary()
 
 
 @contextlib.contextmanager

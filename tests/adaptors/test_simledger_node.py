@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -40,11 +38,12 @@ from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import AdaptorClient, AdaptorProcess, Refuse, adaptor_environ, fake_engine
 from sdk.testing import run_adaptor as _run_adaptor
+from tests.adaptors import simledger_builds
 
-REPO = Path(__file__).resolve().parents[2]
-ADAPTOR_DIR = REPO / "adaptors" / "simledger-node"
+REPO = simledger_builds.REPO
+ADAPTOR_DIR = simledger_builds.NODE_DIR
 COMMAND = ("node", str(ADAPTOR_DIR / "adaptor.js"))
-PYTHON_ADAPTOR = (sys.executable, str(REPO / "adaptors" / "simledger-python" / "adaptor.py"))
+PYTHON_ADAPTOR = simledger_builds.PYTHON_COMMAND
 #: Generous: the machine is shared, and nothing here asserts on speed.
 DEADLINE = 30.0
 RPC_TIMEOUT = 20.0
@@ -55,16 +54,7 @@ State = types_pb2.ConnectivityState
 
 @pytest.fixture(autouse=True)
 def _node_adaptor_installed() -> None:
-    if shutil.which("node") is None:
-        problem = "node is not installed"
-    elif not (ADAPTOR_DIR / "node_modules").is_dir():
-        problem = "adaptors/simledger-node/node_modules is missing"
-    else:
-        return
-    message = f"{problem}: run make setup (npm ci in adaptors/simledger-node)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    simledger_builds.node_command()
 
 
 def test_node_unit_tests_pass() -> None:
