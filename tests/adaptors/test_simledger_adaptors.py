@@ -193,15 +193,24 @@ class Peering:
         }
 
     @asynccontextmanager
-    async def adaptor(self, side: str) -> AsyncIterator[AdaptorClient]:
-        """Run ``side``'s adaptor for the duration; its state file outlives it."""
+    async def adaptor(self, side: str, *, killed: bool = False) -> AsyncIterator[AdaptorClient]:
+        """Run ``side``'s adaptor for the duration; its state file outlives it. ``killed``: the
+        test kills it (``kill``), so it need not have stopped cleanly."""
         async with run_adaptor(self.command, env=self.environ(side)) as running:
             self.running[side] = running
             try:
                 yield running.client
             finally:
                 del self.running[side]
-        assert running.process.returncode == 0, bytes(running.stderr).decode(errors="replace")
+        if not killed:
+            assert running.process.returncode == 0, bytes(running.stderr).decode(errors="replace")
+
+    async def kill(self, side: str) -> None:
+        """SIGKILL ``side``'s adaptor, as a crash would, and wait until it is gone."""
+        running = self.running[side]
+        running.process.kill()
+        async with asyncio.timeout(DEADLINE):
+            await running.wait()
 
 
 @asynccontextmanager
@@ -232,6 +241,12 @@ async def ledger_balance(ledger_target: str, side: str) -> str:
         return str(reply.account.balance.value)
 
 
+def exchanges_with(world: Peering, side: str, peer: str) -> int:
+    """How many SendData calls ``side``'s adaptor has made to ``peer`` (ledger-account
+    exchanges), whether or not they reached it."""
+    return sum(1 for call in world.engines[side].calls if call.account_id == peer)
+
+
 async def set_up_both(alice: AdaptorClient, bob: AdaptorClient) -> None:
     await bob.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="alice"))
     await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
@@ -242,82 +257,118 @@ def test_accounts_exchange_then_send_money_pays_once(
 ) -> None:
     async def scenario() -> None:
         await fund(ledger.target, "alice", "1000")
-        async with (
-            peering(command, ledger, tmp_path) as world,
-            world.adaptor("alice") as alice,
-            world.adaptor("bob") as bob,
-        ):
-            await until_ready(alice)
-            info = await alice.adaptor.GetInfo(apb.GetInfoRequest())
-            assert (info.name, info.ledger, info.asset_code, info.asset_scale) == (
-                f"simledger-{language}",
-                "simledger",
-                "USD",
-                2,
-            )
-            assert set(info.capabilities) == {
-                "send_money",
-                "receive_money",
-                "data",
-                "balance",
-                "accounts",
-            }
-            assert list(info.contract_versions) == [1]
-
-            # The peers cannot reach each other yet: set-up succeeds, payment must wait.
-            world.reachable = False
-            await set_up_both(alice, bob)
-            await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
-            code, details = await status(alice.adaptor.SendMoney(send("bob", "500", "k1")))
-            assert (code, worded(language, "not known yet", details)) == (
-                Code.FAILED_PRECONDITION,
-                True,
-            )
-            assert await ledger_balance(ledger.target, "bob") == "0"
-
-            # Reachable again: the background exchange completes on its own.
-            world.reachable = True
-            paid: list[apb.SendMoneyResponse] = []
-
-            async def payment_goes_through() -> bool:
-                try:
-                    paid.append(await alice.adaptor.SendMoney(send("bob", "500", "k1")))
-                except grpc.aio.AioRpcError as exc:
-                    assert exc.code() is Code.FAILED_PRECONDITION, exc.details()
-                    return False
-                return True
-
-            await until(payment_goes_through, "alice learned bob's ledger account")
-            assert paid[0].settlement_id == "ledger:alice:k1"
-            assert paid[0].status == apb.SETTLEMENT_STATUS_COMPLETED
-
-            again = await alice.adaptor.SendMoney(send("bob", "500", "k1"))
-            assert again == paid[0]
-            assert await ledger_balance(ledger.target, "bob") == "500"
-            balance = await alice.adaptor.GetBalance(apb.GetBalanceRequest())
-            assert balance.balance == usd("500")
-
-            # carol's peer never answers: her ledger account stays unknown.
-            await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="carol"))
-            code, _ = await status(alice.adaptor.SendMoney(send("carol", "5", "c1")))
-            assert code is Code.FAILED_PRECONDITION
-            for other in (send("bob", "501", "k1"), send("carol", "500", "k1")):
-                code, details = await status(alice.adaptor.SendMoney(other))
-                assert (code, worded(language, "'k1'", details)) == (Code.ALREADY_EXISTS, True)
-
-            code, details = await status(alice.adaptor.SendMoney(send("bob", "501", "k2")))
-            assert (code, worded(language, "holds 500", details)) == (
-                Code.FAILED_PRECONDITION,
-                True,
-            )
-            assert await ledger_balance(ledger.target, "bob") == "500"
-
-            # bob learned alice's account too and can pay back.
-            back = await bob.adaptor.SendMoney(send("alice", "200", "b1"))
-            assert back.settlement_id == "ledger:bob:b1"
-            assert await ledger_balance(ledger.target, "alice") == "700"
+        async with peering(command, ledger, tmp_path) as world:
+            paid = await pay_through_the_exchange(world, language)
+            # A restarted adaptor remembers its keys and its peers: the same answer, no second
+            # payment, and nothing to exchange again.
+            async with world.adaptor("alice") as alice:
+                await until_ready(alice)
+                exchanges = exchanges_with(world, "alice", "bob")
+                assert await alice.adaptor.SendMoney(send("bob", "500", "k1")) == paid
+                code, _ = await status(alice.adaptor.SendMoney(send("bob", "999", "k1")))
+                assert code is Code.ALREADY_EXISTS
+                await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
+                assert exchanges_with(world, "alice", "bob") == exchanges
+                assert await ledger_balance(ledger.target, "bob") == "301"
 
     asyncio.run(scenario())
+
+
+async def pay_through_the_exchange(world: Peering, language: str) -> apb.SendMoneyResponse:
+    """The first part of the test above: alice's and bob's adaptors learn each other's ledger
+    accounts (after an outage) and pay; returns alice's first payment."""
+    ledger_target = world.ledger_target
+    async with world.adaptor("alice") as alice, world.adaptor("bob") as bob:
+        await until_ready(alice)
+        info = await alice.adaptor.GetInfo(apb.GetInfoRequest())
+        assert (info.name, info.ledger, info.asset_code, info.asset_scale) == (
+            f"simledger-{language}",
+            "simledger",
+            "USD",
+            2,
+        )
+        assert set(info.capabilities) == {
+            "send_money",
+            "receive_money",
+            "data",
+            "balance",
+            "accounts",
+        }
+        assert list(info.contract_versions) == [1]
+
+        # The peers cannot reach each other yet: set-up succeeds, payment must wait.
+        world.reachable = False
+        await set_up_both(alice, bob)
+        await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
+        code, details = await status(alice.adaptor.SendMoney(send("bob", "500", "k1")))
+        assert (code, worded(language, "not known yet", details)) == (
+            Code.FAILED_PRECONDITION,
+            True,
+        )
+        assert await ledger_balance(ledger_target, "bob") == "0"
+
+        # Reachable again: the background exchange completes on its own.
+        world.reachable = True
+        paid: list[apb.SendMoneyResponse] = []
+
+        async def payment_goes_through() -> bool:
+            try:
+                paid.append(await alice.adaptor.SendMoney(send("bob", "500", "k1")))
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() is Code.FAILED_PRECONDITION, exc.details()
+                return False
+            return True
+
+        await until(payment_goes_through, "alice learned bob's ledger account")
+        assert paid[0].settlement_id == "ledger:alice:k1"
+        assert paid[0].status == apb.SETTLEMENT_STATUS_COMPLETED
+        # One ledger transfer, its memo naming the payer's ledger account.
+        async with ledger_client(ledger_target) as book:
+            transfer = (
+                await book.GetTransfer(lpb.GetTransferRequest(transfer_id="ledger:alice:k1"))
+            ).transfer
+        assert (transfer.from_account_id, transfer.to_account_id, transfer.memo) == (
+            "ledger:alice",
+            "ledger:bob",
+            "ledger:alice",
+        )
+        # alice's exchanges (the engine carried them to bob) named her own ledger account.
+        exchanges = {
+            (c.account_id, simledger.parse_ledger_account_request(c.data))
+            for c in world.engines["alice"].calls
+        }
+        assert exchanges == {("bob", "ledger:alice")}
+
+        again = await alice.adaptor.SendMoney(send("bob", "500", "k1"))
+        assert again == paid[0]
+        assert await ledger_balance(ledger_target, "bob") == "500"
+        balance = await alice.adaptor.GetBalance(apb.GetBalanceRequest())
+        assert balance.balance == usd("500")
+
+        # carol's peer never answers: her ledger account stays unknown.
+        await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="carol"))
+        code, _ = await status(alice.adaptor.SendMoney(send("carol", "5", "c1")))
+        assert code is Code.FAILED_PRECONDITION
+        for other in (send("bob", "501", "k1"), send("carol", "500", "k1")):
+            code, details = await status(alice.adaptor.SendMoney(other))
+            assert (code, worded(language, "'k1'", details)) == (Code.ALREADY_EXISTS, True)
+
+        code, details = await status(alice.adaptor.SendMoney(send("bob", "501", "k2")))
+        assert (code, worded(language, "holds 500", details)) == (
+            Code.FAILED_PRECONDITION,
+            True,
+        )
+        assert await ledger_balance(ledger_target, "bob") == "500"
+        # Whether that refusal binds k2 differs (Python and Node.js: yes; Go and Rust: no).
+        assert (await alice.adaptor.SendMoney(send("bob", "1", "k3"))).settlement_id == (
+            "ledger:alice:k3"
+        )
+
+        # bob learned alice's account too and can pay back.
+        back = await bob.adaptor.SendMoney(send("alice", "200", "b1"))
+        assert back.settlement_id == "ledger:bob:b1"
+        assert await ledger_balance(ledger_target, "alice") == "699"
+        return paid[0]
 
 
 def test_ledger_faults_answer_unavailable_and_a_retry_with_the_key_pays_once(
@@ -351,6 +402,15 @@ def test_ledger_faults_answer_unavailable_and_a_retry_with_the_key_pays_once(
             assert paid.settlement_id == "ledger:alice:k1"
             assert await ledger_balance(ledger.target, "bob") == "100"
             assert await ledger_balance(ledger.target, "alice") == "900"
+            # The ledger unreachable: UNAVAILABLE, and the same key pays once when it is back.
+            await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults(offline=True)))
+            code, _ = await status(alice.adaptor.SendMoney(send("bob", "50", "k2")))
+            assert code is Code.UNAVAILABLE
+            await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults()))
+            await until_ready(alice)
+            paid = await alice.adaptor.SendMoney(send("bob", "50", "k2"))
+            assert paid.settlement_id == "ledger:alice:k2"
+            assert await ledger_balance(ledger.target, "bob") == "150"
 
     asyncio.run(scenario())
 
@@ -360,12 +420,15 @@ BAD_REQUESTS = [
     (send("bob", "0", "k"), Code.INVALID_ARGUMENT, "greater than zero"),
     (send("bob", "-5", "k"), Code.INVALID_ARGUMENT, "negative"),
     (send("bob", "1.5", "k"), Code.INVALID_ARGUMENT, "base-10"),
+    (send("bob", "007", "k"), Code.INVALID_ARGUMENT, "leading zero"),
+    (apb.SendMoneyRequest(account_id="bob", idempotency_key="k"), Code.INVALID_ARGUMENT, "amount"),
     (send("bob", "", "k"), Code.INVALID_ARGUMENT, "empty"),
     (send("bob", "9" * 79, "k"), Code.INVALID_ARGUMENT, "79 digits"),
     (send("bob", "5", "k", scale=9), Code.INVALID_ARGUMENT, "scale 2"),
     (send("bob", "5", ""), Code.INVALID_ARGUMENT, "idempotency_key"),
     (send("bob", "5", "k" * 129), Code.INVALID_ARGUMENT, "idempotency_key"),
     (send("bob", "5", "tab\tkey"), Code.INVALID_ARGUMENT, "idempotency_key"),
+    (send("bob", "5", "line\nbreak"), Code.INVALID_ARGUMENT, "idempotency_key"),
     (send("", "5", "k"), Code.INVALID_ARGUMENT, "account_id"),
     (send("bob/x", "5", "k"), Code.INVALID_ARGUMENT, "account_id"),
     (send("dave", "5", "k"), Code.NOT_FOUND, "'dave'"),
@@ -445,7 +508,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged_and_after_resta
             # bob is down; alice pays again. After the restart bob re-delivers exactly the
             # unacknowledged k2, then catches up on k3 from its cursor.
             await alice.adaptor.SendMoney(send("bob", "7", "k3"))
-            async with world.adaptor("bob") as bob:
+            async with world.adaptor("bob", killed=True) as bob:
                 stream = bob.adaptor.WatchEvents(apb.WatchEventsRequest())
                 assert await next_incoming_id(stream) == "ledger:alice:k2"
                 assert await next_incoming_id(stream) == "ledger:alice:k3"
@@ -456,6 +519,19 @@ def test_incoming_settlements_are_redelivered_until_acknowledged_and_after_resta
                 await alice.adaptor.SendMoney(send("bob", "1", "k4"))
                 assert await next_incoming_id(stream) == "ledger:alice:k4"
                 stream.cancel()
+                # A crash right after the acknowledgements: they must have been on disk.
+                await world.kill("bob")
+
+            # Funding bob (a mint) is not a settlement; nothing acknowledged comes back.
+            await fund(ledger.target, "bob", "5")
+            async with world.adaptor("bob") as bob:
+                stream = bob.adaptor.WatchEvents(apb.WatchEventsRequest())
+                await alice.adaptor.SendMoney(send("bob", "2", "k5"))
+                assert await next_incoming_id(stream) == "ledger:alice:k4"
+                assert await next_incoming_id(stream) == "ledger:alice:k5"
+                stream.cancel()
+                minted = apb.ReceiveMoneyRequest(settlement_id="fund-bob-5")
+                assert (await status(bob.adaptor.ReceiveMoney(minted)))[0] is Code.NOT_FOUND
 
     asyncio.run(scenario())
 
@@ -510,7 +586,8 @@ def test_receive_data_and_account_statuses(
             await bob.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="erin"))
             # Malformed data for a known account (for an unknown one, which of NOT_FOUND and
             # INVALID_ARGUMENT wins is the adaptor's choice).
-            for data in (b"not protobuf", b""):  # b"": a PeerRequest of no kind
+            malformed = simledger.ledger_account_request("a b")
+            for data in (b"not protobuf", b"", malformed):  # b"": a PeerRequest of no kind
                 request = apb.ReceiveDataRequest(account_id="erin", data=data)
                 assert (await status(bob.adaptor.ReceiveData(request)))[0] is Code.INVALID_ARGUMENT
             await bob.adaptor.ReceiveData(apb.ReceiveDataRequest(account_id="erin", data=hello))
