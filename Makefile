@@ -119,8 +119,9 @@ typecheck:
 # The suite under coverage.py; the figure is of the pytest process only (see pyproject.toml).
 pytest:
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest
-	@echo "coverage of host/ and sdk/ by the pytest process: $$($(BIN)/coverage report --format=total)% of lines (details: $(BIN)/coverage report)"
+	@status=0; $(BIN)/coverage run -m pytest || status=$$?; \
+	echo "coverage of host/ and sdk/ by the pytest process: $$($(BIN)/coverage report --format=total)% of lines (details: $(BIN)/coverage report)"; \
+	exit $$status
 
 ## Regenerate sdk/pb and host/pb after editing proto/.
 stubs: setup
