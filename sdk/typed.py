@@ -144,7 +144,7 @@ class LedgerAdaptor(Adaptor, abc.ABC):
         self, request: adaptor_pb2.ReceiveMoneyRequest, context: Context
     ) -> adaptor_pb2.ReceiveMoneyResponse:
         async def work() -> None:
-            await self.receive_money(requests.check_settlement_id(request.settlement_id))
+            await self.receive_money(requests.check_acknowledged_id(request.settlement_id))
 
         await self._answer("ReceiveMoney", context, work)
         return adaptor_pb2.ReceiveMoneyResponse()
