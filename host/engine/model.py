@@ -33,7 +33,6 @@ Input validation lives here too, as pure functions raising InvalidArgument.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 
 from host.clearing_rules import ASSET_CODE_RULE, is_asset_code
@@ -41,8 +40,6 @@ from host.clearing_rules import Policy as Policy
 from host.engine.errors import InvalidArgument
 from sdk import contract
 from sdk.amount import MAX_DIGITS, MAX_SCALE, fits
-
-_ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class Direction(enum.StrEnum):
@@ -182,9 +179,9 @@ def check_account_id(account_id: str) -> str:
 
 def check_adaptor_name(name: str) -> str:
     """The adaptor name, or InvalidArgument."""
-    if not _ADAPTOR_NAME.fullmatch(name):
+    if not contract.is_adaptor_name(name):
         raise InvalidArgument(
-            f"adaptor name {name[:40]!r} is invalid: use 1 to 64 characters of [A-Za-z0-9._-]"
+            f"adaptor name {name[:40]!r} is invalid: use {contract.ADAPTOR_NAME_RULE}"
         )
     return name
 
