@@ -1,10 +1,11 @@
 """The requests and replies of ``LedgerAdaptor``, typed and checked.
 
 The checks every adaptor makes of a request (account id, idempotency key, amount and scale,
-acknowledged settlement id, message size), written once against the grammar of ``sdk.contract``: each
-returns the checked value or raises ``sdk.errors.InvalidRequest`` (INVALID_ARGUMENT) naming the
-field. The dataclasses are what ``sdk.LedgerAdaptor``'s methods take and return; ``from_proto``
-and ``to_proto`` convert at the wire. Pure: no I/O, no gRPC calls.
+acknowledged settlement id, message size), written once against the grammar of
+``sdk.contract``: each returns the checked value or raises ``sdk.errors.InvalidRequest``
+(INVALID_ARGUMENT) naming the field. The dataclasses are what ``sdk.LedgerAdaptor``'s methods
+take and return; ``from_proto`` and ``to_proto`` convert at the wire. Pure: no I/O, no gRPC
+calls.
 """
 
 from __future__ import annotations

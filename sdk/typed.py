@@ -9,9 +9,10 @@ Subclass it and override what the ledger does::
 The raw RPCs (``sdk.Adaptor``'s ``SendMoney(request, context)`` ...) are implemented here once:
 each checks its request with ``sdk.requests`` (INVALID_ARGUMENT before the method runs, so a
 malformed request changes nothing), calls the typed method, and turns an ``sdk.errors``
-exception into its gRPC status. Anything else a method raises is a bug: logged with its
-traceback, answered INTERNAL. A method left alone answers UNIMPLEMENTED (the account methods:
-OK, as the contract asks of an adaptor without the "accounts" capability).
+exception into its gRPC status (a caller's mistake, INVALID_ARGUMENT, NOT_FOUND or
+ALREADY_EXISTS, also logs one WARNING line). Anything else a method raises is a bug: logged
+with its traceback, answered INTERNAL. A method left alone answers UNIMPLEMENTED (the account
+methods: OK, as the contract asks of an adaptor without the "accounts" capability).
 
 Provided: ``self.events`` (an ``EventHub``: ``report_incoming`` feeds WatchEvents, and the default
 ``receive_money`` acknowledges there) and ``self.connections`` (``Connections`` on that hub:
@@ -25,6 +26,8 @@ import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
+import grpc
+
 from sdk import amount, contract, requests
 from sdk.adaptor import Adaptor, Context
 from sdk.errors import AdaptorError, NotFound, Unimplemented
@@ -33,6 +36,12 @@ from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.requests import Balance, Info, PeerMessage, SendMoney, Sent
 
 _T = TypeVar("_T")
+
+#: Refusals that say the caller asked wrong: one WARNING line each (the others are the
+#: ledger's state, which the ledger connection's state and the caller's retries report).
+_CALLER_MISTAKES = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS}
+)
 
 
 class LedgerAdaptor(Adaptor, abc.ABC):
@@ -88,9 +97,13 @@ class LedgerAdaptor(Adaptor, abc.ABC):
         try:
             return await work()
         except AdaptorError as exc:
+            if exc.code in _CALLER_MISTAKES:
+                self.log.warn(f"{rpc} refused", status=exc.code.name, reason=str(exc))
+            elif exc.code == AdaptorError.code:
+                self.log.error(f"{rpc} failed", reason=str(exc))
             await context.abort(exc.code, str(exc))
         except Exception as exc:
-            self.log.exception(f"{rpc} failed", error=f"{type(exc).__name__}: {exc}")
+            self.log.exception(f"{rpc} failed")
             await context.abort(
                 AdaptorError.code,
                 f"{type(self).__name__} failed in {rpc} ({type(exc).__name__}); "

@@ -199,7 +199,7 @@ def test_each_refusal_is_its_status_with_its_message(
     run(body)
 
 
-def test_a_bug_is_internal_and_logged_with_its_traceback() -> None:
+def test_a_bug_is_internal_and_logged_with_its_traceback_a_mistake_is_one_warning() -> None:
     adaptor = Scripted()
     adaptor.raises = KeyError("oops")
     log = io.StringIO()
@@ -211,6 +211,7 @@ def test_a_bug_is_internal_and_logged_with_its_traceback() -> None:
             assert code == grpc.StatusCode.INTERNAL
             assert details == "Scripted failed in SendMoney (KeyError); its log has the traceback"
             adaptor.raises = None
+            await status(client.adaptor.SendMoney(send(account="bad id")))
             adaptor.reply = b"x" * 32768
             call = client.adaptor.ReceiveData(apb.ReceiveDataRequest(account_id="bob"))
             code, details = await status(call)
@@ -223,6 +224,9 @@ def test_a_bug_is_internal_and_logged_with_its_traceback() -> None:
     records = [json.loads(line) for line in log.getvalue().splitlines() if line.startswith("{")]
     failed = [r for r in records if r.get("@message") == "SendMoney failed"]
     assert len(failed) == 1 and "Traceback" in failed[0]["stacktrace"]
+    (refused,) = [r for r in records if r.get("@message") == "SendMoney refused"]
+    assert (refused["@level"], refused["status"]) == ("warn", "INVALID_ARGUMENT")
+    assert "stacktrace" not in refused
 
 
 class Untyped(sdk.LedgerAdaptor):
