@@ -308,7 +308,9 @@ class Host:
 
     def adaptor_sent_keys(self) -> list[str]:
         """The SendMoney idempotency keys the adaptor has claimed (it has started paying)."""
-        return [row[0] for row in _query(self.adaptor_db, "SELECT idempotency_key FROM sdk_payments")]
+        return [
+            row[0] for row in _query(self.adaptor_db, "SELECT idempotency_key FROM sdk_payments")
+        ]
 
 
 def _query(path: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
