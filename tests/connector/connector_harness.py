@@ -73,6 +73,20 @@ def refuse(code: str, text: str) -> Callable[[str, bytes], bytes]:
     return reply
 
 
+class WithoutJournal:
+    """The ClearingPort of an InMemoryClearing and nothing else: a host whose store keeps no
+    in-flight journal (it does not answer ``peer.outcome``, as hosts before it did not)."""
+
+    def __init__(self, clearing: InMemoryClearing) -> None:
+        self._clearing = clearing
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        return await self._clearing.check_credit(account_id, delta)
+
+    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
+        return await self._clearing.apply_balance_change(account_id, delta, idempotency_key)
+
+
 @dataclass
 class Host:
     """One connector with its in-memory engine ports."""
@@ -115,6 +129,7 @@ async def network(
     exchange_routes: bool = False,
     relations: Mapping[tuple[str, str], Relation] | None = None,
     route_interval: float = 30.0,
+    without_journal: Sequence[str] = (),
 ) -> AsyncIterator[Net]:
     """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
 
@@ -124,7 +139,8 @@ async def network(
     ``relations[(host, peer)]`` is how host sees peer ("peer" when absent); a host that is
     some host's child has no configured address (it learns it by ILDCP). Route broadcast runs
     only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
-    only their own packets on the links.
+    only their own packets on the links. The hosts in ``without_journal`` keep no in-flight
+    journal (:class:`WithoutJournal`).
     """
     relation_of = dict(relations or {})
     children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
@@ -161,7 +177,7 @@ async def network(
                 None if name in children else address_of(name),
                 peers,
                 [RouteConfig(p, peer) for p, peer in (routes or {}).get(name, ())],
-                clearing,
+                WithoutJournal(clearing) if name in without_journal else clearing,
                 recorder,
                 sock=socks[name],
                 expiry_policy=expiry,
