@@ -226,27 +226,32 @@ class ConnectorLedger:
         resolution: Resolution,
         fulfillment: bytes,
         changes: Sequence[BalanceChange],
-    ) -> None:
-        """Apply ``changes`` and record the packet's resolution, in one transaction."""
+    ) -> Resolution:
+        """Apply ``changes`` and record the packet's resolution, in one transaction; the
+        resolution (an earlier one, and nothing done, if the packet was resolved before)."""
         for change in changes:
             _check_change(change.account_id, change.delta, change.idempotency_key)
             self.limits(change.account_id)
         now = time.time()
 
-        def resolve(c: sqlite3.Connection) -> list[tuple[BalanceChange, int, int | None]]:
-            if sqlite_packets.is_resolved(c, packet.key):
-                return []
+        def resolve(
+            c: sqlite3.Connection,
+        ) -> tuple[Resolution, list[tuple[BalanceChange, int, int | None]]]:
+            earlier = sqlite_packets.resolution_of(c, packet.key)
+            if earlier is not None:
+                return earlier, []
             applied = [
                 (change, *_apply(change.account_id, change.delta, change.idempotency_key, now, c))
                 for change in changes
             ]
             sqlite_packets.resolve(c, packet, resolution, fulfillment, now)
-            return applied
+            return resolution, applied
 
         async with self._file.transaction() as context:
-            applied = await context.run(resolve)
+            result, applied = await context.run(resolve)
         for change, balance, cursor in applied:
             self._published(change, balance, cursor)
+        return result
 
     async def unresolved_packets(self) -> list[InFlight]:
         """The journaled packets not resolved yet, oldest first."""

@@ -172,8 +172,11 @@ class BalanceMiddleware:
         self._outgoing[target] += amount
         return Hold(None, target, amount)
 
-    async def commit(self, hold: Hold, packet: InFlight, fulfillment: bytes) -> None:
-        """Apply a fulfilled packet's balance changes durably, then release it.
+    async def commit(self, hold: Hold, packet: InFlight, fulfillment: bytes) -> bool:
+        """Apply a fulfilled packet's balance changes durably, then release it; whether the
+        source is charged (False: the journal had the packet resolved otherwise already, by
+        the resolver of another instance sharing the store, so the source must not get the
+        Fulfill; a replayed Prepare finds its own resolution, True).
 
         With a journal, both sides and the packet's resolution are one transaction; without,
         the next hop's side first (the Fulfill is a fact), then the source's. An exception
@@ -183,18 +186,19 @@ class BalanceMiddleware:
         """
         try:
             if hold.amount == 0:
-                return
+                return True
             changes = changes_of(packet)
             if self._journal is not None:
                 failpoints.fail(failpoints.CONNECTOR_RECORD_FULFILL)
-                await self._journal.resolve_packet(
+                resolution = await self._journal.resolve_packet(
                     packet, Resolution.FULFILLED, fulfillment, changes
                 )
-                return
+                return resolution == Resolution.FULFILLED
             for change in changes:
                 await self._clearing.apply_balance_change(
                     change.account_id, change.delta, change.idempotency_key
                 )
+            return True
         finally:
             self.release(hold)
 

@@ -121,10 +121,11 @@ class ClearingJournal(Protocol):
         resolution: Resolution,
         fulfillment: bytes,
         changes: Sequence[BalanceChange],
-    ) -> None:
+    ) -> Resolution:
         """In one transaction: apply ``changes`` (each idempotent by its key) and record how
-        the packet ended (recording it if it was not journaled). A resolved packet stays
-        resolved: resolving it again changes nothing."""
+        the packet ended (recording it if it was not journaled); ``resolution``. A resolved
+        packet stays resolved: resolving it again changes nothing and returns the resolution
+        it has (a replayed Prepare finds its FULFILLED)."""
         ...
 
     async def unresolved_packets(self) -> list[InFlight]:
@@ -258,13 +259,14 @@ class InMemoryClearing:
         resolution: Resolution,
         fulfillment: bytes,
         changes: Sequence[BalanceChange],
-    ) -> None:
+    ) -> Resolution:
         seen = self.journal.get(packet.key)
         if seen is not None and seen[1] is not None:
-            return
+            return seen[1]
         for change in changes:
             await self.apply_balance_change(change.account_id, change.delta, change.idempotency_key)
         self.journal[packet.key] = (packet, resolution, fulfillment)
+        return resolution
 
     async def unresolved_packets(self) -> list[InFlight]:
         return [packet for packet, resolution, _ in self.journal.values() if resolution is None]

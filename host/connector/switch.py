@@ -526,7 +526,7 @@ class Connector:
 
     async def _commit(self, hold: Hold, packet: InFlight, fulfill: Fulfill) -> Reply:
         try:
-            await self.balances.commit(hold, packet, fulfill.fulfillment)
+            recorded = await self.balances.commit(hold, packet, fulfill.fulfillment)
         except Exception as exc:
             log.exception(
                 "a fulfilled packet from %s could not be charged: answering with a Reject",
@@ -536,6 +536,10 @@ class Connector:
                 # The next hop fulfilled: its debit is owed whatever we answer.
                 self.inflight.add(packet, fulfill.fulfillment, str(exc))
             return self._reject(ErrorCode.T00_INTERNAL_ERROR, "could not record the payment")
+        if not recorded:
+            return self._reject(
+                ErrorCode.R00_TRANSFER_TIMED_OUT, "the packet was resolved meanwhile"
+            )
         return fulfill
 
     async def _next_hop(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from host.connector.ports import STATUS_OF_RESOLUTION, InFlight, Resolution
-from host.ilp.outcome import Outcome, Status
+from host.connector.ports import InFlight, Resolution
+from host.ilp.outcome import Outcome
+from host.store.rows import PACKET_COLUMNS, outcome_from_row, packet_from_row, packet_values
 
 #: The migration that adds the table (appended to a store's MIGRATIONS).
 MIGRATION: tuple[str, ...] = (
@@ -37,36 +38,20 @@ MIGRATION: tuple[str, ...] = (
     "CREATE INDEX packets_resolved ON packets (resolved_at) WHERE resolution IS NOT NULL",
 )
 
-_COLUMNS = "key, source, source_id, target, target_id, amount, expires_at, condition"
-
-
-def _values(packet: InFlight) -> tuple[object, ...]:
-    p = packet
-    return (
-        p.key,
-        p.source,
-        p.source_id,
-        p.target,
-        p.target_id,
-        str(p.amount),
-        p.expires_at,
-        p.condition,
-    )
-
 
 def journal(c: sqlite3.Connection, packet: InFlight, now: float) -> None:
     """Record ``packet`` as pending (a replay of its key changes nothing)."""
     c.execute(
-        f"INSERT INTO packets ({_COLUMNS}, resolution, fulfillment, created_at) "
+        f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, x'', ?) ON CONFLICT (key) DO NOTHING",
-        (*_values(packet), now),
+        (*packet_values(packet, str), now),
     )
 
 
-def is_resolved(c: sqlite3.Connection, key: str) -> bool:
-    """Whether the packet ``key`` is recorded as resolved."""
+def resolution_of(c: sqlite3.Connection, key: str) -> Resolution | None:
+    """How the packet ``key`` ended (None: pending, or not recorded)."""
     row = c.execute("SELECT resolution FROM packets WHERE key = ?", (key,)).fetchone()
-    return row is not None and row[0] is not None
+    return None if row is None or row[0] is None else Resolution(row[0])
 
 
 def resolve(
@@ -78,23 +63,20 @@ def resolve(
 ) -> None:
     """Record how ``packet`` ended (inserting it if it was never journaled)."""
     c.execute(
-        f"INSERT INTO packets ({_COLUMNS}, resolution, fulfillment, created_at, resolved_at) "
+        f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at, resolved_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
         "resolution = excluded.resolution, fulfillment = excluded.fulfillment, "
         "resolved_at = excluded.resolved_at WHERE packets.resolution IS NULL",
-        (*_values(packet), resolution.value, fulfillment, now, now),
+        (*packet_values(packet, str), resolution.value, fulfillment, now, now),
     )
 
 
 def unresolved(c: sqlite3.Connection) -> list[InFlight]:
     """The pending packets, oldest first."""
     rows = c.execute(
-        f"SELECT {_COLUMNS} FROM packets WHERE resolution IS NULL ORDER BY created_at"
+        f"SELECT {PACKET_COLUMNS} FROM packets WHERE resolution IS NULL ORDER BY created_at"
     ).fetchall()
-    return [
-        InFlight(key, source, bytes(sid), target, bytes(tid), int(amount), float(at), bytes(cond))
-        for key, source, sid, target, tid, amount, at, cond in rows
-    ]
+    return [packet_from_row(row) for row in rows]
 
 
 def outcome(c: sqlite3.Connection, source: str, source_id: bytes) -> Outcome:
@@ -103,12 +85,7 @@ def outcome(c: sqlite3.Connection, source: str, source_id: bytes) -> Outcome:
         "SELECT resolution, fulfillment FROM packets WHERE source = ? AND source_id = ?",
         (source, source_id),
     ).fetchone()
-    if row is None:
-        return Outcome(Status.UNKNOWN)
-    if row[0] is None:
-        return Outcome(Status.PENDING)
-    status = STATUS_OF_RESOLUTION[Resolution(row[0])]
-    return Outcome(status, bytes(row[1]) if status == Status.FULFILLED else b"")
+    return outcome_from_row(row)
 
 
 def forget(c: sqlite3.Connection, resolved_before: float) -> int:

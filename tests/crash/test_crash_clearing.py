@@ -1,5 +1,5 @@
-"""Nothing lost in clearing: real processes, SIGKILL, both hosts split (proposal 2, each
-connector keeps its own ledger with the in-flight journal).
+"""Nothing lost in clearing: real processes, SIGKILL, in both proposals (the in-flight journal
+in the engine's store, or in the split connector's own ledger).
 
 - Alice's connector killed after Bob's Fulfill reached it, before it recorded anything (Bob
   had applied the packet before answering): after a restart it finds the packet pending in its
@@ -27,7 +27,6 @@ from tests.crash.harness import DEADLINE, Pair, _query, running_pair
 
 pytestmark = pytest.mark.slow
 
-BOTH_SPLIT = ("split", "split")
 PACKET = 12_345
 
 
@@ -44,7 +43,10 @@ def send_one(pair: Pair) -> admin_pb2.SendPacketsResponse:
 
 def alice_journal(pair: Pair) -> list[tuple[str | None, str | None]]:
     """(target, resolution) of each packet in Alice's connector's journal, read from its file."""
-    path = pair.alice.role_dir("connector") / CONNECTOR_DATABASE
+    alice = pair.alice
+    path = (
+        alice.engine_db if alice.mode == "run" else alice.role_dir("connector") / CONNECTOR_DATABASE
+    )
     return _query(path, "SELECT target, resolution FROM packets ORDER BY created_at")
 
 
@@ -53,20 +55,24 @@ def connector_balance(pair: Pair, host_name: str) -> int | None:
     return host.connector_view()[0]
 
 
-def test_a_lost_fulfill_is_recovered_from_the_next_hop_and_a_failed_record_retried() -> None:
+@pytest.mark.parametrize("mode", ["run", "split"])
+def test_a_lost_fulfill_is_recovered_from_the_next_hop_and_a_failed_record_retried(
+    mode: str,
+) -> None:
     # One pair for both scenarios (each start of a pair costs seconds of CI).
     killed = failpoints.CONNECTOR_AFTER_FULFILL
-    with running_pair(alice_armed=(killed,), modes=BOTH_SPLIT) as pair:
+    with running_pair(alice_armed=(killed,), modes=(mode, mode)) as pair:
         with pytest.raises(grpc.RpcError):
             send_one(pair)
-        assert pair.alice.wait_killed("connector") == -signal.SIGKILL
+        assert pair.alice.wait_killed(pair.alice.connector_role) == -signal.SIGKILL
         assert f"failpoint {killed}" in pair.alice.log_text()
         # Bob applied the packet before he answered; Alice recorded nothing but its journal.
         assert connector_balance(pair, "bob") == PACKET
         assert alice_journal(pair) == [("bob", None)]
 
         failed = failpoints.CONNECTOR_RECORD_FULFILL
-        pair.alice.start(armed=(failed,), roles=("connector",))
+        pair.alice.start(armed=(failed,), roles=(pair.alice.connector_role,))
+        pair.wait_ready(pair.alice, link=False)
         pair.wait_for(
             "Alice's connector to record what Bob says he fulfilled",
             lambda: True if connector_balance(pair, "alice") == -PACKET else None,
@@ -86,5 +92,5 @@ def test_a_lost_fulfill_is_recovered_from_the_next_hop_and_a_failed_record_retri
             lambda: True if connector_balance(pair, "alice") == -2 * PACKET else None,
         )
         assert alice_journal(pair) == [("bob", "forwarded")] * 2
-        assert pair.alice.alive("connector")
+        assert pair.alice.alive(pair.alice.connector_role)
         pair.settled_books(2 * PACKET, settlements=0)
