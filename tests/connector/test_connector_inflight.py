@@ -11,10 +11,22 @@ from dataclasses import replace
 
 from connector_harness import network, poll, prepare_to
 
+from host.admin.connector_admin import ConnectorAdminService
+from host.connector import Connector
 from host.connector.inflight import decide
 from host.connector.ports import BalanceChange, InFlight, Resolution
 from host.ilp import Fulfill, Reject
 from host.ilp.outcome import Status
+
+
+def admin_of(connector: Connector) -> ConnectorAdminService:
+    async def no_balance(peer_id: str) -> None:
+        return None
+
+    peers = {
+        peer_id: (f"test.{peer_id}", "") for peer_id in ("x", "b") if peer_id in connector._peers
+    }
+    return ConnectorAdminService(connector, peers, no_balance)
 
 
 def test_decide_waits_for_the_expiry_plus_grace_before_believing_unknown() -> None:
@@ -147,6 +159,14 @@ def test_a_debit_that_cannot_be_recorded_is_retried_until_applied_and_the_source
             assert b.clearing.balances == {"a": 7}, "b fulfilled: a owes it"
             (waiting,) = a.connector.inflight.waiting()
             assert waiting.fulfillment and waiting.packet.target == "b"
+            # The operator sees it under the peer, until it lands.
+            listing = await admin_of(a.connector).list_peers()
+            (queued,) = next(p for p in listing.peers if p.id == "b").unresolved_packets
+            assert (queued.key, queued.amount.value, queued.fulfilled) == (
+                waiting.packet.key,
+                "7",
+                True,
+            )
             await poll(lambda: not a.connector.inflight.waiting(), "the debit to be applied")
             assert a.clearing.balances == {"b": -7}, "the debit landed, with its key"
             packet = only(a.clearing.journal)
