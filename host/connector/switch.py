@@ -350,6 +350,10 @@ class Connector:
 
     # -- views ----------------------------------------------------------------------------
 
+    def peer_ids(self) -> list[str]:
+        """The peers' account ids, in configuration order."""
+        return list(self._peers)
+
     def peer_address(self, peer_id: str) -> str:
         """A peer's address as far as known ("" for a parent configured without one)."""
         return self._peer_addresses().get(peer_id, "")
