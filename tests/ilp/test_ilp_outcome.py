@@ -83,3 +83,16 @@ def test_a_malformed_answer_is_refused(data: bytes) -> None:
 def test_a_reject_means_the_peer_does_not_speak_the_query() -> None:
     reply = Reject("F02", "test.peer", "unknown peer.* address")
     assert outcome.read_reply(reply, CONDITION).status == Status.UNSUPPORTED
+
+
+def test_docs_show_the_encoding_and_the_grace_of_the_code() -> None:
+    from pathlib import Path
+
+    from host.connector.inflight import GRACE
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "peering.md").read_text()
+    rejected = outcome.encode_answer(Outcome(Status.REJECTED)).hex(" ")
+    fulfilled = outcome.encode_answer(Outcome(Status.FULFILLED, FULFILLMENT))[:2].hex(" ")
+    assert f'`{rejected}` is "rejected"; `{fulfilled}` followed by 32 bytes' in doc
+    assert f"expired plus {GRACE:g} s" in doc
+    assert f"`{outcome.OUTCOME_ADDRESS}`" in doc
