@@ -50,6 +50,7 @@ from host.connector import (
     PeerConfig,
 )
 from host.connector.local import exercise_prepare, nearest_rank
+from host.connector.ports import WithoutJournal
 from host.engine import Engine, Policy
 from host.ilp import Fulfill, parse_reply, serialize
 from host.store.opening import is_database_url, open_store
@@ -60,19 +61,6 @@ DURABLE = ("fsync=on", "synchronous_commit=on")
 
 TOKEN_A_TO_B = "bench-token-a-to-b"
 TOKEN_B_TO_C = "bench-token-b-to-c"
-
-
-class WithoutJournal:
-    """Only the ClearingPort of a clearing port: B as it was before the in-flight journal."""
-
-    def __init__(self, clearing: ClearingPort) -> None:
-        self._clearing = clearing
-
-    async def check_credit(self, account_id: str, delta: int) -> bool:
-        return await self._clearing.check_credit(account_id, delta)
-
-    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
-        return await self._clearing.apply_balance_change(account_id, delta, idempotency_key)
 
 
 class NoMessages:

@@ -201,6 +201,21 @@ class MessageRefused(Exception):
         self.message = message
 
 
+class WithoutJournal:
+    """Only the ClearingPort of a clearing port, hiding its in-flight journal: a connector over
+    it works as connectors did before the journal (for tests and benchmarks that compare, or
+    play a peer that does not answer ``peer.outcome``)."""
+
+    def __init__(self, clearing: ClearingPort) -> None:
+        self._clearing = clearing
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        return await self._clearing.check_credit(account_id, delta)
+
+    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
+        return await self._clearing.apply_balance_change(account_id, delta, idempotency_key)
+
+
 class InMemoryClearing:
     """A :class:`ClearingPort` in memory: balances, limits and idempotency keys in dicts.
 

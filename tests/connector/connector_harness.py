@@ -31,6 +31,7 @@ from host.connector.api import ConnectorApi, EngineRelay, PeerMessenger, serve_c
 from host.connector.config import Relation
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.local import exercise_prepare
+from host.connector.ports import WithoutJournal
 from host.ilp import Prepare
 
 #: Long enough on a loaded 2-core machine; tests never wait for it unless they mean to.
@@ -71,20 +72,6 @@ def refuse(code: str, text: str) -> Callable[[str, bytes], bytes]:
         raise MessageRefused(text, code)
 
     return reply
-
-
-class WithoutJournal:
-    """The ClearingPort of an InMemoryClearing and nothing else: a host whose store keeps no
-    in-flight journal (it does not answer ``peer.outcome``, as hosts before it did not)."""
-
-    def __init__(self, clearing: InMemoryClearing) -> None:
-        self._clearing = clearing
-
-    async def check_credit(self, account_id: str, delta: int) -> bool:
-        return await self._clearing.check_credit(account_id, delta)
-
-    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
-        return await self._clearing.apply_balance_change(account_id, delta, idempotency_key)
 
 
 @dataclass
@@ -140,7 +127,7 @@ async def network(
     some host's child has no configured address (it learns it by ILDCP). Route broadcast runs
     only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
     only their own packets on the links. The hosts in ``without_journal`` keep no in-flight
-    journal (:class:`WithoutJournal`).
+    journal (host.connector.ports.WithoutJournal).
     """
     relation_of = dict(relations or {})
     children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
