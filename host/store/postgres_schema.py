@@ -129,7 +129,6 @@ _V3: Migration = (
     """,
     "CREATE INDEX packets_by_source ON packets (source, source_id)",
     "CREATE INDEX packets_unresolved ON packets (created_at) WHERE resolution IS NULL",
-    "CREATE INDEX packets_resolved ON packets (resolved_at) WHERE resolution IS NOT NULL",
 )
 
 #: Every migration, oldest first. Append only.
