@@ -13,7 +13,8 @@ bytes whose data is, in OER:
 
 The asker checks the proof (SHA-256 of the fulfillment is the packet's condition) before it
 believes "fulfilled". A peer that does not speak the protocol answers a Reject (ilp-connector
-and older hosts: F02 for an unknown ``peer.*`` address): :func:`read_reply` says UNSUPPORTED.
+rejects it as an unknown peer protocol, older hosts with F02): :func:`read_reply` says
+UNSUPPORTED.
 
 **The packet id** is SHA-256 of the Prepare exactly as it crossed the link (its OER bytes).
 Both ends of a link see the same bytes, so both compute the same id without agreeing on anything

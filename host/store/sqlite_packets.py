@@ -40,6 +40,7 @@ MIGRATION: tuple[str, ...] = (
     "CREATE INDEX packets_unresolved ON packets (created_at) WHERE resolution IS NULL",
 )
 
+
 def journal(c: sqlite3.Connection, packet: InFlight, now: float) -> None:
     """Record ``packet`` as pending (a replay of its key changes nothing)."""
     c.execute(
