@@ -6,12 +6,14 @@ A Prepare from peer X (or from this host, X = None) goes through, in order:
    goes to the settlement messages port and its reply back in the Fulfill
    (:meth:`Connector._settlement_message`); ``peer.config`` from a child gets its ILDCP
    configuration (host.ilp.ildcp); ``peer.route.control`` and ``peer.route.update`` go to the
-   route broadcaster (host.connector.route_broadcast); every other ``peer.*`` address is F02.
+   route broadcaster (host.connector.route_broadcast); ``peer.outcome`` is answered from the
+   in-flight journal (host.ilp.outcome), when the clearing port keeps one; every other
+   ``peer.*`` address is F02.
 2. Routing (longest prefix): no route is F02; a route back to X is F02 too (a loop).
 3. Expiry: expired is R00, too little time left to forward is R02; the forwarded Prepare
    expires earlier by the margin (:mod:`host.connector.expiry`).
 4. Balances: reserve, T04 when a credit limit would be crossed
-   (:mod:`host.connector.middleware`).
+   (:mod:`host.connector.middleware`); a forwarded packet is journaled before it goes out.
 5. Delivery: to the local receiver, or over ILP-over-HTTP to the next hop Y with a timeout of
    the time to the forwarded expiry. A link failure is T01 Peer Unreachable (RFC 0027: "has a
    route ... but was unable to reach the next connector"; F02 is for no route at all); no
@@ -21,7 +23,10 @@ A Prepare from peer X (or from this host, X = None) goes through, in order:
    alone, except that ``SERVER_ERROR_STREAK`` 5xx in a row fail the link.
 6. A Fulfill whose fulfillment does not hash to the condition is F05 and moves nothing; a
    valid one has its balances applied durably before it goes back; a Reject from downstream
-   goes back unchanged and releases the reservation.
+   goes back unchanged and releases the reservation. A forwarded packet without a definite
+   answer (no reply in time, a link that failed after the request left), or whose Fulfill
+   could not be recorded, goes to the resolver (:mod:`host.connector.inflight`), which asks the
+   next hop what became of it.
 
 The pipeline answers every input with a reply packet: a bug on the way becomes a T00 Reject
 (and a logged traceback), never an exception for the HTTP layer.
