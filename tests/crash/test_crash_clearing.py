@@ -19,10 +19,10 @@ import signal
 
 import grpc
 import pytest
+from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 from host.config import CONNECTOR_DATABASE
 from sdk import failpoints
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 from tests.crash.harness import DEADLINE, Pair, _query, running_pair
 
 pytestmark = pytest.mark.slow

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from host.status import render_peers
 from sdk.pb.ilphost.admin.v1 import admin_pb2
+
+from host.status import render_peers
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
