@@ -19,9 +19,9 @@ import signal
 
 import grpc
 import pytest
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 from host.config import CONNECTOR_DATABASE
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk import failpoints
 from tests.crash.harness import DEADLINE, Pair, _query, running_pair
 

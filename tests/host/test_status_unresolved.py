@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sdk.pb.ilphost.admin.v1 import admin_pb2
-
+from host.pb.ilphost.admin.v1 import admin_pb2
 from host.status import render_peers
 from sdk.pb.ilphost.types.v1 import types_pb2
 
