@@ -24,13 +24,17 @@ from host.config import AccountSpec
 from host.connector.ports import (
     STATUS_OF_ERROR,
     AccountNotReady,
+    BalanceChange,
+    InFlight,
     MessageRefused,
     PeerRefused,
     PeerUnreachable,
+    Resolution,
     UnknownPeer,
 )
 from host.engine import Engine, EngineError, InvalidArgument, NotFound, SettlementPort
 from host.engine.grpc_port import GrpcSettlementPort
+from host.ilp.outcome import Outcome
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot, Supervisor
 from sdk import failpoints
@@ -239,6 +243,27 @@ class EngineClearing:
 
     async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
         return await self._engine.apply_balance_change(account_id, delta, idempotency_key)
+
+    # The in-flight journal (host.connector.ports.ClearingJournal): in the engine's store, so
+    # that a packet's resolution commits with its balance changes.
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        await self._engine.journal_packet(packet)
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        return await self._engine.resolve_packet(packet, resolution, fulfillment, changes)
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        return await self._engine.unresolved_packets()
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        return await self._engine.packet_outcome(source, source_id)
 
 
 class SettlementMessages:

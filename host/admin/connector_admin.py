@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import grpc
 
 from host.admin.server import AdminError
+from host.connector.inflight import Unresolved
 from host.connector.local import PacketSource, SendProgress, SendSummary, nearest_rank
 from host.connector.switch import Connector
 from host.ilp import IlpPacketError
@@ -24,6 +26,18 @@ BalanceReader = Callable[[str], Awaitable[tuple[int, int] | None]]
 PROGRESS_INTERVAL = 0.25
 MAX_COUNT = 1_000_000
 MAX_CONCURRENCY = 256
+
+
+def _unresolved(waiting: Unresolved, scale: int) -> admin_pb2.UnresolvedPacket:
+    message = admin_pb2.UnresolvedPacket(
+        key=waiting.packet.key,
+        amount=types_pb2.Amount(value=str(waiting.packet.amount), scale=scale),
+        fulfilled=bool(waiting.fulfillment),
+        attempts=waiting.attempts,
+        last_error=waiting.last_error,
+    )
+    message.expires_at.FromDatetime(datetime.fromtimestamp(waiting.packet.expires_at, UTC))
+    return message
 
 
 class ConnectorAdminService:
@@ -71,11 +85,16 @@ class ConnectorAdminService:
                 ),
             )
             balance = await self._balance(peer_id)
+            scale = 0
             if balance is not None:
                 value, scale = balance
                 peer.clearing_balance.CopyFrom(
                     types_pb2.SignedAmount(value=str(value), scale=scale)
                 )
+            peer.outcome_unsupported = connector.inflight.unsupported.get(peer_id, 0)
+            for waiting in connector.inflight.waiting():
+                if waiting.packet.target == peer_id:
+                    peer.unresolved_packets.append(_unresolved(waiting, scale))
         return listing
 
     async def list_routes(self) -> admin_pb2.ListRoutesResponse:

@@ -25,12 +25,14 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from host.clearing_rules import credit_allows
-from host.connector.ports import UnknownPeer
+from host.connector.ports import BalanceChange, InFlight, Resolution, UnknownPeer
+from host.ilp.outcome import Outcome
+from host.store import sqlite_packets
 from host.store.sqlite_schema import Migration, migrate
 from host.store.sqlitefile import SqliteFile
 from sdk import contract
@@ -72,7 +74,8 @@ _V1: Migration = (
     "CREATE TABLE consumer (id INTEGER PRIMARY KEY CHECK (id = 1), acknowledged INTEGER NOT NULL)",
     "INSERT INTO consumer (id, acknowledged) VALUES (1, 0)",
 )
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+# Version 2: the in-flight journal (host.store.sqlite_packets).
+MIGRATIONS: tuple[Migration, ...] = (_V1, sqlite_packets.MIGRATION)
 #: What the file says at open: the balances, the last cursor written, the acknowledged one.
 _State = tuple[dict[str, int], int, int]
 #: How many unacknowledged events are kept in memory as well (beyond: read from the file).
@@ -193,16 +196,72 @@ class ConnectorLedger:
             balance, cursor = await context.run(
                 partial(_apply, account_id, delta, idempotency_key, now)
             )
-        # Committed: publish it (only committed events are ever streamed).
-        if cursor is not None:
-            self._balances[account_id] = balance
-            self._last = max(self._last, cursor)
-            if len(self._recent) < RECENT_LIMIT:
-                self._recent[cursor] = BalanceEvent(
-                    cursor, account_id, delta, balance, idempotency_key
-                )
-            self._wake()
+        self._published(BalanceChange(account_id, delta, idempotency_key), balance, cursor)
         return balance
+
+    def _published(self, change: BalanceChange, balance: int, cursor: int | None) -> None:
+        """A committed change (cursor None: a replay) is published: only committed events
+        are ever streamed."""
+        if cursor is None:
+            return
+        self._balances[change.account_id] = balance
+        self._last = max(self._last, cursor)
+        if len(self._recent) < RECENT_LIMIT:
+            self._recent[cursor] = BalanceEvent(
+                cursor, change.account_id, change.delta, balance, change.idempotency_key
+            )
+        self._wake()
+
+    # -- the in-flight journal (host.connector.ports.ClearingJournal) ---------------------------
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        """Record a forwarded packet as pending, durably, before it goes out."""
+        now = time.time()
+        async with self._file.transaction() as context:
+            await context.run(partial(sqlite_packets.journal, packet=packet, now=now))
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        """Apply ``changes`` and record the packet's resolution, in one transaction; the
+        resolution (an earlier one, and nothing done, if the packet was resolved before)."""
+        for change in changes:
+            _check_change(change.account_id, change.delta, change.idempotency_key)
+            self.limits(change.account_id)
+        now = time.time()
+
+        def resolve(
+            c: sqlite3.Connection,
+        ) -> tuple[Resolution, list[tuple[BalanceChange, int, int | None]]]:
+            earlier = sqlite_packets.resolution_of(c, packet.key)
+            if earlier is not None:
+                return earlier, []
+            applied = [
+                (change, *_apply(change.account_id, change.delta, change.idempotency_key, now, c))
+                for change in changes
+            ]
+            sqlite_packets.resolve(c, packet, resolution, fulfillment, now)
+            return resolution, applied
+
+        async with self._file.transaction() as context:
+            result, applied = await context.run(resolve)
+        for change, balance, cursor in applied:
+            self._published(change, balance, cursor)
+        return result
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        return await self._file.read(sqlite_packets.unresolved)
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id``."""
+        return await self._file.read(
+            partial(sqlite_packets.outcome, source=source, source_id=source_id)
+        )
 
     # -- the event log --------------------------------------------------------------------------
 
@@ -251,12 +310,16 @@ class ConnectorLedger:
             await self._changed.wait()
 
     async def forget_keys(self, older_than: float) -> int:
-        """Delete the idempotency keys recorded more than ``older_than`` seconds ago."""
+        """Delete the idempotency keys recorded more than ``older_than`` seconds ago, and the
+        journal's packets resolved as long ago (their peers have had the time to ask)."""
         before = time.time() - older_than
+
+        def forget(c: sqlite3.Connection) -> int:
+            sqlite_packets.forget(c, before)
+            return c.execute("DELETE FROM changes WHERE created_at < ?", (before,)).rowcount
+
         async with self._file.transaction() as context:
-            return await context.run(
-                lambda c: c.execute("DELETE FROM changes WHERE created_at < ?", (before,)).rowcount
-            )
+            return await context.run(forget)
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ import hashlib
 import logging
 import random
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from host.clearing_rules import credit_allows, settlement_amount
+from host.connector.ports import BalanceChange, InFlight, Resolution
 from host.engine import observer as observing
 from host.engine.errors import (
     AlreadyExists,
@@ -50,6 +51,7 @@ from host.engine.policy import (
     plan_outgoing,
 )
 from host.engine.ports import Clock, RandomSource, SettlementPort, Store, SystemClock, Transaction
+from host.ilp.outcome import Outcome
 from sdk import failpoints
 
 _log = logging.getLogger(__name__)
@@ -60,6 +62,16 @@ SETTLE_SCOPE = "settle"
 #: RFC 38 keeps idempotency keys at least 24 hours.
 KEY_RETENTION = 24 * 3600.0
 MAX_LIST = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _BalanceChanged:
+    """A balance change inside a transaction: the new balance, and what to do once committed
+    (a settlement queued, an effect journaled for the connector)."""
+
+    balance: int
+    queued: Settlement | None = None
+    journaled: bool = False
 
 
 def _new_settlement_id() -> str:
@@ -228,46 +240,105 @@ class Engine:
         check_amount(delta, "delta")
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
-        request = f"{account_id} {delta}"
         now = self._clock.now()
-        queued: Settlement | None = None
         async with self._store.transaction() as tx:
-            account = await self._locked(tx, account_id)
-            if idempotency_key is not None:
-                replay = await self._replay(tx, BALANCE_SCOPE, idempotency_key, account_id, request)
-                if replay is not None:
-                    return int(replay.result)
-            account = replace(account, balance=new_balance(account, delta), updated_at=now)
-            debit = settlement_amount(account.balance, account.policy)
-            # A settlement the adaptor refused for good waits for an operator; settling more
-            # meanwhile would only debit more that cannot be paid. The balance keeps the truth
-            # (what we owe), so the credit limit stops the traffic if it goes on.
-            journaled = False
-            if debit is not None and not await tx.has_failed_settlement(account_id):
-                account, row = self._debit(account, debit, now)
-                if row is not None:
-                    await tx.insert_settlement(row)
-                    queued = row
-                journaled = await self._journal_debit(tx, account_id, debit, row, now)
-            await tx.update_account(account)
-            if idempotency_key is not None:
-                await tx.record_idempotency(
-                    IdempotencyRecord(
-                        BALANCE_SCOPE,
-                        idempotency_key,
-                        account_id,
-                        request,
-                        str(account.balance),
-                        now,
-                    )
+            change = await self._change_balance(tx, account_id, delta, idempotency_key, now)
+        self._changed(change)
+        return change.balance
+
+    async def _change_balance(
+        self, tx: Transaction, account_id: str, delta: int, idempotency_key: str | None, now: float
+    ) -> _BalanceChanged:
+        """apply_balance_change inside ``tx`` (validated input): what to do once committed."""
+        request = f"{account_id} {delta}"
+        queued: Settlement | None = None
+        account = await self._locked(tx, account_id)
+        if idempotency_key is not None:
+            replay = await self._replay(tx, BALANCE_SCOPE, idempotency_key, account_id, request)
+            if replay is not None:
+                return _BalanceChanged(int(replay.result))
+        account = replace(account, balance=new_balance(account, delta), updated_at=now)
+        debit = settlement_amount(account.balance, account.policy)
+        # A settlement the adaptor refused for good waits for an operator; settling more
+        # meanwhile would only debit more that cannot be paid. The balance keeps the truth
+        # (what we owe), so the credit limit stops the traffic if it goes on.
+        journaled = False
+        if debit is not None and not await tx.has_failed_settlement(account_id):
+            account, row = self._debit(account, debit, now)
+            if row is not None:
+                await tx.insert_settlement(row)
+                queued = row
+            journaled = await self._journal_debit(tx, account_id, debit, row, now)
+        await tx.update_account(account)
+        if idempotency_key is not None:
+            await tx.record_idempotency(
+                IdempotencyRecord(
+                    BALANCE_SCOPE,
+                    idempotency_key,
+                    account_id,
+                    request,
+                    str(account.balance),
+                    now,
                 )
-        if journaled:
+            )
+        return _BalanceChanged(account.balance, queued, journaled)
+
+    def _changed(self, change: _BalanceChanged) -> None:
+        """After the commit of a balance change: tell the connector's journal, pay."""
+        if change.journaled:
             self._effect_written()
-        if queued is not None:
-            observing.changed(self.observer, None, queued)
+        if change.queued is not None:
+            observing.changed(self.observer, None, change.queued)
             failpoints.hit("engine.after-debit")
             self.outbox.wake()
-        return account.balance
+
+    # -- the connector's in-flight journal (host.connector.ports.ClearingJournal) ------------
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        """Record a forwarded packet as pending, durably, before it goes out."""
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            await tx.journal_packet(packet, now)
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        """Apply ``changes`` (as apply_balance_change does, settling if the policy says so)
+        and record the packet's resolution, in one transaction; the resolution (an earlier
+        one, and nothing done, if it was resolved before)."""
+        for change in changes:
+            check_account_id(change.account_id)
+            check_amount(change.delta, "delta")
+            check_idempotency_key(change.idempotency_key)
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            earlier = await tx.packet_resolution(packet.key)
+            if earlier is not None:
+                return earlier
+            done = [
+                await self._change_balance(
+                    tx, change.account_id, change.delta, change.idempotency_key, now
+                )
+                # In account order: two packets crossing between the same accounts in
+                # opposite directions lock them in the same order (no deadlock on PostgreSQL).
+                for change in sorted(changes, key=lambda c: c.account_id)
+            ]
+            await tx.resolve_packet(packet, resolution, fulfillment, now)
+        for change_done in done:
+            self._changed(change_done)
+        return resolution
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        return await self._store.unresolved_packets()
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id``."""
+        return await self._store.packet_outcome(source, source_id)
 
     # -- outgoing settlements -------------------------------------------------------------------
 

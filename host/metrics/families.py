@@ -159,6 +159,21 @@ class Families:
             ("account", "state"),
             registry=r,
         )
+        # -- the in-flight journal (host.connector.inflight) ---------------------------------
+        self.unresolved_packets = Gauge(
+            "ilp_host_clearing_unresolved_packets",
+            "Packets forwarded to the peer whose outcome is not known yet (asking the peer, or "
+            "a debit waiting to be recorded)",
+            ("account",),
+            registry=r,
+        )
+        self.outcome_unsupported = Gauge(
+            "ilp_host_clearing_outcome_unsupported_packets",
+            "Packets released since start without an answer to peer.outcome: the peer does not "
+            "speak it (ilp-connector), so its books may differ by them",
+            ("account",),
+            registry=r,
+        )
         # -- proposal 2: the connector and its engine ---------------------------------------
         self.engine_connected = Gauge(
             "ilp_host_engine_connected",

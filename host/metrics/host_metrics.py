@@ -219,6 +219,16 @@ class HostMetrics:
         for link in self._connector.link_states():
             account = link.name.removeprefix("peer:")
             self.families.peer_link.labels(account, link.state.name.lower()).set(1)
+        inflight = self._connector.inflight
+        waiting: dict[str, int] = dict.fromkeys(self._connector.peer_ids(), 0)
+        for entry in inflight.waiting():
+            target = entry.packet.target or ""
+            waiting[target] = waiting.get(target, 0) + 1
+        for account, count in waiting.items():
+            self.families.unresolved_packets.labels(account).set(count)
+            self.families.outcome_unsupported.labels(account).set(
+                inflight.unsupported.get(account, 0)
+            )
 
     # -- adaptor history --------------------------------------------------------------------
 

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     # Only for annotations: the model imports nothing from here, so there is no cycle.
+    from host.connector.ports import InFlight, Resolution
     from host.engine.model import Account, ClearingEffect, IdempotencyRecord, Settlement
+    from host.ilp.outcome import Outcome
 
 
 class StoreError(Exception):
@@ -87,6 +89,21 @@ class Transaction(Protocol):
 
     async def record_clearing_effect(self, effect: ClearingEffect) -> None:
         """Journal a change the engine made to a clearing balance (its key must be new)."""
+        ...
+
+    async def journal_packet(self, packet: InFlight, now: float) -> None:
+        """Record a packet in flight as pending (nothing if its key is recorded already)."""
+        ...
+
+    async def packet_resolution(self, key: str) -> Resolution | None:
+        """How the packet ``key`` ended, None if pending or unknown (PostgreSQL: its row
+        locked until the end of the transaction)."""
+        ...
+
+    async def resolve_packet(
+        self, packet: InFlight, resolution: Resolution, fulfillment: bytes, now: float
+    ) -> None:
+        """Record how a packet ended (inserting it if never journaled; a resolved one stays)."""
         ...
 
 
@@ -145,7 +162,8 @@ class Store(Protocol):
         ...
 
     async def forget_idempotency(self, created_before: float) -> int:
-        """Delete idempotency records older than ``created_before``; how many went."""
+        """Delete idempotency records older than ``created_before``, and the journal's packets
+        resolved before then (their peers had the time to ask); how many records went."""
         ...
 
     async def clearing_effects(self, limit: int) -> list[ClearingEffect]:
@@ -158,6 +176,14 @@ class Store(Protocol):
 
     async def count_clearing_effects(self) -> int:
         """How many journaled effects wait for the connector."""
+        ...
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        ...
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id`` (host.ilp.outcome)."""
         ...
 
     async def try_lead(self) -> bool:

@@ -34,12 +34,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from host.connector.ports import InFlight, Resolution
 from host.engine.model import (
     Account,
     ClearingEffect,
     IdempotencyRecord,
     Settlement,
 )
+from host.ilp.outcome import Outcome
 from host.store.base import Store, StoreError, Transaction
 from host.store.postgres_schema import (
     LEADER_LOCK,
@@ -51,10 +53,14 @@ from host.store.postgres_schema import (
 from host.store.rows import (
     ACCOUNT_COLUMNS,
     OUTBOX,
+    PACKET_COLUMNS,
     SETTLEMENT_COLUMNS,
     UNFINISHED_OUTGOING,
     account_from_row,
     account_values,
+    outcome_from_row,
+    packet_from_row,
+    packet_values,
     settlement_from_row,
     settlement_values,
 )
@@ -177,6 +183,30 @@ class _PostgresTransaction:
             "INSERT INTO clearing_effects (key, account_id, delta, created_at) "
             "VALUES (%s, %s, %s, %s)",
             (effect.key, effect.account_id, effect.delta, effect.created_at),
+        )
+
+    async def journal_packet(self, packet: InFlight, now: float) -> None:
+        await self._conn.execute(
+            f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at) "
+            f"VALUES ({_placeholders(8)}, NULL, '', %s) ON CONFLICT (key) DO NOTHING",
+            (*packet_values(packet, int), now),
+        )
+
+    async def packet_resolution(self, key: str) -> Resolution | None:
+        row = await self._locked_or_created(
+            "SELECT resolution FROM packets WHERE key = %s FOR UPDATE", key
+        )
+        return None if row is None or row[0] is None else Resolution(row[0])
+
+    async def resolve_packet(
+        self, packet: InFlight, resolution: Resolution, fulfillment: bytes, now: float
+    ) -> None:
+        await self._conn.execute(
+            f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at, "
+            f"resolved_at) VALUES ({_placeholders(12)}) ON CONFLICT (key) DO UPDATE SET "
+            "resolution = excluded.resolution, fulfillment = excluded.fulfillment, "
+            "resolved_at = excluded.resolved_at WHERE packets.resolution IS NULL",
+            (*packet_values(packet, int), resolution.value, fulfillment, now, now),
         )
 
 
@@ -353,10 +383,30 @@ class PostgresStore:
         )
 
     async def forget_idempotency(self, created_before: float) -> int:
-        """Delete idempotency records created before ``created_before``."""
+        """Delete idempotency records created before ``created_before`` (and the packets
+        resolved before then)."""
+        await self._change(
+            "DELETE FROM packets WHERE resolution IS NOT NULL AND resolved_at < %s",
+            (created_before,),
+        )
         return await self._change(
             "DELETE FROM idempotency WHERE created_at < %s", (created_before,)
         )
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        rows = await self._fetch(
+            f"SELECT {PACKET_COLUMNS} FROM packets WHERE resolution IS NULL ORDER BY created_at"
+        )
+        return [packet_from_row(row) for row in rows]
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id``."""
+        rows = await self._fetch(
+            "SELECT resolution, fulfillment FROM packets WHERE source = %s AND source_id = %s",
+            (source, source_id),
+        )
+        return outcome_from_row(rows[0] if rows else None)
 
     async def clearing_effects(self, limit: int) -> list[ClearingEffect]:
         """At most ``limit`` journaled clearing effects, oldest first."""

@@ -31,6 +31,7 @@ from host.connector.api import ConnectorApi, EngineRelay, PeerMessenger, serve_c
 from host.connector.config import Relation
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.local import exercise_prepare
+from host.connector.ports import WithoutJournal
 from host.ilp import Prepare
 
 #: Long enough on a loaded 2-core machine; tests never wait for it unless they mean to.
@@ -115,6 +116,7 @@ async def network(
     exchange_routes: bool = False,
     relations: Mapping[tuple[str, str], Relation] | None = None,
     route_interval: float = 30.0,
+    without_journal: Sequence[str] = (),
 ) -> AsyncIterator[Net]:
     """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
 
@@ -124,7 +126,8 @@ async def network(
     ``relations[(host, peer)]`` is how host sees peer ("peer" when absent); a host that is
     some host's child has no configured address (it learns it by ILDCP). Route broadcast runs
     only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
-    only their own packets on the links.
+    only their own packets on the links. The hosts in ``without_journal`` keep no in-flight
+    journal (host.connector.ports.WithoutJournal).
     """
     relation_of = dict(relations or {})
     children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
@@ -161,7 +164,7 @@ async def network(
                 None if name in children else address_of(name),
                 peers,
                 [RouteConfig(p, peer) for p, peer in (routes or {}).get(name, ())],
-                clearing,
+                WithoutJournal(clearing) if name in without_journal else clearing,
                 recorder,
                 sock=socks[name],
                 expiry_policy=expiry,

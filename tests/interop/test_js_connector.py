@@ -10,7 +10,9 @@ ILDCP and the routes by CCP. Packets go both ways and both books agree.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,9 +22,10 @@ import pytest
 
 from host.connector import Connector, InMemoryClearing, PeerConfig
 from host.connector.local import exercise_prepare
-from host.connector.ports import PeerRefused
+from host.connector.ports import InFlight, PeerRefused
 from host.connector.routing import Route
 from host.ilp import Fulfill, Prepare, Reject
+from host.ilp.outcome import Status
 from sdk.connectivity import Connectivity
 from tests.connector.connector_harness import RecordingMessages, poll
 from tests.interop.js_harness import (
@@ -164,6 +167,24 @@ async def _per_packet_refusals_leave_the_link(w: World) -> None:
     assert "no settlement engine behind the peer" in w.host.settlement_messages("js")
     with pytest.raises(PeerRefused, match="not asked again"):
         await w.host.send_settlement_message("js", b"another message")
+    assert w.clearing.balance("js") == -450
+    # Nor does it answer peer.outcome: a packet left unresolved with it (as a crash leaves
+    # one) is released once expired, as before the journal, and counted.
+    lost = InFlight(
+        "ab" * 32,
+        None,
+        b"",
+        "js",
+        hashlib.sha256(b"never sent").digest(),
+        9,
+        time.time() - 60,
+        hashlib.sha256(b"x").digest(),
+    )
+    assert (await w.host._ask_outcome("js", lost)).status == Status.UNSUPPORTED
+    await w.clearing.journal_packet(lost)
+    assert await w.host.inflight.load() == 1
+    await poll(lambda: not w.host.inflight.waiting(), "the packet to be released")
+    assert w.host.inflight.unsupported == {"js": 1}
     assert w.clearing.balance("js") == -450
 
 

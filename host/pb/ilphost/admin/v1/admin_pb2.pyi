@@ -807,6 +807,8 @@ class Peer(_message.Message):
     RELATION_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
     SETTLEMENT_MESSAGES_FIELD_NUMBER: _builtins.int
+    UNRESOLVED_PACKETS_FIELD_NUMBER: _builtins.int
+    OUTCOME_UNSUPPORTED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The peer's account id in the engine."""
     address: _builtins.str
@@ -819,6 +821,10 @@ class Peer(_message.Message):
     """How settlement messages (peer.settle) fare with the peer: empty before the first, "ok",
     or why the peer refused them (a peer that settles in its own plugins, like ilp-connector,
     refuses them; the host then stops asking it for a while instead of retrying).
+    """
+    outcome_unsupported: _builtins.int
+    """How many packets the peer could not be asked about (it does not answer peer.outcome, as
+    ilp-connector does not) and were released as a connector without the journal would.
     """
     @_builtins.property
     def link(self) -> _types_pb2.Connection:
@@ -834,6 +840,14 @@ class Peer(_message.Message):
     def routes(self) -> Global___RouteExchange:
         """The route exchange (CCP) with the peer."""
 
+    @_builtins.property
+    def unresolved_packets(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnresolvedPacket]:
+        """Packets forwarded to the peer whose outcome this host does not know yet, oldest expiry
+        first: in flight when the host stopped, without an answer in time, or fulfilled with a
+        debit not recorded yet (the clearing retry queue). Each keeps its amount reserved until
+        resolved, by asking the peer (peer.outcome) or by recording the debit.
+        """
+
     def __init__(
         self,
         *,
@@ -845,14 +859,63 @@ class Peer(_message.Message):
         relation: _builtins.str = ...,
         routes: Global___RouteExchange | None = ...,
         settlement_messages: _builtins.str = ...,
+        unresolved_packets: _abc.Iterable[Global___UnresolvedPacket] | None = ...,
+        outcome_unsupported: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["clearing_balance", b"clearing_balance", "link", b"link", "routes", b"routes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "relation", b"relation", "routes", b"routes", "settlement_messages", b"settlement_messages", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "outcome_unsupported", b"outcome_unsupported", "relation", b"relation", "routes", b"routes", "settlement_messages", b"settlement_messages", "unresolved_packets", b"unresolved_packets", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Peer: _TypeAlias = Peer  # noqa: Y015
+
+@_typing.final
+class UnresolvedPacket(_message.Message):
+    """UnresolvedPacket is a packet to a peer whose outcome is not known yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    FULFILLED_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The packet's key in this host's in-flight journal (hex)."""
+    fulfilled: _builtins.bool
+    """True when the peer fulfilled it and the debit waits to be recorded (the retry queue);
+    false while the peer is still to be asked.
+    """
+    attempts: _builtins.int
+    """Attempts that failed so far, and the last error."""
+    last_error: _builtins.str
+    @_builtins.property
+    def amount(self) -> _types_pb2.Amount:
+        """Its amount, at the account's scale."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the Prepare sent to the peer expires."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        amount: _types_pb2.Amount | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        fulfilled: _builtins.bool = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "expires_at", b"expires_at", "fulfilled", b"fulfilled", "key", b"key", "last_error", b"last_error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnresolvedPacket: _TypeAlias = UnresolvedPacket  # noqa: Y015
 
 @_typing.final
 class RouteExchange(_message.Message):
