@@ -159,6 +159,21 @@ class Families:
             ("account", "state"),
             registry=r,
         )
+        # -- reconciliation with the peers (host.connector.reconciliation) -----------------
+        self.reconciliation_status = Gauge(
+            "ilp_host_reconciliation_status",
+            "1 for the outcome of the last reconciliation with the peer (agree, settling, "
+            "differ, busy, unsupported, failed)",
+            ("account", "status"),
+            registry=r,
+        )
+        self.reconciliation_difference = Gauge(
+            "ilp_host_reconciliation_difference",
+            "Last reconciliation with the peer, in base units: clearing (ours minus the peer's "
+            "count of what packets left owed), to_peer and from_peer (settlements in transit)",
+            ("account", "kind"),
+            registry=r,
+        )
         # -- proposal 2: the connector and its engine ---------------------------------------
         self.engine_connected = Gauge(
             "ilp_host_engine_connected",
