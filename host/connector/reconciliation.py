@@ -108,9 +108,12 @@ def compare(
 def _describe(clearing: int, to_peer: int, from_peer: int) -> str:
     parts = []
     if clearing > 0:
-        parts.append(f"we count {clearing} more owed to us by packets than the peer does")
+        parts.append(
+            f"by packets, the peer's count is {clearing} more in its favour than ours (packets "
+            "it recorded as fulfilled that we did not, or the reverse for ours)"
+        )
     elif clearing < 0:
-        parts.append(f"the peer counts {-clearing} more owed to it by packets than we do")
+        parts.append(f"by packets, our count is {-clearing} more in our favour than the peer's")
     if to_peer < 0:
         parts.append(f"the peer credited {-to_peer} more of our settlements than we paid")
     if from_peer < 0:
