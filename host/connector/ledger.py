@@ -15,6 +15,9 @@ events are deleted, the others wait for it across any restart of either process.
 come from the configuration (:class:`AccountLimits`) and bound packets only
 (:meth:`check_credit`): a settlement the engine reports is always applied.
 
+Per account, the settlements among the changes (told apart by their keys) are also summed, in
+the same transaction, for reconciliation with the peer (:meth:`ConnectorLedger.clearing_book`).
+
 The file belongs to one process (a lock file, as the engine's store has), so the balances are
 also kept in memory: a credit check reads no disk.
 """

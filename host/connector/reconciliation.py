@@ -59,7 +59,9 @@ class Outcome:
     at: float
     ours: Totals | None = None
     theirs: Totals | None = None
-    #: ours.packets_net + theirs.packets_net: > 0, we count more owed to us than the peer does.
+    #: ours.packets_net + theirs.packets_net, the same seen from either side: > 0, the two books
+    #: claim that much more than they concede (one side counts it in its own favour); < 0,
+    #: they concede more than they claim.
     clearing_difference: int = 0
     #: Settlements paid and not yet credited: by us to the peer, by the peer to us.
     to_peer_in_transit: int = 0
@@ -109,11 +111,16 @@ def _describe(clearing: int, to_peer: int, from_peer: int) -> str:
     parts = []
     if clearing > 0:
         parts.append(
-            f"by packets, the peer's count is {clearing} more in its favour than ours (packets "
-            "it recorded as fulfilled that we did not, or the reverse for ours)"
+            f"the books differ by {clearing}: one side counts {clearing} more in its own favour "
+            "than the other concedes (e.g. packets the receiver recorded as fulfilled and the "
+            "sender did not)"
         )
     elif clearing < 0:
-        parts.append(f"by packets, our count is {-clearing} more in our favour than the peer's")
+        parts.append(
+            f"the books differ by {-clearing}: one side counts {-clearing} more in the other's "
+            "favour than the other claims (e.g. packets the sender recorded as fulfilled and "
+            "the receiver did not)"
+        )
     if to_peer < 0:
         parts.append(f"the peer credited {-to_peer} more of our settlements than we paid")
     if from_peer < 0:

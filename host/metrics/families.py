@@ -169,8 +169,9 @@ class Families:
         )
         self.reconciliation_difference = Gauge(
             "ilp_host_reconciliation_difference",
-            "Last reconciliation with the peer, in base units: clearing (ours minus the peer's "
-            "count of what packets left owed), to_peer and from_peer (settlements in transit)",
+            "Last reconciliation with the peer, in base units: clearing (the two books' nets of "
+            "fulfilled packets added: 0 when they agree), to_peer and from_peer (settlements "
+            "paid and not yet credited)",
             ("account", "kind"),
             registry=r,
         )

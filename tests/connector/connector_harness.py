@@ -31,6 +31,7 @@ from host.connector.api import ConnectorApi, EngineRelay, PeerMessenger, serve_c
 from host.connector.config import Relation
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.local import exercise_prepare
+from host.connector.reconciliation import BookReader
 from host.ilp import Prepare
 
 #: Long enough on a loaded 2-core machine; tests never wait for it unless they mean to.
@@ -115,6 +116,7 @@ async def network(
     exchange_routes: bool = False,
     relations: Mapping[tuple[str, str], Relation] | None = None,
     route_interval: float = 30.0,
+    books: Mapping[str, BookReader] | None = None,
 ) -> AsyncIterator[Net]:
     """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
 
@@ -124,7 +126,7 @@ async def network(
     ``relations[(host, peer)]`` is how host sees peer ("peer" when absent); a host that is
     some host's child has no configured address (it learns it by ILDCP). Route broadcast runs
     only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
-    only their own packets on the links.
+    only their own packets on the links. ``books[host]`` lets that host answer peer.reconcile.
     """
     relation_of = dict(relations or {})
     children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
@@ -169,6 +171,7 @@ async def network(
                 assets={peer: ("XTS", 9) for peer in neighbours},
                 route_broadcast_interval=route_interval,
                 ildcp_timeout=5.0,
+                books=(books or {}).get(name),
             )
             net.hosts[name] = Host(name, connector, clearing, recorder, socks[name])
         # Together: a child's start waits for its parent's ILDCP answer.

@@ -1291,8 +1291,10 @@ class Reconciliation(_message.Message):
     def theirs(self) -> Global___ReconcileTotals: ...
     @_builtins.property
     def clearing_difference(self) -> _types_pb2.SignedAmount:
-        """Ours minus the peer's count of what packets left owed (0 when the books agree): positive,
-        we count more owed to us than the peer does.
+        """Our net of fulfilled packets (from the peer minus to it) plus the peer's net: 0 when the
+        books agree, the same seen from either side. Positive: one side counts that much more in
+        its own favour than the other concedes (e.g. packets the receiver recorded as fulfilled
+        and the sender did not); negative: the reverse.
         """
 
     @_builtins.property
