@@ -179,11 +179,12 @@ class Reconciler:
         return outcome
 
     async def run(self) -> None:
-        """Reconcile with every peer, then again every interval, until cancelled."""
+        """Reconcile with every peer every interval, until cancelled. The first round comes
+        an interval after the start: the peers are often still starting with us."""
         while True:
+            await asyncio.sleep(self.interval)
             for peer_id in self.peers:
                 try:
                     await self.reconcile(peer_id)
                 except Exception:  # a bug must not end the host: it says so and goes on
                     log.exception("reconciliation with peer %s failed", peer_id)
-            await asyncio.sleep(self.interval)

@@ -4,8 +4,9 @@ Each side sends the other its running totals for their bilateral account (:class
 the asker as the data of a Prepare to ``peer.reconcile`` (amount 0, the peer-protocol
 condition, as for ``peer.config`` and ``peer.settle``), the answerer as the data of a Fulfill
 of 32 zero bytes. Like every ``peer.*`` packet it never leaves the bilateral link. A peer that
-does not speak it answers F02 (the JavaScript ``ilp-connector`` does: an unknown ``peer.*``
-address), which :func:`read_reply` reports as :class:`NotSupported`.
+does not speak it refuses the address: the JavaScript ``ilp-connector`` with F01 ("unknown peer
+protocol"), a host without a book reader with F02; :func:`read_reply` reports either as
+:class:`NotSupported` (a host that speaks it never refuses a well-formed request with them).
 
 Encoding (OER, as the packets): version (uint8, 1), asset scale (uint8), the sign of the
 balance (uint8: 0 for >= 0, 1 for < 0) and its magnitude, then settled out, settled in, in
@@ -139,10 +140,10 @@ def fulfill(totals: Totals) -> Fulfill:
 
 
 def read_reply(reply: Reply) -> Totals:
-    """The peer's totals. NotSupported for F02 from a peer that has no such address;
+    """The peer's totals. NotSupported for F01 or F02 (a peer that has no such protocol);
     ReconcileError for any other Reject or a malformed Fulfill."""
     if isinstance(reply, Reject):
-        if reply.code == ErrorCode.F02_UNREACHABLE:
+        if reply.code in (ErrorCode.F01_INVALID_PACKET, ErrorCode.F02_UNREACHABLE):
             raise NotSupported(f"the peer does not speak {RECONCILE_ADDRESS} ({reply.message})")
         raise ReconcileError(reply.code, reply.message or "(no message)")
     if reply.fulfillment != PEER_PROTOCOL_FULFILLMENT:

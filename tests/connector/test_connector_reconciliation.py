@@ -191,3 +191,38 @@ def test_the_reconciler_asks_every_peer_each_interval() -> None:
             assert "keeps no books" in reconciler.last["b"].detail
 
     asyncio.run(main())
+
+
+# -- what operators read -------------------------------------------------------------------------
+
+
+def test_the_outcome_as_the_admin_api_the_cli_and_the_peers_table_show_it() -> None:
+    from host.admin.connector_admin import reconciliation_to_proto
+    from host.cli import _render_reconciliation
+    from host.status import peers_rows
+    from sdk.pb.ilphost.admin.v1 import admin_pb2
+
+    bob = Totals(2, balance=450, settled_out=0, settled_in=600)
+    message = reconciliation_to_proto(compare("bob", ALICE, bob, ALICE, at=1.5))
+    assert (message.peer, message.status, message.clearing_difference.value) == (
+        "bob",
+        DIFFER,
+        "50",
+    )
+    assert (message.ours.balance.value, message.theirs.settled_in.value) == ("-400", "600")
+    assert message.at.ToNanoseconds() == 1_500_000_000
+    text = _render_reconciliation(message).splitlines()
+    assert text[0].startswith("peer bob: differ: the books differ by 50")
+    assert text[2].split() == ["ours", "-400", "600", "0", "0/0"]
+    assert text[3].split() == ["theirs", "450", "0", "600", "0/0"]
+    assert text[4].startswith("clearing difference 50;")
+    peer = admin_pb2.Peer(id="bob", reconciliation=message)
+    assert peers_rows([peer], datetime.now(UTC))[1][-1].startswith(
+        "reconciliation: the books differ by 50"
+    )
+    unsupported = reconciliation_to_proto(Outcome("js", UNSUPPORTED, 1.0, detail="F02"))
+    assert not unsupported.HasField("ours")
+    assert _render_reconciliation(unsupported) == "peer js: unsupported: F02"
+    assert peers_rows([admin_pb2.Peer(id="js", reconciliation=unsupported)], datetime.now(UTC))[1][
+        -1
+    ] in ("", "-")

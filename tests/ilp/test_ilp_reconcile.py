@@ -88,7 +88,9 @@ def test_a_malformed_request_is_f01() -> None:
 
 def test_a_peer_without_the_address_is_not_supported_and_other_rejects_are_errors() -> None:
     with pytest.raises(NotSupported, match=r"peer\.reconcile"):
-        read_reply(make_reject(ErrorCode.F02_UNREACHABLE, "test.js", "no route"))
+        read_reply(make_reject(ErrorCode.F02_UNREACHABLE, "test.b", "not forwarded"))
+    with pytest.raises(NotSupported, match="unknown peer protocol"):  # ilp-connector's answer
+        read_reply(make_reject(ErrorCode.F01_INVALID_PACKET, "test.js", "unknown peer protocol."))
     with pytest.raises(ReconcileError, match="T00"):
         read_reply(make_reject(ErrorCode.T00_INTERNAL_ERROR, "test.b", "books unavailable"))
     with pytest.raises(ReconcileError, match="32 zero bytes"):

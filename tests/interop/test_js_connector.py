@@ -22,7 +22,9 @@ from host.connector import Connector, InMemoryClearing, PeerConfig
 from host.connector.local import exercise_prepare
 from host.connector.ports import PeerRefused
 from host.connector.routing import Route
+from host.engine.model import ClearingBook
 from host.ilp import Fulfill, Prepare, Reject
+from host.ilp.reconcile import NotSupported
 from sdk.connectivity import Connectivity
 from tests.connector.connector_harness import RecordingMessages, poll
 from tests.interop.js_harness import (
@@ -104,6 +106,10 @@ async def world(
         accept_bare_token=legacy_token,
     )
     clearing = InMemoryClearing({"js": (-CREDIT, CREDIT)})
+
+    async def book(account_id: str) -> ClearingBook:
+        return ClearingBook(6, clearing.balance(account_id), 0, 0)
+
     host = Connector(
         host_address,
         [peer],
@@ -114,6 +120,7 @@ async def world(
         assets={"js": ("USD", 6)},
         route_broadcast_interval=0.5,
         ildcp_timeout=30.0,
+        books=book,
     )
     # Together: whichever is the child waits for its parent's ILDCP answer.
     started = await asyncio.gather(host.start(), js.start(), return_exceptions=True)
@@ -164,6 +171,10 @@ async def _per_packet_refusals_leave_the_link(w: World) -> None:
     assert "no settlement engine behind the peer" in w.host.settlement_messages("js")
     with pytest.raises(PeerRefused, match="not asked again"):
         await w.host.send_settlement_message("js", b"another message")
+    # Nor does it speak peer.reconcile ("unknown peer protocol"): not supported, not an error.
+    with pytest.raises(NotSupported, match="unknown peer protocol"):
+        await w.host.ask_reconcile("js")
+    assert w.host.links.state("js").state == Connectivity.READY
     assert w.clearing.balance("js") == -450
 
 
