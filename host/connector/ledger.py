@@ -32,9 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
-from host.clearing_rules import credit_allows
+from host.clearing_rules import ClearingBook, credit_allows, settlement_side
 from host.connector.ports import UnknownPeer
-from host.engine.model import ClearingBook, Direction, settlement_direction
 from host.store.sqlite_schema import Migration, migrate
 from host.store.sqlitefile import SqliteFile
 from sdk import contract
@@ -77,7 +76,7 @@ _V1: Migration = (
     "INSERT INTO consumer (id, acknowledged) VALUES (1, 0)",
 )
 # Version 2: per account, the running totals of the settlements among the changes (told apart by
-# their keys, host.engine.model.settlement_direction), for reconciliation with the peer. Counted
+# their keys, host.clearing_rules.settlement_side), for reconciliation with the peer. Counted
 # from this version on: a file written before it starts them at 0.
 _V2: Migration = (
     """
@@ -360,9 +359,9 @@ def _apply(
         "INSERT INTO changes (key, account_id, delta, balance, created_at) VALUES (?, ?, ?, ?, ?)",
         (key, account_id, str(delta), str(balance), now),
     )
-    direction = settlement_direction(key)
-    if direction is not None:
-        out, into = (delta, 0) if direction is Direction.OUTGOING else (0, -delta)
+    side = settlement_side(key)
+    if side is not None:
+        out, into = (delta, 0) if side == "out" else (0, -delta)
         row = c.execute(
             "SELECT settled_out, settled_in FROM settled WHERE account_id = ?", (account_id,)
         ).fetchone()

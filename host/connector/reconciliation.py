@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from host.clearing_rules import ClearingBook
 from host.connector.ports import ConnectorError
-from host.engine.model import ClearingBook
 from host.ilp.reconcile import NotSupported, ReconcileError, Totals
 
 log = logging.getLogger("ilp_host.connector.reconciliation")

@@ -16,7 +16,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from host.clearing_rules import credit_allows, settlement_amount
+from host.clearing_rules import (
+    CREDIT_EFFECT,
+    DEBIT_EFFECT,
+    LEFTOVER_EFFECT,
+    ClearingBook,
+    credit_allows,
+    settlement_amount,
+)
 from host.engine import observer as observing
 from host.engine.errors import (
     AlreadyExists,
@@ -25,12 +32,8 @@ from host.engine.errors import (
     NotFound,
 )
 from host.engine.model import (
-    CREDIT_EFFECT,
-    DEBIT_EFFECT,
-    LEFTOVER_EFFECT,
     Account,
     AccountView,
-    ClearingBook,
     ClearingEffect,
     Direction,
     IdempotencyRecord,

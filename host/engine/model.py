@@ -159,43 +159,12 @@ class ClearingEffect:
     """
 
     #: "engine/debit/<settlement id>", "engine/leftover/<uuid>" or "engine/credit/<digest>"
-    #: (see :data:`DEBIT_EFFECT`): 1 to 128 characters.
+    #: (host.clearing_rules.DEBIT_EFFECT and its siblings): 1 to 128 characters.
     key: str
     account_id: str
     #: Positive for an outgoing settlement's debit, negative for an incoming credit.
     delta: int
     created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClearingBook:
-    """An account's clearing balance with the running totals of its settlements, at the
-    account's scale: what two peers compare (host.connector.reconciliation)."""
-
-    asset_scale: int
-    balance: int
-    #: Everything the balance was raised by for settlements we paid (leftover included).
-    settled_out: int
-    #: Everything it was lowered by for the peer's settlements credited here.
-    settled_in: int
-
-
-#: The key prefixes of clearing effects: a settlement's debit (outgoing), a debit that went
-#: wholly to the leftover, an incoming settlement's credit. A connector that keeps its own
-#: copy of the balances tells settlements from packets by them (host.connector.ledger).
-DEBIT_EFFECT = "engine/debit/"
-LEFTOVER_EFFECT = "engine/leftover/"
-CREDIT_EFFECT = "engine/credit/"
-
-
-def settlement_direction(key: str) -> Direction | None:
-    """The direction of the settlement a balance change under ``key`` belongs to; None for a
-    change that is not a settlement's (a packet's, an operator's)."""
-    if key.startswith((DEBIT_EFFECT, LEFTOVER_EFFECT)):
-        return Direction.OUTGOING
-    if key.startswith(CREDIT_EFFECT):
-        return Direction.INCOMING
-    return None
 
 
 def incoming_id(adaptor: str, ledger_settlement_id: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from host.clearing_rules import CREDIT_EFFECT, DEBIT_EFFECT, LEFTOVER_EFFECT, ClearingBook
 from host.connector.ledger import (
     MIGRATIONS,
     AccountLimits,
@@ -19,7 +20,6 @@ from host.connector.ledger import (
     LedgerInputError,
 )
 from host.connector.ports import UnknownPeer
-from host.engine.model import CREDIT_EFFECT, DEBIT_EFFECT, LEFTOVER_EFFECT, ClearingBook
 from host.store import StoreInUse
 from host.store.sqlite_schema import migrate
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from connector_harness import network, poll, prepare_to
 
+from host.clearing_rules import ClearingBook
 from host.connector import InMemoryClearing
 from host.connector.reconciliation import (
     AGREE,
@@ -22,7 +23,6 @@ from host.connector.reconciliation import (
     Reconciler,
     compare,
 )
-from host.engine.model import ClearingBook
 from host.ilp import ErrorCode, Fulfill, Prepare, Reject
 from host.ilp.ildcp import PEER_PROTOCOL_CONDITION
 from host.ilp.reconcile import RECONCILE_ADDRESS, Totals

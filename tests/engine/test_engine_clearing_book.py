@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from engine_fakes import FakeClock, FakeLedger, add_account, open_engine
 
+from host.clearing_rules import ClearingBook
 from host.engine import Direction, InvalidArgument, NotFound, Policy, SettlementPort
-from host.engine.model import ClearingBook
 
 
 def test_the_book_separates_settlements_from_packets(tmp_path: Path) -> None:

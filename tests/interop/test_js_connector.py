@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from host.clearing_rules import ClearingBook
 from host.connector import Connector, InMemoryClearing, PeerConfig
 from host.connector.local import exercise_prepare
 from host.connector.ports import PeerRefused
 from host.connector.routing import Route
-from host.engine.model import ClearingBook
 from host.ilp import Fulfill, Prepare, Reject
 from host.ilp.reconcile import NotSupported
 from sdk.connectivity import Connectivity
