@@ -41,8 +41,8 @@ from pathlib import Path
 
 import grpc
 
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from host.simledger.process import start_ledger
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from tests.crash.harness import (
     COMPLETED,
     FAILED,
@@ -299,7 +299,7 @@ def verdict(pair: Pair) -> Verdict:
 
 
 def _ledger_balances(pair: Pair) -> tuple[int, int]:
-    from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+    from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 
     with grpc.insecure_channel(pair.ledger_target) as channel:
         stub = simledger_pb2_grpc.SimLedgerStub(channel)

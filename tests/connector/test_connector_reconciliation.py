@@ -199,8 +199,8 @@ def test_the_reconciler_asks_every_peer_each_interval() -> None:
 def test_the_outcome_as_the_admin_api_the_cli_and_the_peers_table_show_it() -> None:
     from host.admin.connector_admin import reconciliation_to_proto
     from host.cli import _render_reconciliation
+    from host.pb.ilphost.admin.v1 import admin_pb2
     from host.status import peers_rows
-    from sdk.pb.ilphost.admin.v1 import admin_pb2
 
     bob = Totals(2, balance=450, settled_out=0, settled_in=600)
     message = reconciliation_to_proto(compare("bob", ALICE, bob, ALICE, at=1.5))
