@@ -123,6 +123,12 @@ pytest:
 	echo "coverage of host/ and sdk/ by the pytest process: $$($(BIN)/coverage report --format=total)% of lines (details: $(BIN)/coverage report)"; \
 	exit $$status
 
+## The long chaos run (tests/chaos): 200 faults across both proposals, outside `make test`
+## (which runs 10 per proposal). SEED=N replays a run's schedule.
+.PHONY: chaos
+chaos: $(BIN)/.installed
+	$(BIN)/python -m tests.chaos --cycles 200 --modes run,split $(if $(SEED),--seed $(SEED))
+
 ## Regenerate sdk/pb and host/pb after editing proto/.
 stubs: setup
 	$(BIN)/python scripts/gen_protos.py

@@ -53,8 +53,10 @@ from host.admin.server import AdminServer, TcpListener
 from host.binding import EngineBinding, EngineServicer, PeerMessenger
 from host.config import CONNECTOR_DATABASE, AdminConfig, ConfigError, HostConfig
 from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
+from host.connector.config import ConnectorConfig
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import UnknownPeer
+from host.connector.reconciliation import Reconciler
 from host.connector.switch import AddressUnknown, Connector
 from host.connector_link import ConnectorLink, channel_to
 from host.credentials import (
@@ -226,6 +228,8 @@ class _Parts:
     link: ConnectorLink | None = None
     #: Proposal 2, connector side: its own clearing ledger.
     ledger: ConnectorLedger | None = None
+    #: Where a connector runs: reconciliation with its peers (host.connector.reconciliation).
+    reconciler: Reconciler | None = None
     #: For the connector's admin API: a peer's clearing balance, and where the engine runs.
     balance: BalanceReader | None = None
     engine_link: Callable[[], admin_pb2.EngineLink] = admin_pb2.EngineLink
@@ -317,6 +321,7 @@ class Host:
                 {peer.id: (peer.address or "", peer.url) for peer in config.connector.peers},
                 parts.balance,
                 parts.engine_link,
+                parts.reconciler,
             )
         return AdminServer(
             supervisor,
@@ -377,7 +382,9 @@ class Host:
                 parts.binding.clearing(),
                 parts.binding.settlement_messages(),
                 assets=_assets(self.config),
+                books=parts.engine.clearing_book,
             )
+            parts.reconciler = _reconciler(parts.connector, peering)
             stack.push_async_callback(parts.connector.stop)
             messenger = parts.connector
             parts.balance = partial(_engine_balance, parts.engine)
@@ -416,7 +423,9 @@ class Host:
             raise HostError(f"cannot open the connector's ledger {path}: {exc}") from exc
         stack.push_async_callback(ledger.close)
         relay = EngineRelay(timeout=peering.settle_timeout)
-        connector = Connector.from_config(peering, ledger, relay, assets=_assets(self.config))
+        connector = Connector.from_config(
+            peering, ledger, relay, assets=_assets(self.config), books=ledger.clearing_book
+        )
         stack.push_async_callback(connector.stop)
         address = peering.api
         if address.startswith("unix:"):
@@ -437,6 +446,7 @@ class Host:
         )
         return _Parts(
             connector=connector,
+            reconciler=_reconciler(connector, peering),
             ledger=ledger,
             balance=partial(_ledger_balance, ledger),
             engine_link=partial(_engine_link, ledger, relay),
@@ -502,6 +512,8 @@ class Host:
             # ilp-host connector: its ledger is open and the Connector API serves already.
             await self._listen(parts.connector)
             spawn("housekeeping", _housekeeping(parts))
+            if parts.reconciler is not None:
+                spawn("reconciliation", parts.reconciler.run())
             return
         await supervisor.start()
         spawn("adaptor supervision", _supervision(supervisor))
@@ -536,6 +548,8 @@ class Host:
         if parts.connector is not None:
             await self._listen(parts.connector)
         spawn("housekeeping", _housekeeping(parts))
+        if parts.reconciler is not None:
+            spawn("reconciliation", parts.reconciler.run())
         log.info("host serving; running until SIGTERM or SIGINT")
 
     async def _listen(self, connector: Connector) -> None:
@@ -582,6 +596,11 @@ class Host:
 _LAST_TO_STOP = frozenset({"adaptor supervision", "health"})
 
 
+def _reconciler(connector: Connector, peering: ConnectorConfig) -> Reconciler:
+    """Reconciliation with every configured peer (host.connector.reconciliation)."""
+    return Reconciler(connector, [peer.id for peer in peering.peers])
+
+
 def _assets(config: HostConfig) -> dict[str, tuple[str, int]]:
     """Each account's asset, for the ILDCP answers to children."""
     return {account.id: (account.asset_code, account.asset_scale) for account in config.accounts}
@@ -610,6 +629,7 @@ async def _serve_metrics(
         engine_link=parts.engine_link if parts.ledger is not None else None,
         link=parts.link,
         supervisor=supervisor,
+        reconciler=parts.reconciler,
     )
     log.info("metrics on %s", server.url)
     return metrics

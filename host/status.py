@@ -309,7 +309,9 @@ def peers_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str
                 connectivity_name(link.state),
                 _age(link.since, link.HasField("since"), now),
                 _route_exchange(peer.routes),
-                one_line(link.last_error or peer.routes.last_error or _refusal(peer)),
+                one_line(
+                    link.last_error or peer.routes.last_error or _refusal(peer) or _books(peer)
+                ),
             )
         )
     return rows
@@ -325,6 +327,14 @@ def _refusal(peer: admin_pb2.Peer) -> str:
     """Why the peer refuses settlement messages, if it does."""
     state = peer.settlement_messages
     return f"settlement messages: {state}" if state and state != "ok" else ""
+
+
+def _books(peer: admin_pb2.Peer) -> str:
+    """What the last reconciliation found, when the books differ (ilp-host reconcile PEER)."""
+    outcome = peer.reconciliation
+    if outcome.status != "differ":
+        return ""
+    return f"reconciliation: {outcome.detail}"
 
 
 def _address_source(source: str) -> str:

@@ -96,6 +96,8 @@ class ConnectorAdmin(Protocol):
         self, request: admin_pb2.SendPacketsRequest
     ) -> AsyncIterator[admin_pb2.SendPacketsResponse]: ...
 
+    async def reconcile(self, peer_id: str) -> admin_pb2.ReconcileResponse: ...
+
 
 class AdminError(Exception):
     """A refusal with a gRPC status, raised by an :class:`EngineAdmin`."""
@@ -219,6 +221,18 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
         assert self._connector is not None
         return await self._connector.list_routes()
+
+    async def Reconcile(
+        self, request: admin_pb2.ReconcileRequest, context: Context
+    ) -> admin_pb2.ReconcileResponse:
+        if self._connector is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
+        assert self._connector is not None
+        try:
+            return await self._connector.reconcile(request.peer)
+        except AdminError as exc:
+            await context.abort(exc.code, exc.details)
+            raise  # pragma: no cover - abort raises
 
     async def GetConnectorLink(
         self, request: admin_pb2.GetConnectorLinkRequest, context: Context

@@ -15,6 +15,9 @@ events are deleted, the others wait for it across any restart of either process.
 come from the configuration (:class:`AccountLimits`) and bound packets only
 (:meth:`check_credit`): a settlement the engine reports is always applied.
 
+Per account, the settlements among the changes (told apart by their keys) are also summed, in
+the same transaction, for reconciliation with the peer (:meth:`ConnectorLedger.clearing_book`).
+
 The file belongs to one process (a lock file, as the engine's store has), so the balances are
 also kept in memory: a credit check reads no disk.
 """
@@ -29,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from host.clearing_rules import credit_allows
+from host.clearing_rules import ClearingBook, credit_allows, settlement_side
 from host.connector.ports import BalanceChange, InFlight, Resolution, UnknownPeer
 from host.ilp.outcome import Outcome
 from host.store import sqlite_packets
@@ -75,7 +78,19 @@ _V1: Migration = (
     "INSERT INTO consumer (id, acknowledged) VALUES (1, 0)",
 )
 # Version 2: the in-flight journal (host.store.sqlite_packets).
-MIGRATIONS: tuple[Migration, ...] = (_V1, sqlite_packets.MIGRATION)
+# Version 3: per account, the running totals of the settlements among the changes (told apart by
+# their keys, host.clearing_rules.settlement_side), for reconciliation with the peer. Counted
+# from this version on: a file written before it starts them at 0.
+_V3: Migration = (
+    """
+    CREATE TABLE settled (
+        account_id  TEXT PRIMARY KEY REFERENCES accounts (id),
+        settled_out TEXT NOT NULL,
+        settled_in  TEXT NOT NULL
+    )
+    """,
+)
+MIGRATIONS: tuple[Migration, ...] = (_V1, sqlite_packets.MIGRATION, _V3)
 #: What the file says at open: the balances, the last cursor written, the acknowledged one.
 _State = tuple[dict[str, int], int, int]
 #: How many unacknowledged events are kept in memory as well (beyond: read from the file).
@@ -180,6 +195,22 @@ class ConnectorLedger:
         (host.clearing_rules: moving back toward the allowed range is always allowed)."""
         limits = self.limits(account_id)  # UnknownPeer
         return credit_allows(self._balances[account_id], delta, limits)
+
+    async def clearing_book(self, account_id: str) -> ClearingBook:
+        """The balance and the settlements' running totals, as of one moment (one read in the
+        file's thread, between commits); UnknownPeer if not configured."""
+        scale = self.limits(account_id).asset_scale
+        balance, row = await self._file.read(
+            lambda c: (
+                c.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)).fetchone(),
+                c.execute(
+                    "SELECT settled_out, settled_in FROM settled WHERE account_id = ?",
+                    (account_id,),
+                ).fetchone(),
+            )
+        )
+        out, into = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return ClearingBook(scale, int(balance[0]), out, into)
 
     # -- changes --------------------------------------------------------------------------------
 
@@ -391,6 +422,20 @@ def _apply(
         "INSERT INTO changes (key, account_id, delta, balance, created_at) VALUES (?, ?, ?, ?, ?)",
         (key, account_id, str(delta), str(balance), now),
     )
+    side = settlement_side(key)
+    if side is not None:
+        out, into = (delta, 0) if side == "out" else (0, -delta)
+        row = c.execute(
+            "SELECT settled_out, settled_in FROM settled WHERE account_id = ?", (account_id,)
+        ).fetchone()
+        if row is not None:
+            out, into = out + int(row[0]), into + int(row[1])
+        c.execute(
+            "INSERT INTO settled (account_id, settled_out, settled_in) VALUES (?, ?, ?) "
+            "ON CONFLICT (account_id) DO UPDATE SET settled_out = excluded.settled_out, "
+            "settled_in = excluded.settled_in",
+            (account_id, str(out), str(into)),
+        )
     cursor = c.execute(
         "INSERT INTO events (account_id, delta, balance, key, created_at) VALUES (?, ?, ?, ?, ?)",
         (account_id, str(delta), str(balance), key, now),

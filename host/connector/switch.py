@@ -7,8 +7,9 @@ A Prepare from peer X (or from this host, X = None) goes through, in order:
    (:meth:`Connector._settlement_message`); ``peer.config`` from a child gets its ILDCP
    configuration (host.ilp.ildcp); ``peer.route.control`` and ``peer.route.update`` go to the
    route broadcaster (host.connector.route_broadcast); ``peer.outcome`` is answered from the
-   in-flight journal (host.ilp.outcome), when the clearing port keeps one; every other
-   ``peer.*`` address is F02.
+   in-flight journal (host.ilp.outcome), when the clearing port keeps one; ``peer.reconcile``
+   gets our totals of the sender's account (host.ilp.reconcile; F02 without a book reader, as
+   a connector of another project answers); every other ``peer.*`` address is F02.
 2. Routing (longest prefix): no route is F02; a route back to X is F02 too (a loop).
 3. Expiry: expired is R00, too little time left to forward is R02; the forwarded Prepare
    expires earlier by the margin (:mod:`host.connector.expiry`).
@@ -60,6 +61,7 @@ from host.connector.observer import NoObserver, PacketObserver
 from host.connector.ports import (
     AccountNotReady,
     ClearingPort,
+    ConnectorError,
     InFlight,
     LocalHandler,
     MessageRefused,
@@ -69,6 +71,7 @@ from host.connector.ports import (
     UnknownPeer,
 )
 from host.connector.probe import probe_failed_links
+from host.connector.reconciliation import BookReader
 from host.connector.route_broadcast import RouteBroadcaster
 from host.connector.routing import RoutingTable
 from host.ilp import (
@@ -84,6 +87,7 @@ from host.ilp import (
     outcome,
     parse_prepare,
     peer_settle,
+    reconcile,
     serialize,
 )
 from host.ilp import address as ilp_address
@@ -143,6 +147,7 @@ class Connector:
         route_broadcast_interval: float = 30.0,
         ildcp_timeout: float = ILDCP_TIMEOUT,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        books: BookReader | None = None,
     ) -> None:
         if address is not None:
             ilp_address.validate(address, "connector address")
@@ -171,6 +176,8 @@ class Connector:
             if route.peer_id is not None and route.peer_id not in self._peers:
                 raise ValueError(f"route {route.prefix!r} names unknown peer {route.peer_id!r}")
         self._messages = settlement_messages
+        #: Each peer account's book, for peer.reconcile (None: not answered, F02).
+        self._books = books
         self._expiry = expiry_policy or expiry.ExpiryPolicy()
         self._settle_timeout = timedelta(seconds=settle_timeout)
         self._ildcp_timeout = ildcp_timeout
@@ -224,6 +231,7 @@ class Connector:
         *,
         local_handler: LocalHandler | None = None,
         assets: Mapping[str, tuple[str, int]] | None = None,
+        books: BookReader | None = None,
     ) -> Connector:
         """A connector built from the checked ``[connector]``/``[[peer]]``/``[[route]]`` tables;
         ``assets`` maps account ids to (asset code, scale), for the children's ILDCP."""
@@ -240,6 +248,7 @@ class Connector:
             local_handler=local_handler,
             assets=assets,
             route_broadcast_interval=config.route_broadcast_interval,
+            books=books,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -428,6 +437,8 @@ class Connector:
                 return await self._outcome_answer(source, prepare)
             if source is not None and destination in _PEER_PROTOCOLS:
                 return self._peer_protocol(source, prepare)
+            if source is not None and reconcile.is_request(prepare) and self._books is not None:
+                return await self._answer_reconcile(source, prepare)
             return self._reject(
                 ErrorCode.F02_UNREACHABLE,
                 f"{destination} is a peer.* address for the direct peer only; not forwarded",
@@ -687,6 +698,58 @@ class Connector:
             )
         code, scale = asset
         return ildcp.fulfill(ildcp.IldcpResponse(peer.child_address(self.address), scale, code))
+
+    # -- peer.reconcile -------------------------------------------------------------------
+
+    async def totals(self, peer_id: str) -> reconcile.Totals:
+        """Our book of ``peer_id``'s account with what is in flight now. UnknownPeer; other
+        ConnectorError if the book cannot be read."""
+        if peer_id not in self._peers:
+            raise UnknownPeer(f"no peer has account id {peer_id!r}")
+        if self._books is None:
+            raise ConnectorError("this connector keeps no books to reconcile")
+        try:
+            book = await self._books(peer_id)
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ConnectorError(f"the book of account {peer_id} cannot be read: {exc}") from exc
+        incoming, outgoing = self.balances.reserved(peer_id)
+        return reconcile.Totals(
+            book.asset_scale, book.balance, book.settled_out, book.settled_in, incoming, outgoing
+        )
+
+    async def ask_reconcile(
+        self, peer_id: str
+    ) -> tuple[reconcile.Totals, reconcile.Totals, reconcile.Totals]:
+        """Ask ``peer_id`` for its totals: (ours before, theirs, ours after).
+
+        Raises UnknownPeer, ConnectorError (our book), PeerUnreachable, reconcile.NotSupported
+        (the peer has no such address) or reconcile.ReconcileError (refused or malformed).
+        """
+        before = await self.totals(peer_id)
+        prepare = reconcile.request(before, self._now() + self._settle_timeout)
+        try:
+            reply = await self._exchange(peer_id, prepare, self._settle_timeout.total_seconds())
+        except (LinkFailure, PacketRefused) as exc:
+            raise PeerUnreachable(f"peer {peer_id}: {exc}") from exc
+        theirs = reconcile.read_reply(reply)
+        return before, theirs, await self.totals(peer_id)
+
+    async def _answer_reconcile(self, peer_id: str, prepare: Prepare) -> Reply:
+        try:
+            reconcile.read_request(prepare)
+        except reconcile.ReconcileError as exc:
+            log.warning("peer %s sent a malformed peer.reconcile: %s", peer_id, exc.message)
+            return self._reject(exc.code, exc.message)
+        if expiry.check_expired(prepare.expires_at, self._now()) is not None:
+            return self._reject(ErrorCode.R00_TRANSFER_TIMED_OUT, "the request has expired")
+        try:
+            totals = await self.totals(peer_id)
+        except ConnectorError as exc:
+            log.warning("peer.reconcile from %s not answered: %s", peer_id, exc)
+            return self._reject(ErrorCode.T00_INTERNAL_ERROR, str(exc))
+        return reconcile.fulfill(totals)
 
     # -- peer.settle ----------------------------------------------------------------------
 

@@ -16,7 +16,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from host.clearing_rules import credit_allows, settlement_amount
+from host.clearing_rules import (
+    CREDIT_EFFECT,
+    DEBIT_EFFECT,
+    LEFTOVER_EFFECT,
+    ClearingBook,
+    credit_allows,
+    settlement_amount,
+)
 from host.connector.ports import BalanceChange, InFlight, Resolution
 from host.engine import observer as observing
 from host.engine.errors import (
@@ -62,6 +69,8 @@ SETTLE_SCOPE = "settle"
 #: RFC 38 keeps idempotency keys at least 24 hours.
 KEY_RETENTION = 24 * 3600.0
 MAX_LIST = 10_000
+#: Reads of an account's book before giving up on a moment without a change.
+BOOK_READ_ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +349,28 @@ class Engine:
         """What peer ``source`` is told of its packet ``source_id``."""
         return await self._store.packet_outcome(source, source_id)
 
+    async def clearing_book(self, account_id: str) -> ClearingBook:
+        """The account's balance and settlement totals, for a reconciliation with the peer.
+
+        Derived from durable records (the balance, the outgoing leftover, the settlements,
+        which are never deleted), not from counters of their own. Every settlement changes its
+        account's row in the transaction that records it, so the sums are taken between two
+        reads of an unchanged row (FailedPrecondition if it keeps changing).
+        """
+        check_account_id(account_id)
+        for _ in range(BOOK_READ_ATTEMPTS):
+            before = await self._store.get_account(account_id)
+            if before is None:
+                raise NotFound(f"account {account_id} does not exist")
+            paid, credited = await self._store.settled_totals(account_id)
+            if await self._store.get_account(account_id) == before:
+                return ClearingBook(
+                    before.asset_scale, before.balance, paid + before.outgoing_leftover, credited
+                )
+        raise FailedPrecondition(
+            f"account {account_id} changed during each of {BOOK_READ_ATTEMPTS} reads; try again"
+        )
+
     # -- outgoing settlements -------------------------------------------------------------------
 
     async def settle(
@@ -446,7 +477,7 @@ class Engine:
                         incoming_id(account.adaptor, settlement_id).encode()
                     ).hexdigest()[:48]
                     await tx.record_clearing_effect(
-                        ClearingEffect(f"engine/credit/{digest}", account_id, -plan.amount, now)
+                        ClearingEffect(f"{CREDIT_EFFECT}{digest}", account_id, -plan.amount, now)
                     )
                     journaled = True
                 # The threshold holds after every change of the balance, this one too: a peer
@@ -567,7 +598,9 @@ class Engine:
             return False
         # A debit that went wholly to the leftover has no settlement row, but it did raise the
         # balance: the connector must see it too.
-        key = f"engine/debit/{row.id}" if row is not None else f"engine/leftover/{uuid.uuid4().hex}"
+        key = (
+            f"{DEBIT_EFFECT}{row.id}" if row is not None else f"{LEFTOVER_EFFECT}{uuid.uuid4().hex}"
+        )
         await tx.record_clearing_effect(ClearingEffect(key, account_id, debit, now))
         return True
 

@@ -155,7 +155,8 @@ class ClearingEffect:
     ``key`` (idempotent there) until it confirmed: the connector's balance then agrees.
     """
 
-    #: "engine/debit/<settlement id>" or "engine/credit/<digest>": 1 to 128 characters.
+    #: "engine/debit/<settlement id>", "engine/leftover/<uuid>" or "engine/credit/<digest>"
+    #: (host.clearing_rules.DEBIT_EFFECT and its siblings): 1 to 128 characters.
     key: str
     account_id: str
     #: Positive for an outgoing settlement's debit, negative for an incoming credit.

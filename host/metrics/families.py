@@ -174,6 +174,22 @@ class Families:
             ("account",),
             registry=r,
         )
+        # -- reconciliation with the peers (host.connector.reconciliation) -----------------
+        self.reconciliation_status = Gauge(
+            "ilp_host_reconciliation_status",
+            "1 for the outcome of the last reconciliation with the peer (agree, settling, "
+            "differ, busy, unsupported, failed)",
+            ("account", "status"),
+            registry=r,
+        )
+        self.reconciliation_difference = Gauge(
+            "ilp_host_reconciliation_difference",
+            "Last reconciliation with the peer, in base units: clearing (the two books' nets of "
+            "fulfilled packets added: 0 when they agree), to_peer and from_peer (settlements "
+            "paid and not yet credited)",
+            ("account", "kind"),
+            registry=r,
+        )
         # -- proposal 2: the connector and its engine ---------------------------------------
         self.engine_connected = Gauge(
             "ilp_host_engine_connected",

@@ -27,6 +27,7 @@ from host.store import StoreError
 
 if TYPE_CHECKING:  # the parts observed; importing them here would make an import cycle
     from host.connector.ledger import ConnectorLedger
+    from host.connector.reconciliation import Outcome, Reconciler
     from host.connector.switch import Connector
     from host.connector_link import ConnectorLink
     from host.engine import Engine
@@ -81,6 +82,7 @@ class HostMetrics:
         engine_link: Callable[[], admin_pb2.EngineLink] | None = None,
         link: ConnectorLink | None = None,
         supervisor: Supervisor | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         """Observe the parts this role runs: the recorders are installed on the hot paths."""
         if engine is not None:
@@ -106,7 +108,25 @@ class HostMetrics:
             for snapshot in supervisor.snapshots():  # the counters exist from 0
                 self.families.adaptor_restarts.labels(snapshot.name)
                 self.families.handshake_failures.labels(snapshot.name)
+        if reconciler is not None:
+            reconciler.observer = self
         self._unexport_absent()
+
+    def reconciled(self, outcome: Outcome) -> None:
+        """The latest reconciliation with a peer (host.connector.reconciliation observer)."""
+        from host.connector.reconciliation import STATUSES  # at run time: an import cycle
+
+        f = self.families
+        for status in STATUSES:
+            f.reconciliation_status.labels(outcome.peer_id, status).set(
+                1 if status == outcome.status else 0
+            )
+        for kind, value in (
+            ("clearing", outcome.clearing_difference),
+            ("to_peer", outcome.to_peer_in_transit),
+            ("from_peer", outcome.from_peer_in_transit),
+        ):
+            f.reconciliation_difference.labels(outcome.peer_id, kind).set(value)
 
     def export_packets(self) -> None:
         """Export the packet families (where a connector runs; attach does it)."""

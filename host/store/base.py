@@ -130,6 +130,14 @@ class Store(Protocol):
         """
         ...
 
+    async def settled_totals(self, account_id: str) -> tuple[int, int]:
+        """The sums of ``amount`` over every settlement of an account: (outgoing, incoming).
+
+        Outgoing in any state (each was debited when queued), incoming credited or completed.
+        Settlements are never deleted, so these are the account's running totals.
+        """
+        ...
+
     async def get_settlement(self, settlement_id: str) -> Settlement | None:
         """The committed settlement, or None."""
         ...

@@ -313,6 +313,16 @@ class PostgresStore:
         )
         return {account: int(total) for account, total in rows}
 
+    async def settled_totals(self, account_id: str) -> tuple[int, int]:
+        """Per direction, the sum of an account's settlements."""
+        rows = await self._fetch(
+            "SELECT direction, SUM(amount) FROM settlements WHERE account_id = %s "
+            "GROUP BY direction",
+            (account_id,),
+        )
+        totals = {direction: int(total) for direction, total in rows}
+        return totals.get("outgoing", 0), totals.get("incoming", 0)
+
     async def get_settlement(self, settlement_id: str) -> Settlement | None:
         """The committed settlement, or None."""
         rows = await self._fetch(

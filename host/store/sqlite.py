@@ -291,6 +291,18 @@ class SqliteStore:
             totals[account] = totals.get(account, 0) + int(amount)
         return totals
 
+    async def settled_totals(self, account_id: str) -> tuple[int, int]:
+        """Per direction, the sum of an account's settlements (summed here: TEXT)."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT direction, amount FROM settlements WHERE account_id = ?", (account_id,)
+            ).fetchall()
+        )
+        totals = {"outgoing": 0, "incoming": 0}
+        for direction, amount in rows:
+            totals[direction] += int(amount)
+        return totals["outgoing"], totals["incoming"]
+
     async def get_settlement(self, settlement_id: str) -> Settlement | None:
         """The committed settlement, or None."""
         row = await self._read(

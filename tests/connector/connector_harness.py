@@ -32,6 +32,7 @@ from host.connector.config import Relation
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.local import exercise_prepare
 from host.connector.ports import WithoutJournal
+from host.connector.reconciliation import BookReader
 from host.ilp import Prepare
 
 #: Long enough on a loaded 2-core machine; tests never wait for it unless they mean to.
@@ -117,6 +118,7 @@ async def network(
     relations: Mapping[tuple[str, str], Relation] | None = None,
     route_interval: float = 30.0,
     without_journal: Sequence[str] = (),
+    books: Mapping[str, BookReader] | None = None,
 ) -> AsyncIterator[Net]:
     """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
 
@@ -128,6 +130,7 @@ async def network(
     only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
     only their own packets on the links. The hosts in ``without_journal`` keep no in-flight
     journal (host.connector.ports.WithoutJournal).
+    ``books[host]`` lets that host answer peer.reconcile.
     """
     relation_of = dict(relations or {})
     children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
@@ -172,6 +175,7 @@ async def network(
                 assets={peer: ("XTS", 9) for peer in neighbours},
                 route_broadcast_interval=route_interval,
                 ildcp_timeout=5.0,
+                books=(books or {}).get(name),
             )
             net.hosts[name] = Host(name, connector, clearing, recorder, socks[name])
         # Together: a child's start waits for its parent's ILDCP answer.

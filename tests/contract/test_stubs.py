@@ -48,6 +48,7 @@ SERVICES = {
             "SendPackets",
             "GetConnectorLink",
             "ListRoutes",
+            "Reconcile",
         ],
     },
     "host.pb.ilphost.simledger.v1.simledger_pb2": {

@@ -411,3 +411,28 @@ def test_a_closed_store_refuses_work_and_closes_twice(backend: Backend) -> None:
                 pass
 
     run(main)
+
+
+def test_settled_totals_sum_every_settlement_of_an_account_by_direction(backend: Backend) -> None:
+    async def main() -> None:
+        store = await backend.open()
+        try:
+            assert await store.settled_totals("alice") == (0, 0)
+            incoming = replace(
+                outgoing("in1"), direction=Direction.INCOMING, state=SettlementState.CREDITED
+            )
+            async with store.transaction() as tx:
+                await tx.insert_account(account())
+                await tx.insert_account(account("bob"))
+                await tx.insert_settlement(outgoing("a1"))
+                await tx.insert_settlement(
+                    replace(outgoing("a2"), state=SettlementState.FAILED, amount=5)
+                )
+                await tx.insert_settlement(replace(incoming, amount=BIG * 3))
+                await tx.insert_settlement(outgoing("b1", account_id="bob"))
+            assert await store.settled_totals("alice") == (BIG + 5, BIG * 3)
+            assert await store.settled_totals("bob") == (BIG, 0)
+        finally:
+            await store.close()
+
+    run(main)
