@@ -63,7 +63,7 @@ from host.credentials import (
     read_client_tls,
     read_server_tls,
 )
-from host.engine import Engine, EngineError, SettlementPort
+from host.engine import AdaptorRegistry, Engine, EngineError
 from host.lifecycle import ProcessState
 from host.metrics import HostMetrics, serve_metrics
 from host.pb.ilphost.admin.v1 import admin_pb2
@@ -276,11 +276,7 @@ class Host:
                 if parts.engine_server is not None
                 else None
             )
-            supervisor = Supervisor(
-                config.adaptors,
-                engine_addr=engine_addr,
-                on_incoming=parts.binding.on_incoming if parts.binding is not None else None,
-            )
+            supervisor = Supervisor(config.adaptors, engine_addr=engine_addr)
             self._metrics = await _serve_metrics(config, stack, parts, supervisor)
             admin = self._admin_server(supervisor, parts, tcp)
             signals = _Signals(config.admin.socket, self.shutdown)
@@ -346,9 +342,15 @@ class Host:
                 f"cannot open the engine database {describe_database(config.database)}: {exc}"
             ) from exc
         stack.push_async_callback(parts.store.close)
-        ports: dict[str, SettlementPort] = {}
-        parts.engine = Engine(parts.store, ports, journal_clearing=self.mode == "engine")
-        parts.binding = EngineBinding(parts.engine, ports, config.accounts)
+        # Proposal 2: the engine journals what it does to a balance; the link pushes it.
+        effects = asyncio.Event()
+        parts.engine = Engine(
+            parts.store,
+            AdaptorRegistry(),
+            journal_clearing=self.mode == "engine",
+            on_clearing_effect=effects.set,
+        )
+        parts.binding = EngineBinding(parts.engine, config.accounts)
         peering = config.connector
         messenger: PeerMessenger | None = None
         if self.mode == "engine":
@@ -367,6 +369,7 @@ class Host:
                 parts.store,
                 channel,
                 parts.binding.settlement_messages(),
+                effects=effects,
                 address=address,
                 send_timeout=peering.settle_timeout if peering is not None else 30.0,
             )
