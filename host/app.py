@@ -64,10 +64,11 @@ from host.credentials import (
     read_server_tls,
 )
 from host.engine import AdaptorRegistry, Engine, EngineError
+from host.engine.store import Store
 from host.lifecycle import ProcessState
 from host.metrics import HostMetrics, serve_metrics
 from host.pb.ilphost.admin.v1 import admin_pb2
-from host.store import Store, StoreError
+from host.store import StoreError
 from host.store.opening import describe_database, open_store
 from host.supervisor import Supervisor
 from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc

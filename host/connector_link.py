@@ -43,9 +43,10 @@ from host.connector.ports import (
 from host.credentials import ServerTls, client_credentials
 from host.engine import Engine, EngineError, NotFound
 from host.engine.model import ClearingEffect
+from host.engine.store import Store
 from host.pb.ilphost.admin.v1 import admin_pb2
 from host.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
-from host.store import Store, StoreError
+from host.store import StoreError
 from sdk import channels
 from sdk.amount import AmountError, signed_of
 from sdk.backoff import Backoff

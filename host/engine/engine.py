@@ -50,7 +50,8 @@ from host.engine.policy import (
     plan_incoming,
     plan_outgoing,
 )
-from host.engine.ports import Clock, RandomSource, SettlementPort, Store, SystemClock, Transaction
+from host.engine.ports import Clock, RandomSource, SettlementPort, SystemClock
+from host.engine.store import Store, Transaction
 from sdk import failpoints
 from sdk.backoff import Backoff
 

@@ -25,7 +25,8 @@ from host.engine import observer as observing
 from host.engine.adaptors import AdaptorRegistry
 from host.engine.errors import PermanentSettlementError, TransientSettlementError
 from host.engine.model import Direction, Settlement, SettlementState
-from host.engine.ports import Clock, RandomSource, SendResult, Store
+from host.engine.ports import Clock, RandomSource, SendResult
+from host.engine.store import Store
 from sdk import failpoints
 from sdk.backoff import Backoff
 

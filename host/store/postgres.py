@@ -40,7 +40,8 @@ from host.engine.model import (
     IdempotencyRecord,
     Settlement,
 )
-from host.store.base import Store, StoreError, Transaction
+from host.engine.store import Store, Transaction
+from host.store.base import StoreError
 from host.store.postgres_schema import (
     LEADER_LOCK,
     LOCK_NAMESPACE,

@@ -25,7 +25,8 @@ from host.engine.model import (
     IdempotencyRecord,
     Settlement,
 )
-from host.store.base import Store, StoreError, Transaction
+from host.engine.store import Store, Transaction
+from host.store.base import StoreError
 from host.store.groupcommit import TxContext
 from host.store.rows import (
     ACCOUNT_COLUMNS,

@@ -21,7 +21,7 @@ from host.engine import (
     SettlementPort,
     TransientSettlementError,
 )
-from host.store import Store
+from host.engine.store import Store
 from host.store.opening import open_store
 from sdk.backoff import Backoff
 

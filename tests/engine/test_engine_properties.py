@@ -36,7 +36,7 @@ from host.engine import (
     Policy,
     SettlementState,
 )
-from host.store import Store
+from host.engine.store import Store
 from sdk.amount import rescale
 from tests.postgres_server import PostgresServer
 

@@ -24,7 +24,8 @@ from host.engine.model import (
     Settlement,
     SettlementState,
 )
-from host.store import Store, StoreError
+from host.engine.store import Store
+from host.store import StoreError
 from host.store.opening import open_store
 from tests.postgres_server import PostgresServer
 
