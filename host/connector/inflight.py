@@ -31,8 +31,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from host.clearing_records import InFlight, Resolution
 from host.connector.middleware import BalanceMiddleware, Hold, debit_of
-from host.connector.ports import ClearingJournal, ClearingPort, InFlight, Resolution
+from host.connector.ports import ClearingJournal, ClearingPort
 from host.ilp.outcome import Outcome, Status
 from sdk.backoff import backoff_delay
 

@@ -32,8 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from host.clearing_records import BalanceChange, InFlight, Resolution
 from host.clearing_rules import ClearingBook, credit_allows, settlement_side
-from host.connector.ports import BalanceChange, InFlight, Resolution, UnknownPeer
+from host.connector.ports import UnknownPeer
 from host.ilp.outcome import Outcome
 from host.store import sqlite_packets
 from host.store.sqlite_schema import Migration, migrate

@@ -35,13 +35,8 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from host.connector.ports import (
-    BalanceChange,
-    ClearingJournal,
-    ClearingPort,
-    InFlight,
-    Resolution,
-)
+from host.clearing_records import BalanceChange, InFlight, Resolution
+from host.connector.ports import ClearingJournal, ClearingPort
 from sdk import failpoints
 
 log = logging.getLogger("ilp_host.connector.balance")

@@ -30,11 +30,10 @@ Errors::
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from host.clearing_records import STATUS_OF_RESOLUTION, BalanceChange, InFlight, Resolution
 from host.ilp import Prepare, Reply
 from host.ilp.errors import ErrorCode
 from host.ilp.outcome import Outcome, Status
@@ -56,55 +55,6 @@ class ClearingPort(Protocol):
         Idempotent by key: a repeated key changes nothing and returns the first result.
         """
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    """A packet in flight through this host, as the journal records it.
-
-    ``key`` identifies the packet here (the hex of host.connector.middleware.packet_id: the
-    basis of its balance keys). ``source_id``/``target_id`` are its ids on the incoming and
-    outgoing links (host.ilp.outcome.wire_packet_id; empty without that side): the source asks
-    about ``source_id``, this host asks the target about ``target_id``. ``expires_at`` (seconds
-    since the epoch) is the expiry of the Prepare on the outgoing link (incoming, if none).
-    """
-
-    key: str
-    source: str | None
-    source_id: bytes
-    target: str | None
-    target_id: bytes
-    amount: int
-    expires_at: float
-    condition: bytes
-
-
-class Resolution(enum.Enum):
-    """How a journaled packet ended, and so what its source is told when it asks."""
-
-    #: Both sides applied; the source got the Fulfill.
-    FULFILLED = "fulfilled"
-    #: Only the next hop's side applied (it fulfilled); the source got a Reject, or nothing.
-    FORWARDED = "forwarded"
-    #: Nothing applied.
-    REJECTED = "rejected"
-
-
-#: What the source of a packet is told, by resolution (a pending record: PENDING).
-STATUS_OF_RESOLUTION: dict[Resolution, Status] = {
-    Resolution.FULFILLED: Status.FULFILLED,
-    Resolution.FORWARDED: Status.REJECTED,
-    Resolution.REJECTED: Status.REJECTED,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class BalanceChange:
-    """One idempotent clearing-balance change (see ClearingPort.apply_balance_change)."""
-
-    account_id: str
-    delta: int
-    idempotency_key: str
 
 
 @runtime_checkable

@@ -44,6 +44,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from host.clearing_records import InFlight
 from host.connector import expiry
 from host.connector.config import ConnectorConfig, PeerConfig, RouteConfig
 from host.connector.http import (
@@ -62,7 +63,6 @@ from host.connector.ports import (
     AccountNotReady,
     ClearingPort,
     ConnectorError,
-    InFlight,
     LocalHandler,
     MessageRefused,
     PeerRefused,

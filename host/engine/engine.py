@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from host.clearing_records import BalanceChange, InFlight, Resolution
 from host.clearing_rules import (
     CREDIT_EFFECT,
     DEBIT_EFFECT,
@@ -24,8 +25,8 @@ from host.clearing_rules import (
     credit_allows,
     settlement_amount,
 )
-from host.connector.ports import BalanceChange, InFlight, Resolution
 from host.engine import observer as observing
+from host.engine.adaptors import AdaptorRegistry
 from host.engine.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -49,7 +50,7 @@ from host.engine.model import (
     check_ledger_settlement_id,
     incoming_id,
 )
-from host.engine.outbox import Backoff, OutboxWorker
+from host.engine.outbox import OutboxWorker
 from host.engine.policy import (
     check_policy,
     check_scales,
@@ -57,9 +58,11 @@ from host.engine.policy import (
     plan_incoming,
     plan_outgoing,
 )
-from host.engine.ports import Clock, RandomSource, SettlementPort, Store, SystemClock, Transaction
+from host.engine.ports import Clock, RandomSource, SettlementPort, SystemClock
+from host.engine.store import Store, Transaction
 from host.ilp.outcome import Outcome
 from sdk import failpoints
+from sdk.backoff import Backoff
 
 _log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ class Engine:
     def __init__(
         self,
         store: Store,
-        ports: Mapping[str, SettlementPort],
+        adaptors: AdaptorRegistry | Mapping[str, SettlementPort],
         *,
         clock: Clock | None = None,
         rng: RandomSource | None = None,
@@ -102,8 +105,10 @@ class Engine:
         outbox_batch: int = 32,
         lease: float = 30.0,
         journal_clearing: bool = False,
+        on_clearing_effect: Callable[[], None] | None = None,
     ) -> None:
-        """``ports`` maps adaptor names to the adaptors serving now; the host may update it live.
+        """``adaptors``: the adaptors serving now, kept current by the host (a fixed mapping of
+        names to ports is taken as a registry of those adaptors).
 
         ``new_settlement_id`` makes the id (and SendMoney idempotency key) of each outgoing
         settlement: it must be unique forever, not just per database, hence random by default.
@@ -115,20 +120,24 @@ class Engine:
         commit. Without it (proposal 1) the engine's balances are the connector's.
         """
         self._store = store
-        self._ports = ports
+        if not isinstance(adaptors, AdaptorRegistry):
+            adaptors = AdaptorRegistry(adaptors)
+        self.adaptors = adaptors
         self._clock: Clock = clock or SystemClock()
         self._new_id = new_settlement_id
         self._journal = journal_clearing
-        self.on_clearing_effect: Callable[[], None] | None = None
+        self._on_clearing_effect = on_clearing_effect
         self.outbox = OutboxWorker(
             store,
-            ports,
+            adaptors,
             self._clock,
             rng or random.Random(),
             backoff or Backoff(),
             batch=outbox_batch,
             lease=lease,
         )
+        # Settlements that waited for an adaptor go out as soon as it can take them.
+        adaptors.observe(lambda _name: self.outbox.wake())
 
     @property
     def observer(self) -> observing.SettlementObserver:
@@ -399,7 +408,7 @@ class Engine:
                     if found is None:  # pragma: no cover - settlements are never deleted
                         raise NotFound(f"settlement {replay.result} does not exist")
                     return found
-            if account.adaptor not in self._ports:
+            if account.adaptor not in self.adaptors:
                 raise FailedPrecondition(
                     f"account {account_id}: adaptor {account.adaptor!r} is not serving; "
                     "try again once it is"
@@ -537,7 +546,7 @@ class Engine:
 
     async def _acknowledge_again(self, row: Settlement) -> None:
         # The adaptor re-delivered a settlement we acknowledged: our acknowledgement was lost.
-        port = self._ports.get(row.adaptor)
+        port = self.adaptors.port(row.adaptor)
         if port is None:
             return
         try:
@@ -605,8 +614,8 @@ class Engine:
         return True
 
     def _effect_written(self) -> None:
-        if self.on_clearing_effect is not None:
-            self.on_clearing_effect()
+        if self._on_clearing_effect is not None:
+            self._on_clearing_effect()
 
     async def _locked(self, tx: Transaction, account_id: str) -> Account:
         account = await tx.lock_account(account_id)

@@ -34,15 +34,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from host.connector.ports import InFlight, Resolution
+from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
     Account,
     ClearingEffect,
     IdempotencyRecord,
     Settlement,
 )
+from host.engine.store import Store, Transaction
 from host.ilp.outcome import Outcome
-from host.store.base import Store, StoreError, Transaction
+from host.store.base import StoreError
 from host.store.postgres_schema import (
     LEADER_LOCK,
     LOCK_NAMESPACE,

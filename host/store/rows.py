@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from host.connector.ports import STATUS_OF_RESOLUTION, InFlight, Resolution
+from host.clearing_records import STATUS_OF_RESOLUTION, InFlight, Resolution
 from host.engine.model import Account, Direction, Policy, Settlement, SettlementState
 from host.ilp.outcome import Outcome, Status
 

@@ -20,16 +20,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
-from host.connector.ports import InFlight, Resolution
+from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
     Account,
     ClearingEffect,
     IdempotencyRecord,
     Settlement,
 )
+from host.engine.store import Store, Transaction
 from host.ilp.outcome import Outcome
 from host.store import sqlite_packets
-from host.store.base import Store, StoreError, Transaction
+from host.store.base import StoreError
 from host.store.groupcommit import TxContext
 from host.store.rows import (
     ACCOUNT_COLUMNS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from host.connector.ports import InFlight, Resolution
+from host.clearing_records import InFlight, Resolution
 from host.ilp.outcome import Outcome
 from host.store.rows import PACKET_COLUMNS, outcome_from_row, packet_from_row, packet_values
 

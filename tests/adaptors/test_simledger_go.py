@@ -28,6 +28,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host.binding import Credit, follow_incoming
 from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger import peer_messages as simledger
 from host.simledger.process import LedgerProcess, start_ledger
@@ -111,19 +112,41 @@ async def supervised(
     spec: AdaptorSpec,
     *,
     engine: FakeEngine | None = None,
-    on_incoming: Callable[[str, adaptor_pb2.IncomingSettlement], Awaitable[None]] | None = None,
+    on_incoming: Credit | None = None,
 ) -> AsyncIterator[Supervisor]:
-    supervisor = Supervisor(
-        [spec], engine_addr=engine.address if engine else None, on_incoming=on_incoming
-    )
+    supervisor = Supervisor([spec], engine_addr=engine.address if engine else None)
     await supervisor.start()
+    following = None
+    if on_incoming is not None:
+        following = asyncio.create_task(incoming_while_serving(supervisor, spec.name, on_incoming))
     try:
         # The Python adaptor may answer its first GetInfo before its ledger did: the supervisor
         # then restarts it after a short backoff. (The Go adaptor waits for its ledger.)
         await eventually(lambda: supervisor.serving(spec.name), f"{spec.name} SERVING")
         yield supervisor
     finally:
+        if following is not None:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         await supervisor.stop()
+
+
+async def incoming_while_serving(supervisor: Supervisor, name: str, credit: Credit) -> None:
+    """What the engine binding does with incoming settlements, for one adaptor across its
+    restarts: follow_incoming on each channel while the adaptor serves on it."""
+    followed: tuple[grpc.aio.Channel, asyncio.Task[None]] | None = None
+    try:
+        async for _ in supervisor.watch(name):
+            channel = supervisor.channel(name)
+            if followed is not None and followed[0] is not channel:
+                followed[1].cancel()
+                followed = None
+            if channel is not None and followed is None:
+                followed = (channel, asyncio.create_task(follow_incoming(channel, name, credit)))
+    finally:
+        if followed is not None:
+            followed[1].cancel()
+            await asyncio.gather(followed[1], return_exceptions=True)
 
 
 def stub(supervisor: Supervisor, name: str = "alice") -> adaptor_pb2_grpc.LedgerAdaptorStub:
@@ -635,7 +658,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged(
             adaptor = stub(supervisor)
             await adaptor.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="peer-bob"))
 
-            # The engine fails on the first delivery: the stream is reopened, re-delivered.
+            # The engine fails on the first delivery: the credit is tried again.
             credits.fail_once.add("bob:1")
             await pay(book, "bob:1", "ledger-bob", "ledger-alice", "700")
             await eventually(lambda: credits.count("bob:1") >= 2, "bob:1 re-delivered")

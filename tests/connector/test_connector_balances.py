@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from connector_harness import network, poll, prepare_to, token
 
+from host.clearing_records import InFlight
 from host.connector import InMemoryClearing
 from host.connector.middleware import (
     BalanceMiddleware,
@@ -17,7 +18,6 @@ from host.connector.middleware import (
     idempotency_key,
     packet_id,
 )
-from host.connector.ports import InFlight
 from host.ilp import Fulfill, Prepare, Reject, Reply, parse_reply, serialize
 
 

@@ -12,9 +12,9 @@ from dataclasses import replace
 from connector_harness import network, poll, prepare_to
 
 from host.admin.connector_admin import ConnectorAdminService
+from host.clearing_records import BalanceChange, InFlight, Resolution
 from host.connector import Connector
 from host.connector.inflight import decide
-from host.connector.ports import BalanceChange, InFlight, Resolution
 from host.ilp import Fulfill, Reject
 from host.ilp.outcome import Status
 

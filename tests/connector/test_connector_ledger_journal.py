@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from host.clearing_records import BalanceChange, InFlight, Resolution
 from host.connector.ledger import AccountLimits, ConnectorLedger, KeyConflict
-from host.connector.ports import BalanceChange, InFlight, Resolution
 from host.ilp.outcome import Status
 
 LIMITS = {

@@ -20,10 +20,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from host.clearing_records import InFlight
 from host.clearing_rules import ClearingBook
 from host.connector import Connector, InMemoryClearing, PeerConfig
 from host.connector.local import exercise_prepare
-from host.connector.ports import InFlight, PeerRefused
+from host.connector.ports import PeerRefused
 from host.connector.routing import Route
 from host.ilp import Fulfill, Prepare, Reject
 from host.ilp.outcome import Status

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from host.connector.ports import InFlight, Resolution
+from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
     Account,
     ClearingEffect,
@@ -25,8 +25,9 @@ from host.engine.model import (
     Settlement,
     SettlementState,
 )
+from host.engine.store import Store
 from host.ilp.outcome import Status
-from host.store import Store, StoreError
+from host.store import StoreError
 from host.store.opening import open_store
 from tests.postgres_server import PostgresServer
 
