@@ -38,7 +38,7 @@ from bench_e2e import cpu_name, credited, packet_rounds, pair, send, workdir
 
 from host.demo.scenario import PACKET_AMOUNT
 from host.demo.twohost import ENGINE_PLACES, Host, running
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING

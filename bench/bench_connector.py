@@ -16,8 +16,13 @@ store: ``--clearing sqlite`` (a file, group commit) or ``--clearing postgres`` (
 server this benchmark starts, data on disk, durable commits: tests/postgres_server.py); C, which
 is not measured, then books in memory.
 
+B journals each forwarded packet before it goes out (the in-flight journal,
+host.connector.inflight) when its clearing port keeps one, as the engine's stores do.
+``--journal off`` runs B without it (the connector before the journal); ``--journal compare``
+runs both at each level, in ``--rounds`` alternating rounds, and prints the medians and the ratio.
+
     .venv/bin/python bench/bench_connector.py [--seconds 8] [--concurrency 1,16,64]
-        [--clearing memory|sqlite|postgres]
+        [--clearing memory|sqlite|postgres] [--journal on|off|compare] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +50,7 @@ from host.connector import (
     PeerConfig,
 )
 from host.connector.local import exercise_prepare, nearest_rank
+from host.connector.ports import WithoutJournal
 from host.engine import Engine, Policy
 from host.ilp import Fulfill, parse_reply, serialize
 from host.store.opening import is_database_url, open_store
@@ -96,19 +103,20 @@ async def booked(clearing: ClearingPort, accounts: list[str]) -> dict[str, int]:
 # -- the hosts (child processes) -------------------------------------------------------------
 
 
-async def serve(role: str, peer_url: str, clearing_kind: str) -> None:
+async def serve(role: str, peer_url: str, clearing_kind: str, journal: bool) -> None:
     """Run host B or C until stdin closes; print the port first and the balances last."""
     accounts = ["b"] if role == "c" else ["a", "c"]
     clearing, close = await make_clearing(clearing_kind, accounts)
+    port: ClearingPort = clearing if journal else WithoutJournal(clearing)
     if role == "c":
         peers = [PeerConfig("b", "http://127.0.0.1:9/", "test.b", TOKEN_B_TO_C, "unused-token")]
-        connector = Connector("test.c", peers, [], clearing, NoMessages())
+        connector = Connector("test.c", peers, [], port, NoMessages())
     else:
         peers = [
             PeerConfig("a", "http://127.0.0.1:9/", "test.a", TOKEN_A_TO_B, "unused-token"),
             PeerConfig("c", peer_url, "test.c", "unused-token-c", TOKEN_B_TO_C),
         ]
-        connector = Connector("test.b", peers, [], clearing, NoMessages())
+        connector = Connector("test.b", peers, [], port, NoMessages())
     try:
         async with connector:
             print(json.dumps({"port": connector.port}), flush=True)
@@ -126,7 +134,7 @@ class Child:
         self.port = port
 
     @classmethod
-    async def start(cls, role: str, peer_url: str, clearing: str) -> Child:
+    async def start(cls, role: str, peer_url: str, clearing: str, journal: bool = True) -> Child:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
@@ -136,6 +144,8 @@ class Child:
             peer_url,
             "--clearing",
             clearing,
+            "--journal",
+            "on" if journal else "off",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -187,32 +197,52 @@ async def load(url: str, amount: int, concurrency: int, seconds: float) -> dict[
     return {"latencies": latencies, "codes": codes, "elapsed": elapsed}
 
 
+async def run_level(
+    args: argparse.Namespace,
+    directory: str,
+    server: PostgresServer | None,
+    name: str,
+    concurrency: int,
+    journal: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One measurement: fresh hosts C and B (B's database new), warm-up, load; the load's
+    result and what B booked."""
+    c = await Child.start("c", "", "memory" if args.database else args.clearing)
+    b = None
+    try:
+        database = args.clearing
+        if args.database == "postgres":
+            assert server is not None
+            database = server.new_schema()
+        elif args.database == "sqlite":
+            database = str(Path(directory) / f"b-{name}.db")
+        b = await Child.start("b", f"http://127.0.0.1:{c.port}/", database, journal)
+        url = f"http://127.0.0.1:{b.port}/"
+        await load(url, args.amount, concurrency, min(1.0, args.seconds))  # warm-up
+        result = await load(url, args.amount, concurrency, args.seconds)
+    finally:
+        booked = await b.stop() if b is not None else {}
+        await c.stop()
+    return result, booked
+
+
 async def bench(
     args: argparse.Namespace, directory: str, server: PostgresServer | None = None
 ) -> None:
     levels = [int(level) for level in args.concurrency.split(",")]
     print(
         f"connector benchmark: client -> B -> C over ILP-over-HTTP on 127.0.0.1, "
-        f"clearing={args.clearing}, amount={args.amount}, {args.seconds:g} s per level"
+        f"clearing={args.clearing}, journal={args.journal}, amount={args.amount}, "
+        f"{args.seconds:g} s per level"
     )
+    if args.journal == "compare":
+        await compare(args, directory, server, levels)
+        return
     print(f"{'concurrency':>11} {'packets':>8} {'pkt/s':>8} {'median ms':>10} {'p99 ms':>8}  codes")
     for number, concurrency in enumerate(levels):
-        c = await Child.start("c", "", "memory" if args.database else args.clearing)
-        b = None
-        try:
-            database = args.clearing
-            if args.database == "postgres":
-                assert server is not None
-                database = server.new_schema()
-            elif args.database == "sqlite":
-                database = str(Path(directory) / f"b-{number}.db")
-            b = await Child.start("b", f"http://127.0.0.1:{c.port}/", database)
-            url = f"http://127.0.0.1:{b.port}/"
-            await load(url, args.amount, concurrency, min(1.0, args.seconds))  # warm-up
-            result = await load(url, args.amount, concurrency, args.seconds)
-        finally:
-            booked = await b.stop() if b is not None else {}
-            await c.stop()
+        result, booked = await run_level(
+            args, directory, server, str(number), concurrency, args.journal == "on"
+        )
         latencies = result["latencies"]
         count = len(latencies)
         print(
@@ -223,6 +253,37 @@ async def bench(
         print(f"{'':>11} B booked (incl. warm-up): {booked.get('balances')}")
 
 
+async def compare(
+    args: argparse.Namespace, directory: str, server: PostgresServer | None, levels: list[int]
+) -> None:
+    """B with and without the journal, alternating, ``args.rounds`` times per level."""
+    print(
+        f"{'concurrency':>11} {'journal pkt/s':>14} {'without pkt/s':>14} {'ratio':>6} "
+        f"{'journal ms':>11} {'without ms':>11}  (medians of {args.rounds} rounds)"
+    )
+    for concurrency in levels:
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        medians: dict[bool, list[float]] = {True: [], False: []}
+        for round_number in range(args.rounds):
+            # Alternate which goes first: a machine that gets busier mid-round hurts both.
+            order = (True, False) if round_number % 2 == 0 else (False, True)
+            for journal in order:
+                name = f"{concurrency}-{round_number}-{'on' if journal else 'off'}"
+                result, booked = await run_level(
+                    args, directory, server, name, concurrency, journal
+                )
+                balances = booked.get("balances") or {}
+                if set(result["codes"]) != {"fulfilled"} or sum(balances.values()) != 0:
+                    print(f"  round {name}: codes {result['codes']}, B booked {balances}")
+                rates[journal].append(len(result["latencies"]) / result["elapsed"])
+                medians[journal].append(nearest_rank(result["latencies"], 0.5) * 1000)
+        on, off = statistics.median(rates[True]), statistics.median(rates[False])
+        print(
+            f"{concurrency:>11} {on:>14.0f} {off:>14.0f} {on / off:>6.2f} "
+            f"{statistics.median(medians[True]):>11.2f} {statistics.median(medians[False]):>11.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per level")
@@ -231,11 +292,18 @@ def main() -> None:
     parser.add_argument(
         "--clearing", default="memory", help="B's clearing port: memory, sqlite or postgres"
     )
+    parser.add_argument(
+        "--journal",
+        choices=("on", "off", "compare"),
+        default="on",
+        help="B's in-flight journal: on, off, or both at each level (compare)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per level with compare")
     parser.add_argument("--serve", choices=("b", "c"), help=argparse.SUPPRESS)
     parser.add_argument("--peer-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.peer_url, args.clearing))
+        asyncio.run(serve(args.serve, args.peer_url, args.clearing, args.journal != "off"))
         return
     if args.clearing not in ("memory", "sqlite", "postgres"):
         raise SystemExit(f"unknown clearing port {args.clearing!r}: memory, sqlite or postgres")

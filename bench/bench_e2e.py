@@ -32,7 +32,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from host.demo.scenario import PACKET_AMOUNT
 from host.demo.twohost import Host, Pair, Side, running
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING

@@ -41,7 +41,7 @@ from host.demo.anvil import CHAIN_ID, DEV_KEYS, Anvil, address_of_key
 from host.demo.ethereum import ethereum_chain
 from host.demo.scenario import PACKET_AMOUNT
 from host.demo.twohost import SETTLE_THRESHOLD, Host, Pair, Side, running
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING

@@ -39,7 +39,7 @@ import psycopg
 
 from host.engine import Engine, Policy
 from host.engine.ports import SendResult
-from host.store import Store
+from host.engine.store import Store
 from host.store.opening import open_store
 from tests.postgres_server import postgres_server
 

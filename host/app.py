@@ -1,6 +1,7 @@
 """What ``ilp-host run``, ``connector`` and ``engine`` run: the parts, the admin API, signals.
 
-Three modes, one engine (see docs/architecture.md):
+Three modes, one engine (see docs/architecture.md), each assembled by host.assembly into a
+typed object with exactly its parts:
 
 - ``run`` (proposal 1): the connector and the engine in one process; the engine is the
   connector's ClearingPort and SettlementMessagesPort, by plain calls.
@@ -40,43 +41,40 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import grpc
-
-from host.admin.connector_admin import BalanceReader, ConnectorAdminService
+from host.admin.connector_admin import ConnectorAdminService
 from host.admin.engine_admin import EngineAdminService
 from host.admin.server import AdminServer, TcpListener
-from host.binding import EngineBinding, EngineServicer, PeerMessenger
-from host.config import CONNECTOR_DATABASE, AdminConfig, ConfigError, HostConfig
-from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
-from host.connector.ledger import AccountLimits, ConnectorLedger
-from host.connector.ports import UnknownPeer
+from host.assembly import (
+    AdaptorsOnly,
+    AssemblyError,
+    ConnectorAlone,
+    EngineAlone,
+    EngineSide,
+    Parts,
+    Together,
+    assemble_connector,
+    assemble_engine,
+    assemble_run,
+)
+from host.config import AdminConfig, ConfigError, HostConfig
 from host.connector.switch import AddressUnknown, Connector
-from host.connector_link import ConnectorLink, channel_to
 from host.credentials import (
     CredentialsError,
     ServerTls,
     read_client_tls,
     read_server_tls,
 )
-from host.engine import Engine, EngineError, SettlementPort
 from host.lifecycle import ProcessState
 from host.metrics import HostMetrics, serve_metrics
-from host.store import Store, StoreError
-from host.store.opening import describe_database, open_store
+from host.store import StoreError
 from host.supervisor import Supervisor
-from sdk.pb.ilphost.admin.v1 import admin_pb2
-from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
 
 log = logging.getLogger("ilp_host")
 
 LOCK_FILE = "host.lock"
-#: The Engine service for the adaptors, in the state directory.
-ENGINE_SOCKET = "engine.sock"
 #: Exit status after a second signal: the graceful stop was cut short.
 EXIT_IMMEDIATE = 1
 #: How long idempotency keys are kept, and how often older ones are forgotten, seconds.
@@ -213,24 +211,6 @@ async def run_host(
     return await Host(config, mode=mode, connector_address=connector_address).run()
 
 
-@dataclass
-class _Parts:
-    """What a host runs besides the supervisor: each part is None when not configured."""
-
-    store: Store | None = None
-    engine: Engine | None = None
-    binding: EngineBinding | None = None
-    engine_server: grpc.aio.Server | None = None
-    connector: Connector | None = None
-    #: Proposal 2, engine side: the link to the connector process.
-    link: ConnectorLink | None = None
-    #: Proposal 2, connector side: its own clearing ledger.
-    ledger: ConnectorLedger | None = None
-    #: For the connector's admin API: a peer's clearing balance, and where the engine runs.
-    balance: BalanceReader | None = None
-    engine_link: Callable[[], admin_pb2.EngineLink] = admin_pb2.EngineLink
-
-
 class HostTaskEnded(RuntimeError):
     """A long-running task of the host returned although the host was not stopping."""
 
@@ -270,16 +250,13 @@ class Host:
         tcp = tcp_listener(config.admin, config.source)
         tls = api_tls(config, self.mode)
         async with contextlib.AsyncExitStack() as stack:
-            parts = await self._open_parts(stack, tls)
-            engine_addr = (
-                f"unix:{config.state_dir / ENGINE_SOCKET}"
-                if parts.engine_server is not None
-                else None
-            )
+            try:
+                parts = await self._assemble(stack, tls)
+            except AssemblyError as exc:
+                raise HostError(str(exc)) from exc
+            engine = _engine_of(parts)
             supervisor = Supervisor(
-                config.adaptors,
-                engine_addr=engine_addr,
-                on_incoming=parts.binding.on_incoming if parts.binding is not None else None,
+                config.adaptors, engine_addr=engine.address if engine is not None else None
             )
             self._metrics = await _serve_metrics(config, stack, parts, supervisor)
             admin = self._admin_server(supervisor, parts, tcp)
@@ -306,145 +283,42 @@ class Host:
         return status
 
     def _admin_server(
-        self, supervisor: Supervisor, parts: _Parts, tcp: TcpListener | None
+        self, supervisor: Supervisor, parts: Parts, tcp: TcpListener | None
     ) -> AdminServer:
         config = self.config
+        engine = _engine_of(parts)
         connector_admin = None
-        if parts.connector is not None and config.connector is not None:
-            assert parts.balance is not None
+        peering = config.connector
+        if isinstance(parts, Together | ConnectorAlone) and parts.connector is not None:
+            assert peering is not None  # a connector is assembled from it
             connector_admin = ConnectorAdminService(
                 parts.connector,
-                {peer.id: (peer.address or "", peer.url) for peer in config.connector.peers},
-                parts.balance,
+                {peer.id: (peer.address or "", peer.url) for peer in peering.peers},
+                parts.balance(),
                 parts.engine_link,
+                parts.reconciler,
             )
         return AdminServer(
             supervisor,
             config.admin.socket,
-            engine=EngineAdminService(parts.engine) if parts.engine is not None else None,
+            engine=EngineAdminService(engine.engine) if engine is not None else None,
             connector=connector_admin,
             tcp=tcp,
-            link=parts.link,
+            link=parts.link if isinstance(parts, EngineAlone) else None,
         )
 
-    # -- the parts ------------------------------------------------------------------------------
-
-    async def _open_parts(self, stack: contextlib.AsyncExitStack, tls: ServerTls | None) -> _Parts:
-        """Open what the mode runs besides the supervisor, each one's teardown registered on
-        ``stack``: the engine's store, the engine, the Engine service for adaptors, and the
-        connector (not yet listening) or the link to it."""
-        config = self.config
+    async def _assemble(self, stack: contextlib.AsyncExitStack, tls: ServerTls | None) -> Parts:
+        """The parts of this mode (host.assembly), each one's teardown registered on ``stack``."""
         if self.mode == "connector":
-            return await self._open_connector(stack, tls)
-        parts = _Parts()
-        if config.database is None:
-            return parts
-        try:
-            parts.store = await open_store(config.database)
-        except StoreError as exc:
-            raise HostError(
-                f"cannot open the engine database {describe_database(config.database)}: {exc}"
-            ) from exc
-        stack.push_async_callback(parts.store.close)
-        ports: dict[str, SettlementPort] = {}
-        parts.engine = Engine(parts.store, ports, journal_clearing=self.mode == "engine")
-        parts.binding = EngineBinding(parts.engine, ports, config.accounts)
-        peering = config.connector
-        messenger: PeerMessenger | None = None
+            return await assemble_connector(self.config, stack, tls)
         if self.mode == "engine":
-            address = self._connector_address
-            assert address is not None
-            if not address.startswith("unix:") and tls is None:
-                raise HostError(
-                    f"the Connector API at {address} is on TCP: the engine needs "
-                    "connector.api_tls_cert and connector.api_token_file in the config to "
-                    "reach it (TLS and the bearer token)"
-                )
-            channel = channel_to(address, tls)
-            stack.push_async_callback(channel.close, None)
-            parts.link = ConnectorLink(
-                parts.engine,
-                parts.store,
-                channel,
-                parts.binding.settlement_messages(),
-                address=address,
-                send_timeout=peering.settle_timeout if peering is not None else 30.0,
-            )
-            messenger = parts.link
-        elif peering is not None:
-            parts.connector = Connector.from_config(
-                peering,
-                parts.binding.clearing(),
-                parts.binding.settlement_messages(),
-                assets=_assets(self.config),
-            )
-            stack.push_async_callback(parts.connector.stop)
-            messenger = parts.connector
-            parts.balance = partial(_engine_balance, parts.engine)
-        server = grpc.aio.server()
-        engine_pb2_grpc.add_EngineServicer_to_server(
-            EngineServicer(config.accounts, messenger), server
-        )
-        socket = config.state_dir / ENGINE_SOCKET
-        with contextlib.suppress(FileNotFoundError):
-            socket.unlink()  # left by a host that died; we hold the state lock
-        if server.add_insecure_port(f"unix:{socket}") == 0:
-            raise HostError(f"cannot listen on the engine socket {socket}")
-        os.chmod(socket, 0o600)
-        await server.start()
-        parts.engine_server = server
-        stack.push_async_callback(server.stop, 1.0)
-        return parts
-
-    async def _open_connector(
-        self, stack: contextlib.AsyncExitStack, tls: ServerTls | None
-    ) -> _Parts:
-        """Proposal 2, connector side: the clearing ledger, the Connector API, the connector."""
-        config = self.config
-        peering = config.connector
-        assert peering is not None  # checked by host.config.for_role
-        limits = {
-            account.id: AccountLimits(
-                account.asset_scale, account.policy.min_balance, account.policy.max_balance
-            )
-            for account in config.accounts
-        }
-        path = config.state_dir / CONNECTOR_DATABASE
-        try:
-            ledger = await ConnectorLedger.open(path, limits)
-        except StoreError as exc:
-            raise HostError(f"cannot open the connector's ledger {path}: {exc}") from exc
-        stack.push_async_callback(ledger.close)
-        relay = EngineRelay(timeout=peering.settle_timeout)
-        connector = Connector.from_config(peering, ledger, relay, assets=_assets(self.config))
-        stack.push_async_callback(connector.stop)
-        address = peering.api
-        if address.startswith("unix:"):
-            socket = config.state_dir / address.removeprefix("unix:")
-            with contextlib.suppress(FileNotFoundError):
-                socket.unlink()  # left by a connector that died; we hold the state lock
-            address = f"unix:{socket}"
-        try:
-            server = await serve_connector_api(ConnectorApi(ledger, relay, connector), address, tls)
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise HostError(f"cannot serve the Connector API on {address}: {exc}") from exc
-        stack.push_async_callback(server.stop, 1.0)
-        log.info(
-            "Connector API on %s%s (ilp-host engine --connector %s)",
-            address,
-            " (TLS, bearer token)" if tls is not None else "",
-            address,
-        )
-        return _Parts(
-            connector=connector,
-            ledger=ledger,
-            balance=partial(_ledger_balance, ledger),
-            engine_link=partial(_engine_link, ledger, relay),
-        )
+            assert self._connector_address is not None  # checked by __init__
+            return await assemble_engine(self.config, stack, self._connector_address, tls)
+        return await assemble_run(self.config, stack)
 
     # -- the run loop ---------------------------------------------------------------------------
 
-    async def _supervise(self, supervisor: Supervisor, admin: AdminServer, parts: _Parts) -> int:
+    async def _supervise(self, supervisor: Supervisor, admin: AdminServer, parts: Parts) -> int:
         """Start in order, then wait for a stop request or the first task to end; stop."""
         tasks: dict[asyncio.Task[None], str] = {}
         spawned = asyncio.Event()
@@ -493,15 +367,16 @@ class Host:
         self,
         supervisor: Supervisor,
         admin: AdminServer,
-        parts: _Parts,
+        parts: Parts,
         spawn: Callable[[str, Coroutine[Any, Any, None]], None],
     ) -> None:
         """The start-up order of the module docstring, from the adaptors on."""
         spawn("health", _follow_health(admin))
-        if parts.connector is not None and parts.engine is None:
+        if isinstance(parts, ConnectorAlone):
             # ilp-host connector: its ledger is open and the Connector API serves already.
             await self._listen(parts.connector)
             spawn("housekeeping", _housekeeping(parts))
+            spawn("reconciliation", parts.reconciler.run())
             return
         await supervisor.start()
         spawn("adaptor supervision", _supervision(supervisor))
@@ -509,34 +384,46 @@ class Host:
             spawn("metrics", self._metrics.follow_adaptors(supervisor))
         states = ", ".join(f"{s.name} {s.state.name}" for s in supervisor.snapshots())
         log.info("adaptors started (%s)", states or "none")
-        if parts.engine is not None and parts.binding is not None:
-            spawn("engine binding", parts.binding.follow(supervisor))
-            serving = {s.name for s in supervisor.snapshots() if s.state == ProcessState.SERVING}
-            limit = max((spec.start_timeout for spec in self.config.adaptors), default=0.0)
-            limit += ACCOUNTS_SLACK
-            try:
-                # Bounded: an adaptor that stops serving right after its start creates its
-                # accounts only once it is back, and the other accounts' packets must not
-                # wait for that.
-                async with asyncio.timeout(limit):
-                    await parts.binding.accounts_created(serving)
-            except TimeoutError:
-                log.warning(
-                    "not every account exists after %g s (an adaptor is not serving): the "
-                    "connector takes packets now; those for the missing accounts get T00 "
-                    "until their adaptor serves",
-                    limit,
-                )
-            resumed = await parts.engine.reconcile()
-            if resumed:
-                log.info("resumed %d unfinished settlement(s) from before the last stop", resumed)
-            spawn("engine outbox", parts.engine.run_outbox())
-            if parts.link is not None:
-                spawn("connector link", parts.link.run())
-        if parts.connector is not None:
+        if not isinstance(parts, AdaptorsOnly):
+            await self._start_engine(supervisor, parts.engine, spawn)
+        if isinstance(parts, EngineAlone):
+            spawn("connector link", parts.link.run())
+        elif isinstance(parts, Together) and parts.connector is not None:
             await self._listen(parts.connector)
+            if parts.reconciler is not None:
+                spawn("reconciliation", parts.reconciler.run())
         spawn("housekeeping", _housekeeping(parts))
         log.info("host serving; running until SIGTERM or SIGINT")
+
+    async def _start_engine(
+        self,
+        supervisor: Supervisor,
+        side: EngineSide,
+        spawn: Callable[[str, Coroutine[Any, Any, None]], None],
+    ) -> None:
+        """Bind the engine to the adaptors, wait (bounded) for the accounts, then resume the
+        outbox."""
+        spawn("engine binding", side.binding.follow(supervisor))
+        serving = {s.name for s in supervisor.snapshots() if s.state == ProcessState.SERVING}
+        limit = max((spec.start_timeout for spec in self.config.adaptors), default=0.0)
+        limit += ACCOUNTS_SLACK
+        try:
+            # Bounded: an adaptor that stops serving right after its start creates its
+            # accounts only once it is back, and the other accounts' packets must not
+            # wait for that.
+            async with asyncio.timeout(limit):
+                await side.binding.accounts_created(serving)
+        except TimeoutError:
+            log.warning(
+                "not every account exists after %g s (an adaptor is not serving): the "
+                "connector takes packets now; those for the missing accounts get T00 "
+                "until their adaptor serves",
+                limit,
+            )
+        resumed = await side.engine.reconcile()
+        if resumed:
+            log.info("resumed %d unfinished settlement(s) from before the last stop", resumed)
+        spawn("engine outbox", side.engine.run_outbox())
 
     async def _listen(self, connector: Connector) -> None:
         peering = self.config.connector
@@ -555,13 +442,14 @@ class Host:
         self,
         supervisor: Supervisor,
         admin: AdminServer,
-        parts: _Parts,
+        parts: Parts,
         tasks: dict[asyncio.Task[None], str],
     ) -> None:
         """The graceful stop, shielded from a second cancellation of the run."""
         await admin.begin_shutdown()
-        if parts.connector is not None:
-            await parts.connector.stop()  # no new packets while the adaptors stop
+        connector = _connector_of(parts)
+        if connector is not None:
+            await connector.stop()  # no new packets while the adaptors stop
         engine_tasks = [t for t, name in tasks.items() if name not in _LAST_TO_STOP]
         for task in engine_tasks:
             task.cancel()
@@ -582,13 +470,16 @@ class Host:
 _LAST_TO_STOP = frozenset({"adaptor supervision", "health"})
 
 
-def _assets(config: HostConfig) -> dict[str, tuple[str, int]]:
-    """Each account's asset, for the ILDCP answers to children."""
-    return {account.id: (account.asset_code, account.asset_scale) for account in config.accounts}
+def _engine_of(parts: Parts) -> EngineSide | None:
+    return parts.engine if isinstance(parts, Together | EngineAlone) else None
+
+
+def _connector_of(parts: Parts) -> Connector | None:
+    return parts.connector if isinstance(parts, Together | ConnectorAlone) else None
 
 
 async def _serve_metrics(
-    config: HostConfig, stack: contextlib.AsyncExitStack, parts: _Parts, supervisor: Supervisor
+    config: HostConfig, stack: contextlib.AsyncExitStack, parts: Parts, supervisor: Supervisor
 ) -> HostMetrics | None:
     """``/metrics`` (host.metrics) over the parts this mode runs, when ``[metrics]`` asks."""
     try:
@@ -602,14 +493,17 @@ async def _serve_metrics(
     if served is None:
         return None
     metrics, server = served
+    engine = _engine_of(parts)
+    alone = parts if isinstance(parts, ConnectorAlone) else None
     metrics.attach(
-        engine=parts.engine,
-        store=parts.store,
-        connector=parts.connector,
-        ledger=parts.ledger,
-        engine_link=parts.engine_link if parts.ledger is not None else None,
-        link=parts.link,
+        engine=engine.engine if engine is not None else None,
+        store=engine.store if engine is not None else None,
+        connector=_connector_of(parts),
+        ledger=alone.ledger if alone is not None else None,
+        engine_link=alone.engine_link if alone is not None else None,
+        link=parts.link if isinstance(parts, EngineAlone) else None,
         supervisor=supervisor,
+        reconciler=parts.reconciler if isinstance(parts, Together | ConnectorAlone) else None,
     )
     log.info("metrics on %s", server.url)
     return metrics
@@ -642,34 +536,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def _engine_balance(engine: Engine, account_id: str) -> tuple[int, int] | None:
-    try:
-        account = (await engine.get_account(account_id)).account
-    except EngineError:
-        return None
-    return account.balance, account.asset_scale
-
-
-async def _ledger_balance(ledger: ConnectorLedger, account_id: str) -> tuple[int, int] | None:
-    try:
-        return await ledger.balance(account_id), ledger.limits(account_id).asset_scale
-    except UnknownPeer:
-        return None
-
-
-def _engine_link(ledger: ConnectorLedger, relay: EngineRelay) -> admin_pb2.EngineLink:
-    link = admin_pb2.EngineLink(
-        external=True,
-        connected=relay.connected,
-        unacknowledged=ledger.last_cursor - ledger.acknowledged,
-        last_cursor=ledger.last_cursor,
-    )
-    if relay.since is not None:
-        link.since.FromDatetime(relay.since)
-    return link
-
-
-async def _housekeeping(parts: _Parts) -> None:
+async def _housekeeping(parts: Parts) -> None:
     """Forget idempotency keys past their retention (RFC 38: at least 24 hours), hourly: each
     packet records one per side, and without this the databases only grow.
 
@@ -680,14 +547,11 @@ async def _housekeeping(parts: _Parts) -> None:
         await asyncio.sleep(HOUSEKEEPING_INTERVAL)
         try:
             forgotten = 0
+            engine = _engine_of(parts)
             # Instances sharing one database take turns: the leader forgets for all.
-            if (
-                parts.engine is not None
-                and parts.store is not None
-                and await parts.store.try_lead()
-            ):
-                forgotten += await parts.engine.forget_idempotency_keys(KEY_RETENTION)
-            if parts.ledger is not None:
+            if engine is not None and await engine.store.try_lead():
+                forgotten += await engine.engine.forget_idempotency_keys(KEY_RETENTION)
+            if isinstance(parts, ConnectorAlone):
                 forgotten += await parts.ledger.forget_keys(KEY_RETENTION)
             if forgotten:
                 log.info("forgot %d idempotency key(s) older than 24 h", forgotten)

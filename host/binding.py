@@ -4,8 +4,10 @@
   GetInfo); one that stops serving is removed, so the outbox waits for it instead of failing.
 - The configured accounts of an adaptor are created in the engine and set up in the adaptor
   (SetupAccount, retried with backoff) each time it starts serving.
-- Incoming settlements reported on WatchEvents go to the engine (credit once, then
-  acknowledge).
+- Incoming settlements: the binding follows each serving adaptor's WatchEvents itself and
+  gives each settlement to the engine (credit once, then acknowledge); a credit that fails
+  is retried with backoff, in ledger order. The supervisor only says who serves, on which
+  channel.
 - ``peer.settle`` messages from a peer's engine go to the account's adaptor (ReceiveData), and
   the adaptors' Engine.SendData goes to the peer through the connector.
 """
@@ -15,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import random as _random
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import grpc
 
+from host.clearing_records import BalanceChange, InFlight, Resolution
 from host.config import AccountSpec
 from host.connector.ports import (
     STATUS_OF_ERROR,
@@ -29,12 +33,14 @@ from host.connector.ports import (
     PeerUnreachable,
     UnknownPeer,
 )
-from host.engine import Engine, EngineError, InvalidArgument, NotFound, SettlementPort
+from host.engine import Engine, EngineError, InvalidArgument, NotFound
 from host.engine.grpc_port import GrpcSettlementPort
+from host.ilp.outcome import Outcome
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot, Supervisor
 from sdk import failpoints
 from sdk.amount import AmountError, parse_unsigned
+from sdk.backoff import Backoff
 from sdk.contract import MAX_DATA_BYTES
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.engine.v1 import engine_pb2, engine_pb2_grpc
@@ -42,13 +48,20 @@ from sdk.pb.ilphost.engine.v1 import engine_pb2, engine_pb2_grpc
 log = logging.getLogger("ilp_host.engine")
 
 Context = grpc.aio.ServicerContext[Any, Any]
-#: Backoff of SetupAccount retries, seconds.
-SETUP_RETRY_INITIAL = 0.2
-SETUP_RETRY_MAX = 10.0
+#: Pauses between SetupAccount retries.
+SETUP_BACKOFF = Backoff(initial=0.2, cap=10.0)
+#: Pauses before crediting an incoming settlement again, and before reopening WatchEvents.
+CREDIT_BACKOFF = Backoff(initial=0.2, cap=5.0)
+EVENTS_BACKOFF = Backoff(initial=0.2, cap=5.0)
 #: Deadline of each call to an adaptor made here.
 CALL_TIMEOUT = 10.0
 #: How often the settlement accounts' liquidity is read (GetBalance).
 LIQUIDITY_INTERVAL = 5.0
+
+#: Takes one incoming settlement an adaptor reported: (adaptor name, settlement). Raising
+#: means "not taken, try again" (it is retried with backoff); returning means taken or refused
+#: for good.
+Credit = Callable[[str, adaptor_pb2.IncomingSettlement], Awaitable[None]]
 
 
 class PeerMessenger(Protocol):
@@ -57,23 +70,89 @@ class PeerMessenger(Protocol):
     async def send_settlement_message(self, account_id: str, data: bytes) -> bytes: ...
 
 
+async def follow_incoming(
+    channel: grpc.aio.Channel,
+    adaptor: str,
+    credit: Credit,
+    *,
+    random: Callable[[], float] = _random.random,
+) -> None:
+    """Until cancelled: give each incoming settlement ``adaptor`` reports on WatchEvents to
+    ``credit``, in the order reported.
+
+    A stream that ends is reopened with backoff; the adaptor then re-delivers what is still
+    unacknowledged. An adaptor that does not serve WatchEvents has nothing to report: this
+    returns.
+    """
+    stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
+    reopened = 0
+    while True:
+        call = stub.WatchEvents(adaptor_pb2.WatchEventsRequest())
+        try:
+            async for event in call:
+                if event.WhichOneof("event") == "incoming_settlement":
+                    await _credit_until_taken(credit, adaptor, event.incoming_settlement, random)
+                    # Only progress resets the backoff: an adaptor whose stream keeps ending
+                    # must not make the host reopen it in a tight loop.
+                    reopened = 0
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return
+            log.debug("adaptor %s: WatchEvents ended: %s", adaptor, exc.code().name)
+        finally:
+            call.cancel()
+        reopened += 1
+        await asyncio.sleep(EVENTS_BACKOFF.delay(reopened, random))
+
+
+async def _credit_until_taken(
+    credit: Credit,
+    adaptor: str,
+    settlement: adaptor_pb2.IncomingSettlement,
+    random: Callable[[], float],
+) -> None:
+    failures = 0
+    while True:
+        try:
+            await credit(adaptor, settlement)
+            return
+        except Exception as exc:
+            failures += 1
+            delay = CREDIT_BACKOFF.delay(failures, random)
+            log.warning(
+                "adaptor %s: incoming settlement %s not credited yet (%s); retrying in %.1fs",
+                adaptor,
+                settlement.settlement_id,
+                exc,
+                delay,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            await asyncio.sleep(delay)
+
+
 class EngineBinding:
-    """Keeps the engine's ports and accounts in step with the supervisor's adaptors."""
+    """Keeps the engine's adaptors (its AdaptorRegistry) and accounts in step with the
+    supervisor's adaptors."""
 
     def __init__(
         self,
         engine: Engine,
-        ports: dict[str, SettlementPort],
         accounts: Sequence[AccountSpec],
+        *,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         self._engine = engine
-        self._ports = ports
+        self._adaptors = engine.adaptors
         self._accounts = tuple(accounts)
         self._by_id = {account.id: account for account in accounts}
+        self._random = random
         self._channels: dict[str, grpc.aio.Channel] = {}
         #: Each bound adaptor's ledger scale (GetInfo): incoming amounts must be at it.
         self._scales: dict[str, int] = {}
-        self._setups: dict[str, asyncio.Task[None]] = {}
+        #: What runs for each bound adaptor (its setup, its incoming settlements).
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        #: The first of those tasks to fail: a bug, which ends ``follow``.
+        self._failed: asyncio.Future[None] | None = None
         self.ready: dict[str, bool] = {account.id: False for account in accounts}
         #: Set once the account exists in the engine (or its creation was refused, logged):
         #: the connector accepts packets only after that (see host.app).
@@ -86,44 +165,69 @@ class EngineBinding:
                 await self._created[account.id].wait()
 
     async def follow(self, supervisor: Supervisor) -> None:
-        """Until cancelled: bind each adaptor while it serves, unbind it when it stops."""
-        try:
-            async for snapshot in supervisor.watch():
-                failpoints.fail(failpoints.HOST_ENGINE_BINDING)
-                self._apply(snapshot, supervisor.channel(snapshot.name))
-        finally:
-            for task in self._setups.values():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*self._setups.values(), return_exceptions=True)
+        """Until cancelled: bind each adaptor while it serves, unbind it when it stops.
 
-    def _apply(self, snapshot: AdaptorSnapshot, channel: grpc.aio.Channel | None) -> None:
+        Raises what a task run for an adaptor raised (a bug): the host then stops.
+        """
+        self._failed = asyncio.get_running_loop().create_future()
+        watching = asyncio.create_task(self._watch(supervisor), name="binding-watch")
+        try:
+            await asyncio.wait({watching, self._failed}, return_when=asyncio.FIRST_COMPLETED)
+            if self._failed.done():
+                self._failed.result()
+            watching.result()
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(watching, return_exceptions=True)
+            for name in list(self._tasks):
+                await self._stop_tasks(name)
+
+    async def _watch(self, supervisor: Supervisor) -> None:
+        async for snapshot in supervisor.watch():
+            failpoints.fail(failpoints.HOST_ENGINE_BINDING)
+            await self._apply(snapshot, supervisor.channel(snapshot.name))
+
+    async def _apply(self, snapshot: AdaptorSnapshot, channel: grpc.aio.Channel | None) -> None:
         name = snapshot.name
         serving = snapshot.state == ProcessState.SERVING and snapshot.info is not None
         if serving and channel is not None and self._channels.get(name) is not channel:
             assert snapshot.info is not None
+            await self._stop_tasks(name)
             self._channels[name] = channel
             self._scales[name] = snapshot.info.asset_scale
             stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
-            self._ports[name] = GrpcSettlementPort(stub, snapshot.info.asset_scale)
-            self._restart_setup(name, self._setup(name, stub, snapshot.info))
+            self._adaptors.bind(name, GrpcSettlementPort(stub, snapshot.info.asset_scale))
+            self._start(name, "setup", self._setup(name, stub, snapshot.info))
+            credit = follow_incoming(channel, name, self._credit, random=self._random)
+            self._start(name, "incoming", credit)
             log.info("adaptor %s bound to the engine", name)
         elif not serving and name in self._channels:
             del self._channels[name]
-            self._ports.pop(name, None)
-            task = self._setups.pop(name, None)
-            if task is not None:
-                task.cancel()
+            self._adaptors.unbind(name)
+            await self._stop_tasks(name)
             for account in self._accounts:
                 if account.adaptor == name:
                     self.ready[account.id] = False
             log.info("adaptor %s unbound from the engine (%s)", name, snapshot.state.name)
 
-    def _restart_setup(self, name: str, work: Any) -> None:
-        old = self._setups.pop(name, None)
-        if old is not None:
-            old.cancel()
-        self._setups[name] = asyncio.create_task(work, name=f"setup-{name}")
+    def _start(self, name: str, what: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"{what}-{name}")
+        task.add_done_callback(self._ended)
+        self._tasks.setdefault(name, []).append(task)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_exception(task.exception())  # type: ignore[arg-type]
+
+    async def _stop_tasks(self, name: str) -> None:
+        tasks = self._tasks.pop(name, [])
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _setup(
         self,
@@ -149,7 +253,7 @@ class EngineBinding:
                 self._created[account.id].set()
                 continue
             self._created[account.id].set()
-            delay = SETUP_RETRY_INITIAL
+            failures = 0
             while True:
                 try:
                     await stub.SetupAccount(
@@ -158,6 +262,8 @@ class EngineBinding:
                     )
                     break
                 except grpc.aio.AioRpcError as exc:
+                    failures += 1
+                    delay = SETUP_BACKOFF.delay(failures, self._random)
                     log.warning(
                         "SetupAccount %s on %s: %s: %s; retrying in %.1fs",
                         account.id,
@@ -167,10 +273,9 @@ class EngineBinding:
                         delay,
                     )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, SETUP_RETRY_MAX)
             self.ready[account.id] = True
             log.info("account %s set up on adaptor %s", account.id, name)
-        self._engine.outbox.wake()  # settlements that waited for this adaptor
+        self._adaptors.changed(name)  # settlements that waited for its accounts
         if "balance" in info.capabilities:
             while True:
                 with contextlib.suppress(grpc.aio.AioRpcError):
@@ -182,12 +287,11 @@ class EngineBinding:
                         await self._engine.record_liquidity(name, value)
                 await asyncio.sleep(LIQUIDITY_INTERVAL)
 
-    async def on_incoming(self, adaptor: str, settlement: adaptor_pb2.IncomingSettlement) -> None:
-        """An adaptor reported an incoming settlement: credit it once, then acknowledge it.
+    async def _credit(self, adaptor: str, settlement: adaptor_pb2.IncomingSettlement) -> None:
+        """Credit an incoming settlement once (the engine then acknowledges it).
 
-        A malformed report is logged and left unacknowledged. An unknown account raises, so the
-        supervisor reopens the event stream (with backoff) and the adaptor re-delivers it: the
-        account may simply not be created yet at start-up.
+        A malformed report is logged and left unacknowledged. An unknown account raises, so
+        the credit is retried: the account may simply not be created yet at start-up.
         """
         try:
             amount = parse_unsigned(settlement.amount.value, settlement.amount.scale, "amount")
@@ -239,6 +343,27 @@ class EngineClearing:
 
     async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
         return await self._engine.apply_balance_change(account_id, delta, idempotency_key)
+
+    # The in-flight journal (host.connector.ports.ClearingJournal): in the engine's store, so
+    # that a packet's resolution commits with its balance changes.
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        await self._engine.journal_packet(packet)
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        return await self._engine.resolve_packet(packet, resolution, fulfillment, changes)
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        return await self._engine.unresolved_packets()
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        return await self._engine.packet_outcome(source, source_id)
 
 
 class SettlementMessages:

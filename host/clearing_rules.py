@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Literal, NamedTuple, Protocol
 
 #: An asset code: what the account counts in ("USD", "XRP", "ETH").
 ASSET_CODE: Final = re.compile(r"[\x21-\x7e]{1,32}")
@@ -113,3 +113,37 @@ def credit_allows(balance: int, delta: int, limits: CreditLimits) -> bool:
 def is_asset_code(value: str) -> bool:
     """Whether ``value`` is an asset code (:data:`ASSET_CODE_RULE`)."""
     return ASSET_CODE.fullmatch(value) is not None
+
+
+# -- reconciliation: what the two sides of a host (and two peers) compare --------------------
+
+#: The key prefixes of the engine's own balance changes (host.engine.model.ClearingEffect): a
+#: settlement's debit (outgoing), a debit that went wholly to the leftover, an incoming
+#: settlement's credit. A connector that keeps its own copy of the balances tells settlements
+#: from packets by them.
+DEBIT_EFFECT: Final = "engine/debit/"
+LEFTOVER_EFFECT: Final = "engine/leftover/"
+CREDIT_EFFECT: Final = "engine/credit/"
+
+
+def settlement_side(key: str) -> Literal["out", "in"] | None:
+    """Whether a balance change under ``key`` is for a settlement we paid ("out") or one the
+    peer paid us ("in"); None for any other change (a packet's, an operator's)."""
+    if key.startswith((DEBIT_EFFECT, LEFTOVER_EFFECT)):
+        return "out"
+    if key.startswith(CREDIT_EFFECT):
+        return "in"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClearingBook:
+    """An account's clearing balance with the running totals of its settlements, at the
+    account's scale: what two peers compare (host.connector.reconciliation)."""
+
+    asset_scale: int
+    balance: int
+    #: Everything the balance was raised by for settlements we paid (leftover included).
+    settled_out: int
+    #: Everything it was lowered by for the peer's settlements credited here.
+    settled_in: int

@@ -3,11 +3,12 @@
 Commands: ``run`` (the host in one process), ``connector`` and ``engine`` (the same host split in
 two processes), ``status`` (adaptors and their connections, and peer links when a connector
 runs), ``health`` (a grpc.health.v1 probe, like grpc_health_probe), the settlement engine's
-``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers``, ``routes``
-and ``send`` (test packets), and ``demo``. Exit status: 0 ok, 1 runtime failure (including "host not
-running" and every status the server refuses a call with, printed with its message), 2 usage
-or configuration error. ``health`` tells apart what grpc_health_probe tells apart: 3 the
-host could not be reached or the check failed, 4 NOT_SERVING (or no such adaptor).
+``accounts``, ``settlements``, ``settle`` and ``retry``, the connector's ``peers``, ``routes``,
+``send`` (test packets) and ``reconcile`` (the books compared with a peer's), and ``demo``.
+Exit status: 0 ok, 1 runtime failure (including "host not running" and every status the server
+refuses a call with, printed with its message), 2 usage or configuration error. ``health``
+tells apart what grpc_health_probe tells apart: 3 the host could not be reached or the check
+failed, 4 NOT_SERVING (or no such adaptor).
 
 ``--json`` prints the admin API's messages with the .proto's field names (``last_error``),
 as grpcurl does. A reader that closes the pipe early (``ilp-host status | head -3``) ends
@@ -37,6 +38,7 @@ from host import logformat
 from host.config import ConfigError, connector_api_target, for_role, read_config
 from host.conformance import cli as conformance_cli
 from host.demo import command as demo
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from host.simledger import cli as ledger_cli
 from host.status import (
     describe_change,
@@ -46,11 +48,11 @@ from host.status import (
     render_routes,
     render_settlements,
     render_status,
+    render_table,
     send_progress_line,
     send_summary,
 )
 from sdk import channels
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -414,6 +416,58 @@ async def _send(args: argparse.Namespace) -> int:
     return EXIT_OK if last.fulfilled == last.sent == args.count else EXIT_FAILURE
 
 
+# -- reconcile (the connector) -------------------------------------------------------------
+
+#: Outcomes ``ilp-host reconcile`` exits 0 with: the clearing books agree, or the peer cannot
+#: tell (a connector of another project).
+_RECONCILED = frozenset({"agree", "settling", "unsupported"})
+#: Between two attempts while packets are in flight.
+_BUSY_PAUSE = 0.2
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    request = admin_pb2.ReconcileRequest(peer=args.peer)
+    async with _admin(args) as stub:
+        for attempt in range(args.attempts):
+            if attempt:
+                await asyncio.sleep(_BUSY_PAUSE)
+            reply = await stub.Reconcile(request, timeout=args.timeout)
+            if reply.reconciliation.status != "busy":
+                break
+    outcome = reply.reconciliation
+    if args.json:
+        _print_json(outcome)
+    else:
+        print(_render_reconciliation(outcome))
+    return EXIT_OK if outcome.status in _RECONCILED else EXIT_FAILURE
+
+
+def _render_reconciliation(outcome: admin_pb2.Reconciliation) -> str:
+    lines = [
+        f"peer {outcome.peer}: {outcome.status}" + (f": {outcome.detail}" if outcome.detail else "")
+    ]
+    if not outcome.HasField("ours"):
+        return lines[0]
+    rows: list[tuple[str, ...]] = [("", "BALANCE", "SETTLED OUT", "SETTLED IN", "IN FLIGHT IN/OUT")]
+    for name, totals in (("ours", outcome.ours), ("theirs", outcome.theirs)):
+        rows.append(
+            (
+                name,
+                totals.balance.value,
+                totals.settled_out.value,
+                totals.settled_in.value,
+                f"{totals.in_flight_in.value}/{totals.in_flight_out.value}",
+            )
+        )
+    lines.append(render_table(rows))
+    lines.append(
+        f"clearing difference {outcome.clearing_difference.value}; settlements in transit: "
+        f"to the peer {outcome.to_peer_in_transit.value}, from the peer "
+        f"{outcome.from_peer_in_transit.value} (at scale {outcome.clearing_difference.scale})"
+    )
+    return "\n".join(lines)
+
+
 # -- run and demo --------------------------------------------------------------------------
 
 
@@ -594,6 +648,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_options(send)
     send.add_argument("--json", action="store_true", help="print each progress message as JSON")
     send.set_defaults(handler=_sync(_send), admin_role="connector")
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare this host's books of a peer's account with the peer's (peer.reconcile)",
+        description="Ask PEER for its totals of our bilateral account and compare them with "
+        "ours: agree, settling (settlements in transit), differ (with the exact difference), "
+        "busy (packets in flight: asked again, up to --attempts times), unsupported (the peer "
+        "does not speak peer.reconcile) or failed (the peer could not be asked). Exit 0 for "
+        "agree, settling and unsupported, 1 otherwise.",
+    )
+    reconcile.add_argument("peer", metavar="PEER", help="the peer's account id")
+    reconcile.add_argument(
+        "--attempts",
+        type=_count,
+        default=5,
+        metavar="N",
+        help="how often to ask while packets are in flight (default 5)",
+    )
+    _add_admin_options(reconcile)
+    reconcile.add_argument("--json", action="store_true", help="print the admin API's JSON")
+    reconcile.set_defaults(handler=_sync(_reconcile), admin_role="connector")
 
     demo_command = commands.add_parser(
         "demo",

@@ -32,7 +32,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import sys
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -76,7 +75,6 @@ MAX_SOCKET_PATH_BYTES: Final = 100
 DEFAULT_STATE_DIR: Final = "var"
 DEFAULT_ADMIN_SOCKET: Final = "admin.sock"
 
-_ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # sdk.contract
 # Variables the host itself sets for every adaptor: a config that sets them breaks the contract.
 _RESERVED_ENV: Final = frozenset(
     {
@@ -267,8 +265,8 @@ _SPEC_DEFAULTS: Final = AdaptorSpec(name="defaults", command=("adaptor",))
 
 def _adaptor_name(value: object) -> str:
     name = text(value)
-    if not _ADAPTOR_NAME.fullmatch(name):
-        raise refuse(f"must be 1 to 64 of A-Z a-z 0-9 . _ -, got {show(name)}")
+    if not contract.is_adaptor_name(name):
+        raise refuse(f"must be {contract.ADAPTOR_NAME_RULE}, got {show(name)}")
     return name
 
 

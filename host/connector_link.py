@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random as _random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -41,20 +43,21 @@ from host.connector.ports import (
 from host.credentials import ServerTls, client_credentials
 from host.engine import Engine, EngineError, NotFound
 from host.engine.model import ClearingEffect
-from host.store import Store, StoreError
+from host.engine.store import Store
+from host.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
+from host.store import StoreError
 from sdk import channels
 from sdk.amount import AmountError, signed_of
-from sdk.pb.ilphost.admin.v1 import admin_pb2
-from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
+from sdk.backoff import Backoff
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 log = logging.getLogger("ilp_host.connector_link")
 
 #: The prefix of the keys of the engine's own balance changes (the Connector API reserves it).
 ENGINE_KEY_PREFIX = "engine/"
-#: Backoff while the connector is unreachable or an event cannot be applied yet, seconds.
-RETRY_INITIAL = 0.2
-RETRY_MAX = 5.0
+#: Pauses while the connector is unreachable or an event cannot be applied yet.
+RETRY_BACKOFF = Backoff(initial=0.2, cap=5.0)
 #: How often the processed cursor is acknowledged (acknowledgements are cumulative).
 ACK_INTERVAL = 0.2
 #: Deadline of unary calls to the connector.
@@ -143,9 +146,13 @@ class ConnectorLink:
         channel: grpc.aio.Channel,
         messages: SettlementMessagesPort,
         *,
+        effects: asyncio.Event,
         address: str,
         send_timeout: float = 30.0,
+        random: Callable[[], float] = _random.random,
     ) -> None:
+        """``effects`` is set by the engine after each clearing effect it journals
+        (``Engine(on_clearing_effect=effects.set)``): the link then pushes them."""
         self._engine = engine
         self._store = store
         self._stub = connector_pb2_grpc.ConnectorStub(channel)
@@ -153,10 +160,10 @@ class ConnectorLink:
         self.address = address
         self._send_timeout = send_timeout + SEND_SLACK
         self.status = LinkStatus()
-        self._effects = asyncio.Event()
+        self._effects = effects
         self._tasks: set[asyncio.Task[None]] = set()
         self._scales: dict[str, int] = {}
-        engine.on_clearing_effect = self._effects.set
+        self._random = random
 
     async def run(self) -> None:
         """Follow the events, acknowledge them and push the effects, until cancelled."""
@@ -175,7 +182,7 @@ class ConnectorLink:
 
     async def follow_events(self) -> None:
         """Apply the connector's events in order, reopening the stream after any failure."""
-        delay = RETRY_INITIAL
+        failures = 0  # in a row: progress resets it
         while True:
             # 0 on the first open: from the oldest unacknowledged. After that, from what this
             # process applied (unacknowledged changes would only be replays).
@@ -193,10 +200,12 @@ class ConnectorLink:
                     self._connected()
                 while (batch := await _next_batch(arrived)) is not None:
                     self._connected()
-                    delay = RETRY_INITIAL
+                    failures = 0
                     await self._on_events(batch)
                 await reader  # the stream ended: its error, if any
             except grpc.aio.AioRpcError as exc:
+                failures += 1
+                delay = RETRY_BACKOFF.delay(failures, self._random)
                 self._disconnected(f"{exc.code().name}: {exc.details()}", delay)
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                     log.error(
@@ -207,13 +216,14 @@ class ConnectorLink:
                     )
                     self.status.processed = self.status.acknowledged = 0
             else:
+                failures += 1
+                delay = RETRY_BACKOFF.delay(failures, self._random)
                 self._disconnected("the event stream ended", delay)
             finally:
                 call.cancel()
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
 
     def _connected(self) -> None:
         if not self.status.connected:
@@ -253,10 +263,12 @@ class ConnectorLink:
 
     async def _apply(self, change: connector_pb2.BalanceChanged) -> None:
         """Apply one balance change to the engine, retrying until it can be."""
-        delay = RETRY_INITIAL
-        while not await self._apply_once(change, retrying_in=delay):
+        failures = 1
+        while not await self._apply_once(
+            change, retrying_in=(delay := RETRY_BACKOFF.delay(failures, self._random))
+        ):
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+            failures += 1
 
     async def _apply_once(
         self, change: connector_pb2.BalanceChanged, retrying_in: float = 0.0
@@ -337,7 +349,7 @@ class ConnectorLink:
 
     async def push_effects(self) -> None:
         """Send each journaled effect to the connector, oldest first, until cancelled."""
-        delay = RETRY_INITIAL
+        failures = 0  # in a row: a push that went through resets it
         while True:
             await self._effects.wait()
             self._effects.clear()
@@ -347,20 +359,21 @@ class ConnectorLink:
                         await self._push(effect)
                         await self._store.forget_clearing_effect(effect.key)
                         self.status.pushed += 1
-                delay = RETRY_INITIAL
+                failures = 0
             except (grpc.aio.AioRpcError, StoreError, EngineError) as exc:
                 text = (
                     f"{exc.code().name}: {exc.details()}"
                     if isinstance(exc, grpc.aio.AioRpcError)
                     else str(exc)
                 )
+                failures += 1
+                delay = RETRY_BACKOFF.delay(failures, self._random)
                 log.warning(
                     "settlement effects not pushed to the connector yet (%s); retrying in %.1fs",
                     text,
                     delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
                 self._effects.set()
 
     async def _push(self, effect: ClearingEffect) -> None:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk import connectivity
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 
 class ProcessState(enum.IntEnum):

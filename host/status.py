@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 HEADER = ("NAME", "KIND", "STATE", "SINCE", "PID", "ATTEMPTS", "LAST ERROR")
@@ -180,6 +180,7 @@ SETTLEMENTS_HEADER = (
     *("ID", "ACCOUNT", "DIRECTION", "STATE", "AMOUNT", "LEDGER AMOUNT"),
     *("LEDGER ID", "ATTEMPTS", "AGE", "LAST ERROR"),
 )
+UNRESOLVED_HEADER = ("PEER", "PACKET", "AMOUNT", "EXPIRES", "STATE", "ATTEMPTS", "LAST ERROR")
 PEERS_HEADER = (
     *("PEER", "RELATION", "ADDRESS", "URL", "BALANCE", "LINK", "SINCE", "ROUTES"),
     "LAST ERROR",
@@ -308,7 +309,9 @@ def peers_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str
                 connectivity_name(link.state),
                 _age(link.since, link.HasField("since"), now),
                 _route_exchange(peer.routes),
-                one_line(link.last_error or peer.routes.last_error or _refusal(peer)),
+                one_line(
+                    link.last_error or peer.routes.last_error or _refusal(peer) or _books(peer)
+                ),
             )
         )
     return rows
@@ -326,6 +329,14 @@ def _refusal(peer: admin_pb2.Peer) -> str:
     return f"settlement messages: {state}" if state and state != "ok" else ""
 
 
+def _books(peer: admin_pb2.Peer) -> str:
+    """What the last reconciliation found, when the books differ (ilp-host reconcile PEER)."""
+    outcome = peer.reconciliation
+    if outcome.status != "differ":
+        return ""
+    return f"reconciliation: {outcome.detail}"
+
+
 def _address_source(source: str) -> str:
     if source.startswith("ildcp:"):
         return f" (from parent {source.removeprefix('ildcp:')} by ILDCP)"
@@ -338,7 +349,39 @@ def render_peers(listing: admin_pb2.ListPeersResponse, now: datetime) -> str:
     head = f"address {address}\n{engine_line(listing.engine, now)}"
     if not listing.peers:
         return f"{head}\nno peers configured"
-    return f"{head}\n{render_table(peers_rows(listing.peers, now))}"
+    text = f"{head}\n{render_table(peers_rows(listing.peers, now))}"
+    unresolved = unresolved_rows(listing.peers, now)
+    if len(unresolved) > 1:
+        text += f"\nunresolved packets (outcome not known yet)\n{render_table(unresolved)}"
+    unsupported = [
+        f"{peer.id} {peer.outcome_unsupported}"
+        for peer in listing.peers
+        if peer.outcome_unsupported
+    ]
+    if unsupported:
+        text += "\npackets released without an answer to peer.outcome: " + ", ".join(unsupported)
+    return text
+
+
+def unresolved_rows(peers: Sequence[admin_pb2.Peer], now: datetime) -> list[tuple[str, ...]]:
+    """The unresolved packets of every peer (the clearing retry queue), header first."""
+    rows: list[tuple[str, ...]] = [UNRESOLVED_HEADER]
+    for peer in peers:
+        for packet in peer.unresolved_packets:
+            expires = packet.expires_at.ToDatetime(tzinfo=UTC)
+            left = (expires - now).total_seconds()
+            rows.append(
+                (
+                    peer.id,
+                    packet.key[:16],
+                    _amount_of(packet.amount),
+                    f"in {format_age(left)}" if left > 0 else f"{format_age(-left)} ago",
+                    "debit to record" if packet.fulfilled else "asking the peer",
+                    str(packet.attempts),
+                    one_line(packet.last_error) or EMPTY,
+                )
+            )
+    return rows
 
 
 def render_routes(listing: admin_pb2.ListRoutesResponse) -> str:

@@ -2,7 +2,7 @@
 
 Validation at the boundary (so a bad number never reaches the engine or a ledger) and exact
 scale conversion. Pure functions; errors are AmountError (a ValueError) whose message names the
-field, ready to become an INVALID_ARGUMENT status.
+field: an ``sdk.errors.InvalidRequest``, so it becomes an INVALID_ARGUMENT status.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import re
 from typing import Final, Protocol
 
 from sdk import contract
+from sdk.errors import InvalidRequest
 
 #: 78 digits hold every 256-bit unsigned integer (the contract's rule).
 MAX_DIGITS: Final = contract.MAX_AMOUNT_DIGITS
@@ -19,7 +20,7 @@ _UNSIGNED = re.compile(r"0|[1-9][0-9]*")
 _SIGNED = re.compile(r"0|-?[1-9][0-9]*")
 
 
-class AmountError(ValueError):
+class AmountError(InvalidRequest):
     """A malformed amount; the message says which field and why."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random as _random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def backoff_delay(
@@ -31,11 +32,7 @@ def backoff_delay(
     """
     if attempt < 1:
         raise ValueError(f"attempt must be at least 1, got {attempt}")
-    if not (initial > 0 and multiplier >= 1 and cap >= initial and 0 <= jitter < 1):
-        raise ValueError(
-            f"bad backoff parameters: initial={initial} multiplier={multiplier} cap={cap} "
-            f"jitter={jitter} (need initial > 0, multiplier >= 1, cap >= initial, 0 <= jitter < 1)"
-        )
+    _check(initial, multiplier, cap, jitter)
     try:
         base = min(cap, initial * multiplier ** (attempt - 1))
     except OverflowError:  # a long outage: the exponent no longer fits a float
@@ -44,3 +41,39 @@ def backoff_delay(
         base = cap
     factor = 1.0 + jitter * (2.0 * random() - 1.0)
     return min(cap, base * factor)
+
+
+def _check(initial: float, multiplier: float, cap: float, jitter: float) -> None:
+    if not (initial > 0 and multiplier >= 1 and cap >= initial and 0 <= jitter < 1):
+        raise ValueError(
+            f"bad backoff parameters: initial={initial} multiplier={multiplier} cap={cap} "
+            f"jitter={jitter} (need initial > 0, multiplier >= 1, cap >= initial, 0 <= jitter < 1)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The parameters of :func:`backoff_delay` kept together, for a loop that retries.
+
+    Checked when made, so that a bad value fails at start-up rather than at the first retry.
+    ``attempt`` counts the failures in a row (1 after the first); a loop resets it on progress.
+    """
+
+    initial: float = 0.2
+    multiplier: float = 2.0
+    cap: float = 60.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.initial, self.multiplier, self.cap, self.jitter)
+
+    def delay(self, attempt: int, random: Callable[[], float] = _random.random) -> float:
+        """The wait after failure number ``attempt`` (see :func:`backoff_delay`)."""
+        return backoff_delay(
+            attempt,
+            initial=self.initial,
+            multiplier=self.multiplier,
+            cap=self.cap,
+            jitter=self.jitter,
+            random=random,
+        )

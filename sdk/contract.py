@@ -45,6 +45,10 @@ MAX_DATA_BYTES: Final = 32767
 # --- The grammar of the contract's ids, keys and amounts: the one definition the SDK, the host,
 # the conformance suite and the Python adaptors use (docs/protocol.md, "Ids, keys and amounts").
 
+#: An adaptor's configured name in the host (and in its health service name).
+ADAPTOR_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+ADAPTOR_NAME_RULE: Final = "1 to 64 characters of [A-Za-z0-9._-]"
+
 #: A host account id (``account_id`` everywhere): 1 to 128 of the URL-safe characters.
 ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 ACCOUNT_ID_RULE: Final = "1 to 128 characters of [A-Za-z0-9._~-]"
@@ -63,6 +67,11 @@ SETTLEMENT_ID_RULE: Final = "1 to 255 printable ASCII characters without the spa
 MAX_AMOUNT_DIGITS: Final = 78
 #: The largest ``scale`` of an Amount.
 MAX_SCALE: Final = 255
+
+
+def is_adaptor_name(value: str) -> bool:
+    """Whether ``value`` is a well-formed adaptor name."""
+    return ADAPTOR_NAME.fullmatch(value) is not None
 
 
 def is_account_id(value: str) -> bool:

@@ -31,6 +31,14 @@ The failpoints (the name says where the process dies):
     The host's task that binds the adaptors to the engine raises an exception on the next
     adaptor change it sees: a task of the host dies while the process lives. Recovery: none by
     design; the host stops gracefully and exits non-zero (host.app), it does not run half.
+``connector.after-fulfill``
+    The next hop's Fulfill of a forwarded packet arrived and matches its condition; this host
+    has recorded nothing of it (the next hop has: it applied the packet before it answered).
+    Recovery: the packet is in the in-flight journal; the restarted host asks the next hop
+    (``peer.outcome``), checks the fulfillment and records the next hop's side.
+``connector.record-fulfill`` (raises, see :func:`fail`)
+    Recording a fulfilled packet's balance changes fails. Recovery: the source gets a Reject;
+    the next hop's debit waits in the retry queue (host.connector.inflight) until recorded.
 ``adaptor.send-money-received``
     The simledger adaptor received SendMoney and has done nothing yet: the adaptor dies with
     the request on the wire, the engine sees the call fail. Recovery: the supervisor restarts
@@ -62,6 +70,8 @@ ENGINE_AFTER_DEBIT: Final = "engine.after-debit"
 ENGINE_AFTER_SEND_MONEY: Final = "engine.after-send-money"
 ENGINE_AFTER_CREDIT: Final = "engine.after-credit"
 HOST_ENGINE_BINDING: Final = "host.engine-binding"
+CONNECTOR_AFTER_FULFILL: Final = "connector.after-fulfill"
+CONNECTOR_RECORD_FULFILL: Final = "connector.record-fulfill"
 ADAPTOR_SEND_MONEY_RECEIVED: Final = "adaptor.send-money-received"
 ADAPTOR_AFTER_TRANSFER: Final = "adaptor.after-transfer"
 ADAPTOR_ETH_AFTER_SIGN: Final = "adaptor.eth-after-sign"
@@ -74,6 +84,8 @@ NAMES: Final = frozenset(
         ENGINE_AFTER_SEND_MONEY,
         ENGINE_AFTER_CREDIT,
         HOST_ENGINE_BINDING,
+        CONNECTOR_AFTER_FULFILL,
+        CONNECTOR_RECORD_FULFILL,
         ADAPTOR_SEND_MONEY_RECEIVED,
         ADAPTOR_AFTER_TRANSFER,
         ADAPTOR_ETH_AFTER_SIGN,

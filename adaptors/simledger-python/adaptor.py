@@ -9,7 +9,7 @@ Run by the host as ``python adaptors/simledger-python/adaptor.py`` with:
 
 How it maps the contract onto the ledger:
 
-- Peers exchange ledger accounts with the protobuf peer messages of sdk.simledger: a
+- Peers exchange ledger accounts with the protobuf peer messages of host.simledger.peer_messages: a
   PeerRequest (ledger_account_exchange: the sender's ledger account) carried by
   Engine.SendData, answered by a PeerReply naming the receiver's. SetupAccount sends it (and
   keeps retrying in the background while the peer cannot be reached); ReceiveData answers it.
@@ -30,21 +30,20 @@ import contextlib
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import grpc
 from adaptor_state import Acknowledgement, AdaptorState, Incoming
 
 import sdk
-from sdk import contract, failpoints, simledger
-from sdk.amount import AmountError, unsigned_of
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from host.simledger import peer_messages as simledger
+from sdk import amount, failpoints
 from sdk.backoff import backoff_delay
 from sdk.connectivity import Connectivity
-from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 NAME: Final = "simledger-python"
@@ -141,15 +140,13 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class SimLedgerAdaptor(sdk.Adaptor):
+class SimLedgerAdaptor(sdk.LedgerAdaptor):
     """The LedgerAdaptor contract over one account of the simulated ledger."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._environ = os.environ if environ is None else environ
-        self._hub = sdk.EventHub()
-        self._connections = sdk.Connections(self._hub)
-        self._connections.add(LEDGER, "settlement-system", Connectivity.CONNECTING)
+        self.connections.add(LEDGER, "settlement-system", Connectivity.CONNECTING)
         self._asset: tuple[str, int] | None = None
         self._exchanges: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -180,6 +177,9 @@ class SimLedgerAdaptor(sdk.Adaptor):
         except (sqlite3.Error, RuntimeError) as exc:
             raise ConfigError(f"{ENV_STATE_DB}={self._config.state_db!r}: {exc}") from exc
         self._resources.callback(self._state.close)
+        payments = sdk.SqlitePaymentStore(self._config.state_db)
+        self._resources.callback(payments.close)
+        self._payments = sdk.Payments(payments)
         code, scale = self._state.get_meta("asset_code"), self._state.get_meta("asset_scale")
         if code is not None and scale is not None:
             self._asset = (code, int(scale))
@@ -200,8 +200,8 @@ class SimLedgerAdaptor(sdk.Adaptor):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._connections.move(LEDGER, Connectivity.SHUTDOWN)
-        self._hub.close()
+        self.connections.move(LEDGER, Connectivity.SHUTDOWN)
+        self.events.close()
         await self._resources.aclose()
 
     def _spawn(self, work: Any) -> asyncio.Task[None]:
@@ -218,7 +218,7 @@ class SimLedgerAdaptor(sdk.Adaptor):
         while True:
             try:
                 await self._connect_ledger()
-                self._connections.move(LEDGER, Connectivity.READY)
+                self.connections.move(LEDGER, Connectivity.READY)
                 self.log.info("ledger ready", ledger=self._config.ledger_target)
                 backoff.reset()
                 await self._watch_incoming()
@@ -228,13 +228,13 @@ class SimLedgerAdaptor(sdk.Adaptor):
                 error = _reason(exc)
                 if not isinstance(exc, grpc.aio.AioRpcError):
                     self.log.exception("ledger link failed", error=error)
-            state = self._connections.move(LEDGER, Connectivity.TRANSIENT_FAILURE, error)
+            state = self.connections.move(LEDGER, Connectivity.TRANSIENT_FAILURE, error)
             delay = backoff.delay()
             self.log.warn(
                 "ledger unreachable", error=error, attempts=state.attempts, retry_in=round(delay, 2)
             )
             await asyncio.sleep(delay)
-            self._connections.move(LEDGER, Connectivity.CONNECTING)
+            self.connections.move(LEDGER, Connectivity.CONNECTING)
 
     async def _connect_ledger(self) -> None:
         info = await self._ledger.GetLedgerInfo(
@@ -275,7 +275,7 @@ class SimLedgerAdaptor(sdk.Adaptor):
 
     def _report(self, incoming: Incoming) -> None:
         assert self._asset is not None
-        self._hub.report_incoming(
+        self.events.report_incoming(
             sdk.Incoming(
                 incoming.settlement_id, incoming.account_id, incoming.amount, self._asset[1]
             )
@@ -329,55 +329,22 @@ class SimLedgerAdaptor(sdk.Adaptor):
             if self._exchanges.get(account_id) is asyncio.current_task():
                 del self._exchanges[account_id]
 
-    # -- RPCs -----------------------------------------------------------------------------------
+    # -- the contract (the SDK has checked every request) -------------------------------------
 
-    async def _refuse(self, context: sdk.Context, code: grpc.StatusCode, message: str) -> NoReturn:
-        await context.abort(code, message)
-
-    async def _account_id(self, context: sdk.Context, value: str) -> str:
-        if not contract.is_account_id(value):
-            await self._refuse(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"account_id must be {contract.ACCOUNT_ID_RULE}, got {value[:40]!r}",
-            )
-        return value
-
-    async def _known_asset(self, context: sdk.Context) -> tuple[str, int]:
+    def _known_asset(self) -> tuple[str, int]:
         if self._asset is None:
-            await self._refuse(
-                context,
-                grpc.StatusCode.UNAVAILABLE,
-                "the ledger has not answered yet, so its asset is not known; retry",
+            raise sdk.Unavailable(
+                "the ledger has not answered yet, so its asset is not known; retry"
             )
         return self._asset
 
-    async def GetInfo(
-        self, request: adaptor_pb2.GetInfoRequest, context: sdk.Context
-    ) -> adaptor_pb2.GetInfoResponse:
-        """Name, ledger, asset (from the ledger), capabilities, contract versions."""
-        code, scale = await self._known_asset(context)
-        return adaptor_pb2.GetInfoResponse(
-            name=NAME,
-            version=VERSION,
-            ledger="simledger",
-            asset_code=code,
-            asset_scale=scale,
-            capabilities=CAPABILITIES,
-            contract_versions=self.contract_versions,
-        )
+    async def info(self) -> sdk.Info:
+        """Name, ledger, asset (from the ledger), capabilities."""
+        code, scale = self._known_asset()
+        return sdk.Info(NAME, VERSION, "simledger", code, scale, CAPABILITIES)
 
-    async def Probe(
-        self, request: adaptor_pb2.ProbeRequest, context: sdk.Context
-    ) -> adaptor_pb2.ProbeResponse:
-        """Ready when the ledger connection is READY."""
-        return self._connections.probe()
-
-    async def SetupAccount(
-        self, request: adaptor_pb2.SetupAccountRequest, context: sdk.Context
-    ) -> adaptor_pb2.SetupAccountResponse:
+    async def setup_account(self, account_id: str) -> None:
         """Record the account and exchange ledger accounts with the peer (now or later)."""
-        account_id = await self._account_id(context, request.account_id)
         self._state.add_account(account_id)
         if self._state.peer_ledger_account(account_id) is None:
             try:
@@ -389,146 +356,70 @@ class SimLedgerAdaptor(sdk.Adaptor):
                     error=_reason(exc),
                 )
                 self._start_exchange(account_id)
-        return adaptor_pb2.SetupAccountResponse()
 
-    async def DeleteAccount(
-        self, request: adaptor_pb2.DeleteAccountRequest, context: sdk.Context
-    ) -> adaptor_pb2.DeleteAccountResponse:
+    async def delete_account(self, account_id: str) -> None:
         """Forget the account (its background exchange stops)."""
-        account_id = await self._account_id(context, request.account_id)
         self._state.delete_account(account_id)
         task = self._exchanges.pop(account_id, None)
         if task is not None:
             task.cancel()
-        return adaptor_pb2.DeleteAccountResponse()
 
-    async def ReceiveData(
-        self, request: adaptor_pb2.ReceiveDataRequest, context: sdk.Context
-    ) -> adaptor_pb2.ReceiveDataResponse:
+    async def receive_data(self, message: sdk.PeerMessage) -> bytes:
         """Learn the peer's ledger account from its PeerRequest; reply with ours."""
-        account_id = await self._account_id(context, request.account_id)
         try:
             peer_ledger_account = simledger.parse_ledger_account_request(
-                request.data, self._config.ledger_account
+                message.data, self._config.ledger_account
             )
         except simledger.PeerMessageError as exc:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if not self._state.has_account(account_id):
-            await self._refuse(
-                context, grpc.StatusCode.NOT_FOUND, f"account {account_id!r} is not set up"
-            )
-        self._learn(account_id, peer_ledger_account)
-        return adaptor_pb2.ReceiveDataResponse(
-            data=simledger.ledger_account_reply(self._config.ledger_account)
-        )
+            raise sdk.InvalidRequest(str(exc)) from exc
+        if not self._state.has_account(message.account_id):
+            raise sdk.NotFound(f"account {message.account_id!r} is not set up")
+        self._learn(message.account_id, peer_ledger_account)
+        return simledger.ledger_account_reply(self._config.ledger_account)
 
-    async def SendMoney(
-        self, request: adaptor_pb2.SendMoneyRequest, context: sdk.Context
-    ) -> adaptor_pb2.SendMoneyResponse:
-        """One ledger Transfer to the peer's ledger account, idempotent by key."""
-        failpoints.hit("adaptor.send-money-received")
-        account_id = await self._account_id(context, request.account_id)
-        key = request.idempotency_key
-        if not contract.is_idempotency_key(key):
-            await self._refuse(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"idempotency_key must be {contract.IDEMPOTENCY_KEY_RULE}, got {key[:40]!r}",
-            )
-        try:
-            amount = unsigned_of(request.amount, "amount")
-        except AmountError as exc:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        _, scale = await self._known_asset(context)
-        if request.amount.scale != scale or amount == 0:
-            await self._refuse(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"amount must be greater than zero at the ledger's scale {scale}, "
-                f"got {request.amount.value} at scale {request.amount.scale}",
-            )
+    async def send_money(self, request: sdk.SendMoney) -> sdk.Sent:
+        """One ledger Transfer to the peer's ledger account, once per key."""
+        failpoints.hit(failpoints.ADAPTOR_SEND_MONEY_RECEIVED)
+        return await self._payments.once(request, self._transfer)
+
+    async def _transfer(self, request: sdk.SendMoney) -> sdk.Sent:
+        account_id = request.account_id
         if not self._state.has_account(account_id):
-            await self._refuse(
-                context, grpc.StatusCode.NOT_FOUND, f"account {account_id!r} is not set up"
-            )
-        # The key names this settlement from its first use on, paid or not yet.
-        if self._state.claim_idempotency_key(key, account_id, amount) != (account_id, amount):
-            await self._refuse(
-                context,
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"idempotency_key {key!r} was already used for another account or amount",
-            )
+            raise sdk.NotFound(f"account {account_id!r} is not set up")
         payee = self._state.peer_ledger_account(account_id)
         if payee is None:
             self._start_exchange(account_id)
-            await self._refuse(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"the peer's ledger account for {account_id!r} is not known yet; retry later",
+            raise sdk.Refused(
+                f"the peer's ledger account for {account_id!r} is not known yet; retry later"
             )
-        transfer_id = f"{self._config.ledger_account}:{key}"
+        # Derived from the key alone: a retry after a lost answer or a restart is the same
+        # transfer, which the ledger pays once.
+        transfer_id = f"{self._config.ledger_account}:{request.idempotency_key}"
         try:
             await self._ledger.Transfer(
                 simledger_pb2.TransferRequest(
                     transfer_id=transfer_id,
                     from_account_id=self._config.ledger_account,
                     to_account_id=payee,
-                    amount=types_pb2.Amount(value=str(amount), scale=scale),
+                    amount=types_pb2.Amount(value=str(request.amount), scale=request.scale),
                     memo=self._config.ledger_account,
                 ),
                 timeout=TRANSFER_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
-            await self._refuse(context, *self._send_money_status(exc, payee))
-        failpoints.hit("adaptor.after-transfer")
-        return adaptor_pb2.SendMoneyResponse(
-            settlement_id=transfer_id, status=adaptor_pb2.SETTLEMENT_STATUS_COMPLETED
-        )
+            raise _transfer_refusal(exc, payee) from exc
+        failpoints.hit(failpoints.ADAPTOR_AFTER_TRANSFER)
+        return sdk.Sent(settlement_id=transfer_id)
 
-    @staticmethod
-    def _send_money_status(exc: grpc.aio.AioRpcError, payee: str) -> tuple[grpc.StatusCode, str]:
-        code = exc.code()
-        if code in _RETRYABLE:
-            return (
-                grpc.StatusCode.UNAVAILABLE,
-                f"the ledger did not confirm the transfer ({_describe(exc)}); "
-                "retry with the same key",
-            )
-        if code == grpc.StatusCode.NOT_FOUND:
-            return (
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"the ledger does not know an account in this transfer ({exc.details()}); "
-                f"the peer's ledger account is {payee!r}",
-            )
-        if code in (
-            grpc.StatusCode.FAILED_PRECONDITION,
-            grpc.StatusCode.ALREADY_EXISTS,
-            grpc.StatusCode.INVALID_ARGUMENT,
-        ):
-            return code, f"the ledger refused the transfer: {exc.details()}"
-        return grpc.StatusCode.INTERNAL, f"unexpected answer from the ledger: {_describe(exc)}"
-
-    async def ReceiveMoney(
-        self, request: adaptor_pb2.ReceiveMoneyRequest, context: sdk.Context
-    ) -> adaptor_pb2.ReceiveMoneyResponse:
+    async def receive_money(self, settlement_id: str) -> None:
         """Acknowledge an incoming settlement: persisted, then no longer re-delivered."""
-        settlement_id = request.settlement_id
-        if not settlement_id:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "settlement_id is empty")
         if self._state.acknowledge(settlement_id) == Acknowledgement.UNKNOWN:
-            await self._refuse(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"no incoming settlement {settlement_id[:200]!r} was reported",
-            )
+            raise sdk.NotFound(f"no incoming settlement {settlement_id[:200]!r} was reported")
         # Settlements acknowledged before a restart are known to the state only.
         with contextlib.suppress(sdk.UnknownSettlement):
-            self._hub.settlements.acknowledge(settlement_id)
-        return adaptor_pb2.ReceiveMoneyResponse()
+            self.events.settlements.acknowledge(settlement_id)
 
-    async def GetBalance(
-        self, request: adaptor_pb2.GetBalanceRequest, context: sdk.Context
-    ) -> adaptor_pb2.GetBalanceResponse:
+    async def get_balance(self) -> sdk.Balance:
         """The balance of our ledger account."""
         try:
             reply = await self._ledger.GetAccount(
@@ -536,21 +427,34 @@ class SimLedgerAdaptor(sdk.Adaptor):
                 timeout=LEDGER_TIMEOUT,
             )
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code in _RETRYABLE or code == grpc.StatusCode.NOT_FOUND:
-                # NOT_FOUND: the account is created when the connection comes up.
-                await self._refuse(
-                    context, grpc.StatusCode.UNAVAILABLE, f"the ledger: {_describe(exc)}"
-                )
-            await self._refuse(context, grpc.StatusCode.INTERNAL, f"the ledger: {_describe(exc)}")
-        return adaptor_pb2.GetBalanceResponse(balance=reply.account.balance)
+            # NOT_FOUND: the account is created when the connection comes up.
+            if exc.code() in _RETRYABLE or exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise sdk.Unavailable(f"the ledger: {_describe(exc)}") from exc
+            raise sdk.AdaptorError(f"the ledger: {_describe(exc)}") from exc
+        balance = reply.account.balance
+        return sdk.Balance(amount.unsigned_of(balance, "the ledger's balance"), balance.scale)
 
-    async def WatchEvents(
-        self, request: adaptor_pb2.WatchEventsRequest, context: sdk.Context
-    ) -> AsyncIterator[adaptor_pb2.WatchEventsResponse]:
-        """Unacknowledged settlements first, then live settlements and connection changes."""
-        async for event in self._hub.watch(context):
-            yield event
+
+def _transfer_refusal(exc: grpc.aio.AioRpcError, payee: str) -> sdk.AdaptorError:
+    """What SendMoney answers when the ledger did not take the transfer."""
+    code = exc.code()
+    if code in _RETRYABLE:
+        return sdk.Unavailable(
+            f"the ledger did not confirm the transfer ({_describe(exc)}); retry with the same key"
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        return sdk.Refused(
+            f"the ledger does not know an account in this transfer ({exc.details()}); "
+            f"the peer's ledger account is {payee!r}"
+        )
+    refusal = {
+        grpc.StatusCode.FAILED_PRECONDITION: sdk.Refused,
+        grpc.StatusCode.ALREADY_EXISTS: sdk.Conflict,
+        grpc.StatusCode.INVALID_ARGUMENT: sdk.InvalidRequest,
+    }.get(code)
+    if refusal is not None:
+        return refusal(f"the ledger refused the transfer: {exc.details()}")
+    return sdk.AdaptorError(f"unexpected answer from the ledger: {_describe(exc)}")
 
 
 if __name__ == "__main__":

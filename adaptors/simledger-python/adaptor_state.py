@@ -4,8 +4,6 @@ What it must not forget across restarts:
 
 - the accounts the host set up and, for each, the peer's ledger account once the peers have
   exchanged them (``peers``);
-- the idempotency keys it has paid under, so that a key reused for another account or amount is
-  refused even when the ledger could not tell (``sent``);
 - every transfer into our ledger account, with whether the host acknowledged it and the watch
   cursor, written in one transaction so that a restart neither loses nor doubles one
   (``incoming``, ``meta``).
@@ -22,15 +20,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE peers (account_id TEXT PRIMARY KEY, ledger_account TEXT)",
-    """CREATE TABLE sent (
-        idempotency_key TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        amount TEXT NOT NULL
-    )""",
     # account_id is the host account the payer maps to; NULL while the payer is not known.
     """CREATE TABLE incoming (
         settlement_id TEXT PRIMARY KEY,
@@ -41,6 +34,12 @@ _SCHEMA = (
         acknowledged INTEGER NOT NULL DEFAULT 0
     )""",
 )
+
+
+#: Version 1 kept the idempotency keys in a table ``sent``; the SDK's SqlitePaymentStore keeps
+#: them now (``sdk_payments``, same file). Dropping the old claims loses nothing: a reused key's
+#: transfer id is the same, and the ledger refuses it with other content.
+_UPGRADE_FROM_1 = ("DROP TABLE IF EXISTS sent",)
 
 
 @dataclass(frozen=True)
@@ -75,9 +74,9 @@ class AdaptorState:
                     f"{path} has schema version {version}; this adaptor reads up to "
                     f"{SCHEMA_VERSION}: use a newer adaptor or another ILP_ADAPTOR_STATE_DB"
                 )
-            if version == 0:
+            if version < SCHEMA_VERSION:
                 with self._transaction():
-                    for statement in _SCHEMA:
+                    for statement in _SCHEMA if version == 0 else _UPGRADE_FROM_1:
                         self._db.execute(statement)
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
@@ -178,25 +177,6 @@ class AdaptorState:
             (ledger_account,),
         ).fetchone()
         return None if row is None else row[0]
-
-    # -- outgoing -----------------------------------------------------------------------------
-
-    def claim_idempotency_key(self, key: str, account_id: str, amount: int) -> tuple[str, int]:
-        """Record that ``key`` pays ``amount`` to ``account_id``, unless it was used already.
-
-        Returns the (account_id, amount) the key stands for: the arguments, or what the first
-        use recorded (the caller refuses a mismatch).
-        """
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO sent (idempotency_key, account_id, amount) VALUES (?, ?, ?) "
-                "ON CONFLICT (idempotency_key) DO NOTHING",
-                (key, account_id, str(amount)),
-            )
-            row = self._db.execute(
-                "SELECT account_id, amount FROM sent WHERE idempotency_key = ?", (key,)
-            ).fetchone()
-        return row[0], int(row[1])
 
     # -- incoming -----------------------------------------------------------------------------
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import grpc
 
 from host.admin.server import AdminError
+from host.connector.inflight import Unresolved
 from host.connector.local import PacketSource, SendProgress, SendSummary, nearest_rank
+from host.connector.reconciliation import Outcome, Reconciler
 from host.connector.switch import Connector
 from host.ilp import IlpPacketError
 from host.ilp import address as ilp_address
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.ilp.reconcile import Totals
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 #: An account's clearing balance as the connector holds it, and its scale; None if unknown.
@@ -26,6 +30,18 @@ MAX_COUNT = 1_000_000
 MAX_CONCURRENCY = 256
 
 
+def _unresolved(waiting: Unresolved, scale: int) -> admin_pb2.UnresolvedPacket:
+    message = admin_pb2.UnresolvedPacket(
+        key=waiting.packet.key,
+        amount=types_pb2.Amount(value=str(waiting.packet.amount), scale=scale),
+        fulfilled=bool(waiting.fulfillment),
+        attempts=waiting.attempts,
+        last_error=waiting.last_error,
+    )
+    message.expires_at.FromDatetime(datetime.fromtimestamp(waiting.packet.expires_at, UTC))
+    return message
+
+
 class ConnectorAdminService:
     """host.admin.server.ConnectorAdmin over a running Connector."""
 
@@ -35,13 +51,16 @@ class ConnectorAdminService:
         peers: dict[str, tuple[str, str]],
         balance: BalanceReader,
         engine_link: Callable[[], admin_pb2.EngineLink] = admin_pb2.EngineLink,
+        reconciler: Reconciler | None = None,
     ) -> None:
         """``peers`` maps each peer id to its (ILP address, URL), in configuration order;
-        ``engine_link`` describes the engine (by default: in this process)."""
+        ``engine_link`` describes the engine (by default: in this process); ``reconciler``
+        compares the books with the peers (None: Reconcile is FAILED_PRECONDITION)."""
         self._connector = connector
         self._peers = peers
         self._balance = balance
         self._engine_link = engine_link
+        self._reconciler = reconciler
 
     async def list_peers(self) -> admin_pb2.ListPeersResponse:
         links = {state.name: state for state in self._connector.link_states()}
@@ -70,13 +89,32 @@ class ConnectorAdminService:
                     last_error=exchange.error,
                 ),
             )
+            if self._reconciler is not None and peer_id in self._reconciler.last:
+                peer.reconciliation.CopyFrom(
+                    reconciliation_to_proto(self._reconciler.last[peer_id])
+                )
             balance = await self._balance(peer_id)
+            scale = 0
             if balance is not None:
                 value, scale = balance
                 peer.clearing_balance.CopyFrom(
                     types_pb2.SignedAmount(value=str(value), scale=scale)
                 )
+            peer.outcome_unsupported = connector.inflight.unsupported.get(peer_id, 0)
+            for waiting in connector.inflight.waiting():
+                if waiting.packet.target == peer_id:
+                    peer.unresolved_packets.append(_unresolved(waiting, scale))
         return listing
+
+    async def reconcile(self, peer_id: str) -> admin_pb2.ReconcileResponse:
+        if peer_id not in self._peers:
+            raise AdminError(grpc.StatusCode.NOT_FOUND, f"no peer {peer_id[:128]!r}")
+        if self._reconciler is None:
+            raise AdminError(
+                grpc.StatusCode.FAILED_PRECONDITION, "this connector keeps no books to reconcile"
+            )
+        outcome = await self._reconciler.reconcile(peer_id)
+        return admin_pb2.ReconcileResponse(reconciliation=reconciliation_to_proto(outcome))
 
     async def list_routes(self) -> admin_pb2.ListRoutesResponse:
         connector = self._connector
@@ -165,4 +203,42 @@ def _summary(summary: SendSummary) -> admin_pb2.SendPacketsResponse:
         done=True,
         median_latency_ms=nearest_rank(summary.latencies, 0.5) * 1000,
         p99_latency_ms=nearest_rank(summary.latencies, 0.99) * 1000,
+    )
+
+
+def reconciliation_to_proto(outcome: Outcome) -> admin_pb2.Reconciliation:
+    """The admin API's form of one reconciliation."""
+    scale = outcome.ours.asset_scale if outcome.ours is not None else 0
+
+    def signed(value: int) -> types_pb2.SignedAmount:
+        return types_pb2.SignedAmount(value=str(value), scale=scale)
+
+    message = admin_pb2.Reconciliation(
+        peer=outcome.peer_id,
+        status=outcome.status,
+        detail=outcome.detail,
+        clearing_difference=signed(outcome.clearing_difference),
+        to_peer_in_transit=signed(outcome.to_peer_in_transit),
+        from_peer_in_transit=signed(outcome.from_peer_in_transit),
+    )
+    message.at.FromNanoseconds(int(outcome.at * 1e9))
+    if outcome.ours is not None:
+        message.ours.CopyFrom(_totals(outcome.ours))
+    if outcome.theirs is not None:
+        message.theirs.CopyFrom(_totals(outcome.theirs))
+    return message
+
+
+def _totals(totals: Totals) -> admin_pb2.ReconcileTotals:
+    scale = totals.asset_scale
+
+    def amount(value: int) -> types_pb2.Amount:
+        return types_pb2.Amount(value=str(value), scale=scale)
+
+    return admin_pb2.ReconcileTotals(
+        balance=types_pb2.SignedAmount(value=str(totals.balance), scale=scale),
+        settled_out=amount(totals.settled_out),
+        settled_in=amount(totals.settled_in),
+        in_flight_in=amount(totals.in_flight_in),
+        in_flight_out=amount(totals.in_flight_out),
     )

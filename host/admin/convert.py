@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from host.pb.ilphost.admin.v1 import admin_pb2
 from host.supervisor import AdaptorSnapshot
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 
 def adaptor_to_proto(snapshot: AdaptorSnapshot) -> admin_pb2.Adaptor:

@@ -14,8 +14,8 @@ import grpc
 
 from host.admin.server import AdminError
 from host.engine import AccountView, Direction, Engine, EngineError, Settlement, SettlementState
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk.amount import AmountError, parse_unsigned
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 _T = TypeVar("_T")

@@ -31,9 +31,9 @@ from host.admin.auth import BearerTokenInterceptor
 from host.admin.convert import adaptor_to_proto
 from host.credentials import ServerTls
 from host.lifecycle import ProcessState
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from host.supervisor import AdaptorSnapshot, SupervisorStopped
 from sdk.health import HealthServicer
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 
 log = logging.getLogger("ilp_host.admin")
 
@@ -95,6 +95,8 @@ class ConnectorAdmin(Protocol):
     def send_packets(
         self, request: admin_pb2.SendPacketsRequest
     ) -> AsyncIterator[admin_pb2.SendPacketsResponse]: ...
+
+    async def reconcile(self, peer_id: str) -> admin_pb2.ReconcileResponse: ...
 
 
 class AdminError(Exception):
@@ -219,6 +221,18 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
         assert self._connector is not None
         return await self._connector.list_routes()
+
+    async def Reconcile(
+        self, request: admin_pb2.ReconcileRequest, context: Context
+    ) -> admin_pb2.ReconcileResponse:
+        if self._connector is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_CONNECTOR)
+        assert self._connector is not None
+        try:
+            return await self._connector.reconcile(request.peer)
+        except AdminError as exc:
+            await context.abort(exc.code, exc.details)
+            raise  # pragma: no cover - abort raises
 
     async def GetConnectorLink(
         self, request: admin_pb2.GetConnectorLinkRequest, context: Context

@@ -7,9 +7,9 @@ them from its environment (``ILP_SIMLEDGER_ADDR``, ``ILP_SIMLEDGER_ACCOUNT``,
 ``ILP_ADAPTOR_STATE_DB``): simledger adaptors in any language work out of the box, and the
 memory adaptors ignore the variables. The fake Engine (the suite serves it on the
 ``ILP_HOST_ENGINE_ADDR`` it gives the adaptor) answers ``SendData`` as the peer's adaptor would:
-the simledger adaptors' PeerRequest (sdk.simledger) gets a PeerReply naming the peer's ledger
-account. A peer can be made unreachable for a while (``PeerPlay.unreachable``): its SendData is
-then refused as a host refuses it while the peer's adaptor is not serving yet.
+the simledger adaptors' PeerRequest (host.simledger.peer_messages) gets a PeerReply naming the
+peer's ledger account. A peer can be made unreachable for a while (``PeerPlay.unreachable``):
+its SendData is then refused as a host refuses it while the peer's adaptor is not serving yet.
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING, Final
 
 import grpc
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from host.simledger import peer_messages as simledger
 from host.simledger.process import start_ledger
-from sdk import channels, simledger
+from sdk import channels
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.testing import FakeEngine, Refuse, fake_engine
 
 if TYPE_CHECKING:
-    from sdk.pb.ilphost.simledger.v1.simledger_pb2_grpc import SimLedgerAsyncStub
+    from host.pb.ilphost.simledger.v1.simledger_pb2_grpc import SimLedgerAsyncStub
 
 #: GetInfoResponse.ledger of the adaptors that settle on the simulated ledger.
 SIMLEDGER: Final = "simledger"

@@ -48,11 +48,11 @@ from host.connector.ports import (
 )
 from host.credentials import ServerTls
 from host.ilp.errors import ErrorCode
+from host.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
 from sdk import contract
 from sdk.amount import AmountError, signed_of
 from sdk.contract import MAX_DATA_BYTES
 from sdk.health import HealthServicer
-from sdk.pb.ilphost.connector.v1 import connector_pb2, connector_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 log = logging.getLogger("ilp_host.connector.api")

@@ -59,7 +59,15 @@ PacketHandler = Callable[[str, bytes], Awaitable[bytes]]
 
 
 class LinkFailure(Exception):
-    """An exchange with a peer that produced no ILP reply; the message says what happened."""
+    """An exchange with a peer that produced no ILP reply; the message says what happened.
+
+    ``maybe_delivered``: whether the peer may have received the Prepare all the same (False
+    when the connection could not be made, or the peer refused our credentials).
+    """
+
+    def __init__(self, message: str, *, maybe_delivered: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
 
 
 class LinkTimeout(LinkFailure):
@@ -285,12 +293,19 @@ class IlpHttpClient:
                     status = response.status
         except TimeoutError:
             raise LinkTimeout(f"no reply from {url} within {time_limit:.3f} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise LinkFailure(
+                f"cannot reach {url}: {_describe(exc)}", maybe_delivered=False
+            ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise LinkFailure(f"cannot reach {url}: {_describe(exc)}") from exc
         if status != 200:
             text = body[:200].decode("utf-8", "replace").strip()
             if status in (401, 403) or status < 400:
-                raise LinkFailure(f"HTTP {status} from {url}" + (f": {text}" if text else ""))
+                raise LinkFailure(
+                    f"HTTP {status} from {url}" + (f": {text}" if text else ""),
+                    maybe_delivered=status not in (401, 403),
+                )
             raise PacketRefused(status, text)
         try:
             return parse_reply(body)

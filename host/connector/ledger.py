@@ -15,6 +15,9 @@ events are deleted, the others wait for it across any restart of either process.
 come from the configuration (:class:`AccountLimits`) and bound packets only
 (:meth:`check_credit`): a settlement the engine reports is always applied.
 
+Per account, the settlements among the changes (told apart by their keys) are also summed, in
+the same transaction, for reconciliation with the peer (:meth:`ConnectorLedger.clearing_book`).
+
 The file belongs to one process (a lock file, as the engine's store has), so the balances are
 also kept in memory: a credit check reads no disk.
 """
@@ -25,12 +28,15 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from host.clearing_rules import credit_allows
+from host.clearing_records import BalanceChange, InFlight, Resolution
+from host.clearing_rules import ClearingBook, credit_allows, settlement_side
 from host.connector.ports import UnknownPeer
+from host.ilp.outcome import Outcome
+from host.store import sqlite_packets
 from host.store.sqlite_schema import Migration, migrate
 from host.store.sqlitefile import SqliteFile
 from sdk import contract
@@ -72,7 +78,20 @@ _V1: Migration = (
     "CREATE TABLE consumer (id INTEGER PRIMARY KEY CHECK (id = 1), acknowledged INTEGER NOT NULL)",
     "INSERT INTO consumer (id, acknowledged) VALUES (1, 0)",
 )
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+# Version 2: the in-flight journal (host.store.sqlite_packets).
+# Version 3: per account, the running totals of the settlements among the changes (told apart by
+# their keys, host.clearing_rules.settlement_side), for reconciliation with the peer. Counted
+# from this version on: a file written before it starts them at 0.
+_V3: Migration = (
+    """
+    CREATE TABLE settled (
+        account_id  TEXT PRIMARY KEY REFERENCES accounts (id),
+        settled_out TEXT NOT NULL,
+        settled_in  TEXT NOT NULL
+    )
+    """,
+)
+MIGRATIONS: tuple[Migration, ...] = (_V1, sqlite_packets.MIGRATION, _V3)
 #: What the file says at open: the balances, the last cursor written, the acknowledged one.
 _State = tuple[dict[str, int], int, int]
 #: How many unacknowledged events are kept in memory as well (beyond: read from the file).
@@ -178,6 +197,22 @@ class ConnectorLedger:
         limits = self.limits(account_id)  # UnknownPeer
         return credit_allows(self._balances[account_id], delta, limits)
 
+    async def clearing_book(self, account_id: str) -> ClearingBook:
+        """The balance and the settlements' running totals, as of one moment (one read in the
+        file's thread, between commits); UnknownPeer if not configured."""
+        scale = self.limits(account_id).asset_scale
+        balance, row = await self._file.read(
+            lambda c: (
+                c.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)).fetchone(),
+                c.execute(
+                    "SELECT settled_out, settled_in FROM settled WHERE account_id = ?",
+                    (account_id,),
+                ).fetchone(),
+            )
+        )
+        out, into = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return ClearingBook(scale, int(balance[0]), out, into)
+
     # -- changes --------------------------------------------------------------------------------
 
     async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
@@ -193,16 +228,72 @@ class ConnectorLedger:
             balance, cursor = await context.run(
                 partial(_apply, account_id, delta, idempotency_key, now)
             )
-        # Committed: publish it (only committed events are ever streamed).
-        if cursor is not None:
-            self._balances[account_id] = balance
-            self._last = max(self._last, cursor)
-            if len(self._recent) < RECENT_LIMIT:
-                self._recent[cursor] = BalanceEvent(
-                    cursor, account_id, delta, balance, idempotency_key
-                )
-            self._wake()
+        self._published(BalanceChange(account_id, delta, idempotency_key), balance, cursor)
         return balance
+
+    def _published(self, change: BalanceChange, balance: int, cursor: int | None) -> None:
+        """A committed change (cursor None: a replay) is published: only committed events
+        are ever streamed."""
+        if cursor is None:
+            return
+        self._balances[change.account_id] = balance
+        self._last = max(self._last, cursor)
+        if len(self._recent) < RECENT_LIMIT:
+            self._recent[cursor] = BalanceEvent(
+                cursor, change.account_id, change.delta, balance, change.idempotency_key
+            )
+        self._wake()
+
+    # -- the in-flight journal (host.connector.ports.ClearingJournal) ---------------------------
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        """Record a forwarded packet as pending, durably, before it goes out."""
+        now = time.time()
+        async with self._file.transaction() as context:
+            await context.run(partial(sqlite_packets.journal, packet=packet, now=now))
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        """Apply ``changes`` and record the packet's resolution, in one transaction; the
+        resolution (an earlier one, and nothing done, if the packet was resolved before)."""
+        for change in changes:
+            _check_change(change.account_id, change.delta, change.idempotency_key)
+            self.limits(change.account_id)
+        now = time.time()
+
+        def resolve(
+            c: sqlite3.Connection,
+        ) -> tuple[Resolution, list[tuple[BalanceChange, int, int | None]]]:
+            earlier = sqlite_packets.resolution_of(c, packet.key)
+            if earlier is not None:
+                return earlier, []
+            applied = [
+                (change, *_apply(change.account_id, change.delta, change.idempotency_key, now, c))
+                for change in changes
+            ]
+            sqlite_packets.resolve(c, packet, resolution, fulfillment, now)
+            return resolution, applied
+
+        async with self._file.transaction() as context:
+            result, applied = await context.run(resolve)
+        for change, balance, cursor in applied:
+            self._published(change, balance, cursor)
+        return result
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        return await self._file.read(sqlite_packets.unresolved)
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id``."""
+        return await self._file.read(
+            partial(sqlite_packets.outcome, source=source, source_id=source_id)
+        )
 
     # -- the event log --------------------------------------------------------------------------
 
@@ -251,12 +342,16 @@ class ConnectorLedger:
             await self._changed.wait()
 
     async def forget_keys(self, older_than: float) -> int:
-        """Delete the idempotency keys recorded more than ``older_than`` seconds ago."""
+        """Delete the idempotency keys recorded more than ``older_than`` seconds ago, and the
+        journal's packets resolved as long ago (their peers have had the time to ask)."""
         before = time.time() - older_than
+
+        def forget(c: sqlite3.Connection) -> int:
+            sqlite_packets.forget(c, before)
+            return c.execute("DELETE FROM changes WHERE created_at < ?", (before,)).rowcount
+
         async with self._file.transaction() as context:
-            return await context.run(
-                lambda c: c.execute("DELETE FROM changes WHERE created_at < ?", (before,)).rowcount
-            )
+            return await context.run(forget)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -328,6 +423,20 @@ def _apply(
         "INSERT INTO changes (key, account_id, delta, balance, created_at) VALUES (?, ?, ?, ?, ?)",
         (key, account_id, str(delta), str(balance), now),
     )
+    side = settlement_side(key)
+    if side is not None:
+        out, into = (delta, 0) if side == "out" else (0, -delta)
+        row = c.execute(
+            "SELECT settled_out, settled_in FROM settled WHERE account_id = ?", (account_id,)
+        ).fetchone()
+        if row is not None:
+            out, into = out + int(row[0]), into + int(row[1])
+        c.execute(
+            "INSERT INTO settled (account_id, settled_out, settled_in) VALUES (?, ?, ?) "
+            "ON CONFLICT (account_id) DO UPDATE SET settled_out = excluded.settled_out, "
+            "settled_in = excluded.settled_in",
+            (account_id, str(out), str(into)),
+        )
     cursor = c.execute(
         "INSERT INTO events (account_id, delta, balance, key, created_at) VALUES (?, ?, ?, ?, ?)",
         (account_id, str(delta), str(balance), key, now),

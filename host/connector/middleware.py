@@ -8,12 +8,16 @@ A packet from peer X (the source) forwarded to peer Y (the target) with amount `
    (``check_credit(Y, -reserved)``). Reserving *before* the asynchronous check is what makes
    concurrent packets see each other: two packets cannot both pass a check that only one of
    them fits. A failed check undoes the reservation and the packet is refused (T04).
-2. **Fulfill.** The balances are applied durably *before* the Fulfill goes back to X:
-   ``apply_balance_change(Y, -a)`` first (Y fulfilled: that is a fact whatever happens next),
-   then ``apply_balance_change(X, +a)``. Then the reservations are released. If X's change
-   cannot be applied, the caller answers X with a Reject instead of the Fulfill: we do not
-   hand over a Fulfill we have not charged for.
-3. **Reject or timeout.** The reservations are released; nothing is applied.
+2. **Journal.** With a clearing port that keeps the in-flight journal
+   (host.connector.ports.ClearingJournal), the packet is recorded durably before it goes out
+   to Y, so that a crash cannot forget it (host.connector.inflight resolves what is left).
+3. **Fulfill.** The balances are applied durably *before* the Fulfill goes back to X:
+   Y's ``-a`` (Y fulfilled: that is a fact whatever happens next) and X's ``+a``, in one
+   transaction with the packet's resolution when journaled. Then the reservations are
+   released. If the changes cannot be applied, the caller answers X with a Reject instead of
+   the Fulfill (we do not hand over a Fulfill we have not charged for) and retries Y's debit
+   until it is recorded (host.connector.inflight).
+4. **Reject or timeout.** The reservations are released; nothing is applied.
 
 Idempotency keys are derived from the packet (:func:`packet_id`: the source account and the
 exact bytes of its Prepare) and the side, so a replayed Prepare applies nothing twice. A
@@ -31,7 +35,9 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from host.connector.ports import ClearingPort
+from host.clearing_records import BalanceChange, InFlight, Resolution
+from host.connector.ports import ClearingJournal, ClearingPort
+from sdk import failpoints
 
 log = logging.getLogger("ilp_host.connector.balance")
 
@@ -46,6 +52,26 @@ def idempotency_key(packet: bytes, side: str, account_id: str) -> str:
     """The key of the balance change on one side (``in`` or ``out``) of a packet: 69 chars."""
     digest = hashlib.sha256(packet + side.encode() + b"\0" + account_id.encode("utf-8"))
     return f"ilp-{side}-{digest.hexdigest()}"
+
+
+def debit_of(packet: InFlight) -> BalanceChange | None:
+    """The next hop's side of a fulfilled packet (None without a next hop)."""
+    if packet.target is None:
+        return None
+    key = idempotency_key(bytes.fromhex(packet.key), "out", packet.target)
+    return BalanceChange(packet.target, -packet.amount, key)
+
+
+def changes_of(packet: InFlight) -> list[BalanceChange]:
+    """Both sides of a fulfilled packet: the next hop's debit first, then the source's credit."""
+    changes: list[BalanceChange] = []
+    debit = debit_of(packet)
+    if debit is not None:
+        changes.append(debit)
+    if packet.source is not None:
+        key = idempotency_key(bytes.fromhex(packet.key), "in", packet.source)
+        changes.append(BalanceChange(packet.source, packet.amount, key))
+    return changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +92,7 @@ class BalanceMiddleware:
 
     def __init__(self, clearing: ClearingPort) -> None:
         self._clearing = clearing
+        self._journal = clearing if isinstance(clearing, ClearingJournal) else None
         self._incoming: defaultdict[str, int] = defaultdict(int)
         self._outgoing: defaultdict[str, int] = defaultdict(int)
 
@@ -114,31 +141,59 @@ class BalanceMiddleware:
         if hold.target is not None:
             self._drop(self._outgoing, hold.target, hold.amount)
 
-    async def commit(self, hold: Hold, packet: bytes) -> None:
-        """Apply a fulfilled packet's balance changes durably, then release it.
+    @property
+    def journal_port(self) -> ClearingJournal | None:
+        """The clearing port as the in-flight journal, if it keeps one."""
+        return self._journal
 
-        A failure on the target side is logged with what to re-apply (the Fulfill is a fact);
-        a failure on the source side is raised (the caller must not pass the Fulfill back).
-        The reservations are released either way.
+    @property
+    def journaled(self) -> bool:
+        """Whether the clearing port keeps the in-flight journal (host.connector.ports)."""
+        return self._journal is not None
+
+    async def journal(self, packet: InFlight) -> None:
+        """Record a packet durably before it goes out (nothing without a journal)."""
+        if self._journal is not None:
+            await self._journal.journal_packet(packet)
+
+    async def resolve_rejected(self, packet: InFlight) -> None:
+        """Record that a journaled packet was rejected: nothing to apply."""
+        if self._journal is not None:
+            await self._journal.resolve_packet(packet, Resolution.REJECTED, b"", ())
+
+    def keep(self, target: str, amount: int) -> Hold:
+        """Hold ``amount`` on the next hop's side of a packet whose outcome is not known yet,
+        without a credit check (it went out already); :meth:`release` it once resolved."""
+        self._outgoing[target] += amount
+        return Hold(None, target, amount)
+
+    async def commit(self, hold: Hold, packet: InFlight, fulfillment: bytes) -> bool:
+        """Apply a fulfilled packet's balance changes durably, then release it; whether the
+        source is charged (False: the journal had the packet resolved otherwise already, by
+        the resolver of another instance sharing the store, so the source must not get the
+        Fulfill; a replayed Prepare finds its own resolution, True).
+
+        With a journal, both sides and the packet's resolution are one transaction; without,
+        the next hop's side first (the Fulfill is a fact), then the source's. An exception
+        means the source's side was not applied (the caller must not pass the Fulfill back);
+        the next hop's debit is then the caller's to retry (:func:`debit_of`). The
+        reservations are released either way.
         """
         try:
             if hold.amount == 0:
-                return
-            if hold.target is not None:
-                key = idempotency_key(packet, "out", hold.target)
-                try:
-                    await self._clearing.apply_balance_change(hold.target, -hold.amount, key)
-                except Exception:
-                    log.exception(
-                        "a fulfilled packet's debit could not be recorded: apply %d to account "
-                        "%s with idempotency key %s",
-                        -hold.amount,
-                        hold.target,
-                        key,
-                    )
-            if hold.source is not None:
-                key = idempotency_key(packet, "in", hold.source)
-                await self._clearing.apply_balance_change(hold.source, hold.amount, key)
+                return True
+            changes = changes_of(packet)
+            if self._journal is not None:
+                failpoints.fail(failpoints.CONNECTOR_RECORD_FULFILL)
+                resolution = await self._journal.resolve_packet(
+                    packet, Resolution.FULFILLED, fulfillment, changes
+                )
+                return resolution == Resolution.FULFILLED
+            for change in changes:
+                await self._clearing.apply_balance_change(
+                    change.account_id, change.delta, change.idempotency_key
+                )
+            return True
         finally:
             self.release(hold)
 

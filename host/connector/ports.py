@@ -8,6 +8,11 @@ engine (and the tests to the in-memory :class:`InMemoryClearing`):
 
 and one local seam, :class:`LocalHandler`, for packets addressed to this host.
 
+A ClearingPort that is also a :class:`ClearingJournal` (the engine's store, the connector's own
+ledger) keeps the in-flight journal: every forwarded Prepare is recorded durably
+(:class:`InFlight`) before it goes out, and resolved (:class:`Resolution`) in the same
+transaction as the balance changes it causes (host.connector.inflight).
+
 Sign convention (the one of the whole host): a clearing balance is what the peer owes us.
 Packets the peer sends us that we fulfill raise it; packets we forward to the peer that it
 fulfills lower it.
@@ -25,10 +30,13 @@ Errors::
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
+from host.clearing_records import STATUS_OF_RESOLUTION, BalanceChange, InFlight, Resolution
 from host.ilp import Prepare, Reply
 from host.ilp.errors import ErrorCode
+from host.ilp.outcome import Outcome, Status
 
 
 class ClearingPort(Protocol):
@@ -46,6 +54,36 @@ class ClearingPort(Protocol):
 
         Idempotent by key: a repeated key changes nothing and returns the first result.
         """
+        ...
+
+
+@runtime_checkable
+class ClearingJournal(Protocol):
+    """The in-flight journal, kept by the store that keeps the clearing balances."""
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        """Record ``packet`` as pending, durably (a replay of its key changes nothing)."""
+        ...
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        """In one transaction: apply ``changes`` (each idempotent by its key) and record how
+        the packet ended (recording it if it was not journaled); ``resolution``. A resolved
+        packet stays resolved: resolving it again changes nothing and returns the resolution
+        it has (a replayed Prepare finds its FULFILLED)."""
+        ...
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """Every journaled packet not resolved yet, oldest first."""
+        ...
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What to tell peer ``source`` of its packet ``source_id`` (UNKNOWN if never seen)."""
         ...
 
 
@@ -113,6 +151,21 @@ class MessageRefused(Exception):
         self.message = message
 
 
+class WithoutJournal:
+    """Only the ClearingPort of a clearing port, hiding its in-flight journal: a connector over
+    it works as connectors did before the journal (for tests and benchmarks that compare, or
+    play a peer that does not answer ``peer.outcome``)."""
+
+    def __init__(self, clearing: ClearingPort) -> None:
+        self._clearing = clearing
+
+    async def check_credit(self, account_id: str, delta: int) -> bool:
+        return await self._clearing.check_credit(account_id, delta)
+
+    async def apply_balance_change(self, account_id: str, delta: int, idempotency_key: str) -> int:
+        return await self._clearing.apply_balance_change(account_id, delta, idempotency_key)
+
+
 class InMemoryClearing:
     """A :class:`ClearingPort` in memory: balances, limits and idempotency keys in dicts.
 
@@ -126,6 +179,8 @@ class InMemoryClearing:
         self.keys: dict[str, tuple[str, int, int]] = {}
         #: Every change applied (not replays), in order: (account, delta, key).
         self.applied: list[tuple[str, int, str]] = []
+        #: The in-flight journal: packet key -> (packet, resolution (None: pending), fulfillment).
+        self.journal: dict[str, tuple[InFlight, Resolution | None, bytes]] = {}
 
     def balance(self, account_id: str) -> int:
         """The clearing balance of an account (0 if never changed)."""
@@ -157,3 +212,35 @@ class InMemoryClearing:
         self.keys[idempotency_key] = (account_id, delta, balance)
         self.applied.append((account_id, delta, idempotency_key))
         return balance
+
+    # -- the in-flight journal (ClearingJournal) ------------------------------------------
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        self.journal.setdefault(packet.key, (packet, None, b""))
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        seen = self.journal.get(packet.key)
+        if seen is not None and seen[1] is not None:
+            return seen[1]
+        for change in changes:
+            await self.apply_balance_change(change.account_id, change.delta, change.idempotency_key)
+        self.journal[packet.key] = (packet, resolution, fulfillment)
+        return resolution
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        return [packet for packet, resolution, _ in self.journal.values() if resolution is None]
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        for packet, resolution, fulfillment in self.journal.values():
+            if packet.source == source and packet.source_id == source_id:
+                if resolution is None:
+                    return Outcome(Status.PENDING)
+                status = STATUS_OF_RESOLUTION[resolution]
+                return Outcome(status, fulfillment if status == Status.FULFILLED else b"")
+        return Outcome(Status.UNKNOWN)

@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random as _random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from host.ilp import Prepare, Reply
+from sdk.backoff import Backoff
 from sdk.connectivity import Connectivity
 
 log = logging.getLogger("ilp_host.connector")
 
-#: Backoff between probes of one failed link, seconds.
-PROBE_INITIAL = 1.0
-PROBE_MAX = 30.0
+#: Pauses between probes of one failed link.
+PROBE_BACKOFF = Backoff(initial=1.0, cap=30.0)
 #: How long a probe may take.
 PROBE_TIMEOUT = 5.0
 
@@ -47,18 +48,19 @@ async def probe_failed_links(
     state_of: Callable[[str], Connectivity],
     exchange: Exchange,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    random: Callable[[], float] = _random.random,
 ) -> None:
     """Until cancelled: probe each peer (id -> ILP address) whose link is TRANSIENT_FAILURE."""
-    delays = dict.fromkeys(peers, PROBE_INITIAL)
+    failures = dict.fromkeys(peers, 0)  # failed probes in a row, per peer
     due = dict.fromkeys(peers, 0.0)
     loop = asyncio.get_running_loop()
     while True:
         for peer_id, address in peers.items():
             if state_of(peer_id) != Connectivity.TRANSIENT_FAILURE:
-                delays[peer_id], due[peer_id] = PROBE_INITIAL, 0.0
+                failures[peer_id], due[peer_id] = 0, 0.0
                 continue
             if due[peer_id] == 0.0:  # just failed: the first probe after the initial delay
-                due[peer_id] = loop.time() + delays[peer_id]
+                due[peer_id] = loop.time() + PROBE_BACKOFF.delay(1, random)
             if loop.time() < due[peer_id]:
                 continue
             try:
@@ -66,6 +68,6 @@ async def probe_failed_links(
                 log.info("link to peer %s works again (probe answered)", peer_id)
             except Exception as exc:  # the exchange recorded the failure in the link state
                 log.debug("probe of peer %s failed: %s", peer_id, exc)
-                delays[peer_id] = min(delays[peer_id] * 2, PROBE_MAX)
-                due[peer_id] = loop.time() + delays[peer_id]
-        await asyncio.sleep(min(PROBE_INITIAL / 2, 0.5))
+                failures[peer_id] += 1
+                due[peer_id] = loop.time() + PROBE_BACKOFF.delay(failures[peer_id] + 1, random)
+        await asyncio.sleep(min(PROBE_BACKOFF.initial / 2, 0.5))

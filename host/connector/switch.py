@@ -6,12 +6,15 @@ A Prepare from peer X (or from this host, X = None) goes through, in order:
    goes to the settlement messages port and its reply back in the Fulfill
    (:meth:`Connector._settlement_message`); ``peer.config`` from a child gets its ILDCP
    configuration (host.ilp.ildcp); ``peer.route.control`` and ``peer.route.update`` go to the
-   route broadcaster (host.connector.route_broadcast); every other ``peer.*`` address is F02.
+   route broadcaster (host.connector.route_broadcast); ``peer.outcome`` is answered from the
+   in-flight journal (host.ilp.outcome), when the clearing port keeps one; ``peer.reconcile``
+   gets our totals of the sender's account (host.ilp.reconcile; F02 without a book reader, as
+   a connector of another project answers); every other ``peer.*`` address is F02.
 2. Routing (longest prefix): no route is F02; a route back to X is F02 too (a loop).
 3. Expiry: expired is R00, too little time left to forward is R02; the forwarded Prepare
    expires earlier by the margin (:mod:`host.connector.expiry`).
 4. Balances: reserve, T04 when a credit limit would be crossed
-   (:mod:`host.connector.middleware`).
+   (:mod:`host.connector.middleware`); a forwarded packet is journaled before it goes out.
 5. Delivery: to the local receiver, or over ILP-over-HTTP to the next hop Y with a timeout of
    the time to the forwarded expiry. A link failure is T01 Peer Unreachable (RFC 0027: "has a
    route ... but was unable to reach the next connector"; F02 is for no route at all); no
@@ -21,7 +24,10 @@ A Prepare from peer X (or from this host, X = None) goes through, in order:
    alone, except that ``SERVER_ERROR_STREAK`` 5xx in a row fail the link.
 6. A Fulfill whose fulfillment does not hash to the condition is F05 and moves nothing; a
    valid one has its balances applied durably before it goes back; a Reject from downstream
-   goes back unchanged and releases the reservation.
+   goes back unchanged and releases the reservation. A forwarded packet without a definite
+   answer (no reply in time, a link that failed after the request left), or whose Fulfill
+   could not be recorded, goes to the resolver (:mod:`host.connector.inflight`), which asks the
+   next hop what became of it.
 
 The pipeline answers every input with a reply packet: a bug on the way becomes a T00 Reject
 (and a logged traceback), never an exception for the HTTP layer.
@@ -38,6 +44,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+from host.clearing_records import InFlight
 from host.connector import expiry
 from host.connector.config import ConnectorConfig, PeerConfig, RouteConfig
 from host.connector.http import (
@@ -47,6 +54,7 @@ from host.connector.http import (
     LinkTimeout,
     PacketRefused,
 )
+from host.connector.inflight import InFlightResolver
 from host.connector.links import LinkStates
 from host.connector.local import LocalReceiver
 from host.connector.middleware import BalanceMiddleware, CreditRefused, Hold, packet_id
@@ -54,6 +62,7 @@ from host.connector.observer import NoObserver, PacketObserver
 from host.connector.ports import (
     AccountNotReady,
     ClearingPort,
+    ConnectorError,
     LocalHandler,
     MessageRefused,
     PeerRefused,
@@ -62,6 +71,7 @@ from host.connector.ports import (
     UnknownPeer,
 )
 from host.connector.probe import probe_failed_links
+from host.connector.reconciliation import BookReader
 from host.connector.route_broadcast import RouteBroadcaster
 from host.connector.routing import RoutingTable
 from host.ilp import (
@@ -74,13 +84,16 @@ from host.ilp import (
     ccp,
     ildcp,
     make_reject,
+    outcome,
     parse_prepare,
     peer_settle,
+    reconcile,
     serialize,
 )
 from host.ilp import address as ilp_address
 from host.ilp import errors as ilp_errors
 from host.ilp.packet import MAX_DATA_LENGTH
+from sdk import failpoints
 from sdk.connectivity import ConnectionState, Connectivity
 
 log = logging.getLogger("ilp_host.connector")
@@ -89,6 +102,8 @@ log = logging.getLogger("ilp_host.connector")
 SERVER_ERROR_STREAK = 3
 #: How long a host whose address comes from its parent waits for the parent's ILDCP answer.
 ILDCP_TIMEOUT = 30.0
+#: How long a peer is given to answer a ``peer.outcome`` query.
+OUTCOME_QUERY_TIMEOUT = 10.0
 
 
 #: How long a peer that refused ``peer.settle`` as an unknown protocol is not asked again:
@@ -132,6 +147,7 @@ class Connector:
         route_broadcast_interval: float = 30.0,
         ildcp_timeout: float = ILDCP_TIMEOUT,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        books: BookReader | None = None,
     ) -> None:
         if address is not None:
             ilp_address.validate(address, "connector address")
@@ -160,6 +176,8 @@ class Connector:
             if route.peer_id is not None and route.peer_id not in self._peers:
                 raise ValueError(f"route {route.prefix!r} names unknown peer {route.peer_id!r}")
         self._messages = settlement_messages
+        #: Each peer account's book, for peer.reconcile (None: not answered, F02).
+        self._books = books
         self._expiry = expiry_policy or expiry.ExpiryPolicy()
         self._settle_timeout = timedelta(seconds=settle_timeout)
         self._ildcp_timeout = ildcp_timeout
@@ -168,6 +186,9 @@ class Connector:
         self._default_local = local_handler is None
         self._now = now
         self.balances = BalanceMiddleware(clearing)
+        #: The packets whose outcome is not known yet, and the loop that resolves them.
+        self.inflight = InFlightResolver(clearing, self.balances, self._ask_outcome)
+        self._resolver: asyncio.Task[None] | None = None
         self.links = LinkStates(self._peers, now=now)
         self._server_errors = dict.fromkeys(self._peers, 0)
         #: Per peer: the outcome of the last settlement message, and until when (loop time) a
@@ -210,6 +231,7 @@ class Connector:
         *,
         local_handler: LocalHandler | None = None,
         assets: Mapping[str, tuple[str, int]] | None = None,
+        books: BookReader | None = None,
     ) -> Connector:
         """A connector built from the checked ``[connector]``/``[[peer]]``/``[[route]]`` tables;
         ``assets`` maps account ids to (asset code, scale), for the children's ILDCP."""
@@ -226,6 +248,7 @@ class Connector:
             local_handler=local_handler,
             assets=assets,
             route_broadcast_interval=config.route_broadcast_interval,
+            books=books,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -254,6 +277,8 @@ class Connector:
             name="connector-link-probe",
         )
         self.routes.start()
+        await self.inflight.load()
+        self._resolver = asyncio.create_task(self.inflight.run(), name="connector-inflight")
 
     def _probe_destination(self, peer_id: str) -> str:
         # A parent configured without an address is probed with an ILDCP request: harmless.
@@ -306,6 +331,10 @@ class Connector:
     async def stop(self) -> None:
         """Stop listening, close the links; every link goes SHUTDOWN. Idempotent."""
         await self.routes.stop()
+        if self._resolver is not None:
+            self._resolver.cancel()
+            await asyncio.gather(self._resolver, return_exceptions=True)
+            self._resolver = None
         if self._prober is not None:
             self._prober.cancel()
             await asyncio.gather(self._prober, return_exceptions=True)
@@ -334,6 +363,10 @@ class Connector:
         return self._server.url
 
     # -- views ----------------------------------------------------------------------------
+
+    def peer_ids(self) -> list[str]:
+        """The peers' account ids, in configuration order."""
+        return list(self._peers)
 
     def peer_address(self, peer_id: str) -> str:
         """A peer's address as far as known ("" for a parent configured without one)."""
@@ -369,7 +402,7 @@ class Connector:
             )
             self.observer.incoming(peer_id, 0, reply, time.perf_counter() - started)
         else:
-            reply = await self._answer(peer_id, prepare, packet_id(peer_id, body))
+            reply = await self._answer(peer_id, prepare, body)
             destination = prepare.destination
             if not ilp_address.is_peer_address(destination):
                 seconds = time.perf_counter() - started
@@ -381,11 +414,12 @@ class Connector:
 
     async def handle_prepare(self, from_peer: str | None, prepare: Prepare) -> Reply:
         """The reply to a Prepare from peer ``from_peer`` (None: from this host). Never raises."""
-        return await self._answer(from_peer, prepare, packet_id(from_peer, serialize(prepare)))
+        return await self._answer(from_peer, prepare, serialize(prepare))
 
-    async def _answer(self, source: str | None, prepare: Prepare, packet: bytes) -> Reply:
+    async def _answer(self, source: str | None, prepare: Prepare, raw: bytes) -> Reply:
+        """``raw``: the Prepare's bytes as received (the packet ids derive from them)."""
         try:
-            return await self._switch(source, prepare, packet)
+            return await self._switch(source, prepare, raw)
         except Exception:
             log.exception(
                 "internal error on a Prepare from %s to %s",
@@ -394,13 +428,17 @@ class Connector:
             )
             return self._reject(ErrorCode.T00_INTERNAL_ERROR, "internal error in the connector")
 
-    async def _switch(self, source: str | None, prepare: Prepare, packet: bytes) -> Reply:
+    async def _switch(self, source: str | None, prepare: Prepare, raw: bytes) -> Reply:
         destination = prepare.destination
         if ilp_address.is_peer_address(destination):
             if source is not None and peer_settle.is_settle_prepare(prepare):
                 return await self._settlement_message(source, prepare)
+            if source is not None and outcome.is_query(prepare) and self.balances.journaled:
+                return await self._outcome_answer(source, prepare)
             if source is not None and destination in _PEER_PROTOCOLS:
                 return self._peer_protocol(source, prepare)
+            if source is not None and reconcile.is_request(prepare) and self._books is not None:
+                return await self._answer_reconcile(source, prepare)
             return self._reject(
                 ErrorCode.F02_UNREACHABLE,
                 f"{destination} is a peer.* address for the direct peer only; not forwarded",
@@ -414,7 +452,7 @@ class Connector:
             if refused is not None:
                 return self._reject(refused.code, refused.message)
             time_limit = expiry.time_left(prepare.expires_at, now)
-            return await self._deliver(source, None, prepare, prepare, time_limit, packet)
+            return await self._deliver(source, None, prepare, prepare, time_limit, raw)
         if route.peer_id == source:
             return self._reject(
                 ErrorCode.F02_UNREACHABLE,
@@ -424,9 +462,7 @@ class Connector:
         if isinstance(decision, expiry.Refuse):
             return self._reject(decision.code, decision.message)
         outgoing = dataclasses.replace(prepare, expires_at=decision.expires_at)
-        return await self._deliver(
-            source, route.peer_id, prepare, outgoing, decision.timeout, packet
-        )
+        return await self._deliver(source, route.peer_id, prepare, outgoing, decision.timeout, raw)
 
     async def _deliver(
         self,
@@ -435,69 +471,148 @@ class Connector:
         prepare: Prepare,
         outgoing: Prepare,
         time_limit: float,
-        packet: bytes,
+        raw: bytes,
     ) -> Reply:
-        """Reserve, hand ``outgoing`` to the next hop (or the local receiver), settle up."""
+        """Reserve, journal, hand ``outgoing`` to the next hop (or the local receiver), settle up.
+
+        A forwarded packet without a definite answer (no reply in time, a failed link) stays
+        in the journal: the resolver asks the next hop what became of it
+        (host.connector.inflight). So does one whose Fulfill could not be recorded.
+        """
         try:
             hold = await self.balances.reserve(source, target, prepare.amount)
         except CreditRefused as exc:
             return self._reject(ErrorCode.T04_INSUFFICIENT_LIQUIDITY, str(exc))
         except AccountNotReady as exc:
             return self._reject(ErrorCode.T00_INTERNAL_ERROR, str(exc))
+        packet = InFlight(
+            key=packet_id(source, raw).hex(),
+            source=source,
+            source_id=outcome.wire_packet_id(raw) if source is not None else b"",
+            target=target,
+            target_id=outcome.wire_packet_id(serialize(outgoing)) if target is not None else b"",
+            amount=prepare.amount,
+            expires_at=outgoing.expires_at.timestamp(),
+            condition=prepare.execution_condition,
+        )
+        journaled = target is not None and prepare.amount > 0 and self.balances.journaled
+        if journaled:
+            try:
+                await self.balances.journal(packet)
+            except Exception:
+                self.balances.release(hold)
+                log.exception("could not journal a packet to peer %s: rejecting it", target)
+                return self._reject(ErrorCode.T00_INTERNAL_ERROR, "could not record the packet")
         try:
-            reply = await self._next_hop(target, outgoing, time_limit)
+            reply, definite = await self._next_hop(target, outgoing, time_limit)
         except BaseException:
             self.balances.release(hold)
+            if journaled:
+                self.inflight.add(packet)
             raise
-        if isinstance(reply, Reject):
-            self.balances.release(hold)
-            return reply
-        if hashlib.sha256(reply.fulfillment).digest() != prepare.execution_condition:
-            self.balances.release(hold)
+        if isinstance(reply, Fulfill) and (
+            hashlib.sha256(reply.fulfillment).digest() != prepare.execution_condition
+        ):
             log.warning(
                 "%s returned a fulfillment that does not match the condition",
                 f"peer {target}" if target else "the local receiver",
             )
-            return self._reject(
+            reply = self._reject(
                 ErrorCode.F05_WRONG_CONDITION, "the next hop's fulfillment does not match"
             )
-        return await self._commit(hold, reply, packet)
+        if isinstance(reply, Reject):
+            self.balances.release(hold)
+            if journaled and not definite:
+                self.inflight.add(packet)
+            elif journaled:
+                await self._resolve_rejected(packet)
+            return reply
+        failpoints.hit(failpoints.CONNECTOR_AFTER_FULFILL)
+        if source is not None and self._now() >= prepare.expires_at:
+            # Too late for the source: it has given up (and will be told "rejected" if it
+            # asks). The next hop's Fulfill is still a fact: its side is recorded.
+            self.balances.release(hold)
+            if target is not None:
+                self.inflight.add(packet, reply.fulfillment)
+            return self._reject(ErrorCode.R00_TRANSFER_TIMED_OUT, "the packet expired meanwhile")
+        return await self._commit(hold, packet, reply)
 
-    async def _commit(self, hold: Hold, fulfill: Fulfill, packet: bytes) -> Reply:
+    async def _resolve_rejected(self, packet: InFlight) -> None:
         try:
-            await self.balances.commit(hold, packet)
-        except Exception:
+            await self.balances.resolve_rejected(packet)
+        except Exception as exc:
+            log.warning("could not record a rejected packet (it is resolved later): %s", exc)
+            self.inflight.add(packet)
+
+    async def _commit(self, hold: Hold, packet: InFlight, fulfill: Fulfill) -> Reply:
+        try:
+            recorded = await self.balances.commit(hold, packet, fulfill.fulfillment)
+        except Exception as exc:
             log.exception(
                 "a fulfilled packet from %s could not be charged: answering with a Reject",
-                hold.source,
+                hold.source or "this host",
             )
+            if packet.target is not None:
+                # The next hop fulfilled: its debit is owed whatever we answer.
+                self.inflight.add(packet, fulfill.fulfillment, str(exc))
             return self._reject(ErrorCode.T00_INTERNAL_ERROR, "could not record the payment")
+        if not recorded:
+            return self._reject(
+                ErrorCode.R00_TRANSFER_TIMED_OUT, "the packet was resolved meanwhile"
+            )
         return fulfill
 
-    async def _next_hop(self, target: str | None, prepare: Prepare, time_limit: float) -> Reply:
+    async def _next_hop(
+        self, target: str | None, prepare: Prepare, time_limit: float
+    ) -> tuple[Reply, bool]:
+        """The next hop's reply, and whether it is definite (False: we made up a Reject
+        because no answer came, so the next hop may still have fulfilled it)."""
         if target is None:
             try:
                 async with asyncio.timeout(time_limit):
-                    return await self._local.handle(prepare)
+                    return await self._local.handle(prepare), True
             except TimeoutError:
                 return self._reject(
                     ErrorCode.R00_TRANSFER_TIMED_OUT, "the receiver did not answer in time"
-                )
+                ), True
         try:
-            return await self._exchange(target, prepare, time_limit)
+            return await self._exchange(target, prepare, time_limit), True
         except LinkTimeout:
             return self._reject(
                 ErrorCode.R00_TRANSFER_TIMED_OUT, "the next hop did not answer in time"
-            )
-        except LinkFailure:
-            return self._reject(ErrorCode.T01_PEER_UNREACHABLE, "the next hop is unreachable")
+            ), False
+        except LinkFailure as exc:
+            return self._reject(
+                ErrorCode.T01_PEER_UNREACHABLE, "the next hop is unreachable"
+            ), not exc.maybe_delivered
         except PacketRefused as exc:
             code = (
                 ErrorCode.F08_AMOUNT_TOO_LARGE
                 if exc.status == 413
                 else ErrorCode.T01_PEER_UNREACHABLE
             )
-            return self._reject(code, f"peer {target} refused the packet: {exc}")
+            return self._reject(code, f"peer {target} refused the packet: {exc}"), not (
+                exc.server_error
+            )
+
+    async def _outcome_answer(self, peer_id: str, prepare: Prepare) -> Reply:
+        """``peer.outcome``: what our journal says of a packet this peer sent us."""
+        try:
+            packet_id_ = outcome.read_query(prepare)
+        except outcome.OutcomeError as exc:
+            return self._reject(exc.code, exc.message)
+        if expiry.check_expired(prepare.expires_at, self._now()) is not None:
+            return self._reject(ErrorCode.R00_TRANSFER_TIMED_OUT, "the query has expired")
+        journal = self.balances.journal_port
+        assert journal is not None
+        return outcome.answer(await journal.packet_outcome(peer_id, packet_id_))
+
+    async def _ask_outcome(self, peer_id: str, packet: InFlight) -> outcome.Outcome:
+        """Ask a next hop what became of ``packet`` (host.connector.inflight's question)."""
+        timeout = OUTCOME_QUERY_TIMEOUT
+        query = outcome.query(packet.target_id, self._now() + timedelta(seconds=timeout))
+        reply = await self._exchange(peer_id, query, timeout)
+        return outcome.read_reply(reply, packet.condition)
 
     async def _exchange(self, peer_id: str, prepare: Prepare, time_limit: float) -> Reply:
         """One ILP-over-HTTP exchange with a peer; the link state follows the outcome.
@@ -583,6 +698,58 @@ class Connector:
             )
         code, scale = asset
         return ildcp.fulfill(ildcp.IldcpResponse(peer.child_address(self.address), scale, code))
+
+    # -- peer.reconcile -------------------------------------------------------------------
+
+    async def totals(self, peer_id: str) -> reconcile.Totals:
+        """Our book of ``peer_id``'s account with what is in flight now. UnknownPeer; other
+        ConnectorError if the book cannot be read."""
+        if peer_id not in self._peers:
+            raise UnknownPeer(f"no peer has account id {peer_id!r}")
+        if self._books is None:
+            raise ConnectorError("this connector keeps no books to reconcile")
+        try:
+            book = await self._books(peer_id)
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ConnectorError(f"the book of account {peer_id} cannot be read: {exc}") from exc
+        incoming, outgoing = self.balances.reserved(peer_id)
+        return reconcile.Totals(
+            book.asset_scale, book.balance, book.settled_out, book.settled_in, incoming, outgoing
+        )
+
+    async def ask_reconcile(
+        self, peer_id: str
+    ) -> tuple[reconcile.Totals, reconcile.Totals, reconcile.Totals]:
+        """Ask ``peer_id`` for its totals: (ours before, theirs, ours after).
+
+        Raises UnknownPeer, ConnectorError (our book), PeerUnreachable, reconcile.NotSupported
+        (the peer has no such address) or reconcile.ReconcileError (refused or malformed).
+        """
+        before = await self.totals(peer_id)
+        prepare = reconcile.request(before, self._now() + self._settle_timeout)
+        try:
+            reply = await self._exchange(peer_id, prepare, self._settle_timeout.total_seconds())
+        except (LinkFailure, PacketRefused) as exc:
+            raise PeerUnreachable(f"peer {peer_id}: {exc}") from exc
+        theirs = reconcile.read_reply(reply)
+        return before, theirs, await self.totals(peer_id)
+
+    async def _answer_reconcile(self, peer_id: str, prepare: Prepare) -> Reply:
+        try:
+            reconcile.read_request(prepare)
+        except reconcile.ReconcileError as exc:
+            log.warning("peer %s sent a malformed peer.reconcile: %s", peer_id, exc.message)
+            return self._reject(exc.code, exc.message)
+        if expiry.check_expired(prepare.expires_at, self._now()) is not None:
+            return self._reject(ErrorCode.R00_TRANSFER_TIMED_OUT, "the request has expired")
+        try:
+            totals = await self.totals(peer_id)
+        except ConnectorError as exc:
+            log.warning("peer.reconcile from %s not answered: %s", peer_id, exc)
+            return self._reject(ErrorCode.T00_INTERNAL_ERROR, str(exc))
+        return reconcile.fulfill(totals)
 
     # -- peer.settle ----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Final
 
 from host.demo.adaptors import token_artifact
 from host.demo.anvil import DEV_KEYS, Anvil, address_of_key
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 #: The ledger kinds this module runs.
 KINDS: Final = ("ethereum", "ethereum-erc20")

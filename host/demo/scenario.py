@@ -31,7 +31,7 @@ from host.demo.twohost import (
     Side,
     running,
 )
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 PACKET_AMOUNT = 12_345  # micro-dollars per packet
 
@@ -68,7 +68,7 @@ def reconcile(books: Books, chain_problems: list[str] | None = None) -> list[str
     - Alice: what she owes Bob for the packets, less what her engine debited for settlements
       (completed + unfinished + leftover), is her clearing balance.
     - Ledger: Bob's account received exactly Alice's completed settlements; Alice's lost them.
-      On a chain (``chain_problems``, see host.demo_ethereum) the chain's own checks instead.
+      On a chain (``chain_problems``, see host.demo.ethereum) the chain's own checks instead.
     - Bob: what Alice owes him for the packets, less the settlements he credited, is his
       clearing balance; and he credited each of Alice's settlements once.
     """

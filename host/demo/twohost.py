@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 
 from host.demo.adaptors import AdaptorCommand, adaptors_dir, ethereum_adaptor, simledger_adaptor
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger.process import LedgerProcess, start_ledger
 from sdk import channels, failpoints
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 if TYPE_CHECKING:  # the chain's module imports eth_account only when a chain is used

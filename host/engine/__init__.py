@@ -1,9 +1,11 @@
 """The settlement engine: clearing balances, settlement decisions, outbox, incoming credits.
 
-Pure logic over Protocols (host.engine.ports): a Store, one SettlementPort per serving adaptor,
-a Clock and a random source. The sign convention is written once, in host.engine.model.
+Pure logic over Protocols (host.engine.ports): a Store, one SettlementPort per serving adaptor
+(kept in an AdaptorRegistry, host.engine.adaptors), a Clock and a random source. The sign
+convention is written once, in host.engine.model.
 """
 
+from host.engine.adaptors import AdaptorRegistry
 from host.engine.engine import Engine
 from host.engine.errors import (
     AlreadyExists,
@@ -23,12 +25,13 @@ from host.engine.model import (
     Settlement,
     SettlementState,
 )
-from host.engine.outbox import Backoff
 from host.engine.ports import Clock, RandomSource, SendResult, SettlementPort, SystemClock
+from sdk.backoff import Backoff
 
 __all__ = [
     "Account",
     "AccountView",
+    "AdaptorRegistry",
     "AlreadyExists",
     "Backoff",
     "Clock",

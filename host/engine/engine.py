@@ -13,11 +13,20 @@ import hashlib
 import logging
 import random
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from host.clearing_rules import credit_allows, settlement_amount
+from host.clearing_records import BalanceChange, InFlight, Resolution
+from host.clearing_rules import (
+    CREDIT_EFFECT,
+    DEBIT_EFFECT,
+    LEFTOVER_EFFECT,
+    ClearingBook,
+    credit_allows,
+    settlement_amount,
+)
 from host.engine import observer as observing
+from host.engine.adaptors import AdaptorRegistry
 from host.engine.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -41,7 +50,7 @@ from host.engine.model import (
     check_ledger_settlement_id,
     incoming_id,
 )
-from host.engine.outbox import Backoff, OutboxWorker
+from host.engine.outbox import OutboxWorker
 from host.engine.policy import (
     check_policy,
     check_scales,
@@ -49,8 +58,11 @@ from host.engine.policy import (
     plan_incoming,
     plan_outgoing,
 )
-from host.engine.ports import Clock, RandomSource, SettlementPort, Store, SystemClock, Transaction
+from host.engine.ports import Clock, RandomSource, SettlementPort, SystemClock
+from host.engine.store import Store, Transaction
+from host.ilp.outcome import Outcome
 from sdk import failpoints
+from sdk.backoff import Backoff
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +72,18 @@ SETTLE_SCOPE = "settle"
 #: RFC 38 keeps idempotency keys at least 24 hours.
 KEY_RETENTION = 24 * 3600.0
 MAX_LIST = 10_000
+#: Reads of an account's book before giving up on a moment without a change.
+BOOK_READ_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class _BalanceChanged:
+    """A balance change inside a transaction: the new balance, and what to do once committed
+    (a settlement queued, an effect journaled for the connector)."""
+
+    balance: int
+    queued: Settlement | None = None
+    journaled: bool = False
 
 
 def _new_settlement_id() -> str:
@@ -72,7 +96,7 @@ class Engine:
     def __init__(
         self,
         store: Store,
-        ports: Mapping[str, SettlementPort],
+        adaptors: AdaptorRegistry | Mapping[str, SettlementPort],
         *,
         clock: Clock | None = None,
         rng: RandomSource | None = None,
@@ -81,8 +105,10 @@ class Engine:
         outbox_batch: int = 32,
         lease: float = 30.0,
         journal_clearing: bool = False,
+        on_clearing_effect: Callable[[], None] | None = None,
     ) -> None:
-        """``ports`` maps adaptor names to the adaptors serving now; the host may update it live.
+        """``adaptors``: the adaptors serving now, kept current by the host (a fixed mapping of
+        names to ports is taken as a registry of those adaptors).
 
         ``new_settlement_id`` makes the id (and SendMoney idempotency key) of each outgoing
         settlement: it must be unique forever, not just per database, hence random by default.
@@ -94,20 +120,24 @@ class Engine:
         commit. Without it (proposal 1) the engine's balances are the connector's.
         """
         self._store = store
-        self._ports = ports
+        if not isinstance(adaptors, AdaptorRegistry):
+            adaptors = AdaptorRegistry(adaptors)
+        self.adaptors = adaptors
         self._clock: Clock = clock or SystemClock()
         self._new_id = new_settlement_id
         self._journal = journal_clearing
-        self.on_clearing_effect: Callable[[], None] | None = None
+        self._on_clearing_effect = on_clearing_effect
         self.outbox = OutboxWorker(
             store,
-            ports,
+            adaptors,
             self._clock,
             rng or random.Random(),
             backoff or Backoff(),
             batch=outbox_batch,
             lease=lease,
         )
+        # Settlements that waited for an adaptor go out as soon as it can take them.
+        adaptors.observe(lambda _name: self.outbox.wake())
 
     @property
     def observer(self) -> observing.SettlementObserver:
@@ -228,46 +258,127 @@ class Engine:
         check_amount(delta, "delta")
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
-        request = f"{account_id} {delta}"
         now = self._clock.now()
-        queued: Settlement | None = None
         async with self._store.transaction() as tx:
-            account = await self._locked(tx, account_id)
-            if idempotency_key is not None:
-                replay = await self._replay(tx, BALANCE_SCOPE, idempotency_key, account_id, request)
-                if replay is not None:
-                    return int(replay.result)
-            account = replace(account, balance=new_balance(account, delta), updated_at=now)
-            debit = settlement_amount(account.balance, account.policy)
-            # A settlement the adaptor refused for good waits for an operator; settling more
-            # meanwhile would only debit more that cannot be paid. The balance keeps the truth
-            # (what we owe), so the credit limit stops the traffic if it goes on.
-            journaled = False
-            if debit is not None and not await tx.has_failed_settlement(account_id):
-                account, row = self._debit(account, debit, now)
-                if row is not None:
-                    await tx.insert_settlement(row)
-                    queued = row
-                journaled = await self._journal_debit(tx, account_id, debit, row, now)
-            await tx.update_account(account)
-            if idempotency_key is not None:
-                await tx.record_idempotency(
-                    IdempotencyRecord(
-                        BALANCE_SCOPE,
-                        idempotency_key,
-                        account_id,
-                        request,
-                        str(account.balance),
-                        now,
-                    )
+            change = await self._change_balance(tx, account_id, delta, idempotency_key, now)
+        self._changed(change)
+        return change.balance
+
+    async def _change_balance(
+        self, tx: Transaction, account_id: str, delta: int, idempotency_key: str | None, now: float
+    ) -> _BalanceChanged:
+        """apply_balance_change inside ``tx`` (validated input): what to do once committed."""
+        request = f"{account_id} {delta}"
+        queued: Settlement | None = None
+        account = await self._locked(tx, account_id)
+        if idempotency_key is not None:
+            replay = await self._replay(tx, BALANCE_SCOPE, idempotency_key, account_id, request)
+            if replay is not None:
+                return _BalanceChanged(int(replay.result))
+        account = replace(account, balance=new_balance(account, delta), updated_at=now)
+        debit = settlement_amount(account.balance, account.policy)
+        # A settlement the adaptor refused for good waits for an operator; settling more
+        # meanwhile would only debit more that cannot be paid. The balance keeps the truth
+        # (what we owe), so the credit limit stops the traffic if it goes on.
+        journaled = False
+        if debit is not None and not await tx.has_failed_settlement(account_id):
+            account, row = self._debit(account, debit, now)
+            if row is not None:
+                await tx.insert_settlement(row)
+                queued = row
+            journaled = await self._journal_debit(tx, account_id, debit, row, now)
+        await tx.update_account(account)
+        if idempotency_key is not None:
+            await tx.record_idempotency(
+                IdempotencyRecord(
+                    BALANCE_SCOPE,
+                    idempotency_key,
+                    account_id,
+                    request,
+                    str(account.balance),
+                    now,
                 )
-        if journaled:
+            )
+        return _BalanceChanged(account.balance, queued, journaled)
+
+    def _changed(self, change: _BalanceChanged) -> None:
+        """After the commit of a balance change: tell the connector's journal, pay."""
+        if change.journaled:
             self._effect_written()
-        if queued is not None:
-            observing.changed(self.observer, None, queued)
+        if change.queued is not None:
+            observing.changed(self.observer, None, change.queued)
             failpoints.hit("engine.after-debit")
             self.outbox.wake()
-        return account.balance
+
+    # -- the connector's in-flight journal (host.connector.ports.ClearingJournal) ------------
+
+    async def journal_packet(self, packet: InFlight) -> None:
+        """Record a forwarded packet as pending, durably, before it goes out."""
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            await tx.journal_packet(packet, now)
+
+    async def resolve_packet(
+        self,
+        packet: InFlight,
+        resolution: Resolution,
+        fulfillment: bytes,
+        changes: Sequence[BalanceChange],
+    ) -> Resolution:
+        """Apply ``changes`` (as apply_balance_change does, settling if the policy says so)
+        and record the packet's resolution, in one transaction; the resolution (an earlier
+        one, and nothing done, if it was resolved before)."""
+        for change in changes:
+            check_account_id(change.account_id)
+            check_amount(change.delta, "delta")
+            check_idempotency_key(change.idempotency_key)
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            earlier = await tx.packet_resolution(packet.key)
+            if earlier is not None:
+                return earlier
+            done = [
+                await self._change_balance(
+                    tx, change.account_id, change.delta, change.idempotency_key, now
+                )
+                # In account order: two packets crossing between the same accounts in
+                # opposite directions lock them in the same order (no deadlock on PostgreSQL).
+                for change in sorted(changes, key=lambda c: c.account_id)
+            ]
+            await tx.resolve_packet(packet, resolution, fulfillment, now)
+        for change_done in done:
+            self._changed(change_done)
+        return resolution
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        return await self._store.unresolved_packets()
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id``."""
+        return await self._store.packet_outcome(source, source_id)
+
+    async def clearing_book(self, account_id: str) -> ClearingBook:
+        """The account's balance and settlement totals, for a reconciliation with the peer.
+
+        Derived from durable records (the balance, the outgoing leftover, the settlements,
+        which are never deleted), not from counters of their own. Every settlement changes its
+        account's row in the transaction that records it, so the sums are taken between two
+        reads of an unchanged row (FailedPrecondition if it keeps changing).
+        """
+        check_account_id(account_id)
+        for _ in range(BOOK_READ_ATTEMPTS):
+            before = await self._store.get_account(account_id)
+            if before is None:
+                raise NotFound(f"account {account_id} does not exist")
+            paid, credited = await self._store.settled_totals(account_id)
+            if await self._store.get_account(account_id) == before:
+                return ClearingBook(
+                    before.asset_scale, before.balance, paid + before.outgoing_leftover, credited
+                )
+        raise FailedPrecondition(
+            f"account {account_id} changed during each of {BOOK_READ_ATTEMPTS} reads; try again"
+        )
 
     # -- outgoing settlements -------------------------------------------------------------------
 
@@ -297,7 +408,7 @@ class Engine:
                     if found is None:  # pragma: no cover - settlements are never deleted
                         raise NotFound(f"settlement {replay.result} does not exist")
                     return found
-            if account.adaptor not in self._ports:
+            if account.adaptor not in self.adaptors:
                 raise FailedPrecondition(
                     f"account {account_id}: adaptor {account.adaptor!r} is not serving; "
                     "try again once it is"
@@ -375,7 +486,7 @@ class Engine:
                         incoming_id(account.adaptor, settlement_id).encode()
                     ).hexdigest()[:48]
                     await tx.record_clearing_effect(
-                        ClearingEffect(f"engine/credit/{digest}", account_id, -plan.amount, now)
+                        ClearingEffect(f"{CREDIT_EFFECT}{digest}", account_id, -plan.amount, now)
                     )
                     journaled = True
                 # The threshold holds after every change of the balance, this one too: a peer
@@ -435,7 +546,7 @@ class Engine:
 
     async def _acknowledge_again(self, row: Settlement) -> None:
         # The adaptor re-delivered a settlement we acknowledged: our acknowledgement was lost.
-        port = self._ports.get(row.adaptor)
+        port = self.adaptors.port(row.adaptor)
         if port is None:
             return
         try:
@@ -496,13 +607,15 @@ class Engine:
             return False
         # A debit that went wholly to the leftover has no settlement row, but it did raise the
         # balance: the connector must see it too.
-        key = f"engine/debit/{row.id}" if row is not None else f"engine/leftover/{uuid.uuid4().hex}"
+        key = (
+            f"{DEBIT_EFFECT}{row.id}" if row is not None else f"{LEFTOVER_EFFECT}{uuid.uuid4().hex}"
+        )
         await tx.record_clearing_effect(ClearingEffect(key, account_id, debit, now))
         return True
 
     def _effect_written(self) -> None:
-        if self.on_clearing_effect is not None:
-            self.on_clearing_effect()
+        if self._on_clearing_effect is not None:
+            self._on_clearing_effect()
 
     async def _locked(self, tx: Transaction, account_id: str) -> Account:
         account = await tx.lock_account(account_id)

@@ -33,7 +33,6 @@ Input validation lives here too, as pure functions raising InvalidArgument.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 
 from host.clearing_rules import ASSET_CODE_RULE, is_asset_code
@@ -41,8 +40,6 @@ from host.clearing_rules import Policy as Policy
 from host.engine.errors import InvalidArgument
 from sdk import contract
 from sdk.amount import MAX_DIGITS, MAX_SCALE, fits
-
-_ADAPTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class Direction(enum.StrEnum):
@@ -158,7 +155,8 @@ class ClearingEffect:
     ``key`` (idempotent there) until it confirmed: the connector's balance then agrees.
     """
 
-    #: "engine/debit/<settlement id>" or "engine/credit/<digest>": 1 to 128 characters.
+    #: "engine/debit/<settlement id>", "engine/leftover/<uuid>" or "engine/credit/<digest>"
+    #: (host.clearing_rules.DEBIT_EFFECT and its siblings): 1 to 128 characters.
     key: str
     account_id: str
     #: Positive for an outgoing settlement's debit, negative for an incoming credit.
@@ -182,9 +180,9 @@ def check_account_id(account_id: str) -> str:
 
 def check_adaptor_name(name: str) -> str:
     """The adaptor name, or InvalidArgument."""
-    if not _ADAPTOR_NAME.fullmatch(name):
+    if not contract.is_adaptor_name(name):
         raise InvalidArgument(
-            f"adaptor name {name[:40]!r} is invalid: use 1 to 64 characters of [A-Za-z0-9._-]"
+            f"adaptor name {name[:40]!r} is invalid: use {contract.ADAPTOR_NAME_RULE}"
         )
     return name
 

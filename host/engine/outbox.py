@@ -5,8 +5,9 @@ idempotency key, on every attempt and after every restart: if an earlier attempt
 reply was lost, or the host crashed after the ledger committed), the adaptor's idempotency reports
 that payment instead of making another. Incoming settlements that are CREDITED get
 ``acknowledge_incoming``. A transient failure is retried with capped exponential backoff and
-jitter; a permanent refusal parks an outgoing settlement as FAILED (still debited: never
-refunded behind anyone's back) and an incoming acknowledgement until the next start-up.
+jitter (sdk.backoff, the one retry shape of the host); a permanent refusal parks an outgoing
+settlement as FAILED (still debited: never refunded behind anyone's back) and an incoming
+acknowledgement until the next start-up.
 
 The decision of what an outcome does to a row is the pure function ``after_outcome``; the worker
 around it only claims rows, calls the port and records the decision.
@@ -18,45 +19,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from host.engine import observer as observing
+from host.engine.adaptors import AdaptorRegistry
 from host.engine.errors import PermanentSettlementError, TransientSettlementError
 from host.engine.model import Direction, Settlement, SettlementState
-from host.engine.ports import Clock, RandomSource, SendResult, SettlementPort, Store
+from host.engine.ports import Clock, RandomSource, SendResult
+from host.engine.store import Store
 from sdk import failpoints
+from sdk.backoff import Backoff
 
 _log = logging.getLogger(__name__)
-
-#: Exponents beyond this would overflow a float; the cap is reached long before anyway.
-_MAX_EXPONENT = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Retry delays: ``initial * multiplier**(attempt-1)``, capped, minus up to ``jitter`` of it.
-
-    Jitter spreads the retries of many rows (and hosts) that failed together; it only shortens
-    a delay, so ``cap`` is a true upper bound.
-    """
-
-    initial: float = 0.2
-    multiplier: float = 2.0
-    cap: float = 60.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not (self.initial > 0 and self.multiplier >= 1 and self.cap >= self.initial):
-            raise ValueError(f"backoff needs initial > 0, multiplier >= 1, cap >= initial: {self}")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(f"backoff jitter must be within [0, 1], got {self.jitter}")
-
-    def delay(self, attempt: int, rng: RandomSource) -> float:
-        """The wait before retrying after failed attempt number ``attempt`` (1-based)."""
-        exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
-        base = min(self.cap, self.initial * self.multiplier**exponent)
-        return base * (1 - self.jitter * rng.random())
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +122,7 @@ class OutboxWorker:
     def __init__(
         self,
         store: Store,
-        ports: Mapping[str, SettlementPort],
+        adaptors: AdaptorRegistry,
         clock: Clock,
         rng: RandomSource,
         backoff: Backoff,
@@ -157,14 +131,14 @@ class OutboxWorker:
         lease: float = 30.0,
         idle_poll: float = 60.0,
     ) -> None:
-        """``ports`` maps adaptor names to the adaptors serving now (absent: not serving).
+        """``adaptors``: the adaptors serving now (one not bound is not serving).
 
         ``lease`` must exceed the longest port call (the gRPC port's deadline), or another worker
         may pick a row up while its call is still running (harmless, only wasteful). ``idle_poll``
         bounds the sleep when nothing is due, to notice rows other hosts make due.
         """
         self._store = store
-        self._ports = ports
+        self._adaptors = adaptors
         self._clock = clock
         self._rng = rng
         self._backoff = backoff
@@ -225,7 +199,7 @@ class OutboxWorker:
                 current,
                 outcome,
                 now=self._clock.now(),
-                retry_delay=self._backoff.delay(current.attempts + 1, self._rng),
+                retry_delay=self._backoff.delay(current.attempts + 1, self._rng.random),
                 lease_until=row.lease_until,
             )
             if updated is None:
@@ -235,7 +209,7 @@ class OutboxWorker:
         return updated
 
     async def _attempt(self, row: Settlement) -> Outcome:
-        port = self._ports.get(row.adaptor)
+        port = self._adaptors.port(row.adaptor)
         if port is None:
             return Refused(f"adaptor {row.adaptor!r} is not serving", transient=True)
         try:

@@ -1,4 +1,5 @@
-"""The engine's collaborators, as Protocols: the store, the adaptors, the clock, randomness.
+"""The engine's collaborators, as Protocols: the adaptors, the clock, randomness (the store's
+protocol is host.engine.store).
 
 The engine is pure orchestration over these; the host binds them to SQLite or PostgreSQL, to
 gRPC stubs of the running adaptors (host.engine.grpc_port), to the wall clock.
@@ -10,16 +11,12 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from host.store.base import Store, Transaction
-
 __all__ = [
     "Clock",
     "RandomSource",
     "SendResult",
     "SettlementPort",
-    "Store",
     "SystemClock",
-    "Transaction",
 ]
 
 

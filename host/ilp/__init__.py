@@ -8,8 +8,8 @@ Pure functions and values only, no I/O. The names most callers need are re-expor
 - :class:`ErrorCode` (:mod:`host.ilp.errors`) and :func:`make_reject`;
 - address validation (:mod:`host.ilp.address`) and settlement messages
   (:mod:`host.ilp.peer_settle`);
-- the peer protocols ILDCP (:mod:`host.ilp.ildcp`) and CCP route broadcast
-  (:mod:`host.ilp.ccp`).
+- the peer protocols ILDCP (:mod:`host.ilp.ildcp`), CCP route broadcast
+  (:mod:`host.ilp.ccp`) and reconciliation (:mod:`host.ilp.reconcile`).
 """
 
 from host.ilp.errors import ErrorCode, ErrorFamily

@@ -159,6 +159,37 @@ class Families:
             ("account", "state"),
             registry=r,
         )
+        # -- the in-flight journal (host.connector.inflight) ---------------------------------
+        self.unresolved_packets = Gauge(
+            "ilp_host_clearing_unresolved_packets",
+            "Packets forwarded to the peer whose outcome is not known yet (asking the peer, or "
+            "a debit waiting to be recorded)",
+            ("account",),
+            registry=r,
+        )
+        self.outcome_unsupported = Gauge(
+            "ilp_host_clearing_outcome_unsupported_packets",
+            "Packets released since start without an answer to peer.outcome: the peer does not "
+            "speak it (ilp-connector), so its books may differ by them",
+            ("account",),
+            registry=r,
+        )
+        # -- reconciliation with the peers (host.connector.reconciliation) -----------------
+        self.reconciliation_status = Gauge(
+            "ilp_host_reconciliation_status",
+            "1 for the outcome of the last reconciliation with the peer (agree, settling, "
+            "differ, busy, unsupported, failed)",
+            ("account", "status"),
+            registry=r,
+        )
+        self.reconciliation_difference = Gauge(
+            "ilp_host_reconciliation_difference",
+            "Last reconciliation with the peer, in base units: clearing (the two books' nets of "
+            "fulfilled packets added: 0 when they agree), to_peer and from_peer (settlements "
+            "paid and not yet credited)",
+            ("account", "kind"),
+            registry=r,
+        )
         # -- proposal 2: the connector and its engine ---------------------------------------
         self.engine_connected = Gauge(
             "ilp_host_engine_connected",

@@ -27,11 +27,12 @@ from host.store import StoreError
 
 if TYPE_CHECKING:  # the parts observed; importing them here would make an import cycle
     from host.connector.ledger import ConnectorLedger
+    from host.connector.reconciliation import Outcome, Reconciler
     from host.connector.switch import Connector
     from host.connector_link import ConnectorLink
     from host.engine import Engine
+    from host.pb.ilphost.admin.v1 import admin_pb2
     from host.supervisor import Supervisor
-    from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 log = logging.getLogger("ilp_host.metrics")
 
@@ -81,6 +82,7 @@ class HostMetrics:
         engine_link: Callable[[], admin_pb2.EngineLink] | None = None,
         link: ConnectorLink | None = None,
         supervisor: Supervisor | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         """Observe the parts this role runs: the recorders are installed on the hot paths."""
         if engine is not None:
@@ -106,7 +108,25 @@ class HostMetrics:
             for snapshot in supervisor.snapshots():  # the counters exist from 0
                 self.families.adaptor_restarts.labels(snapshot.name)
                 self.families.handshake_failures.labels(snapshot.name)
+        if reconciler is not None:
+            reconciler.observer = self
         self._unexport_absent()
+
+    def reconciled(self, outcome: Outcome) -> None:
+        """The latest reconciliation with a peer (host.connector.reconciliation observer)."""
+        from host.connector.reconciliation import STATUSES  # at run time: an import cycle
+
+        f = self.families
+        for status in STATUSES:
+            f.reconciliation_status.labels(outcome.peer_id, status).set(
+                1 if status == outcome.status else 0
+            )
+        for kind, value in (
+            ("clearing", outcome.clearing_difference),
+            ("to_peer", outcome.to_peer_in_transit),
+            ("from_peer", outcome.from_peer_in_transit),
+        ):
+            f.reconciliation_difference.labels(outcome.peer_id, kind).set(value)
 
     def export_packets(self) -> None:
         """Export the packet families (where a connector runs; attach does it)."""
@@ -219,6 +239,16 @@ class HostMetrics:
         for link in self._connector.link_states():
             account = link.name.removeprefix("peer:")
             self.families.peer_link.labels(account, link.state.name.lower()).set(1)
+        inflight = self._connector.inflight
+        waiting: dict[str, int] = dict.fromkeys(self._connector.peer_ids(), 0)
+        for entry in inflight.waiting():
+            target = entry.packet.target or ""
+            waiting[target] = waiting.get(target, 0) + 1
+        for account, count in waiting.items():
+            self.families.unresolved_packets.labels(account).set(count)
+            self.families.outcome_unsupported.labels(account).set(
+                inflight.unsupported.get(account, 0)
+            )
 
     # -- adaptor history --------------------------------------------------------------------
 

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import grpc
 from grpc_reflection.v1alpha import reflection
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger.faults import FaultDice, FaultError, Faults
 from host.simledger.service import SimLedgerService
 from host.simledger.store import BookMismatch, LedgerStore
 from sdk.amount import MAX_SCALE
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 
 LISTENING = "simledger listening on"
 #: Seconds in-flight calls get to finish once a stop signal arrived.

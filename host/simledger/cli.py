@@ -20,11 +20,11 @@ from typing import Final
 import grpc
 from google.protobuf import json_format
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger import __main__ as ledger_main
 from host.simledger.service import LIST_LIMIT
 from host.status import format_amount
 from sdk import channels
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 #: Where the commands find the ledger by default: the variable its adaptors read.

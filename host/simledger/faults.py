@@ -11,7 +11,7 @@ import enum
 import random
 from dataclasses import dataclass
 
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2
+from host.pb.ilphost.simledger.v1 import simledger_pb2
 
 PER_MILLE = 1000
 #: Latency beyond ten minutes is a typo, not a test.

@@ -18,6 +18,8 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from host.simledger import peer_messages
 from host.simledger.faults import FaultDice, FaultError, Faults, Outcome
 from host.simledger.store import (
     BalanceOverflow,
@@ -28,16 +30,14 @@ from host.simledger.store import (
     TransferConflict,
     UnknownAccount,
 )
-from sdk import simledger
 from sdk.amount import AmountError, unsigned_of
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 _T = TypeVar("_T")
 Context = grpc.aio.ServicerContext[Any, Any]
 
-#: The ledger's account grammar, shared with its adaptors (sdk.simledger).
-ACCOUNT_ID: Final = simledger.LEDGER_ACCOUNT
+#: The ledger's account grammar, shared with its adaptors (host.simledger.peer_messages).
+ACCOUNT_ID: Final = peer_messages.LEDGER_ACCOUNT
 #: Printable ASCII; long enough for an adaptor's "<ledger account>:<idempotency key>".
 TRANSFER_ID: Final = re.compile(r"[\x20-\x7e]{1,512}")
 MAX_MEMO: Final = 1024
@@ -63,7 +63,9 @@ class InvalidRequest(ValueError):
 def account_id_of(value: str, field: str = "account_id") -> str:
     """A valid ledger account id, or InvalidRequest."""
     if not ACCOUNT_ID.fullmatch(value):
-        raise InvalidRequest(f"{field} must be {simledger.LEDGER_ACCOUNT_RULE}, got {value[:40]!r}")
+        raise InvalidRequest(
+            f"{field} must be {peer_messages.LEDGER_ACCOUNT_RULE}, got {value[:40]!r}"
+        )
     return value
 
 

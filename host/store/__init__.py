@@ -1,8 +1,9 @@
-"""Durable state of the settlement engine behind the Store protocol (host.store.base).
+"""Durable state: the engine's stores (host.engine.store's ``Store``) and their failures.
 
-``SqliteStore`` (host.store.sqlite) is the embedded default: one file, group commit.
+``SqliteStore`` (host.store.sqlite) is the embedded default: one file, group commit;
+``PostgresStore`` (host.store.postgres) lets several hosts share one database.
 """
 
-from host.store.base import SchemaTooNew, Store, StoreError, StoreInUse, Transaction
+from host.store.base import SchemaTooNew, StoreError, StoreInUse
 
-__all__ = ["SchemaTooNew", "Store", "StoreError", "StoreInUse", "Transaction"]
+__all__ = ["SchemaTooNew", "StoreError", "StoreInUse"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from host.store.base import Store
+from host.engine.store import Store
 
 #: The URL schemes libpq accepts for PostgreSQL.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -34,13 +34,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
     Account,
     ClearingEffect,
     IdempotencyRecord,
     Settlement,
 )
-from host.store.base import Store, StoreError, Transaction
+from host.engine.store import Store, Transaction
+from host.ilp.outcome import Outcome
+from host.store.base import StoreError
 from host.store.postgres_schema import (
     LEADER_LOCK,
     LOCK_NAMESPACE,
@@ -51,10 +54,14 @@ from host.store.postgres_schema import (
 from host.store.rows import (
     ACCOUNT_COLUMNS,
     OUTBOX,
+    PACKET_COLUMNS,
     SETTLEMENT_COLUMNS,
     UNFINISHED_OUTGOING,
     account_from_row,
     account_values,
+    outcome_from_row,
+    packet_from_row,
+    packet_values,
     settlement_from_row,
     settlement_values,
 )
@@ -179,6 +186,30 @@ class _PostgresTransaction:
             (effect.key, effect.account_id, effect.delta, effect.created_at),
         )
 
+    async def journal_packet(self, packet: InFlight, now: float) -> None:
+        await self._conn.execute(
+            f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at) "
+            f"VALUES ({_placeholders(8)}, NULL, '', %s) ON CONFLICT (key) DO NOTHING",
+            (*packet_values(packet, int), now),
+        )
+
+    async def packet_resolution(self, key: str) -> Resolution | None:
+        row = await self._locked_or_created(
+            "SELECT resolution FROM packets WHERE key = %s FOR UPDATE", key
+        )
+        return None if row is None or row[0] is None else Resolution(row[0])
+
+    async def resolve_packet(
+        self, packet: InFlight, resolution: Resolution, fulfillment: bytes, now: float
+    ) -> None:
+        await self._conn.execute(
+            f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at, "
+            f"resolved_at) VALUES ({_placeholders(12)}) ON CONFLICT (key) DO UPDATE SET "
+            "resolution = excluded.resolution, fulfillment = excluded.fulfillment, "
+            "resolved_at = excluded.resolved_at WHERE packets.resolution IS NULL",
+            (*packet_values(packet, int), resolution.value, fulfillment, now, now),
+        )
+
 
 class PostgresStore:
     """The Store protocol over a PostgreSQL database (see the module docstring). Use ``open``."""
@@ -283,6 +314,16 @@ class PostgresStore:
         )
         return {account: int(total) for account, total in rows}
 
+    async def settled_totals(self, account_id: str) -> tuple[int, int]:
+        """Per direction, the sum of an account's settlements."""
+        rows = await self._fetch(
+            "SELECT direction, SUM(amount) FROM settlements WHERE account_id = %s "
+            "GROUP BY direction",
+            (account_id,),
+        )
+        totals = {direction: int(total) for direction, total in rows}
+        return totals.get("outgoing", 0), totals.get("incoming", 0)
+
     async def get_settlement(self, settlement_id: str) -> Settlement | None:
         """The committed settlement, or None."""
         rows = await self._fetch(
@@ -353,10 +394,30 @@ class PostgresStore:
         )
 
     async def forget_idempotency(self, created_before: float) -> int:
-        """Delete idempotency records created before ``created_before``."""
+        """Delete idempotency records created before ``created_before`` (and the packets
+        resolved before then)."""
+        await self._change(
+            "DELETE FROM packets WHERE resolution IS NOT NULL AND resolved_at < %s",
+            (created_before,),
+        )
         return await self._change(
             "DELETE FROM idempotency WHERE created_at < %s", (created_before,)
         )
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        rows = await self._fetch(
+            f"SELECT {PACKET_COLUMNS} FROM packets WHERE resolution IS NULL ORDER BY created_at"
+        )
+        return [packet_from_row(row) for row in rows]
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id``."""
+        rows = await self._fetch(
+            "SELECT resolution, fulfillment FROM packets WHERE source = %s AND source_id = %s",
+            (source, source_id),
+        )
+        return outcome_from_row(rows[0] if rows else None)
 
     async def clearing_effects(self, limit: int) -> list[ClearingEffect]:
         """At most ``limit`` journaled clearing effects, oldest first."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from host.clearing_records import STATUS_OF_RESOLUTION, InFlight, Resolution
 from host.engine.model import Account, Direction, Policy, Settlement, SettlementState
+from host.ilp.outcome import Outcome, Status
 
 ACCOUNT_COLUMNS = (
     "id, adaptor, asset_code, asset_scale, ledger_scale, settle_threshold, settle_to, "
@@ -107,3 +109,46 @@ def settlement_values(s: Settlement, amount: Amount) -> tuple[object, ...]:
         s.created_at,
         s.updated_at,
     )
+
+
+#: The columns of a journaled packet (host.connector.ports.InFlight), in its field order.
+PACKET_COLUMNS = "key, source, source_id, target, target_id, amount, expires_at, condition"
+
+
+def packet_values(p: InFlight, amount: Amount) -> tuple[object, ...]:
+    """The values of PACKET_COLUMNS for ``p``."""
+    return (
+        p.key,
+        p.source,
+        p.source_id,
+        p.target,
+        p.target_id,
+        amount(p.amount),
+        p.expires_at,
+        p.condition,
+    )
+
+
+def packet_from_row(row: Sequence[Any]) -> InFlight:
+    """An InFlight from a row of PACKET_COLUMNS."""
+    key, source, source_id, target, target_id, amount, expires_at, condition = row
+    return InFlight(
+        key,
+        source,
+        bytes(source_id),
+        target,
+        bytes(target_id),
+        int(amount),
+        float(expires_at),
+        bytes(condition),
+    )
+
+
+def outcome_from_row(row: Sequence[Any] | None) -> Outcome:
+    """What a packet's source is told, from its (resolution, fulfillment) row, or no row."""
+    if row is None:
+        return Outcome(Status.UNKNOWN)
+    if row[0] is None:
+        return Outcome(Status.PENDING)
+    status = STATUS_OF_RESOLUTION[Resolution(row[0])]
+    return Outcome(status, bytes(row[1]) if status == Status.FULFILLED else b"")

@@ -17,15 +17,20 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
+from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
     Account,
     ClearingEffect,
     IdempotencyRecord,
     Settlement,
 )
-from host.store.base import Store, StoreError, Transaction
+from host.engine.store import Store, Transaction
+from host.ilp.outcome import Outcome
+from host.store import sqlite_packets
+from host.store.base import StoreError
 from host.store.groupcommit import TxContext
 from host.store.rows import (
     ACCOUNT_COLUMNS,
@@ -158,6 +163,25 @@ class _SqliteTransaction:
             )
         )
 
+    async def journal_packet(self, packet: InFlight, now: float) -> None:
+        self._ctx.defer(partial(sqlite_packets.journal, packet=packet, now=now))
+
+    async def packet_resolution(self, key: str) -> Resolution | None:
+        return await self._ctx.run(partial(sqlite_packets.resolution_of, key=key))
+
+    async def resolve_packet(
+        self, packet: InFlight, resolution: Resolution, fulfillment: bytes, now: float
+    ) -> None:
+        self._ctx.defer(
+            partial(
+                sqlite_packets.resolve,
+                packet=packet,
+                resolution=resolution,
+                fulfillment=fulfillment,
+                now=now,
+            )
+        )
+
     async def claim(self, limit: int, now: float, lease: float) -> list[Settlement]:
         def claim(c: sqlite3.Connection) -> list[Settlement]:
             rows = c.execute(
@@ -268,6 +292,18 @@ class SqliteStore:
             totals[account] = totals.get(account, 0) + int(amount)
         return totals
 
+    async def settled_totals(self, account_id: str) -> tuple[int, int]:
+        """Per direction, the sum of an account's settlements (summed here: TEXT)."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT direction, amount FROM settlements WHERE account_id = ?", (account_id,)
+            ).fetchall()
+        )
+        totals = {"outgoing": 0, "incoming": 0}
+        for direction, amount in rows:
+            totals[direction] += int(amount)
+        return totals["outgoing"], totals["incoming"]
+
     async def get_settlement(self, settlement_id: str) -> Settlement | None:
         """The committed settlement, or None."""
         row = await self._read(
@@ -333,6 +369,10 @@ class SqliteStore:
     async def forget_idempotency(self, created_before: float) -> int:
         """Delete idempotency records created before ``created_before``."""
         async with self._sqlite_transaction() as tx:
+            await tx.execute(
+                "DELETE FROM packets WHERE resolution IS NOT NULL AND resolved_at < ?",
+                (created_before,),
+            )
             return await tx.execute(
                 "DELETE FROM idempotency WHERE created_at < ?", (created_before,)
             )
@@ -359,6 +399,14 @@ class SqliteStore:
         """Drop a journaled effect the connector confirmed."""
         async with self._sqlite_transaction() as tx:
             await tx.execute("DELETE FROM clearing_effects WHERE key = ?", (key,))
+
+    async def unresolved_packets(self) -> list[InFlight]:
+        """The journaled packets not resolved yet, oldest first."""
+        return await self._read(sqlite_packets.unresolved)
+
+    async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
+        """What peer ``source`` is told of its packet ``source_id``."""
+        return await self._read(partial(sqlite_packets.outcome, source=source, source_id=source_id))
 
     async def try_lead(self) -> bool:
         """Always true: the file has one process (see the module docstring)."""

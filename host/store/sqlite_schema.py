@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from host.store import sqlite_packets
 from host.store.base import SchemaTooNew
 
 Migration = tuple[str, ...]
@@ -99,8 +100,12 @@ _V2: Migration = (
     """,
 )
 
+# Version 3: the connector's in-flight journal (host.store.sqlite_packets), in the store that
+# keeps the clearing balances (proposal 1).
+_V3: Migration = sqlite_packets.MIGRATION
+
 #: Every migration, oldest first. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

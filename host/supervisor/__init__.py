@@ -6,7 +6,6 @@ Public surface::
     Supervisor           start/stop/restart/watch the adaptors (supervisor.py)
     AdaptorSnapshot      one adaptor's state as seen by operators and the engine
     SupervisorStopped    restart() after the supervisor began stopping
-    IncomingHandler      the engine's hook for incoming settlements
     StartFailure, StartProblem   why a start failed (diagnose.py)
     LogRecord, LineParser        adaptor output as structured logs (logs.py)
     backoff_delay        restart delays (sdk/backoff.py)
@@ -17,7 +16,6 @@ The process lifecycle states and their transition table are in host/lifecycle.py
 from host.lifecycle import IllegalTransition, ProcessLifecycle, ProcessState
 from host.supervisor.diagnose import StartFailure, StartProblem
 from host.supervisor.logs import LineParser, LogRecord
-from host.supervisor.rpc import IncomingHandler
 from host.supervisor.runner import AdaptorSnapshot, SupervisorStopped
 from host.supervisor.spec import AdaptorSpec
 from host.supervisor.supervisor import Supervisor
@@ -27,7 +25,6 @@ __all__ = [
     "AdaptorSnapshot",
     "AdaptorSpec",
     "IllegalTransition",
-    "IncomingHandler",
     "LineParser",
     "LogRecord",
     "ProcessLifecycle",

@@ -58,14 +58,12 @@ class AdaptorInstance:
         env: Mapping[str, str],
         socket_dir: Path,
         own_certificate: mtls.Certificate | None,
-        on_incoming: rpc.IncomingHandler | None,
         notify: Callable[[], None],
     ) -> None:
         self.spec = spec
         self._env = env
         self._socket_dir = socket_dir
         self._own = own_certificate
-        self._on_incoming = on_incoming
         self._notify = notify
         self._logger = logger_for(spec.name)
         self.process: AdaptorProcess | None = None
@@ -108,11 +106,10 @@ class AdaptorInstance:
         # The stream starts with the current state of every connection (the contract), taken
         # as the truth: no Probe races it. Only an adaptor without WatchEvents is probed.
         self._spawn_task(
-            rpc.follow_events(
+            rpc.follow_connections(
                 self.channel,
                 spec.name,
                 self._adaptor_connection,
-                self._on_incoming,
                 without_stream=self._probe_connections,
             ),
             "events",

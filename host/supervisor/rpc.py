@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random as _random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from host.supervisor.diagnose import StartFailure, StartProblem
 from host.supervisor.logs import LineBuffer, LineParser, emit
 from host.supervisor.tls_bridge import TlsBridge
 from sdk import channels, mtls
+from sdk.backoff import Backoff
 from sdk.connectivity import ConnectionState, Connectivity, IllegalTransition
 from sdk.contract import HEALTH_SERVICE
 from sdk.handshake import Handshake
@@ -37,14 +39,8 @@ from sdk.pb.plugin import (
     grpc_stdio_pb2_grpc,
 )
 
-#: Called with each incoming settlement an adaptor reports: (adaptor name, settlement). The
-#: settlement is credited by the engine and then acknowledged with ReceiveMoney; if the handler
-#: raises, the event stream is reopened and the adaptor re-delivers what is unacknowledged.
-IncomingHandler = Callable[[str, adaptor_pb2.IncomingSettlement], Awaitable[None]]
-
-#: First and longest pause before reopening a WatchEvents stream that ended.
-EVENTS_RETRY_INITIAL = 0.2
-EVENTS_RETRY_MAX = 5.0
+#: Pauses before reopening a WatchEvents stream that ended.
+EVENTS_BACKOFF = Backoff(initial=0.2, cap=5.0)
 #: Pause between health checks while waiting for the first SERVING.
 READY_POLL = 0.1
 
@@ -240,39 +236,36 @@ async def drain_stdio(channel: grpc.aio.Channel, adaptor: str, logger: logging.L
                     emit(logger, adaptor, name, parser.parse(line))
 
 
-async def follow_events(
+async def follow_connections(
     channel: grpc.aio.Channel,
     adaptor: str,
     on_connection: Callable[[ConnectionState], None],
-    on_incoming: IncomingHandler | None,
     without_stream: Callable[[], Awaitable[None]] | None = None,
+    random: Callable[[], float] = _random.random,
 ) -> None:
-    """Follow WatchEvents until cancelled, reopening the stream whenever it ends (the adaptor
-    then re-delivers unacknowledged settlements, after the current state of each connection).
-    UNIMPLEMENTED ends it for good, after ``without_stream`` (if given) ran."""
+    """Follow the connection changes on WatchEvents until cancelled, reopening the stream with
+    backoff whenever it ends (each new stream starts with the current state of every
+    connection). Incoming settlements on the same stream are the engine's business
+    (host.binding follows its own stream). UNIMPLEMENTED ends it for good, after
+    ``without_stream`` (if given) ran."""
     stub = adaptor_pb2_grpc.LedgerAdaptorStub(channel)
-    delay = EVENTS_RETRY_INITIAL
+    reopened = 0
     while True:
         call = stub.WatchEvents(adaptor_pb2.WatchEventsRequest())
+        opened = time.monotonic()
         try:
             async for event in call:
-                kind = event.WhichOneof("event")
-                if kind == "connection_changed":
-                    connection = connection_from_proto(event.connection_changed)
-                    if connection is None:
-                        _log.warning(
-                            "adaptor %s reported a malformed connection: %s",
-                            adaptor,
-                            event.connection_changed,
-                        )
-                    else:
-                        on_connection(connection)
-                elif kind == "incoming_settlement" and on_incoming is not None:
-                    await on_incoming(adaptor, event.incoming_settlement)
-                    # Only progress resets the backoff: an adaptor that re-delivers a
-                    # settlement the handler keeps refusing must not make the host reopen the
-                    # stream in a tight loop.
-                    delay = EVENTS_RETRY_INITIAL
+                if event.WhichOneof("event") != "connection_changed":
+                    continue
+                connection = connection_from_proto(event.connection_changed)
+                if connection is None:
+                    _log.warning(
+                        "adaptor %s reported a malformed connection: %s",
+                        adaptor,
+                        event.connection_changed,
+                    )
+                else:
+                    on_connection(connection)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 _log.info("adaptor %s does not serve WatchEvents", adaptor)
@@ -280,19 +273,12 @@ async def follow_events(
                     await without_stream()
                 return
             _log.debug("adaptor %s: WatchEvents ended: %s", adaptor, exc.code().name)
-        except Exception as exc:
-            _log.warning(
-                "adaptor %s: incoming settlement not taken (%s); reopening the stream in %.1fs "
-                "so that the adaptor re-delivers it",
-                adaptor,
-                exc,
-                delay,
-                exc_info=_log.isEnabledFor(logging.DEBUG),
-            )
         finally:
             call.cancel()
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, EVENTS_RETRY_MAX)
+        # A stream that stayed open a while was progress; one that keeps ending at once must
+        # not make the host reopen it in a tight loop.
+        reopened = 1 if time.monotonic() - opened > EVENTS_BACKOFF.cap else reopened + 1
+        await asyncio.sleep(EVENTS_BACKOFF.delay(reopened, random))
 
 
 async def request_shutdown(channel: grpc.aio.Channel, call_timeout: float) -> bool:

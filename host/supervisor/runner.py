@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import grpc
 
 from host.lifecycle import ProcessLifecycle, ProcessState
-from host.supervisor import rpc
 from host.supervisor.diagnose import StartFailure
 from host.supervisor.instance import AdaptorInstance, StopOutcome, host_connection
 from host.supervisor.spec import AdaptorSpec, adaptor_environment
@@ -71,7 +70,6 @@ class AdaptorRunner:
         *,
         engine_addr: str | None,
         own_certificate: mtls.Certificate | None,
-        on_incoming: rpc.IncomingHandler | None,
         notify: Callable[[AdaptorSnapshot], None],
         random: Callable[[], float] = _random.random,
     ) -> None:
@@ -79,7 +77,6 @@ class AdaptorRunner:
         self._socket_dir = socket_dir
         self._engine_addr = engine_addr
         self._own = own_certificate if spec.auto_mtls else None
-        self._on_incoming = on_incoming
         self._notify = notify
         self._random = random
         self.lifecycle = ProcessLifecycle()
@@ -235,7 +232,6 @@ class AdaptorRunner:
             ),
             self._socket_dir,
             self._own,
-            self._on_incoming,
             self._changed,
         )
         self.instance = instance

@@ -22,12 +22,11 @@ import grpc
 
 from host.lifecycle import ProcessLifecycle, ProcessState
 from host.supervisor.instance import host_connection
-from host.supervisor.rpc import IncomingHandler
 from host.supervisor.runner import AdaptorRunner, AdaptorSnapshot, SupervisorStopped
 from host.supervisor.spec import AdaptorSpec
 from sdk import mtls
 
-__all__ = ["AdaptorSnapshot", "IncomingHandler", "Supervisor", "SupervisorStopped"]
+__all__ = ["AdaptorSnapshot", "Supervisor", "SupervisorStopped"]
 
 _log = logging.getLogger("ilp_host.supervisor")
 #: Changes a watcher may fall behind by before the oldest are dropped (a stuck client must not
@@ -58,8 +57,11 @@ class Supervisor:
 
     ``engine_addr`` is passed to every adaptor (ILP_HOST_ENGINE_ADDR). ``socket_root`` holds one
     private directory per adaptor for its socket; by default a fresh temporary directory,
-    removed at stop. ``on_incoming`` receives each incoming settlement an adaptor reports (see
-    IncomingHandler). ``random`` is the jitter source for restart delays.
+    removed at stop. ``random`` is the jitter source for restart delays.
+
+    What the adaptors do once they serve is not the supervisor's business: ``watch`` tells
+    when each starts or stops serving, and ``channel`` gives its channel meanwhile (the engine
+    binding, host.binding, follows both).
     """
 
     def __init__(
@@ -68,7 +70,6 @@ class Supervisor:
         *,
         engine_addr: str | None = None,
         socket_root: Path | None = None,
-        on_incoming: IncomingHandler | None = None,
         random: Callable[[], float] = _random.random,
     ) -> None:
         names = [spec.name for spec in specs]
@@ -79,7 +80,6 @@ class Supervisor:
         self._engine_addr = engine_addr
         self._socket_root_given = socket_root
         self._socket_root: Path | None = None
-        self._on_incoming = on_incoming
         self._random = random
         self._runners: dict[str, AdaptorRunner] = {}
         self._last: dict[str, AdaptorSnapshot] = {
@@ -111,7 +111,6 @@ class Supervisor:
                 self._socket_root / str(index),
                 engine_addr=self._engine_addr,
                 own_certificate=own,
-                on_incoming=self._on_incoming,
                 notify=self._publish,
                 random=self._random,
             )

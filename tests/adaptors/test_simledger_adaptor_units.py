@@ -108,10 +108,30 @@ def test_acknowledgements_are_idempotent_and_persist(tmp_path: Path) -> None:
     reopened.close()
 
 
-def test_idempotency_keys_remember_their_first_use(state: Any) -> None:
-    assert state.claim_idempotency_key("k", "bob", 5) == ("bob", 5)
-    assert state.claim_idempotency_key("k", "bob", 5) == ("bob", 5)
-    assert state.claim_idempotency_key("k", "carol", 6) == ("bob", 5)
+def test_a_version_1_file_is_upgraded_keeping_its_state(tmp_path: Path) -> None:
+    # Version 1 kept idempotency keys in "sent"; the SDK's payment store keeps them now.
+    path = tmp_path / "state.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE peers (account_id TEXT PRIMARY KEY, ledger_account TEXT);"
+        "CREATE TABLE sent (idempotency_key TEXT PRIMARY KEY, account_id TEXT NOT NULL, "
+        "amount TEXT NOT NULL);"
+        "CREATE TABLE incoming (settlement_id TEXT PRIMARY KEY, sequence INTEGER NOT NULL "
+        "UNIQUE, payer_ledger_account TEXT NOT NULL, amount TEXT NOT NULL, account_id TEXT, "
+        "acknowledged INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO peers VALUES ('bob', 'ledger-bob');"
+        "INSERT INTO sent VALUES ('k', 'bob', '5');"
+        "PRAGMA user_version = 1;"
+    )
+    raw.close()
+    upgraded = AdaptorState(path)
+    assert upgraded.peer_ledger_account("bob") == "ledger-bob"
+    upgraded.close()
+    raw = sqlite3.connect(path)
+    tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert (raw.execute("PRAGMA user_version").fetchone()[0], "sent" in tables) == (2, False)
+    raw.close()
 
 
 def test_accounts_are_idempotent_and_deletable(state: Any) -> None:

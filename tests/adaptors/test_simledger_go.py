@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,22 +28,22 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host.binding import Credit, follow_incoming
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from host.simledger import peer_messages as simledger
 from host.simledger.process import LedgerProcess, start_ledger
 from host.supervisor import AdaptorSpec, ProcessState, Supervisor
-from sdk import simledger
 from sdk.connectivity import TRANSITIONS, Connectivity
 from sdk.contract import HEALTH_SERVICE, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
 from sdk.handshake import parse
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.testing import FakeEngine, Refuse, fake_engine, run_adaptor
+from tests.adaptors import simledger_builds
 
-REPO = Path(__file__).resolve().parents[2]
-GO_DIR = REPO / "adaptors" / "simledger-go"
-BINARY = GO_DIR / "bin" / "simledger-go"
-PYTHON_ADAPTOR = (sys.executable, str(REPO / "adaptors" / "simledger-python" / "adaptor.py"))
+REPO = simledger_builds.REPO
+PYTHON_ADAPTOR = simledger_builds.PYTHON_COMMAND
 #: Generous: the machine is shared, and nothing here asserts on speed.
 DEADLINE = 60.0
 RPC_TIMEOUT = 20.0
@@ -61,28 +60,8 @@ Code = grpc.StatusCode
 
 @pytest.fixture(scope="session")
 def go_adaptor() -> Path:
-    """The adaptor binary, rebuilt with `go build` when go is here (quick when nothing changed),
-    else the one `make setup` built; without either, skip (fail in CI)."""
-    go = shutil.which("go")
-    if go is None:
-        if BINARY.exists():
-            return BINARY
-        message = "go is not installed: cannot build adaptors/simledger-go (make setup)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    result = subprocess.run(
-        [go, "build", "-o", "bin/simledger-go", "."],
-        cwd=GO_DIR,
-        env={**os.environ, "GOTOOLCHAIN": "local"},
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"go build in adaptors/simledger-go failed:\n{result.stderr[-4000:]}")
-    return BINARY
+    """The adaptor binary (tests/adaptors/simledger_builds.py: rebuilt when go is here)."""
+    return simledger_builds.go_binary()
 
 
 @contextlib.contextmanager
@@ -133,19 +112,41 @@ async def supervised(
     spec: AdaptorSpec,
     *,
     engine: FakeEngine | None = None,
-    on_incoming: Callable[[str, adaptor_pb2.IncomingSettlement], Awaitable[None]] | None = None,
+    on_incoming: Credit | None = None,
 ) -> AsyncIterator[Supervisor]:
-    supervisor = Supervisor(
-        [spec], engine_addr=engine.address if engine else None, on_incoming=on_incoming
-    )
+    supervisor = Supervisor([spec], engine_addr=engine.address if engine else None)
     await supervisor.start()
+    following = None
+    if on_incoming is not None:
+        following = asyncio.create_task(incoming_while_serving(supervisor, spec.name, on_incoming))
     try:
         # The Python adaptor may answer its first GetInfo before its ledger did: the supervisor
         # then restarts it after a short backoff. (The Go adaptor waits for its ledger.)
         await eventually(lambda: supervisor.serving(spec.name), f"{spec.name} SERVING")
         yield supervisor
     finally:
+        if following is not None:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
         await supervisor.stop()
+
+
+async def incoming_while_serving(supervisor: Supervisor, name: str, credit: Credit) -> None:
+    """What the engine binding does with incoming settlements, for one adaptor across its
+    restarts: follow_incoming on each channel while the adaptor serves on it."""
+    followed: tuple[grpc.aio.Channel, asyncio.Task[None]] | None = None
+    try:
+        async for _ in supervisor.watch(name):
+            channel = supervisor.channel(name)
+            if followed is not None and followed[0] is not channel:
+                followed[1].cancel()
+                followed = None
+            if channel is not None and followed is None:
+                followed = (channel, asyncio.create_task(follow_incoming(channel, name, credit)))
+    finally:
+        if followed is not None:
+            followed[1].cancel()
+            await asyncio.gather(followed[1], return_exceptions=True)
 
 
 def stub(supervisor: Supervisor, name: str = "alice") -> adaptor_pb2_grpc.LedgerAdaptorStub:
@@ -657,7 +658,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged(
             adaptor = stub(supervisor)
             await adaptor.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="peer-bob"))
 
-            # The engine fails on the first delivery: the stream is reopened, re-delivered.
+            # The engine fails on the first delivery: the credit is tried again.
             credits.fail_once.add("bob:1")
             await pay(book, "bob:1", "ledger-bob", "ledger-alice", "700")
             await eventually(lambda: credits.count("bob:1") >= 2, "bob:1 re-delivered")

@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,23 +26,23 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger.process import LedgerProcess, start_ledger
 from host.supervisor import AdaptorSpec, ProcessState, Supervisor
-from sdk import simledger
 from sdk.connectivity import TRANSITIONS, Connectivity
 from sdk.contract import ENV_ENGINE_ADDR, HEALTH_SERVICE, MAGIC_COOKIE_KEY
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import AdaptorClient, AdaptorProcess, Refuse, adaptor_environ, fake_engine
 from sdk.testing import run_adaptor as _run_adaptor
+from tests.adaptors import simledger_builds
 
-REPO = Path(__file__).resolve().parents[2]
-ADAPTOR_DIR = REPO / "adaptors" / "simledger-node"
+REPO = simledger_builds.REPO
+ADAPTOR_DIR = simledger_builds.NODE_DIR
 COMMAND = ("node", str(ADAPTOR_DIR / "adaptor.js"))
-PYTHON_ADAPTOR = (sys.executable, str(REPO / "adaptors" / "simledger-python" / "adaptor.py"))
+PYTHON_ADAPTOR = simledger_builds.PYTHON_COMMAND
 #: Generous: the machine is shared, and nothing here asserts on speed.
 DEADLINE = 30.0
 RPC_TIMEOUT = 20.0
@@ -55,16 +53,7 @@ State = types_pb2.ConnectivityState
 
 @pytest.fixture(autouse=True)
 def _node_adaptor_installed() -> None:
-    if shutil.which("node") is None:
-        problem = "node is not installed"
-    elif not (ADAPTOR_DIR / "node_modules").is_dir():
-        problem = "adaptors/simledger-node/node_modules is missing"
-    else:
-        return
-    message = f"{problem}: run make setup (npm ci in adaptors/simledger-node)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    simledger_builds.node_command()
 
 
 def test_node_unit_tests_pass() -> None:
@@ -174,22 +163,6 @@ async def mint(ledger: simledger_pb2_grpc.SimLedgerStub, account: str, value: in
             transfer_id=f"mint:{account}:{value}",
             account_id=account,
             amount=Amount(value=str(value), scale=2),
-        ),
-        timeout=RPC_TIMEOUT,
-    )
-
-
-async def pay_on_ledger(
-    ledger: simledger_pb2_grpc.SimLedgerStub, transfer_id: str, payer: str, payee: str, value: int
-) -> None:
-    """A transfer as the peer's adaptor makes it (memo = the payer's ledger account)."""
-    await ledger.Transfer(
-        simledger_pb2.TransferRequest(
-            transfer_id=transfer_id,
-            from_account_id=payer,
-            to_account_id=payee,
-            amount=Amount(value=str(value), scale=2),
-            memo=payer,
         ),
         timeout=RPC_TIMEOUT,
     )
@@ -343,238 +316,8 @@ def test_ledger_connection_moves_legally_through_outages(workdir: Path) -> None:
     asyncio.run(_connection_states(workdir))
 
 
-# --- SetupAccount and SendMoney -------------------------------------------------------------
-
-
-async def _send_money(workdir: Path) -> None:
-    refusals = 2
-
-    def peer_bob(request: engine_pb2.SendDataRequest) -> bytes:
-        # The peer's adaptor is not reachable at first: the exchange must be retried.
-        nonlocal refusals
-        if refusals > 0:
-            refusals -= 1
-            raise Refuse(grpc.StatusCode.UNAVAILABLE, "peer unreachable (test)")
-        return simledger.ledger_account_reply("bob")
-
-    with ledger_process(workdir) as process:
-        async with (
-            ledger_client(process.target) as ledger,
-            fake_engine(peer_bob, set_environ=False) as engine,
-        ):
-            env = adaptor_env(process.target, "alice", workdir / "alice.db", engine.address)
-            async with run_adaptor(env) as adaptor:
-                client = adaptor.client
-                await wait_ready(client)
-                await mint(ledger, "alice", 1000)
-                await ledger.CreateAccount(simledger_pb2.CreateAccountRequest(account_id="bob"))
-                await client.adaptor.SetupAccount(
-                    adaptor_pb2.SetupAccountRequest(account_id="bob-acct"), timeout=RPC_TIMEOUT
-                )
-                first = engine.calls[0]
-                assert first.account_id == "bob-acct"
-                assert simledger.parse_ledger_account_request(first.data) == "alice"
-
-                # Paid once the background exchange has learned bob's ledger account; until
-                # then FAILED_PRECONDITION, which records nothing.
-                async def paid() -> bool:
-                    try:
-                        await send_money(client, "bob-acct", "300", "k1")
-                    except grpc.aio.AioRpcError as exc:
-                        assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc
-                        return False
-                    return True
-
-                await until(paid, "SendMoney to succeed once the exchange was retried")
-                assert len(engine.calls) == 3
-                reply = await send_money(client, "bob-acct", "300", "k1")
-                assert reply.settlement_id == "alice:k1"
-                assert reply.status == adaptor_pb2.SETTLEMENT_STATUS_COMPLETED
-                transfer = (
-                    await ledger.GetTransfer(
-                        simledger_pb2.GetTransferRequest(transfer_id="alice:k1")
-                    )
-                ).transfer
-                assert (transfer.from_account_id, transfer.to_account_id) == ("alice", "bob")
-                assert (transfer.amount.value, transfer.memo) == ("300", "alice")
-                assert await balance_on_ledger(ledger, "bob") == 300, "paid twice"
-                balance = await client.adaptor.GetBalance(
-                    adaptor_pb2.GetBalanceRequest(), timeout=RPC_TIMEOUT
-                )
-                assert balance.balance == Amount(value="700", scale=2)
-
-                # The key means that account and that amount from now on.
-                for account, value in (("bob-acct", "301"), ("nobody", "300")):
-                    call = send_money(client, account, value, "k1")
-                    assert await status_of(call) == grpc.StatusCode.ALREADY_EXISTS
-                bad = [
-                    ("bob-acct", "0", "k2", 2),
-                    ("bob-acct", "-5", "k2", 2),
-                    ("bob-acct", "1.5", "k2", 2),
-                    ("bob-acct", "007", "k2", 2),
-                    ("bob-acct", "1" * 79, "k2", 2),
-                    ("bob-acct", "5", "k2", 3),
-                    ("bob-acct", "5", "", 2),
-                    ("bob-acct", "5", "k" * 129, 2),
-                    ("bob-acct", "5", "line\nbreak", 2),
-                    ("bad id", "5", "k2", 2),
-                ]
-                for request in bad:
-                    call = send_money(client, *request)
-                    assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT, request
-                unknown = send_money(client, "nobody", "5", "k2")
-                assert await status_of(unknown) == grpc.StatusCode.NOT_FOUND
-                too_much = send_money(client, "bob-acct", "5000", "k3")
-                assert await status_of(too_much) == grpc.StatusCode.FAILED_PRECONDITION
-                assert await balance_on_ledger(ledger, "bob") == 300, "a refusal moved money"
-
-                # Ledger unreachable: UNAVAILABLE, and the same key later pays once.
-                await set_offline(ledger, True)
-                assert await status_of(send_money(client, "bob-acct", "50", "k4")) == (
-                    grpc.StatusCode.UNAVAILABLE
-                )
-                await set_offline(ledger, False)
-                assert (await send_money(client, "bob-acct", "50", "k4")).settlement_id == (
-                    "alice:k4"
-                )
-                # The reply lost after the commit: UNAVAILABLE, the retry does not pay again.
-                lose_replies = simledger_pb2.Faults(fail_after_commit_per_mille=1000)
-                await ledger.SetFaults(simledger_pb2.SetFaultsRequest(faults=lose_replies))
-                assert await status_of(send_money(client, "bob-acct", "25", "k5")) == (
-                    grpc.StatusCode.UNAVAILABLE
-                )
-                await ledger.SetFaults(
-                    simledger_pb2.SetFaultsRequest(faults=simledger_pb2.Faults())
-                )
-                await send_money(client, "bob-acct", "25", "k5")
-                assert await balance_on_ledger(ledger, "bob") == 375
-
-                # ReceiveData refusals.
-                for data in (b"not protobuf", b"", simledger.ledger_account_request("a b")):
-                    call = client.adaptor.ReceiveData(
-                        adaptor_pb2.ReceiveDataRequest(account_id="bob-acct", data=data),
-                        timeout=RPC_TIMEOUT,
-                    )
-                    assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT, data
-                call = client.adaptor.ReceiveData(
-                    adaptor_pb2.ReceiveDataRequest(
-                        account_id="nobody", data=simledger.ledger_account_request("bob")
-                    ),
-                    timeout=RPC_TIMEOUT,
-                )
-                assert await status_of(call) == grpc.StatusCode.NOT_FOUND
-
-            # A restarted adaptor remembers the keys: same answer, no second payment.
-            async with run_adaptor(env) as adaptor:
-                client = adaptor.client
-                await wait_ready(client)
-                assert (await send_money(client, "bob-acct", "300", "k1")).settlement_id == (
-                    "alice:k1"
-                )
-                call = send_money(client, "bob-acct", "999", "k1")
-                assert await status_of(call) == grpc.StatusCode.ALREADY_EXISTS
-                assert await balance_on_ledger(ledger, "bob") == 375
-                # Set up before: nothing to exchange again.
-                await client.adaptor.SetupAccount(
-                    adaptor_pb2.SetupAccountRequest(account_id="bob-acct"), timeout=RPC_TIMEOUT
-                )
-                assert len(engine.calls) == 3
-
-
-def test_setup_account_exchange_and_send_money_paid_once(workdir: Path) -> None:
-    asyncio.run(_send_money(workdir))
-
-
-# --- Incoming settlements -------------------------------------------------------------------
-
-
-async def _incoming(workdir: Path) -> None:
-    with ledger_process(workdir) as process:
-        # No engine: the peer's adaptor starts the exchange (ReceiveData).
-        env = adaptor_env(process.target, "alice", workdir / "alice.db")
-        async with ledger_client(process.target) as ledger:
-            await mint(ledger, "bob", 1000)
-            async with run_adaptor(env) as adaptor:
-                client = adaptor.client
-                await wait_ready(client)
-                await client.adaptor.SetupAccount(
-                    adaptor_pb2.SetupAccountRequest(account_id="bob-acct"), timeout=RPC_TIMEOUT
-                )
-                # From a payer not known yet: kept, reported once bob's account is known.
-                await pay_on_ledger(ledger, "bob:1", "bob", "alice", 100)
-                live = watch(client)
-                await asyncio.wait_for(live.wait_for_connection(), DEADLINE)
-                reply = await client.adaptor.ReceiveData(
-                    adaptor_pb2.ReceiveDataRequest(
-                        account_id="bob-acct", data=simledger.ledger_account_request("bob")
-                    ),
-                    timeout=RPC_TIMEOUT,
-                )
-                assert simledger.parse_ledger_account_reply(reply.data) == "alice"
-                first = await next_incoming(live)
-                assert (first.settlement_id, first.account_id) == ("bob:1", "bob-acct")
-                assert first.amount == Amount(value="100", scale=2)
-                await mint(ledger, "alice", 5)  # funding, not a settlement
-                await pay_on_ledger(ledger, "bob:2", "bob", "alice", 50)
-                assert (await next_incoming(live)).settlement_id == "bob:2"
-
-                async def delivered(count: int) -> list[str]:
-                    stream = watch(client)
-                    try:
-                        return [(await next_incoming(stream)).settlement_id for _ in range(count)]
-                    finally:
-                        stream.cancel()
-
-                assert await delivered(2) == ["bob:1", "bob:2"]
-                assert await delivered(2) == ["bob:1", "bob:2"], "every new stream re-delivers"
-                for _ in range(2):  # idempotent
-                    await client.adaptor.ReceiveMoney(
-                        adaptor_pb2.ReceiveMoneyRequest(settlement_id="bob:1"), timeout=RPC_TIMEOUT
-                    )
-                for never, code in (
-                    ("bob:99", grpc.StatusCode.NOT_FOUND),
-                    ("mint:alice:5", grpc.StatusCode.NOT_FOUND),
-                    ("", grpc.StatusCode.INVALID_ARGUMENT),
-                ):
-                    call = client.adaptor.ReceiveMoney(
-                        adaptor_pb2.ReceiveMoneyRequest(settlement_id=never), timeout=RPC_TIMEOUT
-                    )
-                    assert await status_of(call) == code, never
-                assert await delivered(1) == ["bob:2"]
-                live.cancel()
-
-            # Paid while the adaptor was down: caught up from the cursor on restart.
-            await pay_on_ledger(ledger, "bob:3", "bob", "alice", 25)
-            async with run_adaptor(env) as adaptor:
-                client = adaptor.client
-                stream = watch(client)
-                assert [(await next_incoming(stream)).settlement_id for _ in range(2)] == [
-                    "bob:2",
-                    "bob:3",
-                ]
-                stream.cancel()
-                for settlement_id in ("bob:2", "bob:3"):
-                    await client.adaptor.ReceiveMoney(
-                        adaptor_pb2.ReceiveMoneyRequest(settlement_id=settlement_id),
-                        timeout=RPC_TIMEOUT,
-                    )
-                # A crash right after the acknowledgement: it must have been on disk.
-                adaptor.process.kill()
-                async with asyncio.timeout(DEADLINE):
-                    await adaptor.wait()
-
-            async with run_adaptor(env) as adaptor:
-                client = adaptor.client
-                stream = watch(client)
-                await asyncio.wait_for(stream.wait_for_connection(), DEADLINE)
-                await pay_on_ledger(ledger, "bob:4", "bob", "alice", 10)
-                # Nothing acknowledged comes back: the first settlement is the new one.
-                assert (await next_incoming(stream)).settlement_id == "bob:4"
-                stream.cancel()
-
-
-def test_incoming_redelivered_until_receive_money_and_after_restarts(workdir: Path) -> None:
-    asyncio.run(_incoming(workdir))
+# SetupAccount, SendMoney and incoming settlements (redelivery, acknowledgements surviving a
+# kill, restarts): the scenarios every simledger adaptor runs, in test_simledger_adaptors.py.
 
 
 # --- Peering with the Python adaptor --------------------------------------------------------

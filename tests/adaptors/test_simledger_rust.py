@@ -19,6 +19,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from host.simledger.process import LedgerProcess
 from host.supervisor import AdaptorSpec, Supervisor
 from sdk import channels
@@ -26,8 +27,8 @@ from sdk.connectivity import Connectivity
 from sdk.contract import HEALTH_SERVICE
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.engine.v1 import engine_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from sdk.testing import Refuse, fake_engine, run_adaptor
+from tests.adaptors import simledger_builds
 from tests.adaptors.test_simledger_go import (
     DEADLINE,
     RPC_TIMEOUT,
@@ -47,18 +48,10 @@ from tests.adaptors.test_simledger_go import (
 
 __all__ = ["ledger"]  # the fixture, shared with the Go adaptor's tests
 
-REPO = Path(__file__).resolve().parents[2]
-BINARY = REPO / "adaptors" / "simledger-rust" / "target" / "debug" / "simledger-rust"
-
 
 @pytest.fixture(scope="module")
 def rust_adaptor() -> Path:
-    if not BINARY.is_file():
-        message = "adaptors/simledger-rust is not built: run make setup"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return BINARY
+    return simledger_builds.rust_binary()
 
 
 def rust_spec(

@@ -31,6 +31,8 @@ from host.connector.api import ConnectorApi, EngineRelay, PeerMessenger, serve_c
 from host.connector.config import Relation
 from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.local import exercise_prepare
+from host.connector.ports import WithoutJournal
+from host.connector.reconciliation import BookReader
 from host.ilp import Prepare
 
 #: Long enough on a loaded 2-core machine; tests never wait for it unless they mean to.
@@ -115,6 +117,8 @@ async def network(
     exchange_routes: bool = False,
     relations: Mapping[tuple[str, str], Relation] | None = None,
     route_interval: float = 30.0,
+    without_journal: Sequence[str] = (),
+    books: Mapping[str, BookReader] | None = None,
 ) -> AsyncIterator[Net]:
     """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
 
@@ -124,7 +128,9 @@ async def network(
     ``relations[(host, peer)]`` is how host sees peer ("peer" when absent); a host that is
     some host's child has no configured address (it learns it by ILDCP). Route broadcast runs
     only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
-    only their own packets on the links.
+    only their own packets on the links. The hosts in ``without_journal`` keep no in-flight
+    journal (host.connector.ports.WithoutJournal).
+    ``books[host]`` lets that host answer peer.reconcile.
     """
     relation_of = dict(relations or {})
     children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
@@ -161,7 +167,7 @@ async def network(
                 None if name in children else address_of(name),
                 peers,
                 [RouteConfig(p, peer) for p, peer in (routes or {}).get(name, ())],
-                clearing,
+                WithoutJournal(clearing) if name in without_journal else clearing,
                 recorder,
                 sock=socks[name],
                 expiry_policy=expiry,
@@ -169,6 +175,7 @@ async def network(
                 assets={peer: ("XTS", 9) for peer in neighbours},
                 route_broadcast_interval=route_interval,
                 ildcp_timeout=5.0,
+                books=(books or {}).get(name),
             )
             net.hosts[name] = Host(name, connector, clearing, recorder, socks[name])
         # Together: a child's start waits for its parent's ILDCP answer.

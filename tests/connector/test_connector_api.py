@@ -18,9 +18,9 @@ from host.connector.ledger import AccountLimits, ConnectorLedger
 from host.connector.ports import MessageRefused, PeerRefused, PeerUnreachable
 from host.connector_link import channel_to
 from host.credentials import ServerTls
+from host.pb.ilphost.connector.v1 import connector_pb2 as pb
+from host.pb.ilphost.connector.v1 import connector_pb2_grpc
 from sdk.mtls import generate_certificate
-from sdk.pb.ilphost.connector.v1 import connector_pb2 as pb
-from sdk.pb.ilphost.connector.v1 import connector_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.polling import wait_until_async
 

@@ -9,10 +9,12 @@ import aiohttp
 import pytest
 from connector_harness import network, prepare_to, token
 
+from host.clearing_records import InFlight
 from host.connector import InMemoryClearing
 from host.connector.middleware import (
     BalanceMiddleware,
     CreditRefused,
+    Hold,
     idempotency_key,
     packet_id,
 )
@@ -155,12 +157,26 @@ class CountingClearing(InMemoryClearing):
         return await super().apply_balance_change(account_id, delta, idempotency_key)
 
 
+def in_flight(hold: Hold, raw: bytes) -> InFlight:
+    """The journal's record of a packet held by ``hold`` (ids made from ``raw``)."""
+    return InFlight(
+        packet_id(hold.source, raw).hex(),
+        hold.source,
+        b"s" * 32,
+        hold.target,
+        b"t" * 32,
+        hold.amount,
+        0.0,
+        bytes(32),
+    )
+
+
 def test_amount_zero_skips_the_middleware() -> None:
     async def run() -> None:
         clearing = CountingClearing()
         middleware = BalanceMiddleware(clearing)
         hold = await middleware.reserve("x", "y", 0)
-        await middleware.commit(hold, b"p")
+        await middleware.commit(hold, in_flight(hold, b"p"), bytes(32))
         assert clearing.checks == [] and clearing.applied == []
 
     asyncio.run(run())
@@ -179,7 +195,7 @@ def test_checks_include_what_is_in_flight() -> None:
             await middleware.reserve(None, "y", 1)
         assert middleware.reserved("x") == (50, 0) and middleware.reserved("y") == (0, 50)
         middleware.release(first)
-        await middleware.commit(second, b"p2")
+        await middleware.commit(second, in_flight(second, b"p2"), bytes(32))
         assert middleware.reserved("x") == (0, 0) and middleware.reserved("y") == (0, 0)
         assert clearing.balances == {"x": 30, "y": -30}
 
@@ -196,20 +212,19 @@ def test_a_failing_credit_check_leaves_no_reservation() -> None:
     asyncio.run(run())
 
 
-def test_commit_books_the_target_even_when_the_source_fails_and_then_raises() -> None:
+def test_commit_raises_when_a_side_fails_and_leaves_the_packet_unresolved() -> None:
     async def run() -> None:
-        clearing = CountingClearing(fail_apply_for="x")
-        middleware = BalanceMiddleware(clearing)
-        hold = await middleware.reserve("x", "y", 5)
-        with pytest.raises(ConnectionError):
-            await middleware.commit(hold, b"p")
-        assert clearing.balances == {"y": -5}
-        assert middleware.reserved("x") == (0, 0) and middleware.reserved("y") == (0, 0)
-
-        clearing = CountingClearing(fail_apply_for="y")
-        middleware = BalanceMiddleware(clearing)
-        await middleware.commit(await middleware.reserve("x", "y", 5), b"p")  # logged, not raised
-        assert clearing.balances == {"x": 5}
+        for failing in ("x", "y"):
+            clearing = CountingClearing(fail_apply_for=failing)
+            middleware = BalanceMiddleware(clearing)
+            hold = await middleware.reserve("x", "y", 5)
+            packet = in_flight(hold, b"p")
+            with pytest.raises(ConnectionError):
+                await middleware.commit(hold, packet, bytes(32))
+            assert middleware.reserved("x") == (0, 0) and middleware.reserved("y") == (0, 0)
+            # The caller answers the source with a Reject and retries the next hop's debit
+            # (host.connector.inflight): the packet is not resolved yet.
+            assert packet.key not in clearing.journal
 
     asyncio.run(run())
 

@@ -4,12 +4,15 @@ event log and its acknowledgements across reopening, credit limits, bad input, c
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from host.clearing_rules import CREDIT_EFFECT, DEBIT_EFFECT, LEFTOVER_EFFECT, ClearingBook
 from host.connector.ledger import (
+    MIGRATIONS,
     AccountLimits,
     ConnectorLedger,
     CursorOutOfRange,
@@ -18,6 +21,7 @@ from host.connector.ledger import (
 )
 from host.connector.ports import UnknownPeer
 from host.store import StoreInUse
+from host.store.sqlite_schema import migrate
 
 LIMITS = {"bob": AccountLimits(asset_scale=6, min_balance=-1000, max_balance=500)}
 
@@ -168,3 +172,43 @@ def test_keys_are_forgotten_after_their_retention(tmp_path: Path) -> None:
         assert await ledger.apply_balance_change("bob", -5, "old") == -10
 
     with_ledger(tmp_path / "c.db", scenario)
+
+
+def test_settlements_are_counted_apart_from_packets_for_reconciliation(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+
+    async def first(ledger: ConnectorLedger) -> None:
+        assert await ledger.clearing_book("bob") == ClearingBook(6, 0, 0, 0)
+        await ledger.apply_balance_change("bob", -700, "ilp-out-1")  # a packet to bob
+        await ledger.apply_balance_change("bob", 300, f"{DEBIT_EFFECT}s1")  # we paid bob
+        await ledger.apply_balance_change("bob", 100, f"{LEFTOVER_EFFECT}u1")  # below a unit
+        await ledger.apply_balance_change("bob", 300, f"{DEBIT_EFFECT}s1")  # a replay
+        await ledger.apply_balance_change("bob", 50, "ilp-in-2")  # a packet from bob
+        await ledger.apply_balance_change("bob", -20, f"{CREDIT_EFFECT}c1")  # bob paid us
+        with pytest.raises(KeyConflict):
+            await ledger.apply_balance_change("bob", 999, f"{CREDIT_EFFECT}c1")
+        book = await ledger.clearing_book("bob")
+        assert book == ClearingBook(6, balance=-270, settled_out=400, settled_in=20)
+        with pytest.raises(UnknownPeer):
+            await ledger.clearing_book("carol")
+
+    async def reopened(ledger: ConnectorLedger) -> None:
+        assert await ledger.clearing_book("bob") == ClearingBook(6, -270, 400, 20)
+
+    with_ledger(path, first)
+    with_ledger(path, reopened)
+
+
+def test_a_ledger_of_the_first_schema_starts_counting_settlements_at_upgrade(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    migrate(connection, MIGRATIONS[:1])
+    connection.close()
+
+    async def scenario(ledger: ConnectorLedger) -> None:
+        await ledger.apply_balance_change("bob", 5, f"{DEBIT_EFFECT}s1")
+        assert await ledger.clearing_book("bob") == ClearingBook(6, 5, 5, 0)
+
+    with_ledger(path, scenario)

@@ -59,12 +59,21 @@ class World:
     async def engine(self) -> AsyncIterator[tuple[Engine, SqliteStore, ConnectorLink]]:
         """An engine process's parts over engine.db, linked to the connector, running."""
         store = await SqliteStore.open(self.directory / "engine.db")
-        engine = Engine(store, {"sim": self.payments}, rng=random.Random(1), journal_clearing=True)
+        effects = asyncio.Event()
+        engine = Engine(
+            store,
+            {"sim": self.payments},
+            rng=random.Random(1),
+            journal_clearing=True,
+            on_clearing_effect=effects.set,
+        )
         await engine.create_account(
             "bob", adaptor="sim", asset_code="USD", asset_scale=2, ledger_scale=2, policy=POLICY
         )
         channel = channel_to(self.address)
-        link = ConnectorLink(engine, store, channel, NoMessages(), address=self.address)
+        link = ConnectorLink(
+            engine, store, channel, NoMessages(), effects=effects, address=self.address
+        )
         tasks = [asyncio.create_task(link.run()), asyncio.create_task(engine.run_outbox())]
         try:
             yield engine, store, link

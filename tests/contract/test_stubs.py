@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pool
@@ -22,7 +23,7 @@ SERVICES = {
         ],
     },
     "sdk.pb.ilphost.engine.v1.engine_pb2": {"ilphost.engine.v1.Engine": ["SendData"]},
-    "sdk.pb.ilphost.connector.v1.connector_pb2": {
+    "host.pb.ilphost.connector.v1.connector_pb2": {
         "ilphost.connector.v1.Connector": [
             "GetBalance",
             "ApplyBalanceDelta",
@@ -32,7 +33,7 @@ SERVICES = {
             "RespondToPeerMessage",
         ],
     },
-    "sdk.pb.ilphost.admin.v1.admin_pb2": {
+    "host.pb.ilphost.admin.v1.admin_pb2": {
         "ilphost.admin.v1.HostAdmin": [
             "ListAdaptors",
             "GetAdaptor",
@@ -47,9 +48,10 @@ SERVICES = {
             "SendPackets",
             "GetConnectorLink",
             "ListRoutes",
+            "Reconcile",
         ],
     },
-    "sdk.pb.ilphost.simledger.v1.simledger_pb2": {
+    "host.pb.ilphost.simledger.v1.simledger_pb2": {
         "ilphost.simledger.v1.SimLedger": [
             "GetLedgerInfo",
             "CreateAccount",
@@ -127,3 +129,22 @@ def test_connectivity_enum_matches_grpc_vocabulary() -> None:
         "CONNECTIVITY_STATE_TRANSIENT_FAILURE",
         "CONNECTIVITY_STATE_SHUTDOWN",
     ]
+
+
+def test_sdk_stubs_hold_only_what_an_adaptor_uses() -> None:
+    """The host's own services (admin, connector, simulated ledger) are generated into host/pb:
+    the SDK ships the adaptor's contract only, and its stubs import nothing of the host."""
+    import sdk.pb
+
+    root = Path(sdk.pb.__file__).parent
+    packages = {p.parent.relative_to(root).as_posix() for p in root.rglob("*_pb2.py")}
+    assert packages == {
+        "ilphost/adaptor/v1",
+        "ilphost/engine/v1",
+        "ilphost/ethereum/v1",
+        "ilphost/types/v1",
+        "plugin",
+    }
+    for path in root.rglob("*.py*"):
+        imports = [line for line in path.read_text().splitlines() if line.startswith("from ")]
+        assert not [line for line in imports if line.startswith("from host")], path

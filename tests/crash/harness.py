@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from host.demo import twohost
 from host.demo.twohost import ACCOUNT_SCALE, Side
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 FUNDING = 100_000  # cents minted into alice-ledger
@@ -62,7 +62,9 @@ class Host(twohost.Host):
 
     def adaptor_sent_keys(self) -> list[str]:
         """The SendMoney idempotency keys the adaptor has claimed (it has started paying)."""
-        return [row[0] for row in _query(self.adaptor_db, "SELECT idempotency_key FROM sent")]
+        return [
+            row[0] for row in _query(self.adaptor_db, "SELECT idempotency_key FROM sdk_payments")
+        ]
 
 
 def _query(path: Path, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:

@@ -13,8 +13,8 @@ import signal
 
 import pytest
 
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk import failpoints
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 from tests.crash.harness import COMPLETED, OUTGOING, SERVING, running_pair
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,9 @@ import signal
 import grpc
 import pytest
 
+from host.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.simledger.v1 import simledger_pb2
 from sdk import failpoints
-from sdk.pb.ilphost.admin.v1 import admin_pb2
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2
 from tests.crash.harness import OUTGOING, SERVING, Pair, running_pair
 
 pytestmark = pytest.mark.slow

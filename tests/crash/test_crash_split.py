@@ -21,8 +21,8 @@ import signal
 
 import pytest
 
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk import failpoints
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 from tests.crash.harness import Pair, running_pair
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from host.demo import command as demo
 from host.demo.adaptors import AdaptorCommand
 from host.demo.scenario import PACKET_AMOUNT, Books, reconcile, run_demo
 from host.demo.twohost import Host
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from sdk.pb.ilphost.admin.v1 import admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2
 from tests.crash.harness import running_pair
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ import grpc
 import pytest
 
 from host.demo.twohost import free_ports
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.mtls import generate_certificate
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,10 +8,12 @@ from __future__ import annotations
 import random
 import tempfile
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from host.engine import (
+    AdaptorRegistry,
     Engine,
     PermanentSettlementError,
     Policy,
@@ -19,9 +21,9 @@ from host.engine import (
     SettlementPort,
     TransientSettlementError,
 )
-from host.engine.outbox import Backoff
-from host.store import Store
+from host.engine.store import Store
 from host.store.opening import open_store
+from sdk.backoff import Backoff
 
 START = 1_700_000_000.0
 
@@ -112,7 +114,7 @@ def socket_dir() -> tempfile.TemporaryDirectory[str]:
 
 async def open_engine(
     path: Path | str,
-    ports: dict[str, SettlementPort],
+    ports: AdaptorRegistry | Mapping[str, SettlementPort],
     clock: FakeClock,
     *,
     seed: int = 1,

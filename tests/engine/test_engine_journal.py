@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,23 @@ from host.store.sqlite import SqliteStore
 
 
 async def _journaled_engine(
-    path: Path, ledger: FakeLedger, clock: FakeClock, *, journal: bool = True
+    path: Path,
+    ledger: FakeLedger,
+    clock: FakeClock,
+    *,
+    journal: bool = True,
+    on_effect: Callable[[], None] | None = None,
 ) -> tuple[SqliteStore, Engine]:
     store = await SqliteStore.open(path)
     ports: dict[str, SettlementPort] = {"sim": ledger}
-    engine = Engine(store, ports, clock=clock, rng=random.Random(1), journal_clearing=journal)
+    engine = Engine(
+        store,
+        ports,
+        clock=clock,
+        rng=random.Random(1),
+        journal_clearing=journal,
+        on_clearing_effect=on_effect,
+    )
     return store, engine
 
 
@@ -29,9 +42,10 @@ def test_settlement_debits_and_credits_are_journaled_with_their_balance_change(
 ) -> None:
     async def main() -> None:
         ledger, clock = FakeLedger(), FakeClock()
-        store, engine = await _journaled_engine(tmp_path / "e.db", ledger, clock)
         woken: list[int] = []
-        engine.on_clearing_effect = lambda: woken.append(1)
+        store, engine = await _journaled_engine(
+            tmp_path / "e.db", ledger, clock, on_effect=lambda: woken.append(1)
+        )
         try:
             await add_account(engine)
             # A packet's change: not journaled (the connector made it).

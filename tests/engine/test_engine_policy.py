@@ -14,9 +14,10 @@ from host.clearing_rules import credit_allows, settlement_amount
 from host.engine import Account, Direction, Policy, SendResult, Settlement, SettlementState
 from host.engine.errors import FailedPrecondition, InvalidArgument
 from host.engine.model import check_account_id, check_amount, check_idempotency_key
-from host.engine.outbox import Acknowledged, Backoff, Paid, Refused, after_outcome
+from host.engine.outbox import Acknowledged, Paid, Refused, after_outcome
 from host.engine.policy import check_policy, check_scales, plan_incoming, plan_outgoing
 from sdk.amount import rescale
+from sdk.backoff import Backoff
 
 POLICY = Policy(settle_threshold=-1000, settle_to=-200, min_balance=-5000, max_balance=3000)
 
@@ -175,7 +176,7 @@ def test_malformed_idempotency_keys_are_refused(bad: str) -> None:
         check_idempotency_key(bad)
 
 
-def test_backoff_grows_then_caps_and_jitter_only_shortens() -> None:
+def test_outbox_backoff_grows_then_caps_and_jitter_stays_within_half() -> None:
     backoff = Backoff(initial=0.2, multiplier=2.0, cap=60.0, jitter=0.5)
 
     class Fixed:
@@ -185,15 +186,15 @@ def test_backoff_grows_then_caps_and_jitter_only_shortens() -> None:
         def random(self) -> float:
             return self.value
 
-    no_jitter = Fixed(0.0)
-    assert [backoff.delay(n, no_jitter) for n in (1, 2, 3, 4)] == [0.2, 0.4, 0.8, 1.6]
-    assert backoff.delay(20, no_jitter) == 60.0
-    assert backoff.delay(10**6, no_jitter) == 60.0  # no overflow
+    middle = Fixed(0.5).random  # jitter factor 1
+    assert [backoff.delay(n, middle) for n in (1, 2, 3, 4)] == [0.2, 0.4, 0.8, 1.6]
+    assert backoff.delay(20, middle) == 60.0
+    assert backoff.delay(10**6, middle) == 60.0  # no overflow
     rng = random.Random(7)
     for attempt in range(1, 40):
-        delay = backoff.delay(attempt, rng)
+        delay = backoff.delay(attempt, rng.random)
         assert 0 < delay <= 60.0
-        assert delay >= backoff.delay(attempt, no_jitter) / 2
+        assert backoff.delay(attempt, middle) / 2 <= delay <= backoff.delay(attempt, middle) * 1.5
     with pytest.raises(ValueError, match="jitter"):
         Backoff(jitter=1.5)
     with pytest.raises(ValueError, match="initial"):

@@ -28,15 +28,15 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from host.engine import (
+    AdaptorRegistry,
     AlreadyExists,
     Direction,
     Engine,
     FailedPrecondition,
     Policy,
-    SettlementPort,
     SettlementState,
 )
-from host.store import Store
+from host.engine.store import Store
 from sdk.amount import rescale
 from tests.postgres_server import PostgresServer
 
@@ -98,13 +98,13 @@ class World:
         self.database = database
         self.ledger = FakeLedger()
         self.clock = FakeClock()
-        self.ports: dict[str, SettlementPort] = {"sim": self.ledger}
+        self.adaptors = AdaptorRegistry({"sim": self.ledger})
         self.model = Model()
         self.store: Store
         self.engine: Engine
 
     async def start(self) -> None:
-        self.store, self.engine = await open_engine(self.database, self.ports, self.clock)
+        self.store, self.engine = await open_engine(self.database, self.adaptors, self.clock)
 
     async def restart(self) -> None:
         await self.store.close()
@@ -151,9 +151,9 @@ class World:
                     await engine.retry_settlement(row.id)
         elif kind == "adaptor":
             if step[1]:
-                self.ports["sim"] = self.ledger
+                self.adaptors.bind("sim", self.ledger)
             else:
-                self.ports.pop("sim", None)
+                self.adaptors.unbind("sim")
 
     async def snapshot(self, account: str) -> tuple[object, ...]:
         view = await self.engine.get_account(account)
@@ -193,7 +193,7 @@ class World:
     async def heal(self) -> None:
         self.ledger.script.clear()
         self.ledger.ack_script.clear()
-        self.ports["sim"] = self.ledger
+        self.adaptors.bind("sim", self.ledger)
         await self.restart()
         for row in await self.engine.list_settlements(limit=10_000):
             if row.state is SettlementState.FAILED:

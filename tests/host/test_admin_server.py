@@ -34,11 +34,11 @@ from host.admin.server import (
 )
 from host.credentials import ServerTls, read_token
 from host.lifecycle import ProcessState
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from host.supervisor import AdaptorSnapshot
 from sdk.connectivity import ConnectionState, Connectivity
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from tests.polling import wait_until_async
 
 SINCE = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

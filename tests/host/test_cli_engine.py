@@ -23,6 +23,7 @@ from typing import IO, Any
 import pytest
 
 from host.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
+from host.pb.ilphost.admin.v1 import admin_pb2
 from host.status import (
     format_amount,
     render_accounts,
@@ -33,7 +34,6 @@ from host.status import (
     send_summary,
     short_id,
 )
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.polling import wait_until
 

@@ -27,8 +27,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.mtls import generate_certificate
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

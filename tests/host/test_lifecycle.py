@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from host.lifecycle import TRANSITIONS, IllegalTransition, ProcessLifecycle, ProcessState
+from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk import connectivity
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)

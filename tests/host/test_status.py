@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from host.pb.ilphost.admin.v1 import admin_pb2
 from host.status import (
     describe_change,
     format_age,
     render_status,
     status_rows,
 )
-from sdk.pb.ilphost.admin.v1 import admin_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from host.binding import follow_incoming
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot, AdaptorSpec, Supervisor, SupervisorStopped
 from host.supervisor.process import is_alive
@@ -444,24 +445,31 @@ def test_api_errors() -> None:
     asyncio.run(go())
 
 
-def test_incoming_settlements_reach_the_engine_hook_and_are_redelivered() -> None:
+def test_incoming_settlements_are_followed_beside_the_supervisor_and_retried() -> None:
     async def go() -> None:
         seen: list[tuple[str, str, str]] = []
         failed_once = asyncio.Event()
         three = asyncio.Event()
 
-        async def on_incoming(adaptor: str, settlement: adaptor_pb2.IncomingSettlement) -> None:
+        async def credit(adaptor: str, settlement: adaptor_pb2.IncomingSettlement) -> None:
             seen.append((adaptor, settlement.settlement_id, settlement.amount.value))
             if len(seen) >= 3:
                 three.set()
             if not failed_once.is_set():
                 failed_once.set()
-                raise RuntimeError("store unavailable")  # the stream is reopened: re-delivery
+                raise RuntimeError("store unavailable")  # tried again, before the next one
 
         env = {"FIXTURE_INCOMING": "s1:alice:500,s2:bob:7"}
-        async with Supervisor([spec(env=env)], on_incoming=on_incoming) as supervisor:
-            async with asyncio.timeout(DEADLINE):
-                await three.wait()
+        async with Supervisor([spec(env=env)]) as supervisor:
+            channel = supervisor.channel("good")
+            assert channel is not None
+            following = asyncio.create_task(follow_incoming(channel, "good", credit))
+            try:
+                async with asyncio.timeout(DEADLINE):
+                    await three.wait()
+            finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
             assert supervisor.serving("good")
         assert seen[:3] == [("good", "s1", "500"), ("good", "s1", "500"), ("good", "s2", "7")]
 

@@ -100,7 +100,6 @@ def test_public_surface() -> None:
         "AdaptorSnapshot",
         "AdaptorSpec",
         "IllegalTransition",
-        "IncomingHandler",
         "LineParser",
         "LogRecord",
         "ProcessLifecycle",

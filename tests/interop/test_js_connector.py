@@ -10,7 +10,9 @@ ILDCP and the routes by CCP. Packets go both ways and both books agree.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,11 +20,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from host.clearing_records import InFlight
+from host.clearing_rules import ClearingBook
 from host.connector import Connector, InMemoryClearing, PeerConfig
 from host.connector.local import exercise_prepare
 from host.connector.ports import PeerRefused
 from host.connector.routing import Route
 from host.ilp import Fulfill, Prepare, Reject
+from host.ilp.outcome import Status
+from host.ilp.reconcile import NotSupported
 from sdk.connectivity import Connectivity
 from tests.connector.connector_harness import RecordingMessages
 from tests.interop.js_harness import (
@@ -105,6 +111,10 @@ async def world(
         accept_bare_token=legacy_token,
     )
     clearing = InMemoryClearing({"js": (-CREDIT, CREDIT)})
+
+    async def book(account_id: str) -> ClearingBook:
+        return ClearingBook(6, clearing.balance(account_id), 0, 0)
+
     host = Connector(
         host_address,
         [peer],
@@ -115,6 +125,7 @@ async def world(
         assets={"js": ("USD", 6)},
         route_broadcast_interval=0.5,
         ildcp_timeout=30.0,
+        books=book,
     )
     # Together: whichever is the child waits for its parent's ILDCP answer.
     started = await asyncio.gather(host.start(), js.start(), return_exceptions=True)
@@ -162,6 +173,28 @@ async def _per_packet_refusals_leave_the_link(w: World) -> None:
     assert "no settlement engine behind the peer" in w.host.settlement_messages("js")
     with pytest.raises(PeerRefused, match="not asked again"):
         await w.host.send_settlement_message("js", b"another message")
+    # Nor does it speak peer.reconcile ("unknown peer protocol"): not supported, not an error.
+    with pytest.raises(NotSupported, match="unknown peer protocol"):
+        await w.host.ask_reconcile("js")
+    assert w.host.links.state("js").state == Connectivity.READY
+    assert w.clearing.balance("js") == -450
+    # Nor does it answer peer.outcome: a packet left unresolved with it (as a crash leaves
+    # one) is released once expired, as before the journal, and counted.
+    lost = InFlight(
+        "ab" * 32,
+        None,
+        b"",
+        "js",
+        hashlib.sha256(b"never sent").digest(),
+        9,
+        time.time() - 60,
+        hashlib.sha256(b"x").digest(),
+    )
+    assert (await w.host._ask_outcome("js", lost)).status == Status.UNSUPPORTED
+    await w.clearing.journal_packet(lost)
+    assert await w.host.inflight.load() == 1
+    await wait_until_async(lambda: not w.host.inflight.waiting(), "the packet to be released")
+    assert w.host.inflight.unsupported == {"js": 1}
     assert w.clearing.balance("js") == -450
 
 

@@ -54,6 +54,8 @@ HOST_NAMES = {
     "ilp_host_adaptor_handshake_failures_total",
     "ilp_host_adaptor_connection_state",
     "ilp_host_peer_link_state",
+    "ilp_host_clearing_unresolved_packets",
+    "ilp_host_clearing_outcome_unsupported_packets",
     "ilp_host_engine_connected",
     "ilp_host_engine_events_unacknowledged",
     "ilp_host_connector_link_connected",
@@ -150,6 +152,8 @@ def _check(server: Prometheus, books: Books) -> None:
     assert server.value('ilp_host_engine_connected{job="bob"}') == 1
     assert server.value('ilp_host_connector_link_connected{job="bob"}') == 1
     assert server.value('ilp_host_peer_link_state{job="alice",account="bob",state="ready"}') == 1
+    assert server.value('ilp_host_clearing_unresolved_packets{job="alice",account="bob"}') == 0
+    assert server.value("sum(ilp_host_clearing_outcome_unsupported_packets)") == 0
     assert server.value('ilp_host_send_money_seconds_count{job="alice"}') >= completed
     # The names: ilp-connector's and ours, all there.
     names = set(server.api("/api/v1/label/__name__/values"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2
 from host.simledger.faults import FaultDice, FaultError, Faults, Outcome
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2
 
 
 def test_knobs_round_trip_through_the_wire_form() -> None:

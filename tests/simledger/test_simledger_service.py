@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 import pytest
 
+from host.pb.ilphost.simledger.v1 import simledger_pb2 as pb
+from host.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from host.simledger.process import LedgerProcess, LedgerStartError, start_ledger
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2 as pb
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 Code = grpc.StatusCode

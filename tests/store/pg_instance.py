@@ -26,10 +26,10 @@ import grpc
 
 from host.engine import Engine, Policy, SettlementState
 from host.engine.errors import PermanentSettlementError, TransientSettlementError
-from host.engine.outbox import Backoff
 from host.engine.ports import SendResult
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.store.postgres import PostgresStore
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
+from sdk.backoff import Backoff
 from sdk.pb.ilphost.types.v1 import types_pb2
 
 OURS = "ours-ledger"

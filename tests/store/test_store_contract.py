@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 
+from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
     Account,
     ClearingEffect,
@@ -24,7 +25,9 @@ from host.engine.model import (
     Settlement,
     SettlementState,
 )
-from host.store import Store, StoreError
+from host.engine.store import Store
+from host.ilp.outcome import Status
+from host.store import StoreError
 from host.store.opening import open_store
 from tests.postgres_server import PostgresServer
 
@@ -333,6 +336,49 @@ def test_clearing_effects_wait_in_order_until_confirmed(backend: Backend) -> Non
     run(main)
 
 
+def test_journaled_packets_wait_until_resolved_and_answer_their_source(backend: Backend) -> None:
+    fulfillment = bytes(range(32))
+    packet = InFlight(
+        "ab" * 32, "alice", b"\x01" * 32, "bob", b"\x02" * 32, BIG, 1234.5, b"\x03" * 32
+    )
+    here = InFlight("cd" * 32, "alice", b"\x04" * 32, None, b"", 7, 99.0, b"\x05" * 32)
+
+    async def main() -> None:
+        store = await backend.open()
+        try:
+            async with store.transaction() as tx:
+                await tx.journal_packet(packet, 10.0)
+                await tx.journal_packet(packet, 11.0)  # a replay: nothing
+            assert await store.unresolved_packets() == [packet]
+            assert (await store.packet_outcome("alice", packet.source_id)).status == Status.PENDING
+            # A failed transaction resolves nothing.
+            with pytest.raises(StoreError):
+                async with store.transaction() as tx:
+                    assert await tx.packet_resolution(packet.key) is None
+                    await tx.resolve_packet(packet, Resolution.FULFILLED, fulfillment, 12.0)
+                    await tx.update_account(account("nobody"))
+            assert await store.unresolved_packets() == [packet]
+            async with store.transaction() as tx:
+                await tx.resolve_packet(packet, Resolution.FULFILLED, fulfillment, 12.0)
+                await tx.resolve_packet(here, Resolution.FULFILLED, fulfillment, 30.0)
+            async with store.transaction() as tx:
+                # Resolved stays resolved.
+                await tx.resolve_packet(packet, Resolution.REJECTED, b"", 13.0)
+                assert await tx.packet_resolution(packet.key) == Resolution.FULFILLED
+            assert await store.unresolved_packets() == []
+            answer = await store.packet_outcome("alice", packet.source_id)
+            assert (answer.status, answer.fulfillment) == (Status.FULFILLED, fulfillment)
+            assert (await store.packet_outcome("bob", packet.source_id)).status == Status.UNKNOWN
+            # Forgotten with the idempotency keys of their time.
+            await store.forget_idempotency(created_before=20.0)
+            assert (await store.packet_outcome("alice", packet.source_id)).status == Status.UNKNOWN
+            assert (await store.packet_outcome("alice", here.source_id)).status == Status.FULFILLED
+        finally:
+            await store.close()
+
+    run(main)
+
+
 def test_liquidity_is_recorded_on_every_account_of_an_adaptor(backend: Backend) -> None:
     async def main() -> None:
         store = await backend.open()
@@ -364,5 +410,30 @@ def test_a_closed_store_refuses_work_and_closes_twice(backend: Backend) -> None:
         with pytest.raises(StoreError, match="closed"):
             async with store.transaction():
                 pass
+
+    run(main)
+
+
+def test_settled_totals_sum_every_settlement_of_an_account_by_direction(backend: Backend) -> None:
+    async def main() -> None:
+        store = await backend.open()
+        try:
+            assert await store.settled_totals("alice") == (0, 0)
+            incoming = replace(
+                outgoing("in1"), direction=Direction.INCOMING, state=SettlementState.CREDITED
+            )
+            async with store.transaction() as tx:
+                await tx.insert_account(account())
+                await tx.insert_account(account("bob"))
+                await tx.insert_settlement(outgoing("a1"))
+                await tx.insert_settlement(
+                    replace(outgoing("a2"), state=SettlementState.FAILED, amount=5)
+                )
+                await tx.insert_settlement(replace(incoming, amount=BIG * 3))
+                await tx.insert_settlement(outgoing("b1", account_id="bob"))
+            assert await store.settled_totals("alice") == (BIG + 5, BIG * 3)
+            assert await store.settled_totals("bob") == (BIG, 0)
+        finally:
+            await store.close()
 
     run(main)

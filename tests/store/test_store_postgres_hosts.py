@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from sdk.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
+from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.host.test_cli_engine import BOB, Host
 from tests.polling import wait_until

@@ -25,10 +25,10 @@ import grpc
 import pytest
 
 from host.engine import Direction, SettlementState
+from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger.process import start_ledger
 from host.store.postgres import PostgresStore
 from sdk import failpoints
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.postgres_server import PostgresServer
 from tests.store.pg_instance import ACCOUNTS, INCOMING, OURS, SCALE, incoming_amount

@@ -1,12 +1,13 @@
-"""The simledger adaptors' peer messages (sdk.simledger): protobuf on the wire, strict parsing."""
+"""The simledger adaptors' peer messages (host.simledger.peer_messages): protobuf on the wire,
+strict parsing."""
 
 from __future__ import annotations
 
 import pytest
 
-from sdk import simledger
+from host.pb.ilphost.simledger.v1 import peer_message_pb2
+from host.simledger import peer_messages as simledger
 from sdk.contract import MAX_DATA_BYTES
-from sdk.pb.ilphost.simledger.v1 import peer_message_pb2
 
 
 def test_the_request_is_a_peer_request_naming_our_ledger_account() -> None:

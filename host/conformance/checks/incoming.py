@@ -20,7 +20,8 @@ from host.conformance.checks.registry import PEER, Code, check, expect, fail_if
 from host.conformance.report import CheckFailed, CheckSkipped
 from host.conformance.session import Session
 from host.conformance.world import ADAPTOR_LEDGER_ACCOUNT, SIMLEDGER, peer_ledger_account
-from sdk import amount, contract
+from sdk import requests
+from sdk.errors import InvalidRequest
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 
 #: What the suite pays the adaptor on its ledger: the settlement it watches, then a later one
@@ -115,20 +116,15 @@ async def watch_incoming(session: Session) -> str:
         name = settlement.settlement_id or "a settlement"
         if not settlement.settlement_id:
             problems.append("a settlement has an empty settlement_id")
-        if not contract.is_account_id(settlement.account_id):
-            problems.append(f"{name}: account_id {settlement.account_id[:60]!r} is malformed")
+        # The rules of a SendMoney request hold for what the ledger reports too.
         try:
-            value = amount.unsigned_of(settlement.amount)
-        except amount.AmountError as exc:
+            requests.check_account_id(settlement.account_id)
+        except InvalidRequest as exc:
             problems.append(f"{name}: {exc}")
-            continue
-        if value == 0:
-            problems.append(f"{name}: amount is zero")
-        if settlement.amount.scale != session.info.asset_scale:
-            problems.append(
-                f"{name}: scale {settlement.amount.scale}, the ledger's is "
-                f"{session.info.asset_scale}"
-            )
+        try:
+            requests.check_payment(settlement.amount, session.info.asset_scale)
+        except InvalidRequest as exc:
+            problems.append(f"{name}: {exc}")
     if len({s.settlement_id for s in settlements}) != len(settlements):
         problems.append("one stream delivered a settlement id twice")
     fail_if(problems)

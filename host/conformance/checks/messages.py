@@ -13,7 +13,8 @@ from host.conformance.checks.registry import PEER, Code, check, expect, fail_if
 from host.conformance.report import CheckFailed, CheckSkipped
 from host.conformance.session import Session
 from host.conformance.world import ADAPTOR_LEDGER_ACCOUNT, peer_ledger_account
-from sdk import contract, simledger
+from host.simledger import peer_messages as simledger
+from sdk import contract
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 
 GARBAGE: Final = b"\x00\xffconformance: not a message of any adaptor\xfe"

@@ -14,7 +14,8 @@ from host.conformance.checks.registry import NEVER, PEER, Code, check, expect, f
 from host.conformance.report import CheckFailed, CheckSkipped
 from host.conformance.session import Session
 from host.conformance.world import ADAPTOR_LEDGER_ACCOUNT, SIMLEDGER, peer_ledger_account
-from sdk import contract, simledger
+from host.simledger import peer_messages as simledger
+from sdk import contract
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.engine.v1 import engine_pb2
 

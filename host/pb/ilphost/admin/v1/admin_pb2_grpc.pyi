@@ -5,7 +5,7 @@ The operators' API of a running host."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sdk.pb.ilphost.admin.v1 import admin_pb2 as _admin_pb2
+from host.pb.ilphost.admin.v1 import admin_pb2 as _admin_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -90,6 +90,13 @@ class HostAdminStub:
     learned (route broadcast) routes, longest prefix first. Read-only.
     FAILED_PRECONDITION when this host runs no connector.
     """
+    Reconcile: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReconcileRequest, _admin_pb2.ReconcileResponse]
+    """Reconcile compares this host's clearing book of one peer's account with the peer's own
+    (peer.reconcile, docs/peering.md) now, and returns the outcome; the host also does it
+    every minute. A peer that does not speak it gives status "unsupported", an unreachable
+    one "failed": both are outcomes, not errors. Read-only. Statuses: NOT_FOUND (no such
+    peer), FAILED_PRECONDITION (this host runs no connector).
+    """
 
 @_typing.type_check_only
 class HostAdminAsyncStub(HostAdminStub):
@@ -152,6 +159,13 @@ class HostAdminAsyncStub(HostAdminStub):
     """ListRoutes returns the connector's routing table as it is used: configured, local and
     learned (route broadcast) routes, longest prefix first. Read-only.
     FAILED_PRECONDITION when this host runs no connector.
+    """
+    Reconcile: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReconcileRequest, _admin_pb2.ReconcileResponse]  # type: ignore[assignment]
+    """Reconcile compares this host's clearing book of one peer's account with the peer's own
+    (peer.reconcile, docs/peering.md) now, and returns the outcome; the host also does it
+    every minute. A peer that does not speak it gives status "unsupported", an unreachable
+    one "failed": both are outcomes, not errors. Read-only. Statuses: NOT_FOUND (no such
+    peer), FAILED_PRECONDITION (this host runs no connector).
     """
 
 class HostAdminServicer(metaclass=_abc_1.ABCMeta):
@@ -290,6 +304,19 @@ class HostAdminServicer(metaclass=_abc_1.ABCMeta):
         """ListRoutes returns the connector's routing table as it is used: configured, local and
         learned (route broadcast) routes, longest prefix first. Read-only.
         FAILED_PRECONDITION when this host runs no connector.
+        """
+
+    @_abc_1.abstractmethod
+    def Reconcile(
+        self,
+        request: _admin_pb2.ReconcileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReconcileResponse, _abc.Awaitable[_admin_pb2.ReconcileResponse]]:
+        """Reconcile compares this host's clearing book of one peer's account with the peer's own
+        (peer.reconcile, docs/peering.md) now, and returns the outcome; the host also does it
+        every minute. A peer that does not speak it gives status "unsupported", an unreachable
+        one "failed": both are outcomes, not errors. Read-only. Statuses: NOT_FOUND (no such
+        peer), FAILED_PRECONDITION (this host runs no connector).
         """
 
 def add_HostAdminServicer_to_server(servicer: HostAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

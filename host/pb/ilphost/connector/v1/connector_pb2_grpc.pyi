@@ -5,7 +5,7 @@ The Connector API (proposal 2): the connector serves it, an external settlement 
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sdk.pb.ilphost.connector.v1 import connector_pb2 as _connector_pb2
+from host.pb.ilphost.connector.v1 import connector_pb2 as _connector_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -807,6 +807,9 @@ class Peer(_message.Message):
     RELATION_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
     SETTLEMENT_MESSAGES_FIELD_NUMBER: _builtins.int
+    UNRESOLVED_PACKETS_FIELD_NUMBER: _builtins.int
+    OUTCOME_UNSUPPORTED_FIELD_NUMBER: _builtins.int
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The peer's account id in the engine."""
     address: _builtins.str
@@ -819,6 +822,10 @@ class Peer(_message.Message):
     """How settlement messages (peer.settle) fare with the peer: empty before the first, "ok",
     or why the peer refused them (a peer that settles in its own plugins, like ilp-connector,
     refuses them; the host then stops asking it for a while instead of retrying).
+    """
+    outcome_unsupported: _builtins.int
+    """How many packets the peer could not be asked about (it does not answer peer.outcome, as
+    ilp-connector does not) and were released as a connector without the journal would.
     """
     @_builtins.property
     def link(self) -> _types_pb2.Connection:
@@ -834,6 +841,18 @@ class Peer(_message.Message):
     def routes(self) -> Global___RouteExchange:
         """The route exchange (CCP) with the peer."""
 
+    @_builtins.property
+    def unresolved_packets(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnresolvedPacket]:
+        """Packets forwarded to the peer whose outcome this host does not know yet, oldest expiry
+        first: in flight when the host stopped, without an answer in time, or fulfilled with a
+        debit not recorded yet (the clearing retry queue). Each keeps its amount reserved until
+        resolved, by asking the peer (peer.outcome) or by recording the debit.
+        """
+
+    @_builtins.property
+    def reconciliation(self) -> Global___Reconciliation:
+        """The last reconciliation with the peer; unset before the first."""
+
     def __init__(
         self,
         *,
@@ -845,14 +864,64 @@ class Peer(_message.Message):
         relation: _builtins.str = ...,
         routes: Global___RouteExchange | None = ...,
         settlement_messages: _builtins.str = ...,
+        unresolved_packets: _abc.Iterable[Global___UnresolvedPacket] | None = ...,
+        outcome_unsupported: _builtins.int = ...,
+        reconciliation: Global___Reconciliation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clearing_balance", b"clearing_balance", "link", b"link", "routes", b"routes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["clearing_balance", b"clearing_balance", "link", b"link", "reconciliation", b"reconciliation", "routes", b"routes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "relation", b"relation", "routes", b"routes", "settlement_messages", b"settlement_messages", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "clearing_balance", b"clearing_balance", "id", b"id", "link", b"link", "outcome_unsupported", b"outcome_unsupported", "reconciliation", b"reconciliation", "relation", b"relation", "routes", b"routes", "settlement_messages", b"settlement_messages", "unresolved_packets", b"unresolved_packets", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Peer: _TypeAlias = Peer  # noqa: Y015
+
+@_typing.final
+class UnresolvedPacket(_message.Message):
+    """UnresolvedPacket is a packet to a peer whose outcome is not known yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    FULFILLED_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The packet's key in this host's in-flight journal (hex)."""
+    fulfilled: _builtins.bool
+    """True when the peer fulfilled it and the debit waits to be recorded (the retry queue);
+    false while the peer is still to be asked.
+    """
+    attempts: _builtins.int
+    """Attempts that failed so far, and the last error."""
+    last_error: _builtins.str
+    @_builtins.property
+    def amount(self) -> _types_pb2.Amount:
+        """Its amount, at the account's scale."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the Prepare sent to the peer expires."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        amount: _types_pb2.Amount | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        fulfilled: _builtins.bool = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "expires_at", b"expires_at", "fulfilled", b"fulfilled", "key", b"key", "last_error", b"last_error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnresolvedPacket: _TypeAlias = UnresolvedPacket  # noqa: Y015
 
 @_typing.final
 class RouteExchange(_message.Message):
@@ -1158,3 +1227,162 @@ class SendPacketsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendPacketsResponse: _TypeAlias = SendPacketsResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileRequest(_message.Message):
+    """-- Reconciliation (peer.reconcile) --------------------------------------------------------
+
+    ReconcileRequest names the peer (its account id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_FIELD_NUMBER: _builtins.int
+    peer: _builtins.str
+    def __init__(
+        self,
+        *,
+        peer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["peer", b"peer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileResponse(_message.Message):
+    """ReconcileResponse is the outcome of the comparison."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reconciliation(self) -> Global___Reconciliation: ...
+    def __init__(
+        self,
+        *,
+        reconciliation: Global___Reconciliation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileResponse: _TypeAlias = ReconcileResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileTotals(_message.Message):
+    """ReconcileTotals is one side's book of the bilateral account, at the account's scale (the
+    sign convention of the host: `balance` is what the other side owes the side reporting).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BALANCE_FIELD_NUMBER: _builtins.int
+    SETTLED_OUT_FIELD_NUMBER: _builtins.int
+    SETTLED_IN_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_IN_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_OUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def balance(self) -> _types_pb2.SignedAmount: ...
+    @_builtins.property
+    def settled_out(self) -> _types_pb2.Amount:
+        """Everything the balance was raised by for settlements this side paid (leftover included)."""
+
+    @_builtins.property
+    def settled_in(self) -> _types_pb2.Amount:
+        """Everything it was lowered by for settlements from the other side, credited."""
+
+    @_builtins.property
+    def in_flight_in(self) -> _types_pb2.Amount:
+        """Packets reserved but not resolved when the totals were taken: from, and to, the other side."""
+
+    @_builtins.property
+    def in_flight_out(self) -> _types_pb2.Amount: ...
+    def __init__(
+        self,
+        *,
+        balance: _types_pb2.SignedAmount | None = ...,
+        settled_out: _types_pb2.Amount | None = ...,
+        settled_in: _types_pb2.Amount | None = ...,
+        in_flight_in: _types_pb2.Amount | None = ...,
+        in_flight_out: _types_pb2.Amount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "in_flight_in", b"in_flight_in", "in_flight_out", b"in_flight_out", "settled_in", b"settled_in", "settled_out", b"settled_out"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "in_flight_in", b"in_flight_in", "in_flight_out", b"in_flight_out", "settled_in", b"settled_in", "settled_out", b"settled_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileTotals: _TypeAlias = ReconcileTotals  # noqa: Y015
+
+@_typing.final
+class Reconciliation(_message.Message):
+    """Reconciliation is one comparison of our book with the peer's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    OURS_FIELD_NUMBER: _builtins.int
+    THEIRS_FIELD_NUMBER: _builtins.int
+    CLEARING_DIFFERENCE_FIELD_NUMBER: _builtins.int
+    TO_PEER_IN_TRANSIT_FIELD_NUMBER: _builtins.int
+    FROM_PEER_IN_TRANSIT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    peer: _builtins.str
+    status: _builtins.str
+    """"agree" (every difference 0), "settling" (the clearing books agree, settlements are in
+    transit), "differ" (a difference while both sides were quiet), "busy" (a difference while
+    packets were in flight: inexact), "unsupported" (the peer does not speak peer.reconcile),
+    "failed" (the peer could not be asked).
+    """
+    detail: _builtins.str
+    """What differs, why it is inexact, or why the peer could not be asked."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ours(self) -> Global___ReconcileTotals:
+        """Unset for "unsupported" and "failed"."""
+
+    @_builtins.property
+    def theirs(self) -> Global___ReconcileTotals: ...
+    @_builtins.property
+    def clearing_difference(self) -> _types_pb2.SignedAmount:
+        """Our net of fulfilled packets (from the peer minus to it) plus the peer's net: 0 when the
+        books agree, the same seen from either side. Positive: one side counts that much more in
+        its own favour than the other concedes (e.g. packets the receiver recorded as fulfilled
+        and the sender did not); negative: the reverse.
+        """
+
+    @_builtins.property
+    def to_peer_in_transit(self) -> _types_pb2.SignedAmount:
+        """Settlements paid and not yet credited: by us to the peer, by the peer to us."""
+
+    @_builtins.property
+    def from_peer_in_transit(self) -> _types_pb2.SignedAmount: ...
+    def __init__(
+        self,
+        *,
+        peer: _builtins.str = ...,
+        status: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        ours: Global___ReconcileTotals | None = ...,
+        theirs: Global___ReconcileTotals | None = ...,
+        clearing_difference: _types_pb2.SignedAmount | None = ...,
+        to_peer_in_transit: _types_pb2.SignedAmount | None = ...,
+        from_peer_in_transit: _types_pb2.SignedAmount | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "clearing_difference", b"clearing_difference", "from_peer_in_transit", b"from_peer_in_transit", "ours", b"ours", "theirs", b"theirs", "to_peer_in_transit", b"to_peer_in_transit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "clearing_difference", b"clearing_difference", "detail", b"detail", "from_peer_in_transit", b"from_peer_in_transit", "ours", b"ours", "peer", b"peer", "status", b"status", "theirs", b"theirs", "to_peer_in_transit", b"to_peer_in_transit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reconciliation: _TypeAlias = Reconciliation  # noqa: Y015

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from sdk.pb.ilphost.connector.v1 import connector_pb2 as ilphost_dot_connector_dot_v1_dot_connector__pb2
+from host.pb.ilphost.connector.v1 import connector_pb2 as ilphost_dot_connector_dot_v1_dot_connector__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -7,7 +7,7 @@ tests and the demo, with fault knobs.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2 as _simledger_pb2
+from host.pb.ilphost.simledger.v1 import simledger_pb2 as _simledger_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -6,6 +6,10 @@ of Engine.SendData; the peer's adaptor gets it in ReceiveData and answers a Peer
 response ``data``. The only kind today is the ledger-account exchange: each side names its own
 account on the ledger. Pure functions; a malformed message is a PeerMessageError (a ValueError)
 whose text is ready for an INVALID_ARGUMENT status.
+
+This is the host's, not the SDK's: the simulated ledger is the host's, and only its in-tree
+adaptors (which may import ``host``) speak these messages; an adaptor author's SDK carries none
+of it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Final
 
 from google.protobuf.message import DecodeError
 
+from host.pb.ilphost.simledger.v1 import peer_message_pb2
 from sdk.contract import MAX_DATA_BYTES
-from sdk.pb.ilphost.simledger.v1 import peer_message_pb2
 
 #: An account on the simulated ledger (host.simledger refuses any other).
 LEDGER_ACCOUNT: Final = re.compile(r"[A-Za-z0-9._~:-]{1,128}")

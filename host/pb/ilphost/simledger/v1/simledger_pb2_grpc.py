@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from sdk.pb.ilphost.simledger.v1 import simledger_pb2 as ilphost_dot_simledger_dot_v1_dot_simledger__pb2
+from host.pb.ilphost.simledger.v1 import simledger_pb2 as ilphost_dot_simledger_dot_v1_dot_simledger__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

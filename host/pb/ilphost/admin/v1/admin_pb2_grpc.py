@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from sdk.pb.ilphost.admin.v1 import admin_pb2 as ilphost_dot_admin_dot_v1_dot_admin__pb2
+from host.pb.ilphost.admin.v1 import admin_pb2 as ilphost_dot_admin_dot_v1_dot_admin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -101,6 +101,11 @@ class HostAdminStub:
                 '/ilphost.admin.v1.HostAdmin/ListRoutes',
                 request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.SerializeToString,
                 response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.FromString,
+                _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/ilphost.admin.v1.HostAdmin/Reconcile',
+                request_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
 
 
@@ -221,6 +226,17 @@ class HostAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reconcile(self, request, context):
+        """Reconcile compares this host's clearing book of one peer's account with the peer's own
+        (peer.reconcile, docs/peering.md) now, and returns the outcome; the host also does it
+        every minute. A peer that does not speak it gives status "unsupported", an unreachable
+        one "failed": both are outcomes, not errors. Read-only. Statuses: NOT_FOUND (no such
+        peer), FAILED_PRECONDITION (this host runs no connector).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -288,6 +304,11 @@ def add_HostAdminServicer_to_server(servicer, server):
                     servicer.ListRoutes,
                     request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.FromString,
                     response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ReconcileRequest.FromString,
+                    response_serializer=ilphost_dot_admin_dot_v1_dot_admin__pb2.ReconcileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -644,6 +665,33 @@ class HostAdmin:
             '/ilphost.admin.v1.HostAdmin/ListRoutes',
             ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesRequest.SerializeToString,
             ilphost_dot_admin_dot_v1_dot_admin__pb2.ListRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ilphost.admin.v1.HostAdmin/Reconcile',
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.ReconcileRequest.SerializeToString,
+            ilphost_dot_admin_dot_v1_dot_admin__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,

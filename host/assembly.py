@@ -1,0 +1,299 @@
+"""The parts of each deployment mode, assembled: one typed object per mode, nothing optional
+that the mode always has (see docs/architecture.md).
+
+- :func:`assemble_run` (``ilp-host run``, proposal 1): the engine in the connector's process,
+  its ClearingPort and SettlementMessagesPort by plain calls (:class:`Together`); without any
+  account, the adaptors alone (:class:`AdaptorsOnly`).
+- :func:`assemble_engine` (``ilp-host engine``, proposal 2): the engine, bound to a connector
+  process through the Connector API (:class:`EngineAlone`).
+- :func:`assemble_connector` (``ilp-host connector``, proposal 2): the connector with its own
+  durable clearing ledger, serving the Connector API to an engine (:class:`ConnectorAlone`).
+
+Each assembler opens its parts in order and registers each one's teardown on the given exit
+stack; nothing listens for packets yet (host.app starts them in order). Each part is built
+with all it needs: nothing is patched on after construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import grpc
+
+from host.admin.connector_admin import BalanceReader
+from host.binding import EngineBinding, EngineServicer, PeerMessenger
+from host.config import CONNECTOR_DATABASE, HostConfig
+from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
+from host.connector.config import ConnectorConfig
+from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.ports import UnknownPeer
+from host.connector.reconciliation import Reconciler
+from host.connector.switch import Connector
+from host.connector_link import ConnectorLink, channel_to
+from host.credentials import ServerTls
+from host.engine import AdaptorRegistry, Engine, EngineError
+from host.engine.store import Store
+from host.pb.ilphost.admin.v1 import admin_pb2
+from host.store import StoreError
+from host.store.opening import describe_database, open_store
+from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
+
+log = logging.getLogger("ilp_host")
+
+#: The Engine service for the adaptors, in the state directory.
+ENGINE_SOCKET = "engine.sock"
+
+
+class AssemblyError(RuntimeError):
+    """A part cannot be opened (database, socket, Connector API address); the message says
+    which and why."""
+
+
+@dataclass(frozen=True)
+class EngineSide:
+    """The engine and what binds it to the adaptors."""
+
+    store: Store
+    engine: Engine
+    binding: EngineBinding
+    #: The Engine service the adaptors call (ILP_HOST_ENGINE_ADDR).
+    address: str
+
+
+@dataclass(frozen=True)
+class AdaptorsOnly:
+    """``ilp-host run`` without accounts: the adaptors' supervision, no engine."""
+
+
+@dataclass(frozen=True)
+class Together:
+    """``ilp-host run`` (proposal 1): the engine, and the connector over it when peered."""
+
+    engine: EngineSide
+    #: None without ``[connector]``: the engine settles, nothing carries packets.
+    connector: Connector | None
+    #: With the connector: reconciliation with its peers (host.connector.reconciliation).
+    reconciler: Reconciler | None
+
+    def balance(self) -> BalanceReader:
+        """A peer's clearing balance for the admin API: the engine's."""
+        return partial(_engine_balance, self.engine.engine)
+
+    def engine_link(self) -> admin_pb2.EngineLink:
+        """Where the engine runs, for the admin API: here, in this process."""
+        return admin_pb2.EngineLink()
+
+
+@dataclass(frozen=True)
+class EngineAlone:
+    """``ilp-host engine`` (proposal 2): the engine and its link to the connector process."""
+
+    engine: EngineSide
+    link: ConnectorLink
+
+
+@dataclass(frozen=True)
+class ConnectorAlone:
+    """``ilp-host connector`` (proposal 2): the connector, its clearing ledger and the relay
+    through which the engine process answers ``peer.settle`` messages."""
+
+    connector: Connector
+    ledger: ConnectorLedger
+    relay: EngineRelay
+    reconciler: Reconciler
+
+    def balance(self) -> BalanceReader:
+        """A peer's clearing balance for the admin API: the connector's own."""
+        return partial(_ledger_balance, self.ledger)
+
+    def engine_link(self) -> admin_pb2.EngineLink:
+        """Where the engine runs and how far it follows, for the admin API."""
+        link = admin_pb2.EngineLink(
+            external=True,
+            connected=self.relay.connected,
+            unacknowledged=self.ledger.last_cursor - self.ledger.acknowledged,
+            last_cursor=self.ledger.last_cursor,
+        )
+        if self.relay.since is not None:
+            link.since.FromDatetime(self.relay.since)
+        return link
+
+
+#: What one process runs besides the supervisor, the admin API and health.
+Parts = AdaptorsOnly | Together | EngineAlone | ConnectorAlone
+
+
+async def assemble_run(
+    config: HostConfig, stack: contextlib.AsyncExitStack
+) -> AdaptorsOnly | Together:
+    """Proposal 1: the engine's store, the engine, the connector (not yet listening), the
+    Engine service."""
+    if config.database is None:
+        return AdaptorsOnly()
+    store, engine, binding = await _open_engine(config, stack, on_clearing_effect=None)
+    connector = None
+    reconciler = None
+    if config.connector is not None:
+        connector = Connector.from_config(
+            config.connector,
+            binding.clearing(),
+            binding.settlement_messages(),
+            assets=assets(config),
+            books=engine.clearing_book,
+        )
+        stack.push_async_callback(connector.stop)
+        reconciler = _reconciler(connector, config.connector)
+    address = await _serve_engine(config, stack, connector)
+    return Together(EngineSide(store, engine, binding, address), connector, reconciler)
+
+
+async def assemble_engine(
+    config: HostConfig,
+    stack: contextlib.AsyncExitStack,
+    connector_address: str,
+    tls: ServerTls | None,
+) -> EngineAlone:
+    """Proposal 2, engine side: the store, the engine (journaling its clearing effects), the
+    link to the connector process (not yet following it), the Engine service."""
+    if not connector_address.startswith("unix:") and tls is None:
+        raise AssemblyError(
+            f"the Connector API at {connector_address} is on TCP: the engine needs "
+            "connector.api_tls_cert and connector.api_token_file in the config to "
+            "reach it (TLS and the bearer token)"
+        )
+    # Set by the engine after each clearing effect it journals; the link then pushes them.
+    effects = asyncio.Event()
+    store, engine, binding = await _open_engine(config, stack, on_clearing_effect=effects.set)
+    channel = channel_to(connector_address, tls)
+    stack.push_async_callback(channel.close, None)
+    peering = config.connector
+    link = ConnectorLink(
+        engine,
+        store,
+        channel,
+        binding.settlement_messages(),
+        effects=effects,
+        address=connector_address,
+        send_timeout=peering.settle_timeout if peering is not None else 30.0,
+    )
+    address = await _serve_engine(config, stack, link)
+    return EngineAlone(EngineSide(store, engine, binding, address), link)
+
+
+async def assemble_connector(
+    config: HostConfig, stack: contextlib.AsyncExitStack, tls: ServerTls | None
+) -> ConnectorAlone:
+    """Proposal 2, connector side: the clearing ledger, the connector (not yet listening),
+    the Connector API (serving at once: the engine may connect before packets flow)."""
+    peering = config.connector
+    assert peering is not None  # checked by host.config.for_role
+    limits = {
+        account.id: AccountLimits(
+            account.asset_scale, account.policy.min_balance, account.policy.max_balance
+        )
+        for account in config.accounts
+    }
+    path = config.state_dir / CONNECTOR_DATABASE
+    try:
+        ledger = await ConnectorLedger.open(path, limits)
+    except StoreError as exc:
+        raise AssemblyError(f"cannot open the connector's ledger {path}: {exc}") from exc
+    stack.push_async_callback(ledger.close)
+    relay = EngineRelay(timeout=peering.settle_timeout)
+    connector = Connector.from_config(
+        peering, ledger, relay, assets=assets(config), books=ledger.clearing_book
+    )
+    stack.push_async_callback(connector.stop)
+    address = peering.api
+    if address.startswith("unix:"):
+        socket = config.state_dir / address.removeprefix("unix:")
+        with contextlib.suppress(FileNotFoundError):
+            socket.unlink()  # left by a connector that died; we hold the state lock
+        address = f"unix:{socket}"
+    try:
+        server = await serve_connector_api(ConnectorApi(ledger, relay, connector), address, tls)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise AssemblyError(f"cannot serve the Connector API on {address}: {exc}") from exc
+    stack.push_async_callback(server.stop, 1.0)
+    log.info(
+        "Connector API on %s%s (ilp-host engine --connector %s)",
+        address,
+        " (TLS, bearer token)" if tls is not None else "",
+        address,
+    )
+    return ConnectorAlone(connector, ledger, relay, _reconciler(connector, peering))
+
+
+def _reconciler(connector: Connector, peering: ConnectorConfig) -> Reconciler:
+    """Reconciliation with every configured peer (host.connector.reconciliation)."""
+    return Reconciler(connector, [peer.id for peer in peering.peers])
+
+
+def assets(config: HostConfig) -> dict[str, tuple[str, int]]:
+    """Each account's asset, for the ILDCP answers to children."""
+    return {account.id: (account.asset_code, account.asset_scale) for account in config.accounts}
+
+
+async def _engine_balance(engine: Engine, account_id: str) -> tuple[int, int] | None:
+    try:
+        account = (await engine.get_account(account_id)).account
+    except EngineError:
+        return None
+    return account.balance, account.asset_scale
+
+
+async def _ledger_balance(ledger: ConnectorLedger, account_id: str) -> tuple[int, int] | None:
+    try:
+        return await ledger.balance(account_id), ledger.limits(account_id).asset_scale
+    except UnknownPeer:
+        return None
+
+
+async def _open_engine(
+    config: HostConfig,
+    stack: contextlib.AsyncExitStack,
+    *,
+    on_clearing_effect: Callable[[], None] | None,
+) -> tuple[Store, Engine, EngineBinding]:
+    """The engine's store (opened and migrated), the engine, and its binding to the adaptors.
+    ``on_clearing_effect``: proposal 2, the engine journals what it does to a balance."""
+    assert config.database is not None
+    try:
+        store = await open_store(config.database)
+    except StoreError as exc:
+        raise AssemblyError(
+            f"cannot open the engine database {describe_database(config.database)}: {exc}"
+        ) from exc
+    stack.push_async_callback(store.close)
+    engine = Engine(
+        store,
+        AdaptorRegistry(),
+        journal_clearing=on_clearing_effect is not None,
+        on_clearing_effect=on_clearing_effect,
+    )
+    return store, engine, EngineBinding(engine, config.accounts)
+
+
+async def _serve_engine(
+    config: HostConfig,
+    stack: contextlib.AsyncExitStack,
+    messenger: PeerMessenger | None,
+) -> str:
+    """Serve the Engine service to the adaptors on a private socket; its address."""
+    server = grpc.aio.server()
+    engine_pb2_grpc.add_EngineServicer_to_server(EngineServicer(config.accounts, messenger), server)
+    socket = config.state_dir / ENGINE_SOCKET
+    with contextlib.suppress(FileNotFoundError):
+        socket.unlink()  # left by a host that died; we hold the state lock
+    if server.add_insecure_port(f"unix:{socket}") == 0:
+        raise AssemblyError(f"cannot listen on the engine socket {socket}")
+    os.chmod(socket, 0o600)
+    await server.start()
+    stack.push_async_callback(server.stop, 1.0)
+    return f"unix:{socket}"

@@ -1,0 +1,129 @@
+"""The in-flight journal of the connector's own ledger (proposal 2), on real SQLite files: a
+packet journaled survives reopening, its resolution and its balance changes commit together
+or not at all, a resolved packet stays resolved, and what a peer is told of its packets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from host.clearing_records import BalanceChange, InFlight, Resolution
+from host.connector.ledger import AccountLimits, ConnectorLedger, KeyConflict
+from host.ilp.outcome import Status
+
+LIMITS = {
+    "alice": AccountLimits(asset_scale=6, min_balance=-1000, max_balance=1000),
+    "bob": AccountLimits(asset_scale=6, min_balance=-1000, max_balance=1000),
+}
+FULFILLMENT = bytes(range(32))
+PACKET = InFlight(
+    key="aa" * 32,
+    source="alice",
+    source_id=hashlib.sha256(b"from alice").digest(),
+    target="bob",
+    target_id=hashlib.sha256(b"to bob").digest(),
+    amount=40,
+    expires_at=1_800_000_000.0,
+    condition=hashlib.sha256(FULFILLMENT).digest(),
+)
+BOTH = [BalanceChange("bob", -40, "ilp-out-k"), BalanceChange("alice", 40, "ilp-in-k")]
+
+
+def with_ledger(path: Path, scenario: Callable[[ConnectorLedger], Awaitable[None]]) -> None:
+    async def main() -> None:
+        ledger = await ConnectorLedger.open(path, LIMITS)
+        try:
+            await scenario(ledger)
+        finally:
+            await ledger.close()
+
+    asyncio.run(main())
+
+
+def test_a_journaled_packet_survives_reopening_until_resolved(tmp_path: Path) -> None:
+    path = tmp_path / "connector.db"
+
+    async def journal(ledger: ConnectorLedger) -> None:
+        await ledger.journal_packet(PACKET)
+        await ledger.journal_packet(PACKET)  # a replay changes nothing
+        assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.PENDING
+
+    async def resolve(ledger: ConnectorLedger) -> None:
+        assert await ledger.unresolved_packets() == [PACKET]
+        await ledger.resolve_packet(PACKET, Resolution.FULFILLED, FULFILLMENT, BOTH)
+        assert await ledger.unresolved_packets() == []
+        assert (await ledger.balance("bob"), await ledger.balance("alice")) == (-40, 40)
+        answer = await ledger.packet_outcome("alice", PACKET.source_id)
+        assert (answer.status, answer.fulfillment) == (Status.FULFILLED, FULFILLMENT)
+        # Resolved stays resolved: a second resolution applies nothing.
+        await ledger.resolve_packet(PACKET, Resolution.REJECTED, b"", BOTH)
+        assert (await ledger.balance("bob"), await ledger.balance("alice")) == (-40, 40)
+        assert [e.idempotency_key for e in await ledger.events_after(0, 10)] == [
+            "ilp-out-k",
+            "ilp-in-k",
+        ]
+        # Another peer asking about the same id, or an unknown id: never seen.
+        assert (await ledger.packet_outcome("bob", PACKET.source_id)).status == Status.UNKNOWN
+        assert (await ledger.packet_outcome("alice", bytes(32))).status == Status.UNKNOWN
+
+    with_ledger(path, journal)
+    with_ledger(path, resolve)
+
+
+def test_a_resolution_whose_change_fails_applies_nothing(tmp_path: Path) -> None:
+    async def scenario(ledger: ConnectorLedger) -> None:
+        await ledger.apply_balance_change("alice", 1, "ilp-in-k")  # the key, for another delta
+        await ledger.journal_packet(PACKET)
+        with pytest.raises(KeyConflict):
+            await ledger.resolve_packet(PACKET, Resolution.FULFILLED, FULFILLMENT, BOTH)
+        assert await ledger.balance("bob") == 0, "bob's change rolled back with the rest"
+        assert await ledger.unresolved_packets() == [PACKET]
+        # Only the next hop's side (the source was refused): the packet is FORWARDED.
+        await ledger.resolve_packet(PACKET, Resolution.FORWARDED, FULFILLMENT, BOTH[:1])
+        assert await ledger.balance("bob") == -40
+        assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.REJECTED
+
+    with_ledger(tmp_path / "connector.db", scenario)
+
+
+def test_a_packet_delivered_here_is_recorded_with_its_fulfillment(tmp_path: Path) -> None:
+    delivered = InFlight("bb" * 32, "alice", PACKET.source_id, None, b"", 40, 1.0, PACKET.condition)
+
+    async def scenario(ledger: ConnectorLedger) -> None:
+        credit = [BalanceChange("alice", 40, "ilp-in-here")]
+        await ledger.resolve_packet(delivered, Resolution.FULFILLED, FULFILLMENT, credit)
+        assert await ledger.unresolved_packets() == []
+        answer = await ledger.packet_outcome("alice", PACKET.source_id)
+        assert (answer.status, answer.fulfillment) == (Status.FULFILLED, FULFILLMENT)
+        assert await ledger.forget_keys(older_than=-1.0) == 1
+        assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.UNKNOWN
+
+    with_ledger(tmp_path / "connector.db", scenario)
+
+
+def test_a_ledger_of_the_first_version_is_migrated_forward(tmp_path: Path) -> None:
+    path = tmp_path / "connector.db"
+
+    async def write(ledger: ConnectorLedger) -> None:
+        await ledger.apply_balance_change("bob", -5, "old-key")
+
+    with_ledger(path, write)
+    # Back to version 1, as a host before the journal left it.
+    connection = sqlite3.connect(path)
+    connection.execute("DROP TABLE packets")
+    connection.execute("DROP TABLE settled")  # version 3's, which comes after the journal
+    connection.execute("UPDATE schema_version SET version = 1")
+    connection.commit()
+    connection.close()
+
+    async def reopen(ledger: ConnectorLedger) -> None:
+        assert await ledger.balance("bob") == -5
+        await ledger.journal_packet(PACKET)
+        assert await ledger.unresolved_packets() == [PACKET]
+
+    with_ledger(path, reopen)
