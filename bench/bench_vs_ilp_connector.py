@@ -9,7 +9,7 @@ receiver's address. Contenders, each started once and kept running:
 - ``run``: ``ilp-host run`` (proposal 1), both accounts on the memory adaptor, so every packet's
   balance change is durable in the engine's SQLite store before its Fulfill goes back;
 - ``split``: ``ilp-host connector`` + ``ilp-host engine`` (proposal 2): the connector's own
-  durable clearing ledger on the packet path;
+  durable clearing file on the packet path;
 - ``js-2hop`` and ``run-2hop``: sender -> A -> B -> receiver, A and B peered, routes learned
   by route broadcast (two JS connectors; two ``ilp-host run``).
 

@@ -5,10 +5,10 @@ typed object with exactly its parts:
 
 - ``run`` (proposal 1): the connector and the engine in one process; the engine is the
   connector's ClearingPort and SettlementMessagesPort, by plain calls.
-- ``connector`` (proposal 2): the connector alone, with its own durable clearing ledger
-  (host.connector.ledger), serving the Connector API (host.connector.api) to an engine.
+- ``connector`` (proposal 2): the connector alone, with its own durable clearing file
+  (host.connector.durable_clearing), serving the Connector API (host.connector.api) to an engine.
 - ``engine`` (proposal 2): the engine and the adaptors' supervision, bound to a connector
-  process through the Connector API (host.connector_link).
+  process through the Connector API (host.remote_connector).
 
 Start-up, in order: the state directory (each directory the host creates is 0700) and its
 lock (one host per state directory); the engine's store, opened and migrated (0600); the
@@ -60,7 +60,7 @@ from host.assembly import (
     assemble_run,
 )
 from host.config import AdminConfig, ConfigError, HostConfig
-from host.connector.switch import AddressUnknown, Connector
+from host.connector.connector import AddressUnknown, Connector
 from host.credentials import (
     CredentialsError,
     ServerTls,

@@ -7,7 +7,7 @@ that the mode always has (see docs/architecture.md).
 - :func:`assemble_engine` (``ilp-host engine``, proposal 2): the engine, bound to a connector
   process through the Connector API (:class:`EngineAlone`).
 - :func:`assemble_connector` (``ilp-host connector``, proposal 2): the connector with its own
-  durable clearing ledger, serving the Connector API to an engine (:class:`ConnectorAlone`).
+  durable clearing file, serving the Connector API to an engine (:class:`ConnectorAlone`).
 
 Each assembler opens its parts in order and registers each one's teardown on the given exit
 stack; nothing listens for packets yet (host.app starts them in order). Each part is built
@@ -31,15 +31,15 @@ from host.binding import EngineBinding, EngineServicer, PeerMessenger
 from host.config import CONNECTOR_DATABASE, HostConfig
 from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
 from host.connector.config import ConnectorConfig
-from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.connector import Connector
+from host.connector.durable_clearing import AccountLimits, DurableClearing
 from host.connector.ports import UnknownPeer
 from host.connector.reconciliation import Reconciler
-from host.connector.switch import Connector
-from host.connector_link import ConnectorLink, channel_to
 from host.credentials import ServerTls
 from host.engine import AdaptorRegistry, Engine, EngineError
 from host.engine.store import Store
 from host.pb.ilphost.admin.v1 import admin_pb2
+from host.remote_connector import RemoteConnector, channel_to
 from host.store import StoreError
 from host.store.opening import describe_database, open_store
 from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
@@ -95,16 +95,16 @@ class EngineAlone:
     """``ilp-host engine`` (proposal 2): the engine and its link to the connector process."""
 
     engine: EngineSide
-    link: ConnectorLink
+    link: RemoteConnector
 
 
 @dataclass(frozen=True)
 class ConnectorAlone:
-    """``ilp-host connector`` (proposal 2): the connector, its clearing ledger and the relay
+    """``ilp-host connector`` (proposal 2): the connector, its clearing file and the relay
     through which the engine process answers ``peer.settle`` messages."""
 
     connector: Connector
-    ledger: ConnectorLedger
+    ledger: DurableClearing
     relay: EngineRelay
     reconciler: Reconciler
 
@@ -173,7 +173,7 @@ async def assemble_engine(
     channel = channel_to(connector_address, tls)
     stack.push_async_callback(channel.close, None)
     peering = config.connector
-    link = ConnectorLink(
+    link = RemoteConnector(
         engine,
         store,
         channel,
@@ -189,7 +189,7 @@ async def assemble_engine(
 async def assemble_connector(
     config: HostConfig, stack: contextlib.AsyncExitStack, tls: ServerTls | None
 ) -> ConnectorAlone:
-    """Proposal 2, connector side: the clearing ledger, the connector (not yet listening),
+    """Proposal 2, connector side: the clearing file, the connector (not yet listening),
     the Connector API (serving at once: the engine may connect before packets flow)."""
     peering = config.connector
     assert peering is not None  # checked by host.config.for_role
@@ -201,9 +201,9 @@ async def assemble_connector(
     }
     path = config.state_dir / CONNECTOR_DATABASE
     try:
-        ledger = await ConnectorLedger.open(path, limits)
+        ledger = await DurableClearing.open(path, limits)
     except StoreError as exc:
-        raise AssemblyError(f"cannot open the connector's ledger {path}: {exc}") from exc
+        raise AssemblyError(f"cannot open the connector's clearing file {path}: {exc}") from exc
     stack.push_async_callback(ledger.close)
     relay = EngineRelay(timeout=peering.settle_timeout)
     connector = Connector.from_config(
@@ -248,7 +248,7 @@ async def _engine_balance(engine: Engine, account_id: str) -> tuple[int, int] | 
     return account.balance, account.asset_scale
 
 
-async def _ledger_balance(ledger: ConnectorLedger, account_id: str) -> tuple[int, int] | None:
+async def _ledger_balance(ledger: DurableClearing, account_id: str) -> tuple[int, int] | None:
     try:
         return await ledger.balance(account_id), ledger.limits(account_id).asset_scale
     except UnknownPeer:

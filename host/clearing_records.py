@@ -1,4 +1,4 @@
-"""The clearing records that the engine's store and the connector's ledger both keep.
+"""The clearing records that the engine's store and the connector's clearing file both keep.
 
 A balance change applied under an idempotency key, and the in-flight journal's packet and how
 it ended (host.connector.inflight). The connector defines how they are used (its ports,

@@ -167,7 +167,7 @@ class HostConfig:
 
 #: The two processes of a split host (proposal 2): ``ilp-host connector`` and ``ilp-host engine``.
 Role = Literal["connector", "engine"]
-#: The connector's clearing ledger, in its state directory.
+#: The connector's clearing file, in its state directory.
 CONNECTOR_DATABASE = "connector.db"
 
 

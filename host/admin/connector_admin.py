@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import grpc
 
 from host.admin.server import AdminError
+from host.connector.connector import Connector
 from host.connector.inflight import Unresolved
 from host.connector.local import PacketSource, SendProgress, SendSummary, nearest_rank
 from host.connector.reconciliation import Outcome, Reconciler
-from host.connector.switch import Connector
 from host.ilp import IlpPacketError
 from host.ilp import address as ilp_address
 from host.ilp.reconcile import Totals

@@ -79,8 +79,8 @@ class EngineAdmin(Protocol):
     async def retry_settlement(self, settlement_id: str) -> admin_pb2.RetrySettlementResponse: ...
 
 
-class LinkAdmin(Protocol):
-    """An engine's link to a connector in another process (host.connector_link)."""
+class RemoteConnectorAdmin(Protocol):
+    """An engine's link to a connector in another process (host.remote_connector)."""
 
     async def status_message(self) -> admin_pb2.GetConnectorLinkResponse: ...
 
@@ -120,7 +120,7 @@ class HostAdminServicer(admin_pb2_grpc.HostAdminServicer):
         supervisor: SupervisorView,
         engine: EngineAdmin | None = None,
         connector: ConnectorAdmin | None = None,
-        link: LinkAdmin | None = None,
+        link: RemoteConnectorAdmin | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._engine = engine
@@ -343,7 +343,7 @@ class AdminServer:
         engine: EngineAdmin | None = None,
         connector: ConnectorAdmin | None = None,
         tcp: TcpListener | None = None,
-        link: LinkAdmin | None = None,
+        link: RemoteConnectorAdmin | None = None,
     ) -> None:
         self.socket = socket
         self._tcp = tcp

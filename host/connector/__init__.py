@@ -22,7 +22,7 @@ Modules, each one idea:
 - :mod:`~host.connector.links`: each peer link's connectivity state;
 - :mod:`~host.connector.route_broadcast`: CCP with every peer, the learned routes;
 - :mod:`~host.connector.local`: an exercise receiver and packet source (not a payment protocol);
-- :mod:`~host.connector.switch`: the packet pipeline.
+- :mod:`~host.connector.connector`: the packet pipeline.
 """
 
 from host.connector.config import (
@@ -32,6 +32,7 @@ from host.connector.config import (
     RouteConfig,
     parse_connector_config,
 )
+from host.connector.connector import Connector
 from host.connector.expiry import ExpiryPolicy
 from host.connector.links import LinkStates
 from host.connector.local import LocalReceiver, PacketSource, SendProgress, SendSummary
@@ -47,7 +48,6 @@ from host.connector.ports import (
     UnknownPeer,
 )
 from host.connector.routing import Route, RouteError, RoutingTable
-from host.connector.switch import Connector
 
 __all__ = [
     "ClearingPort",

@@ -5,8 +5,9 @@ external settlement engine (proposal 2).
   a ``peer.settle`` message from a peer's engine goes, live, onto the engine's open event
   stream, and the connector waits for the engine's RespondToPeerMessage. With no engine
   connected the peer gets T00 at once (its adaptor retries).
-- :class:`ConnectorApi` serves the RPCs over the ledger (host.connector.ledger), the relay and
-  the connector's own peer links, with the statuses the .proto documents.
+- :class:`ConnectorApi` serves the RPCs over the clearing file
+  (host.connector.durable_clearing), the relay and the connector's own peer links, with the
+  statuses the .proto documents.
 - :func:`serve_connector_api` listens on a unix socket (0600) or, with TLS and a bearer token,
   on TCP; with grpc.health.v1 and server reflection.
 
@@ -32,12 +33,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from host.admin.auth import BearerTokenInterceptor
-from host.connector.ledger import (
+from host.connector.durable_clearing import (
     BalanceEvent,
-    ConnectorLedger,
+    ClearingInputError,
     CursorOutOfRange,
+    DurableClearing,
     KeyConflict,
-    LedgerInputError,
 )
 from host.connector.ports import (
     STATUS_OF_ERROR,
@@ -181,7 +182,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
     """ilphost.connector.v1.Connector over the ledger, the relay and the peer links."""
 
     def __init__(
-        self, ledger: ConnectorLedger, relay: EngineRelay, messenger: PeerMessenger
+        self, ledger: DurableClearing, relay: EngineRelay, messenger: PeerMessenger
     ) -> None:
         self._ledger = ledger
         self._relay = relay
@@ -223,7 +224,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
             balance = await self._ledger.apply_balance_change(
                 request.account_id, delta, request.idempotency_key
             )
-        except (AmountError, LedgerInputError) as exc:
+        except (AmountError, ClearingInputError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except KeyConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))

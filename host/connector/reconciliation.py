@@ -11,7 +11,7 @@ Packets in flight make a moment's comparison inexact: the next hop records a pac
 Fulfill reaches us. So we take our totals before and after asking the peer; when our two
 readings differ, or either side reserved packets not yet resolved, a non-zero difference is
 reported as :data:`BUSY` (inexact, with the figures), never as a disagreement.
-:func:`compare` is pure; :class:`Reconciler` asks the peers (host.connector.switch) now and
+:func:`compare` is pure; :class:`Reconciler` asks the peers (host.connector.connector) now and
 every ``interval``, keeps the last outcome per peer and tells an observer (host.metrics).
 """
 
@@ -129,7 +129,7 @@ def _describe(clearing: int, to_peer: int, from_peer: int) -> str:
 
 
 class ReconcilingConnector(Protocol):
-    """What the reconciler needs of the connector (host.connector.switch.Connector)."""
+    """What the reconciler needs of the connector (host.connector.connector.Connector)."""
 
     async def ask_reconcile(self, peer_id: str) -> tuple[Totals, Totals, Totals]:
         """Our totals before, the peer's, ours after. NotSupported, ReconcileError,

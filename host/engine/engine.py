@@ -307,7 +307,7 @@ class Engine:
             self._effect_written()
         if change.queued is not None:
             observing.changed(self.observer, None, change.queued)
-            failpoints.hit("engine.after-debit")
+            failpoints.hit(failpoints.ENGINE_AFTER_DEBIT)
             self.outbox.wake()
 
     # -- the connector's in-flight journal (host.connector.ports.ClearingJournal) ------------
@@ -432,7 +432,7 @@ class Engine:
         if journaled:
             self._effect_written()
         observing.changed(self.observer, None, row)
-        failpoints.hit("engine.after-debit")
+        failpoints.hit(failpoints.ENGINE_AFTER_DEBIT)
         self.outbox.wake()
         return row
 
@@ -537,7 +537,7 @@ class Engine:
             assert payback is not None
             observing.changed(self.observer, None, payback)
             self.outbox.wake()
-        failpoints.hit("engine.after-credit")
+        failpoints.hit(failpoints.ENGINE_AFTER_CREDIT)
         if row.state is SettlementState.CREDITED and row.lease_until == lease_until:
             return await self.outbox.process(row)
         if row.state is SettlementState.COMPLETED:

@@ -182,7 +182,7 @@ class OutboxWorker:
         """Make one attempt for a leased row and record its outcome; the row as recorded."""
         outcome = await self._attempt(row)
         if isinstance(outcome, Paid):
-            failpoints.hit("engine.after-send-money")
+            failpoints.hit(failpoints.ENGINE_AFTER_SEND_MONEY)
         if isinstance(outcome, Refused):
             _log.warning(
                 "settlement %s (%s, account %s): %s",

@@ -3,8 +3,8 @@ when Prometheus scrapes (balances, outbox, adaptors, links), from whichever part
 
 A part is attached once it exists (:meth:`HostMetrics.attach`); what a role does not run is
 simply not exported. The scrape-time figures are read by :meth:`HostMetrics.refresh`, from the
-parts' own views (the engine's accounts, the connector's ledger, the supervisor's snapshots), so
-nothing has to keep them up to date between scrapes.
+parts' own views (the engine's accounts, the connector's clearing file, the supervisor's
+snapshots), so nothing has to keep them up to date between scrapes.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from host.metrics.recorder import SettlementRecorder
 from host.store import StoreError
 
 if TYPE_CHECKING:  # the parts observed; importing them here would make an import cycle
-    from host.connector.ledger import ConnectorLedger
+    from host.connector.connector import Connector
+    from host.connector.durable_clearing import DurableClearing
     from host.connector.reconciliation import Outcome, Reconciler
-    from host.connector.switch import Connector
-    from host.connector_link import ConnectorLink
     from host.engine import Engine
     from host.pb.ilphost.admin.v1 import admin_pb2
+    from host.remote_connector import RemoteConnector
     from host.supervisor import Supervisor
 
 log = logging.getLogger("ilp_host.metrics")
@@ -65,9 +65,9 @@ class HostMetrics:
         self._engine: Engine | None = None
         self._store: OutboxSummary | None = None
         self._connector: Connector | None = None
-        self._ledger: ConnectorLedger | None = None
+        self._ledger: DurableClearing | None = None
         self._engine_link: Callable[[], admin_pb2.EngineLink] | None = None
-        self._link: ConnectorLink | None = None
+        self._link: RemoteConnector | None = None
         self._supervisor: Supervisor | None = None
         self._refreshing = asyncio.Lock()
         self._dropped: set[int] = set()
@@ -78,9 +78,9 @@ class HostMetrics:
         engine: Engine | None = None,
         store: object = None,
         connector: Connector | None = None,
-        ledger: ConnectorLedger | None = None,
+        ledger: DurableClearing | None = None,
         engine_link: Callable[[], admin_pb2.EngineLink] | None = None,
-        link: ConnectorLink | None = None,
+        link: RemoteConnector | None = None,
         supervisor: Supervisor | None = None,
         reconciler: Reconciler | None = None,
     ) -> None:

@@ -1,6 +1,6 @@
 """The failures of the host's SQLite and PostgreSQL files: what a store (host.engine.store's
-``Store``, implemented by host.store.sqlite and host.store.postgres) and the connector's ledger
-(host.connector.ledger) raise when the database fails them.
+``Store``, implemented by host.store.sqlite and host.store.postgres) and the connector's
+clearing file (host.connector.durable_clearing) raise when the database fails them.
 """
 
 from __future__ import annotations

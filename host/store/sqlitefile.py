@@ -1,4 +1,5 @@
-"""One SQLite file owned by this process: what the engine's store and the connector's ledger share.
+"""One SQLite file owned by this process: what the engine's store and the connector's clearing
+file share.
 
 - An exclusive lock on ``<file>.lock`` (flock, released by the kernel if the process dies), so
   that the file belongs to one process at a time.

@@ -29,7 +29,7 @@ from host.connector import (
 )
 from host.connector.api import ConnectorApi, EngineRelay, PeerMessenger, serve_connector_api
 from host.connector.config import Relation
-from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.durable_clearing import AccountLimits, DurableClearing
 from host.connector.local import exercise_prepare
 from host.connector.ports import WithoutJournal
 from host.connector.reconciliation import BookReader
@@ -191,10 +191,10 @@ async def network(
 
 @dataclass
 class ServedApi:
-    """A connector's ledger (a real SQLite file) and its Connector API on a unix socket."""
+    """A connector's clearing file (a real SQLite file) and its Connector API on a unix socket."""
 
     directory: Path
-    ledger: ConnectorLedger
+    ledger: DurableClearing
     relay: EngineRelay
     address: str
 
@@ -207,7 +207,7 @@ def with_served_api(
     """Run ``scenario`` against a Connector API served in a fresh temporary directory."""
 
     async def main(directory: Path) -> None:
-        ledger = await ConnectorLedger.open(directory / "connector.db", limits)
+        ledger = await DurableClearing.open(directory / "connector.db", limits)
         relay = EngineRelay(timeout=5)
         address = f"unix:{directory / 'api.sock'}"
         server = await serve_connector_api(ConnectorApi(ledger, relay, messenger), address)

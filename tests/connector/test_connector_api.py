@@ -14,12 +14,12 @@ import pytest
 from connector_harness import ServedApi, with_served_api
 
 from host.connector.api import ConnectorApi, EngineRelay, check_api_address, serve_connector_api
-from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.durable_clearing import AccountLimits, DurableClearing
 from host.connector.ports import MessageRefused, PeerRefused, PeerUnreachable
-from host.connector_link import channel_to
 from host.credentials import ServerTls
 from host.pb.ilphost.connector.v1 import connector_pb2 as pb
 from host.pb.ilphost.connector.v1 import connector_pb2_grpc
+from host.remote_connector import channel_to
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.polling import wait_until_async
@@ -38,7 +38,7 @@ class Messenger:
         return b"echo:" + data
 
 
-def run(scenario: Callable[[Stub, EngineRelay, ConnectorLedger], Awaitable[None]]) -> None:
+def run(scenario: Callable[[Stub, EngineRelay, DurableClearing], Awaitable[None]]) -> None:
     async def with_stub(api: ServedApi) -> None:
         async with grpc.aio.insecure_channel(api.address) as channel:
             await scenario(connector_pb2_grpc.ConnectorStub(channel), api.relay, api.ledger)
@@ -63,7 +63,7 @@ async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
 
 
 def test_balances_and_idempotent_deltas() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
         reply = await stub.ApplyBalanceDelta(delta(-250, "d1"))
         assert (reply.balance.value, reply.balance.scale) == ("-250", 6)
         # Past the credit limit: deltas are settlements, not packets.
@@ -98,7 +98,7 @@ def test_balances_and_idempotent_deltas() -> None:
 
 
 def test_send_data_maps_the_peers_answers() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
         reply = await stub.SendData(pb.SendDataRequest(account_id="bob", data=b"hi"))
         assert reply.data == b"echo:hi"
         code = grpc.StatusCode
@@ -123,7 +123,7 @@ async def take(
 
 
 def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
         for n in range(3):
             await ledger.apply_balance_change("bob", -10, f"p{n}")
         stream = stub.WatchEvents(pb.WatchEventsRequest())
@@ -160,7 +160,7 @@ def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
 
 
 def test_a_new_stream_replaces_the_open_one() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
         first = stub.WatchEvents(pb.WatchEventsRequest())
         await ledger.apply_balance_change("bob", -1, "p0")
         await take(first, 1)
@@ -181,7 +181,7 @@ def test_a_new_stream_replaces_the_open_one() -> None:
 
 
 def test_peer_messages_go_to_the_engine_and_its_answer_back() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: ConnectorLedger) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
         with pytest.raises(MessageRefused) as refused:
             await relay.receive("bob", b"nobody listens")
         assert refused.value.code == "T00"
@@ -235,13 +235,13 @@ def free_port() -> int:
 def test_on_tcp_only_the_engine_with_the_token_moves_balances(tmp_path: Path) -> None:
     """Loopback is no protection: any local user reaches the port. Without the token,
     ApplyBalanceDelta and WatchEvents (the engine's stream) are UNAUTHENTICATED and change
-    nothing; with it, the engine's channel (host.connector_link.channel_to) works."""
+    nothing; with it, the engine's channel (host.remote_connector.channel_to) works."""
     certificate = generate_certificate()
     tls = ServerTls(certificate.cert_pem, certificate.key_pem, "engine-s3cret")
     address = f"localhost:{free_port()}"
 
     async def main() -> None:
-        ledger = await ConnectorLedger.open(tmp_path / "c.db", {"bob": AccountLimits(6, -10, 10)})
+        ledger = await DurableClearing.open(tmp_path / "c.db", {"bob": AccountLimits(6, -10, 10)})
         relay = EngineRelay(timeout=5)
         server = await serve_connector_api(ConnectorApi(ledger, relay, Messenger()), address, tls)
         try:

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 from host.clearing_rules import Policy, credit_allows, policy_problem
-from host.connector.ledger import AccountLimits
+from host.connector.durable_clearing import AccountLimits
 
 HOST = Path(__file__).resolve().parents[2] / "host"
 

@@ -39,7 +39,7 @@ RULES: list[tuple[str, tuple[str, ...], str]] = [
             "host.engine",
             "host.supervisor",
             "host.binding",
-            "host.connector_link",
+            "host.remote_connector",
             "host.assembly",
             "host.app",
         ),

@@ -16,7 +16,7 @@ come from the configuration (:class:`AccountLimits`) and bound packets only
 (:meth:`check_credit`): a settlement the engine reports is always applied.
 
 Per account, the settlements among the changes (told apart by their keys) are also summed, in
-the same transaction, for reconciliation with the peer (:meth:`ConnectorLedger.clearing_book`).
+the same transaction, for reconciliation with the peer (:meth:`DurableClearing.clearing_book`).
 
 The file belongs to one process (a lock file, as the engine's store has), so the balances are
 also kept in memory: a credit check reads no disk.
@@ -98,7 +98,7 @@ _State = tuple[dict[str, int], int, int]
 RECENT_LIMIT = 65_536
 
 
-class LedgerInputError(ValueError):
+class ClearingInputError(ValueError):
     """A malformed account id, key or amount; nothing changed."""
 
 
@@ -132,14 +132,16 @@ class BalanceEvent:
 
 def _check_change(account_id: str, delta: int, key: str) -> None:
     if not contract.is_account_id(account_id):
-        raise LedgerInputError(f"account id must be {contract.ACCOUNT_ID_RULE}, got {account_id!r}")
+        raise ClearingInputError(
+            f"account id must be {contract.ACCOUNT_ID_RULE}, got {account_id!r}"
+        )
     if not contract.is_idempotency_key(key):
-        raise LedgerInputError(f"idempotency key must be {contract.IDEMPOTENCY_KEY_RULE}")
+        raise ClearingInputError(f"idempotency key must be {contract.IDEMPOTENCY_KEY_RULE}")
     if not fits(delta):
-        raise LedgerInputError("delta is too large")
+        raise ClearingInputError("delta is too large")
 
 
-class ConnectorLedger:
+class DurableClearing:
     """The connector's clearing balances (see the module docstring). Use :meth:`open`."""
 
     def __init__(
@@ -161,7 +163,7 @@ class ConnectorLedger:
     @classmethod
     async def open(
         cls, path: str | os.PathLike[str], accounts: Mapping[str, AccountLimits]
-    ) -> ConnectorLedger:
+    ) -> DurableClearing:
         """Open (creating if needed) the ledger at ``path`` for the configured ``accounts``.
 
         Missing accounts are created at balance 0; the limits and scale of existing ones are
@@ -169,7 +171,7 @@ class ConnectorLedger:
         in ``accounts`` keep their history but are unknown until configured again.
         """
         file, state = await SqliteFile.open(
-            path, what="connector ledger", prepare=partial(_prepare, dict(accounts))
+            path, what="connector's clearing file", prepare=partial(_prepare, dict(accounts))
         )
         return cls(file, accounts, state)
 
@@ -219,7 +221,7 @@ class ConnectorLedger:
         """Apply ``delta`` once per key, durably, and log it; the balance after it.
 
         Not bounded by the credit limits (packets were checked before; settlements must
-        apply). UnknownPeer, LedgerInputError, KeyConflict: nothing changed.
+        apply). UnknownPeer, ClearingInputError, KeyConflict: nothing changed.
         """
         _check_change(account_id, delta, idempotency_key)
         self.limits(account_id)
@@ -414,7 +416,7 @@ def _apply(
     (balance,) = c.execute("SELECT balance FROM accounts WHERE id = ?", (account_id,)).fetchone()
     balance = int(balance) + delta
     if not fits(balance):
-        raise LedgerInputError(f"account {account_id}: the balance would no longer fit")
+        raise ClearingInputError(f"account {account_id}: the balance would no longer fit")
     c.execute(
         "UPDATE accounts SET balance = ?, updated_at = ? WHERE id = ?",
         (str(balance), now, account_id),

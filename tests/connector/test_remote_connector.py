@@ -14,10 +14,10 @@ from pathlib import Path
 
 from connector_harness import ServedApi, with_served_api
 
-from host.connector.ledger import AccountLimits, ConnectorLedger
+from host.connector.durable_clearing import AccountLimits, DurableClearing
 from host.connector.ports import MessageRefused
-from host.connector_link import ConnectorLink, channel_to
 from host.engine import Engine, Policy, SendResult
+from host.remote_connector import RemoteConnector, channel_to
 from host.store.sqlite import SqliteStore
 from tests.polling import wait_until_async
 
@@ -51,12 +51,12 @@ class NoPeers:
 @dataclass
 class World:
     directory: Path
-    ledger: ConnectorLedger
+    ledger: DurableClearing
     address: str
     payments: Ledger
 
     @contextlib.asynccontextmanager
-    async def engine(self) -> AsyncIterator[tuple[Engine, SqliteStore, ConnectorLink]]:
+    async def engine(self) -> AsyncIterator[tuple[Engine, SqliteStore, RemoteConnector]]:
         """An engine process's parts over engine.db, linked to the connector, running."""
         store = await SqliteStore.open(self.directory / "engine.db")
         effects = asyncio.Event()
@@ -71,7 +71,7 @@ class World:
             "bob", adaptor="sim", asset_code="USD", asset_scale=2, ledger_scale=2, policy=POLICY
         )
         channel = channel_to(self.address)
-        link = ConnectorLink(
+        link = RemoteConnector(
             engine, store, channel, NoMessages(), effects=effects, address=self.address
         )
         tasks = [asyncio.create_task(link.run()), asyncio.create_task(engine.run_outbox())]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from host.clearing_records import BalanceChange, InFlight, Resolution
-from host.connector.ledger import AccountLimits, ConnectorLedger, KeyConflict
+from host.connector.durable_clearing import AccountLimits, DurableClearing, KeyConflict
 from host.ilp.outcome import Status
 
 LIMITS = {
@@ -34,9 +34,9 @@ PACKET = InFlight(
 BOTH = [BalanceChange("bob", -40, "ilp-out-k"), BalanceChange("alice", 40, "ilp-in-k")]
 
 
-def with_ledger(path: Path, scenario: Callable[[ConnectorLedger], Awaitable[None]]) -> None:
+def with_ledger(path: Path, scenario: Callable[[DurableClearing], Awaitable[None]]) -> None:
     async def main() -> None:
-        ledger = await ConnectorLedger.open(path, LIMITS)
+        ledger = await DurableClearing.open(path, LIMITS)
         try:
             await scenario(ledger)
         finally:
@@ -48,12 +48,12 @@ def with_ledger(path: Path, scenario: Callable[[ConnectorLedger], Awaitable[None
 def test_a_journaled_packet_survives_reopening_until_resolved(tmp_path: Path) -> None:
     path = tmp_path / "connector.db"
 
-    async def journal(ledger: ConnectorLedger) -> None:
+    async def journal(ledger: DurableClearing) -> None:
         await ledger.journal_packet(PACKET)
         await ledger.journal_packet(PACKET)  # a replay changes nothing
         assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.PENDING
 
-    async def resolve(ledger: ConnectorLedger) -> None:
+    async def resolve(ledger: DurableClearing) -> None:
         assert await ledger.unresolved_packets() == [PACKET]
         await ledger.resolve_packet(PACKET, Resolution.FULFILLED, FULFILLMENT, BOTH)
         assert await ledger.unresolved_packets() == []
@@ -76,7 +76,7 @@ def test_a_journaled_packet_survives_reopening_until_resolved(tmp_path: Path) ->
 
 
 def test_a_resolution_whose_change_fails_applies_nothing(tmp_path: Path) -> None:
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         await ledger.apply_balance_change("alice", 1, "ilp-in-k")  # the key, for another delta
         await ledger.journal_packet(PACKET)
         with pytest.raises(KeyConflict):
@@ -94,7 +94,7 @@ def test_a_resolution_whose_change_fails_applies_nothing(tmp_path: Path) -> None
 def test_a_packet_delivered_here_is_recorded_with_its_fulfillment(tmp_path: Path) -> None:
     delivered = InFlight("bb" * 32, "alice", PACKET.source_id, None, b"", 40, 1.0, PACKET.condition)
 
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         credit = [BalanceChange("alice", 40, "ilp-in-here")]
         await ledger.resolve_packet(delivered, Resolution.FULFILLED, FULFILLMENT, credit)
         assert await ledger.unresolved_packets() == []
@@ -109,7 +109,7 @@ def test_a_packet_delivered_here_is_recorded_with_its_fulfillment(tmp_path: Path
 def test_a_ledger_of_the_first_version_is_migrated_forward(tmp_path: Path) -> None:
     path = tmp_path / "connector.db"
 
-    async def write(ledger: ConnectorLedger) -> None:
+    async def write(ledger: DurableClearing) -> None:
         await ledger.apply_balance_change("bob", -5, "old-key")
 
     with_ledger(path, write)
@@ -121,7 +121,7 @@ def test_a_ledger_of_the_first_version_is_migrated_forward(tmp_path: Path) -> No
     connection.commit()
     connection.close()
 
-    async def reopen(ledger: ConnectorLedger) -> None:
+    async def reopen(ledger: DurableClearing) -> None:
         assert await ledger.balance("bob") == -5
         await ledger.journal_packet(PACKET)
         assert await ledger.unresolved_packets() == [PACKET]

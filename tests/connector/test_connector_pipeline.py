@@ -24,7 +24,7 @@ from connector_harness import (
 from host.binding import EngineClearing
 from host.connector import PeerRefused, PeerUnreachable, UnknownPeer
 from host.connector.config import PeerConfig
-from host.connector.switch import Connector
+from host.connector.connector import Connector
 from host.engine import Engine
 from host.ilp import Fulfill, Prepare, Reject, Reply, parse_reply, serialize
 from host.ilp.peer_settle import SETTLE_CONDITION, settle_prepare

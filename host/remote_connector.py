@@ -10,7 +10,7 @@ engine keeps its own copy, in step through two flows:
   the replay count once. Changes whose key starts with ``engine/`` are our own, echoed back.
 - **Engine to connector**: the engine journals every change it makes to a balance itself (a
   settlement's debit, an incoming credit) in the transaction that makes it
-  (``Engine(journal_clearing=True)``); :meth:`ConnectorLink.push_effects` sends each with
+  (``Engine(journal_clearing=True)``); :meth:`RemoteConnector.push_effects` sends each with
   ``ApplyBalanceDelta`` under its ``engine/`` key and forgets it once the connector confirmed.
 
 Both flows retry with backoff while the connector is down, so nothing is lost and, thanks to the
@@ -72,7 +72,7 @@ BATCH_LIMIT = 256
 
 
 @dataclass
-class LinkStatus:
+class RemoteConnectorStatus:
     """What an operator watches of the link (logged on change; see ``ilp-host engine``)."""
 
     connected: bool = False
@@ -136,7 +136,7 @@ def channel_to(address: str, tls: ServerTls | None = None) -> grpc.aio.Channel:
     )
 
 
-class ConnectorLink:
+class RemoteConnector:
     """Keeps an engine and a connector process in step (see the module docstring)."""
 
     def __init__(
@@ -159,7 +159,7 @@ class ConnectorLink:
         self._messages = messages
         self.address = address
         self._send_timeout = send_timeout + SEND_SLACK
-        self.status = LinkStatus()
+        self.status = RemoteConnectorStatus()
         self._effects = effects
         self._tasks: set[asyncio.Task[None]] = set()
         self._scales: dict[str, int] = {}

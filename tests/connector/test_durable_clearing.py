@@ -1,4 +1,4 @@
-"""The connector's own clearing ledger (proposal 2) on real SQLite files: idempotent changes, the
+"""The connector's own clearing file (proposal 2) on real SQLite files: idempotent changes, the
 event log and its acknowledgements across reopening, credit limits, bad input, concurrency."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from host.clearing_rules import CREDIT_EFFECT, DEBIT_EFFECT, LEFTOVER_EFFECT, ClearingBook
-from host.connector.ledger import (
+from host.connector.durable_clearing import (
     MIGRATIONS,
     AccountLimits,
-    ConnectorLedger,
+    ClearingInputError,
     CursorOutOfRange,
+    DurableClearing,
     KeyConflict,
-    LedgerInputError,
 )
 from host.connector.ports import UnknownPeer
 from host.store import StoreInUse
@@ -27,10 +27,10 @@ LIMITS = {"bob": AccountLimits(asset_scale=6, min_balance=-1000, max_balance=500
 
 
 def with_ledger(
-    path: Path, scenario: Callable[[ConnectorLedger], Awaitable[None]], limits: dict = LIMITS
+    path: Path, scenario: Callable[[DurableClearing], Awaitable[None]], limits: dict = LIMITS
 ) -> None:
     async def main() -> None:
-        ledger = await ConnectorLedger.open(path, limits)
+        ledger = await DurableClearing.open(path, limits)
         try:
             await scenario(ledger)
         finally:
@@ -40,7 +40,7 @@ def with_ledger(
 
 
 def test_changes_apply_once_per_key_and_are_logged(tmp_path: Path) -> None:
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         assert await ledger.balance("bob") == 0
         assert await ledger.apply_balance_change("bob", -300, "k1") == -300
         assert await ledger.apply_balance_change("bob", 100, "k2") == -200
@@ -62,7 +62,7 @@ def test_changes_apply_once_per_key_and_are_logged(tmp_path: Path) -> None:
 def test_acknowledged_events_go_and_cursors_never_repeat_across_reopening(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
 
-    async def first(ledger: ConnectorLedger) -> None:
+    async def first(ledger: DurableClearing) -> None:
         for n in range(3):
             await ledger.apply_balance_change("bob", -1, f"k{n}")
         await ledger.acknowledge(2)
@@ -73,7 +73,7 @@ def test_acknowledged_events_go_and_cursors_never_repeat_across_reopening(tmp_pa
         await ledger.acknowledge(3)
         assert await ledger.events_after(0, 10) == []
 
-    async def second(ledger: ConnectorLedger) -> None:
+    async def second(ledger: DurableClearing) -> None:
         assert (ledger.acknowledged, ledger.last_cursor) == (3, 3)
         assert await ledger.balance("bob") == -3
         await ledger.apply_balance_change("bob", 5, "k9")
@@ -84,7 +84,7 @@ def test_acknowledged_events_go_and_cursors_never_repeat_across_reopening(tmp_pa
 
 
 def test_credit_limits_bound_packets_not_changes(tmp_path: Path) -> None:
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         assert await ledger.check_credit("bob", 500)
         assert not await ledger.check_credit("bob", 501)
         assert await ledger.check_credit("bob", -1000)
@@ -101,14 +101,14 @@ def test_credit_limits_bound_packets_not_changes(tmp_path: Path) -> None:
 
 
 def test_bad_input_changes_nothing(tmp_path: Path) -> None:
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         await ledger.apply_balance_change("bob", 7, "ok")
         for account, delta, key, error in [
-            ("bob", 1, "", LedgerInputError),
-            ("bob", 1, "x" * 129, LedgerInputError),
-            ("bob", 1, "tab\there", LedgerInputError),
-            ("bob", 10**80, "big", LedgerInputError),
-            ("no spaces", 1, "k", LedgerInputError),
+            ("bob", 1, "", ClearingInputError),
+            ("bob", 1, "x" * 129, ClearingInputError),
+            ("bob", 1, "tab\there", ClearingInputError),
+            ("bob", 10**80, "big", ClearingInputError),
+            ("no spaces", 1, "k", ClearingInputError),
             ("carol", 1, "k", UnknownPeer),
         ]:
             with pytest.raises(error):
@@ -122,10 +122,10 @@ def test_bad_input_changes_nothing(tmp_path: Path) -> None:
 def test_the_configuration_is_the_truth_for_limits(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
 
-    async def first(ledger: ConnectorLedger) -> None:
+    async def first(ledger: DurableClearing) -> None:
         await ledger.apply_balance_change("bob", -900, "k")
 
-    async def second(ledger: ConnectorLedger) -> None:
+    async def second(ledger: DurableClearing) -> None:
         assert await ledger.balance("bob") == -900  # kept
         assert ledger.limits("bob") == AccountLimits(2, -100, 100)
         assert not await ledger.check_credit("bob", -1)
@@ -140,15 +140,15 @@ def test_the_configuration_is_the_truth_for_limits(tmp_path: Path) -> None:
 
 
 def test_a_second_process_cannot_open_it(tmp_path: Path) -> None:
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         with pytest.raises(StoreInUse):
-            await ConnectorLedger.open(ledger.path, LIMITS)
+            await DurableClearing.open(ledger.path, LIMITS)
 
     with_ledger(tmp_path / "c.db", scenario)
 
 
 def test_concurrent_changes_group_commit_and_add_up(tmp_path: Path) -> None:
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         woke = asyncio.create_task(ledger.wait_beyond(0))
         await asyncio.gather(*(ledger.apply_balance_change("bob", -1, f"p{n}") for n in range(200)))
         await asyncio.wait_for(woke, 10)
@@ -163,7 +163,7 @@ def test_concurrent_changes_group_commit_and_add_up(tmp_path: Path) -> None:
 
 
 def test_keys_are_forgotten_after_their_retention(tmp_path: Path) -> None:
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         await ledger.apply_balance_change("bob", -5, "old")
         assert await ledger.forget_keys(3600) == 0  # younger than an hour: kept
         assert await ledger.apply_balance_change("bob", -5, "old") == -5  # still a replay
@@ -177,7 +177,7 @@ def test_keys_are_forgotten_after_their_retention(tmp_path: Path) -> None:
 def test_settlements_are_counted_apart_from_packets_for_reconciliation(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
 
-    async def first(ledger: ConnectorLedger) -> None:
+    async def first(ledger: DurableClearing) -> None:
         assert await ledger.clearing_book("bob") == ClearingBook(6, 0, 0, 0)
         await ledger.apply_balance_change("bob", -700, "ilp-out-1")  # a packet to bob
         await ledger.apply_balance_change("bob", 300, f"{DEBIT_EFFECT}s1")  # we paid bob
@@ -192,7 +192,7 @@ def test_settlements_are_counted_apart_from_packets_for_reconciliation(tmp_path:
         with pytest.raises(UnknownPeer):
             await ledger.clearing_book("carol")
 
-    async def reopened(ledger: ConnectorLedger) -> None:
+    async def reopened(ledger: DurableClearing) -> None:
         assert await ledger.clearing_book("bob") == ClearingBook(6, -270, 400, 20)
 
     with_ledger(path, first)
@@ -207,7 +207,7 @@ def test_a_ledger_of_the_first_schema_starts_counting_settlements_at_upgrade(
     migrate(connection, MIGRATIONS[:1])
     connection.close()
 
-    async def scenario(ledger: ConnectorLedger) -> None:
+    async def scenario(ledger: DurableClearing) -> None:
         await ledger.apply_balance_change("bob", 5, f"{DEBIT_EFFECT}s1")
         assert await ledger.clearing_book("bob") == ClearingBook(6, 5, 5, 0)
 
