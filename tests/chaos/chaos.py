@@ -248,6 +248,13 @@ class Verdict:
         return self.reconciliation.get("status") == "agree"
 
 
+def unresolved(host: Host) -> int:
+    """How many packets the host forwarded without knowing their outcome yet (its in-flight
+    journal resolves each by asking the peer, or at its expiry plus the grace)."""
+    listing = host.connector.ListPeers(admin_pb2.ListPeersRequest(), timeout=10)
+    return sum(len(peer.unresolved_packets) for peer in listing.peers)
+
+
 def verdict(pair: Pair) -> Verdict:
     """Wait until the pair is quiet, then check the settlements and reconcile the books."""
     alice, bob = pair.alice, pair.bob
@@ -255,6 +262,8 @@ def verdict(pair: Pair) -> Verdict:
     def quiet() -> tuple[list[admin_pb2.Settlement], list[admin_pb2.Settlement]] | None:
         if not all(host.in_step() for host in pair.hosts):
             return None
+        if any(unresolved(host) for host in pair.hosts):
+            return None  # packets in flight at a kill, until asked about or expired
         out = [s for s in alice.settlements() if s.direction == OUTGOING]
         inc = [s for s in bob.settlements() if s.direction == INCOMING]
         if any(s.state == FAILED for s in out + inc):
