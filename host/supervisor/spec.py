@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from sdk import contract
-
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -40,8 +37,8 @@ class AdaptorSpec:
     term_grace: float = 2.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise ValueError(f"adaptor name {self.name!r}: must be 1 to 64 of [A-Za-z0-9._-]")
+        if not isinstance(self.name, str) or not contract.is_adaptor_name(self.name):
+            raise ValueError(f"adaptor name {self.name!r}: must be {contract.ADAPTOR_NAME_RULE}")
         command = tuple(self.command)
         if not command or not all(isinstance(arg, str) and "\0" not in arg for arg in command):
             raise ValueError(f"adaptor {self.name}: command must be a non-empty list of strings")
