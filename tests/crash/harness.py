@@ -144,6 +144,14 @@ class Pair(twohost.Pair):
 
     # -- reading the ledger -----------------------------------------------------------------
 
+    def balance_on_file(self, account_id: str) -> int:
+        """The balance of ``account_id`` in the ledger's file (what committed with the
+        transfers that :meth:`transfers_from` reads)."""
+        rows = _query(
+            self.ledger_db, "SELECT balance FROM accounts WHERE account_id = ?", (account_id,)
+        )
+        return int(rows[0][0]) if rows else 0
+
     def transfers_from(self, account_id: str) -> list[tuple[str, str, int]]:
         """(transfer id, payee, amount) of every transfer out of ``account_id``, in order."""
         rows = _query(
