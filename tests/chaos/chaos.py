@@ -14,9 +14,9 @@ host's supervisor, a killed ledger by the run.
 The verdict, once everything runs again and is quiet (:func:`verdict`):
 
 - every outgoing settlement of Alice's is completed, none failed, and Bob credited each one
-  exactly once (the same ledger ids);
-- the ledger holds exactly one transfer per settlement, from alice-ledger to bob-ledger, for
-  its amount, and nothing else;
+  exactly once (the same ledger ids); the same of Bob's, if he settled (see :func:`verdict`);
+- the ledger holds exactly one transfer per settlement, from its payer's ledger account to its
+  payee's, for its amount, and nothing else, and the balances are what they add up to;
 - Alice's and Bob's clearing books agree to the unit: ``ilp-host reconcile bob`` on Alice says
   "agree" (host.connector.reconciliation), else the exact difference is reported.
 
@@ -256,52 +256,82 @@ def unresolved(host: Host) -> int:
 
 
 def verdict(pair: Pair) -> Verdict:
-    """Wait until the pair is quiet, then check the settlements and reconcile the books."""
-    alice, bob = pair.alice, pair.bob
+    """Wait until the pair is quiet, then check the settlements and reconcile the books.
 
-    def quiet() -> tuple[list[admin_pb2.Settlement], list[admin_pb2.Settlement]] | None:
+    Alice settles what she owes Bob for the packets; Bob may settle too: in a split host his
+    engine can credit Alice's settlement before it has applied the packets it paid for (they
+    wait in his connector's log while his engine is down), see itself owing her, and pay her
+    back. Both directions are checked alike."""
+    alice, bob = pair.alice, pair.bob
+    Flows = tuple[list[admin_pb2.Settlement], ...]
+
+    def quiet() -> Flows | None:
         if not all(host.in_step() for host in pair.hosts):
             return None
         if any(unresolved(host) for host in pair.hosts):
             return None  # packets in flight at a kill, until asked about or expired
-        out = [s for s in alice.settlements() if s.direction == OUTGOING]
-        inc = [s for s in bob.settlements() if s.direction == INCOMING]
-        if any(s.state == FAILED for s in out + inc):
-            return out, inc  # a finding: no point waiting
-        if len(inc) == len(out) and all(s.state == COMPLETED for s in out + inc):
-            return out, inc
+        a_out, a_in = _split(alice.settlements())
+        b_out, b_in = _split(bob.settlements())
+        flows = (a_out, b_in, b_out, a_in)
+        if any(s.state == FAILED for flow in flows for s in flow):
+            return flows  # a finding: no point waiting
+        done = all(s.state == COMPLETED for flow in flows for s in flow)
+        if done and len(b_in) == len(a_out) and len(a_in) == len(b_out):
+            return flows
         return None
 
-    outgoing, incoming = pair.wait_for(
-        "every settlement completed by Alice and credited by Bob", quiet
+    a_out, b_in, b_out, a_in = pair.wait_for(
+        "every settlement completed by its payer and credited by its payee", quiet
     )
     problems = [
         f"FAILED settlement {s.id}: {s.last_error}"
-        for s in outgoing + incoming
+        for flow in (a_out, b_in, b_out, a_in)
+        for s in flow
         if s.state == FAILED
     ]
-    paid = sorted(s.ledger_settlement_id for s in outgoing)
-    credited = sorted(s.id.split(":", 2)[2] for s in incoming)
-    if paid != credited:
-        problems.append(f"Alice paid {paid}, Bob credited {credited}")
-    expected = sorted(
-        (f"alice-ledger:{s.id}", "bob-ledger", int(s.ledger_amount.value)) for s in outgoing
-    )
-    transfers = sorted(pair.transfers_from("alice-ledger"))
-    if transfers != expected:
-        problems.append(f"ledger transfers out of alice-ledger {transfers}, expected {expected}")
-    if paid != sorted(t[0] for t in expected):
-        problems.append(f"the ledger ids of Alice's settlements {paid} are not the transfers' ids")
-    total = sum(t[2] for t in expected)
-    # From the ledger's file, as the transfers above: the durable record of what moved. (A
-    # GetAccount through the channel opened before the ledger's restarts once answered a
-    # balance from before them; the file had every transfer.)
+    to_bob = _check_flow(pair, "alice", "bob", a_out, b_in, problems)
+    to_alice = _check_flow(pair, "bob", "alice", b_out, a_in, problems)
+    # From the ledger's file, as the transfers: the durable record of what moved.
     balances = (pair.balance_on_file("alice-ledger"), pair.balance_on_file("bob-ledger"))
-    if balances != (FUNDING - total, total):
-        problems.append(
-            f"ledger balances (alice, bob) {balances}, expected {(FUNDING - total, total)}"
-        )
-    return Verdict(len(outgoing), problems, reconcile(alice))
+    expected = (FUNDING - to_bob + to_alice, to_bob - to_alice)
+    if balances != expected:
+        problems.append(f"ledger balances (alice, bob) {balances}, expected {expected}")
+    return Verdict(len(a_out) + len(b_out), problems, reconcile(alice))
+
+
+def _split(
+    settlements: list[admin_pb2.Settlement],
+) -> tuple[list[admin_pb2.Settlement], list[admin_pb2.Settlement]]:
+    """(outgoing, incoming)."""
+    return (
+        [s for s in settlements if s.direction == OUTGOING],
+        [s for s in settlements if s.direction == INCOMING],
+    )
+
+
+def _check_flow(
+    pair: Pair,
+    payer: str,
+    payee: str,
+    paid_out: list[admin_pb2.Settlement],
+    credited_in: list[admin_pb2.Settlement],
+    problems: list[str],
+) -> int:
+    """Check one direction: what the payer paid is what the payee credited, each once, and is
+    exactly the ledger's transfers between them; the amount moved."""
+    paid = sorted(s.ledger_settlement_id for s in paid_out)
+    credited = sorted(s.id.split(":", 2)[2] for s in credited_in)
+    if paid != credited:
+        problems.append(f"{payer} paid {paid}, {payee} credited {credited}")
+    expected = sorted(
+        (f"{payer}-ledger:{s.id}", f"{payee}-ledger", int(s.ledger_amount.value)) for s in paid_out
+    )
+    transfers = sorted(pair.transfers_from(f"{payer}-ledger"))
+    if transfers != expected:
+        problems.append(f"ledger transfers out of {payer}-ledger {transfers}, expected {expected}")
+    if paid != sorted(t[0] for t in expected):
+        problems.append(f"the ledger ids of {payer}'s settlements {paid} are not the transfers'")
+    return sum(t[2] for t in expected)
 
 
 def reconcile(host: Host) -> dict[str, object]:
