@@ -142,6 +142,33 @@ class Endpoints:
         )
 
 
+def js_account(relation: str, port: int, url: str, incoming: str, outgoing: str) -> dict[str, Any]:
+    """An ilp-connector account over ilp-plugin-http whose limits a run never reaches."""
+    far = {"minimum": str(-LIMIT), "maximum": str(LIMIT)}
+    return http_account(relation, port, url, incoming, outgoing, balance=far)
+
+
+def js_children(ends: Endpoints) -> dict[str, dict[str, Any]]:
+    """The JS connector's child accounts of the load generator's sender and receiver."""
+    sender, receiver = ends.loadgen_sides(f"http://127.0.0.1:{ends.sender_account_port}/")
+    return {
+        "sender": js_account(
+            "child",
+            ends.sender_account_port,
+            f"http://127.0.0.1:{ends.sender_port}/",
+            sender["token"],
+            sender["token"],
+        ),
+        "receiver": js_account(
+            "child",
+            ends.receiver_account_port,
+            f"http://127.0.0.1:{ends.receiver_port}/",
+            receiver["token"],
+            receiver["token"],
+        ),
+    }
+
+
 def endpoints() -> Endpoints:
     return Endpoints(*free_ports(4))
 
@@ -215,24 +242,7 @@ async def start_js(stack: AsyncExitStack, _: Path) -> tuple[Loadgen, str]:
     ends = endpoints()
     (admin_port,) = free_ports(1)
     sender, receiver = ends.loadgen_sides(f"http://127.0.0.1:{ends.sender_account_port}/")
-    accounts = {
-        "sender": http_account(
-            "child",
-            ends.sender_account_port,
-            f"http://127.0.0.1:{ends.sender_port}/",
-            sender["token"],
-            sender["token"],
-        ),
-        "receiver": http_account(
-            "child",
-            ends.receiver_account_port,
-            f"http://127.0.0.1:{ends.receiver_port}/",
-            receiver["token"],
-            receiver["token"],
-        ),
-    }
-    for account in accounts.values():
-        account["balance"] = {"minimum": str(-LIMIT), "maximum": str(LIMIT)}
+    accounts = js_children(ends)
     js = JsConnector(connector_options(accounts, address="test.js", admin_port=admin_port))
     await js.start()
     stack.push_async_callback(js.stop)
@@ -244,32 +254,19 @@ async def start_js_two_hops(stack: AsyncExitStack, _: Path) -> tuple[Loadgen, st
     ends = endpoints()
     a_port, b_port, admin_a, admin_b = free_ports(4)
     sender, receiver = ends.loadgen_sides(f"http://127.0.0.1:{ends.sender_account_port}/")
+    children = js_children(ends)
     a_accounts = {
-        "sender": http_account(
-            "child",
-            ends.sender_account_port,
-            f"http://127.0.0.1:{ends.sender_port}/",
-            sender["token"],
-            sender["token"],
-        ),
-        "b": http_account(
+        "sender": children["sender"],
+        "b": js_account(
             "peer", a_port, f"http://127.0.0.1:{b_port}/", "token-b-to-a", "token-a-to-b"
         ),
     }
     b_accounts = {
-        "receiver": http_account(
-            "child",
-            ends.receiver_account_port,
-            f"http://127.0.0.1:{ends.receiver_port}/",
-            receiver["token"],
-            receiver["token"],
-        ),
-        "a": http_account(
+        "receiver": children["receiver"],
+        "a": js_account(
             "peer", b_port, f"http://127.0.0.1:{a_port}/", "token-a-to-b", "token-b-to-a"
         ),
     }
-    for account in [*a_accounts.values(), *b_accounts.values()]:
-        account["balance"] = {"minimum": str(-LIMIT), "maximum": str(LIMIT)}
     js_a = JsConnector(connector_options(a_accounts, address="test.a", admin_port=admin_a))
     js_b = JsConnector(connector_options(b_accounts, address="test.b", admin_port=admin_b))
     await asyncio.gather(js_a.start(), js_b.start())
