@@ -505,15 +505,19 @@ class Pair:
 
     # -- starting and stopping --------------------------------------------------------------
 
-    def start_ledger(self) -> None:
-        """Start the simulated ledger and fund alice-ledger (nothing on a chain)."""
-        if self.chain is not None:
-            return
+    def restart_ledger(self) -> None:
+        """Start the simulated ledger's process on its file (a restart funds nothing)."""
         self._ledger = start_ledger(
             self.ledger_db,
             self.ledger_target,
             ["--asset-code", "USD", "--asset-scale", str(LEDGER_SCALE)],
         )
+
+    def start_ledger(self) -> None:
+        """Start the simulated ledger and fund alice-ledger (nothing on a chain)."""
+        if self.chain is not None:
+            return
+        self.restart_ledger()
         self._ledger_channel = channels.blocking_channel(self.ledger_target)
         self.ledger = simledger_pb2_grpc.SimLedgerStub(self._ledger_channel)
         self.ledger.CreateAccount(

@@ -41,9 +41,8 @@ from pathlib import Path
 
 import grpc
 
-from host.demo.twohost import ENGINE_PLACES, LEDGER_SCALE, HarnessError
+from host.demo.twohost import ENGINE_PLACES, HarnessError
 from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
-from host.simledger.process import start_ledger
 from tests.crash.harness import (
     COMPLETED,
     FAILED,
@@ -206,11 +205,7 @@ class ChaosRun:
             return "stopped and continued"
         ledger.kill()
         time.sleep(fault.hold)
-        self.pair._ledger = start_ledger(
-            self.pair.ledger_db,
-            self.pair.ledger_target,
-            ["--asset-code", "USD", "--asset-scale", str(LEDGER_SCALE)],
-        )
+        self.pair.restart_ledger()
         return "killed and started again"
 
     def restore(self) -> None:
