@@ -136,7 +136,9 @@ async def assemble_run(
     Engine service."""
     if config.database is None:
         return AdaptorsOnly()
-    store, engine, binding = await _open_engine(config, stack, on_clearing_effect=None)
+    store, engine, binding = await _open_engine(
+        config, stack, on_clearing_effect=None, connector_in_step=None
+    )
     connector = None
     reconciler = None
     if config.connector is not None:
@@ -169,7 +171,12 @@ async def assemble_engine(
         )
     # Set by the engine after each clearing effect it journals; the link then pushes them.
     effects = asyncio.Event()
-    store, engine, binding = await _open_engine(config, stack, on_clearing_effect=effects.set)
+    # Set by the link while the engine has applied its connector's log: the engine credits
+    # incoming settlements only then.
+    in_step = asyncio.Event()
+    store, engine, binding = await _open_engine(
+        config, stack, on_clearing_effect=effects.set, connector_in_step=in_step
+    )
     channel = channel_to(connector_address, tls)
     stack.push_async_callback(channel.close, None)
     peering = config.connector
@@ -181,6 +188,7 @@ async def assemble_engine(
         effects=effects,
         address=connector_address,
         send_timeout=peering.settle_timeout if peering is not None else 30.0,
+        in_step=in_step,
     )
     address = await _serve_engine(config, stack, link)
     return EngineAlone(EngineSide(store, engine, binding, address), link)
@@ -260,9 +268,11 @@ async def _open_engine(
     stack: contextlib.AsyncExitStack,
     *,
     on_clearing_effect: Callable[[], None] | None,
+    connector_in_step: asyncio.Event | None,
 ) -> tuple[Store, Engine, EngineBinding]:
     """The engine's store (opened and migrated), the engine, and its binding to the adaptors.
-    ``on_clearing_effect``: proposal 2, the engine journals what it does to a balance."""
+    ``on_clearing_effect``, ``connector_in_step``: proposal 2, the engine journals what it
+    does to a balance, and credits incoming settlements once in step with its connector."""
     assert config.database is not None
     try:
         store = await open_store(config.database)
@@ -276,6 +286,7 @@ async def _open_engine(
         AdaptorRegistry(),
         journal_clearing=on_clearing_effect is not None,
         on_clearing_effect=on_clearing_effect,
+        connector_in_step=connector_in_step,
     )
     return store, engine, EngineBinding(engine, config.accounts)
 

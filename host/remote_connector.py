@@ -17,6 +17,12 @@ Both flows retry with backoff while the connector is down, so nothing is lost an
 keys, nothing counts twice. ``peer.settle`` messages travel both ways too: the connector's
 ``PeerMessage`` events go to our adaptors (``SettlementMessagesPort``), and our adaptors'
 ``SendData`` goes to the connector's ``SendData`` (:meth:`send_settlement_message`).
+
+Each event stream's headers say where the connector's log ended when it opened
+(``ilp-backlog-end``); :attr:`RemoteConnector.in_step` is set once the engine has applied that
+far, and the engine credits incoming settlements only then (``Engine(connector_in_step=...)``):
+a settlement pays for packets, and credited before their changes it would leave the engine
+owing the payer, and paying it back.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from host.connector.api import BACKLOG_END
 from host.connector.ports import (
     STATUS_OF_ERROR,
     ConnectorError,
@@ -116,6 +123,16 @@ async def _next_batch(
     return batch
 
 
+def _backlog_end(headers: grpc.aio.Metadata | None) -> int:
+    """The ``ilp-backlog-end`` header of a WatchEvents stream; 0 when absent (a connector
+    that does not send it leaves nothing to wait for) or malformed."""
+    value = None if headers is None else headers.get(BACKLOG_END)
+    try:
+        return int(value) if isinstance(value, str) else 0
+    except ValueError:
+        return 0
+
+
 def channel_to(address: str, tls: ServerTls | None = None) -> grpc.aio.Channel:
     """A channel to the Connector API at ``unix:PATH``, or at ``HOST:PORT`` with ``tls`` (the
     certificate to trust and the token to present)."""
@@ -150,9 +167,14 @@ class RemoteConnector:
         address: str,
         send_timeout: float = 30.0,
         random: Callable[[], float] = _random.random,
+        in_step: asyncio.Event | None = None,
     ) -> None:
         """``effects`` is set by the engine after each clearing effect it journals
-        (``Engine(on_clearing_effect=effects.set)``): the link then pushes them."""
+        (``Engine(on_clearing_effect=effects.set)``): the link then pushes them.
+
+        ``in_step`` is set while the engine has applied every balance change the connector
+        had logged when the event stream opened, clear while it has not or the stream is down
+        (the engine waits on it: ``Engine(connector_in_step=in_step)``)."""
         self._engine = engine
         self._store = store
         self._stub = connector_pb2_grpc.ConnectorStub(channel)
@@ -161,6 +183,9 @@ class RemoteConnector:
         self._send_timeout = send_timeout + SEND_SLACK
         self.status = RemoteConnectorStatus()
         self._effects = effects
+        self.in_step = in_step if in_step is not None else asyncio.Event()
+        #: The cursor the connector's log ended at when the stream opened (0: nothing to apply).
+        self._backlog_end = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._scales: dict[str, int] = {}
         self._random = random
@@ -195,9 +220,11 @@ class RemoteConnector:
             try:
                 # The connector sends the headers once it attached this stream: connected from
                 # then on, not from the first event (an idle connector may send none for long).
-                await call.initial_metadata()
+                headers = await call.initial_metadata()
                 if not call.done():
                     self._connected()
+                    self._backlog_end = _backlog_end(headers)
+                    self._check_in_step()
                 while (batch := await _next_batch(arrived)) is not None:
                     self._connected()
                     failures = 0
@@ -238,6 +265,18 @@ class RemoteConnector:
                 "connector at %s not reachable (%s); retrying in %.1fs", self.address, why, delay
             )
         self.status.connected = False
+        # What the connector logs meanwhile is unknown until the next stream says.
+        self.in_step.clear()
+
+    def _check_in_step(self) -> None:
+        if self.in_step.is_set() or self.status.processed < self._backlog_end:
+            return
+        self.in_step.set()
+        if self._backlog_end:
+            log.info(
+                "applied the balance changes the connector logged meanwhile (up to cursor %d)",
+                self._backlog_end,
+            )
 
     async def _on_events(self, batch: list[connector_pb2.WatchEventsResponse]) -> None:
         """Answer the peer messages, apply the balance changes, then move the cursor."""
@@ -260,6 +299,7 @@ class RemoteConnector:
         cursors = [event.cursor for event in batch if event.cursor]
         if cursors:
             self.status.processed = max(cursors)
+            self._check_in_step()
 
     async def _apply(self, change: connector_pb2.BalanceChanged) -> None:
         """Apply one balance change to the engine, retrying until it can be."""

@@ -58,6 +58,11 @@ from sdk.pb.ilphost.types.v1 import types_pb2
 
 log = logging.getLogger("ilp_host.connector.api")
 
+#: The WatchEvents header that tells the engine how far behind it starts: the cursor of the last
+#: balance change logged when the stream opened, or 0 when the stream starts past it. An engine
+#: that has applied up to it holds every change logged before (host.remote_connector).
+BACKLOG_END = "ilp-backlog-end"
+
 Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE = connector_pb2.DESCRIPTOR.services_by_name["Connector"].full_name
 #: Events sent per read of the log.
@@ -263,7 +268,8 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         try:
             # At once, not with the first event: the engine counts itself connected from the
             # headers on, also when there is nothing to send.
-            await context.send_initial_metadata(())
+            backlog = ledger.last_cursor if ledger.last_cursor > cursor else 0
+            await context.send_initial_metadata(((BACKLOG_END, str(backlog)),))
             while True:
                 for message in subscription.take():
                     yield connector_pb2.WatchEventsResponse(cursor=0, peer_message=message)

@@ -9,6 +9,7 @@ stable idempotency keys, pays nothing twice. The sign convention is in host.engi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
@@ -106,6 +107,7 @@ class Engine:
         lease: float = 30.0,
         journal_clearing: bool = False,
         on_clearing_effect: Callable[[], None] | None = None,
+        connector_in_step: asyncio.Event | None = None,
     ) -> None:
         """``adaptors``: the adaptors serving now, kept current by the host (a fixed mapping of
         names to ports is taken as a registry of those adaptors).
@@ -118,6 +120,11 @@ class Engine:
         debit or credit) is also journaled as a ClearingEffect, in the same transaction, for
         the host to push to the connector; ``on_clearing_effect`` is called after each such
         commit. Without it (proposal 1) the engine's balances are the connector's.
+
+        ``connector_in_step`` (proposal 2): set while the engine has applied every balance
+        change its connector had logged (host.remote_connector). Incoming settlements are
+        credited only then: one pays for packets whose changes may still wait in that log, and
+        credited before them it would leave the engine owing the payer, and paying it back.
         """
         self._store = store
         if not isinstance(adaptors, AdaptorRegistry):
@@ -127,6 +134,7 @@ class Engine:
         self._new_id = new_settlement_id
         self._journal = journal_clearing
         self._on_clearing_effect = on_clearing_effect
+        self._connector_in_step = connector_in_step
         self.outbox = OutboxWorker(
             store,
             adaptors,
@@ -467,10 +475,12 @@ class Engine:
         re-delivers); AlreadyExists if the id comes back with another account or amount. If the
         credit leaves the balance at or below the settle threshold (the peer paid more than it
         owed), the settlement back to settle_to is debited and queued in the same transaction.
+        With ``connector_in_step`` (proposal 2), it first waits until that is set.
         """
         check_ledger_settlement_id(settlement_id)
         check_account_id(account_id)
         check_amount(ledger_amount, "amount", positive=True)
+        await self._wait_for_connector(settlement_id)
         now = self._clock.now()
         lease_until = now + self.outbox.lease
         journaled = queued = received = False
@@ -543,6 +553,17 @@ class Engine:
         if row.state is SettlementState.COMPLETED:
             await self._acknowledge_again(row)
         return row
+
+    async def _wait_for_connector(self, settlement_id: str) -> None:
+        in_step = self._connector_in_step
+        if in_step is None or in_step.is_set():
+            return
+        _log.info(
+            "incoming settlement %s waits until the engine has applied the balance changes "
+            "its connector logged",
+            settlement_id,
+        )
+        await in_step.wait()
 
     async def _acknowledge_again(self, row: Settlement) -> None:
         # The adaptor re-delivered a settlement we acknowledged: our acknowledgement was lost.

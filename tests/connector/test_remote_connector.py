@@ -56,25 +56,38 @@ class World:
     payments: Ledger
 
     @contextlib.asynccontextmanager
-    async def engine(self) -> AsyncIterator[tuple[Engine, SqliteStore, RemoteConnector]]:
-        """An engine process's parts over engine.db, linked to the connector, running."""
+    async def engine(
+        self, *, follow: bool = True
+    ) -> AsyncIterator[tuple[Engine, SqliteStore, RemoteConnector]]:
+        """An engine process's parts over engine.db, linked to the connector as host.assembly
+        links them, running (the link only once the caller runs it, unless ``follow``)."""
         store = await SqliteStore.open(self.directory / "engine.db")
         effects = asyncio.Event()
+        in_step = asyncio.Event()
         engine = Engine(
             store,
             {"sim": self.payments},
             rng=random.Random(1),
             journal_clearing=True,
             on_clearing_effect=effects.set,
+            connector_in_step=in_step,
         )
         await engine.create_account(
             "bob", adaptor="sim", asset_code="USD", asset_scale=2, ledger_scale=2, policy=POLICY
         )
         channel = channel_to(self.address)
         link = RemoteConnector(
-            engine, store, channel, NoMessages(), effects=effects, address=self.address
+            engine,
+            store,
+            channel,
+            NoMessages(),
+            effects=effects,
+            address=self.address,
+            in_step=in_step,
         )
-        tasks = [asyncio.create_task(link.run()), asyncio.create_task(engine.run_outbox())]
+        tasks = [asyncio.create_task(engine.run_outbox())]
+        if follow:
+            tasks.append(asyncio.create_task(link.run()))
         try:
             yield engine, store, link
         finally:
@@ -149,5 +162,36 @@ def test_an_idle_engine_counts_itself_connected_once_attached() -> None:
         async with world.engine() as (_, _, link):
             await wait_until_async(lambda: link.status.connected, "the link to count as connected")
             assert world.ledger.last_cursor == 0  # not one event was sent
+            assert link.in_step.is_set(), "nothing logged: nothing to catch up on"
+
+    run(scenario)
+
+
+def test_an_incoming_settlement_is_credited_after_the_changes_it_paid_for() -> None:
+    """The peer settled for packets the connector cleared while the engine was away. Credited
+    before the engine applied them, the settlement left the engine owing the peer 500 (past
+    the threshold, -300) and it paid the peer back; the credit now waits for the log."""
+
+    async def scenario(world: World) -> None:
+        ledger = world.ledger
+        for n in range(5):  # the peer's packets: it owes us 500
+            await ledger.apply_balance_change("bob", 100, f"packet-{n}")
+        async with world.engine(follow=False) as (engine, _, link):
+            credit = asyncio.create_task(engine.receive_settlement("L-1", "bob", 500))
+            await asyncio.wait({credit}, timeout=0.5)
+            assert not credit.done(), "credited before the engine applied its connector's log"
+            following = asyncio.create_task(link.run())
+            try:
+                await credit
+                assert link.status.processed == 5
+                assert (await engine.get_account("bob")).account.balance == 0
+                await wait_until_async(
+                    lambda: link.status.pushed == 1, "the credit pushed to the connector"
+                )
+                assert await ledger.balance("bob") == 0
+                assert world.payments.paid == {}, "nothing is owed to the peer: nothing paid"
+            finally:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
 
     run(scenario)

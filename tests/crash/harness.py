@@ -91,11 +91,12 @@ class Pair(twohost.Pair):
         alice_threshold: int = NO_AUTOMATIC_SETTLEMENT,
         *,
         engines: tuple[str, str] = ("internal", "internal"),
+        bob_threshold: int = NO_AUTOMATIC_SETTLEMENT,
     ) -> None:
         """``engines``: where Alice's and Bob's engines run (see twohost.ENGINE_PLACES)."""
         sides = (
             Side(engine=engines[0], threshold=alice_threshold),
-            Side(engine=engines[1], threshold=NO_AUTOMATIC_SETTLEMENT),
+            Side(engine=engines[1], threshold=bob_threshold),
         )
         super().__init__(directory, sides, funding=FUNDING, restart=RESTART)
 
@@ -259,11 +260,12 @@ def running_pair(
     bob_armed: tuple[str, ...] = (),
     alice_threshold: int = NO_AUTOMATIC_SETTLEMENT,
     engines: tuple[str, str] = ("internal", "internal"),
+    bob_threshold: int = NO_AUTOMATIC_SETTLEMENT,
 ) -> Iterator[Pair]:
     """A fresh ledger and both hosts (their engines where ``engines`` say), started with these
     failpoints armed, and ready to settle."""
     directory = Path(tempfile.mkdtemp(prefix="ilpcr"))  # short: unix socket paths
-    pair = Pair(directory, alice_threshold, engines=engines)
+    pair = Pair(directory, alice_threshold, engines=engines, bob_threshold=bob_threshold)
     try:
         pair.start_ledger()
         pair.start_hosts((alice_armed, bob_armed))

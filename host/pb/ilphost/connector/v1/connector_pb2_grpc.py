@@ -115,7 +115,12 @@ class ConnectorServicer:
         Balance changes are durable: each has a cursor that increases by one per change, and is kept
         until acknowledged. The stream starts after `after_cursor` (0: from the oldest change not yet
         acknowledged), so an engine that restarts resumes where it acknowledged and loses nothing;
-        an engine that only lost its stream passes the last cursor it processed.
+        an engine that only lost its stream passes the last cursor it processed. The response
+        headers carry `ilp-backlog-end`: the cursor of the last change logged when the stream
+        opened, or 0 when the stream starts past it. Until it has applied that far, the engine's
+        balances lag the connector's: it credits no incoming settlement meanwhile (a settlement
+        pays for packets it may not have applied yet, and crediting it first would make it pay
+        the payer back).
 
         Peer messages are live, not logged: a peer waits for the reply (and retries on its own if
         none comes), so each is sent once, on the stream open when it arrives, with cursor 0. With no
