@@ -14,7 +14,7 @@ host's supervisor, a killed ledger by the run.
 The verdict, once everything runs again and is quiet (:func:`verdict`):
 
 - every outgoing settlement of Alice's is completed, none failed, and Bob credited each one
-  exactly once (the same ledger ids); the same of Bob's, if he settled (see :func:`verdict`);
+  exactly once (the same ledger ids); Bob paid nothing back (see :func:`verdict`);
 - the ledger holds exactly one transfer per settlement, from its payer's ledger account to its
   payee's, for its amount, and nothing else, and the balances are what they add up to;
 - Alice's and Bob's clearing books agree to the unit: ``ilp-host reconcile bob`` on Alice says
@@ -253,10 +253,12 @@ def unresolved(host: Host) -> int:
 def verdict(pair: Pair) -> Verdict:
     """Wait until the pair is quiet, then check the settlements and reconcile the books.
 
-    Alice settles what she owes Bob for the packets; Bob may settle too: in a split host his
-    engine can credit Alice's settlement before it has applied the packets it paid for (they
-    wait in his connector's log while his engine is down), see itself owing her, and pay her
-    back. Both directions are checked alike."""
+    Alice settles what she owes Bob for the packets, never more, so Bob never owes her and
+    must not pay her anything. A split host's engine once did: it credited Alice's settlement
+    before it had applied the packets it paid for (they waited in its connector's log while
+    it was down), saw itself owing her and paid her back (seeds 2766223412, 958682846); it now
+    credits only once it has applied that log (host.remote_connector). Both directions are
+    still checked alike, so a payment back is judged like any other."""
     alice, bob = pair.alice, pair.bob
     Flows = tuple[list[admin_pb2.Settlement], ...]
 
@@ -284,6 +286,11 @@ def verdict(pair: Pair) -> Verdict:
         for s in flow
         if s.state == FAILED
     ]
+    if b_out:
+        problems.append(
+            f"Bob paid Alice {len(b_out)} settlement(s) back, though he never owes her: his "
+            "engine credited hers before the packets they paid for"
+        )
     to_bob = _check_flow(pair, "alice", "bob", a_out, b_in, problems)
     to_alice = _check_flow(pair, "bob", "alice", b_out, a_in, problems)
     # From the ledger's file, as the transfers: the durable record of what moved.
