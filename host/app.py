@@ -376,7 +376,8 @@ class Host:
             # ilp-host connector: its ledger is open and the Connector API serves already.
             await self._listen(parts.connector)
             spawn("housekeeping", _housekeeping(parts))
-            spawn("reconciliation", parts.reconciler.run())
+            if parts.reconciler.periodic:
+                spawn("reconciliation", parts.reconciler.run())
             return
         await supervisor.start()
         spawn("adaptor supervision", _supervision(supervisor))
@@ -390,7 +391,7 @@ class Host:
             spawn("connector link", parts.link.run())
         elif isinstance(parts, Together) and parts.connector is not None:
             await self._listen(parts.connector)
-            if parts.reconciler is not None:
+            if parts.reconciler is not None and parts.reconciler.periodic:
                 spawn("reconciliation", parts.reconciler.run())
         spawn("housekeeping", _housekeeping(parts))
         log.info("host serving; running until SIGTERM or SIGINT")

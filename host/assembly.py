@@ -240,7 +240,9 @@ async def assemble_connector(
 
 def _reconciler(connector: Connector, peering: ConnectorConfig) -> Reconciler:
     """Reconciliation with every configured peer (host.connector.reconciliation)."""
-    return Reconciler(connector, [peer.id for peer in peering.peers])
+    return Reconciler(
+        connector, [peer.id for peer in peering.peers], interval=peering.reconcile_interval
+    )
 
 
 def assets(config: HostConfig) -> dict[str, tuple[str, int]]:

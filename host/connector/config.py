@@ -16,6 +16,8 @@ Pure: no I/O. Example::
     # max_hold = 30.0           # latest expiry of a forwarded Prepare, from now
     # settle_timeout = 30.0     # how long a peer.settle message may take
     # route_broadcast_interval = 30.0  # seconds between CCP route updates (heartbeats)
+    # reconcile_interval = 60.0 # seconds between reconciliations with each peer; 0: only
+    #                           # on demand (`ilp-host reconcile PEER`)
     # api = "unix:connector.sock"   # `ilp-host connector`: where the Connector API listens
     #                               # (unix:PATH, relative to its state directory, or
     #                               # HOST:PORT with the three keys below)
@@ -73,6 +75,7 @@ from host.config_schema import (
     whole_number,
 )
 from host.connector.expiry import ExpiryPolicy
+from host.connector.reconciliation import DEFAULT_INTERVAL as DEFAULT_RECONCILE_INTERVAL
 from host.connector.routing import RouteError, check_prefix
 from host.ilp import address
 
@@ -153,6 +156,9 @@ class ConnectorConfig:
     #: 1.5 times as long.
     route_broadcast_interval: float = 30.0
     api_credentials: ApiCredentials | None = None
+    #: Seconds between reconciliations with each peer (host.connector.reconciliation); 0:
+    #: only on demand.
+    reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
 
 
 # -- the tables' values --------------------------------------------------------------------------
@@ -255,6 +261,7 @@ class ConnectorTable(Table):
     settle_timeout: _ExpirySeconds = 30.0
     api: Annotated[str, PlainValidator(_api_address)] = DEFAULT_API
     route_broadcast_interval: Annotated[float, _seconds(0.1)] = 30.0
+    reconcile_interval: Annotated[float, _seconds(0)] = DEFAULT_RECONCILE_INTERVAL
     api_tls_cert: Text | None = None
     api_tls_key: Text | None = None
     api_token_file: Text | None = None
@@ -414,6 +421,7 @@ def connector_config(tables: ConnectorTables, base_dir: Path) -> ConnectorConfig
         api=table.api,
         api_credentials=table.api_credentials(base_dir),
         route_broadcast_interval=table.route_broadcast_interval,
+        reconcile_interval=table.reconcile_interval,
     )
 
 

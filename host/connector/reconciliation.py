@@ -12,7 +12,8 @@ Fulfill reaches us. So we take our totals before and after asking the peer; when
 readings differ, or either side reserved packets not yet resolved, a non-zero difference is
 reported as :data:`BUSY` (inexact, with the figures), never as a disagreement.
 :func:`compare` is pure; :class:`Reconciler` asks the peers (host.connector.connector) now and
-every ``interval``, keeps the last outcome per peer and tells an observer (host.metrics).
+every ``interval`` (``[connector] reconcile_interval``; 0: only on demand), keeps the last
+outcome per peer and tells an observer (host.metrics).
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ class _NoObserver:
 
 @dataclass
 class Reconciler:
-    """Reconciles with ``peers`` on demand and every ``interval`` seconds."""
+    """Reconciles with ``peers`` on demand and, unless ``interval`` is 0, every ``interval``
+    seconds (:meth:`run`)."""
 
     connector: ReconcilingConnector
     peers: Sequence[str]
@@ -178,9 +180,17 @@ class Reconciler:
         self.observer.reconciled(outcome)
         return outcome
 
+    @property
+    def periodic(self) -> bool:
+        """Whether :meth:`run` has anything to do (an interval of 0: only on demand)."""
+        return self.interval > 0
+
     async def run(self) -> None:
         """Reconcile with every peer every interval, until cancelled. The first round comes
-        an interval after the start: the peers are often still starting with us."""
+        an interval after the start: the peers are often still starting with us. Run it only
+        when :attr:`periodic`."""
+        if not self.periodic:
+            raise ValueError("reconciliation is on demand only (interval 0): nothing to run")
         while True:
             await asyncio.sleep(self.interval)
             for peer_id in self.peers:

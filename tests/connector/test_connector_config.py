@@ -94,6 +94,13 @@ def test_no_connector_tables_is_none_and_defaults_apply() -> None:
     assert minimal == ConnectorConfig(address="test.a", port=0)
 
 
+def test_reconciliation_every_interval_or_only_on_demand() -> None:
+    assert parse_connector_config(document()).reconcile_interval == 60.0  # the default
+    for seconds in (5, 0.5, 0):  # 0: only on demand
+        config = parse_connector_config(edit("connector.reconcile_interval", seconds))
+        assert config is not None and config.reconcile_interval == seconds
+
+
 def edit(path: str, value: object) -> dict[str, Any]:
     """The good document with one value replaced (or removed, for value ...)."""
     doc = document()
@@ -124,6 +131,8 @@ def edit(path: str, value: object) -> dict[str, Any]:
         ("connector.max_hold", float("inf"), "connector.max_hold: must be a number of seconds"),
         ("connector.max_hold", 0.5, "connector.max_hold: must exceed connector.safety_margin"),
         ("connector.settle_timeout", 0, "connector.settle_timeout: must be a positive number"),
+        ("connector.reconcile_interval", -1, "connector.reconcile_interval: must be at least 0"),
+        ("connector.reconcile_interval", "1m", "connector.reconcile_interval: must be a number"),
         ("connector.adress", "x", "connector.adress: unknown key (did you mean 'address'?)"),
         ("peer.0.url", "ftp://bob.example/", 'peer[0].url: must be an http(s) URL, got "ftp:'),
         ("peer.0.url", "http://", "peer[0].url: must be an http(s) URL"),

@@ -4,12 +4,17 @@ asking each other peer.reconcile over ILP-over-HTTP on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from connector_harness import network, prepare_to
 
+from host.assembly import assemble_connector
 from host.clearing_rules import ClearingBook
+from host.config import for_role, load_config
 from host.connector import InMemoryClearing
 from host.connector.reconciliation import (
     AGREE,
@@ -227,3 +232,65 @@ def test_the_outcome_as_the_admin_api_the_cli_and_the_peers_table_show_it() -> N
     assert peers_rows([admin_pb2.Peer(id="js", reconciliation=unsupported)], datetime.now(UTC))[1][
         -1
     ] in ("", "-")
+
+
+# -- the interval from the config file -----------------------------------------------------------
+
+SPLIT_CONNECTOR = """
+[host]
+state_dir = "state"
+
+[[adaptor]]
+name = "simledger"
+command = ["python", "adaptor.py"]
+
+[[account]]
+id = "bob"
+adaptor = "simledger"
+asset_code = "USD"
+asset_scale = 6
+settle_threshold = -100000
+settle_to = 0
+min_balance = -1000000
+max_balance = 1000000
+
+[connector]
+address = "test.alice"
+port = 0
+{interval}
+
+[[peer]]
+id = "bob"
+url = "http://127.0.0.1:9/"
+address = "test.bob"
+incoming_token = "token-from-bob"
+outgoing_token = "token-to-bob-1"
+"""
+
+
+def test_ilp_host_connector_reconciles_at_the_configured_interval_or_on_demand() -> None:
+    async def assembled(interval: str) -> Reconciler:
+        with tempfile.TemporaryDirectory(prefix="ilp") as directory:  # short: the API socket
+            whole = load_config(SPLIT_CONNECTOR.format(interval=interval), Path(directory))
+            config = for_role(whole, "connector")
+            config.state_dir.mkdir(parents=True)
+            async with contextlib.AsyncExitStack() as stack:
+                parts = await assemble_connector(config, stack, None)
+                reconciler = parts.reconciler
+                if reconciler.periodic:
+                    # Bob does not listen: each round's outcome says so.
+                    task = asyncio.create_task(reconciler.run())
+                    try:
+                        await wait_until_async(lambda: "bob" in reconciler.last, "a round")
+                    finally:
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
+                    assert reconciler.last["bob"].status == FAILED
+                return reconciler
+
+    assert asyncio.run(assembled("")).interval == 60.0
+    assert asyncio.run(assembled("reconcile_interval = 0.05")).interval == 0.05
+    on_demand = asyncio.run(assembled("reconcile_interval = 0"))
+    assert not on_demand.periodic
+    with pytest.raises(ValueError, match="on demand only"):
+        asyncio.run(on_demand.run())
