@@ -373,7 +373,7 @@ class Host:
         """The start-up order of the module docstring, from the adaptors on."""
         spawn("health", _follow_health(admin))
         if isinstance(parts, ConnectorAlone):
-            # ilp-host connector: its ledger is open and the Connector API serves already.
+            # ilp-host connector: its clearing file is open and the Connector API serves already.
             await self._listen(parts.connector)
             spawn("housekeeping", _housekeeping(parts))
             if parts.reconciler.periodic:
@@ -500,7 +500,7 @@ async def _serve_metrics(
         engine=engine.engine if engine is not None else None,
         store=engine.store if engine is not None else None,
         connector=_connector_of(parts),
-        ledger=alone.ledger if alone is not None else None,
+        clearing=alone.clearing if alone is not None else None,
         engine_link=alone.engine_link if alone is not None else None,
         link=parts.link if isinstance(parts, EngineAlone) else None,
         supervisor=supervisor,
@@ -553,7 +553,7 @@ async def _housekeeping(parts: Parts) -> None:
             if engine is not None and await engine.store.try_lead():
                 forgotten += await engine.engine.forget_idempotency_keys(KEY_RETENTION)
             if isinstance(parts, ConnectorAlone):
-                forgotten += await parts.ledger.forget_keys(KEY_RETENTION)
+                forgotten += await parts.clearing.forget_keys(KEY_RETENTION)
             if forgotten:
                 log.info("forgot %d idempotency key(s) older than 24 h", forgotten)
         except StoreError as exc:

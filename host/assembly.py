@@ -104,21 +104,21 @@ class ConnectorAlone:
     through which the engine process answers ``peer.settle`` messages."""
 
     connector: Connector
-    ledger: DurableClearing
+    clearing: DurableClearing
     relay: EngineRelay
     reconciler: Reconciler
 
     def balance(self) -> BalanceReader:
         """A peer's clearing balance for the admin API: the connector's own."""
-        return partial(_ledger_balance, self.ledger)
+        return partial(_clearing_balance, self.clearing)
 
     def engine_link(self) -> admin_pb2.EngineLink:
         """Where the engine runs and how far it follows, for the admin API."""
         link = admin_pb2.EngineLink(
             external=True,
             connected=self.relay.connected,
-            unacknowledged=self.ledger.last_cursor - self.ledger.acknowledged,
-            last_cursor=self.ledger.last_cursor,
+            unacknowledged=self.clearing.last_cursor - self.clearing.acknowledged,
+            last_cursor=self.clearing.last_cursor,
         )
         if self.relay.since is not None:
             link.since.FromDatetime(self.relay.since)
@@ -209,13 +209,13 @@ async def assemble_connector(
     }
     path = config.state_dir / CONNECTOR_DATABASE
     try:
-        ledger = await DurableClearing.open(path, limits)
+        clearing = await DurableClearing.open(path, limits)
     except StoreError as exc:
         raise AssemblyError(f"cannot open the connector's clearing file {path}: {exc}") from exc
-    stack.push_async_callback(ledger.close)
+    stack.push_async_callback(clearing.close)
     relay = EngineRelay(timeout=peering.settle_timeout)
     connector = Connector.from_config(
-        peering, ledger, relay, assets=assets(config), books=ledger.clearing_book
+        peering, clearing, relay, assets=assets(config), books=clearing.clearing_book
     )
     stack.push_async_callback(connector.stop)
     address = peering.api
@@ -225,7 +225,7 @@ async def assemble_connector(
             socket.unlink()  # left by a connector that died; we hold the state lock
         address = f"unix:{socket}"
     try:
-        server = await serve_connector_api(ConnectorApi(ledger, relay, connector), address, tls)
+        server = await serve_connector_api(ConnectorApi(clearing, relay, connector), address, tls)
     except (RuntimeError, ValueError, OSError) as exc:
         raise AssemblyError(f"cannot serve the Connector API on {address}: {exc}") from exc
     stack.push_async_callback(server.stop, 1.0)
@@ -235,7 +235,7 @@ async def assemble_connector(
         " (TLS, bearer token)" if tls is not None else "",
         address,
     )
-    return ConnectorAlone(connector, ledger, relay, _reconciler(connector, peering))
+    return ConnectorAlone(connector, clearing, relay, _reconciler(connector, peering))
 
 
 def _reconciler(connector: Connector, peering: ConnectorConfig) -> Reconciler:
@@ -258,9 +258,9 @@ async def _engine_balance(engine: Engine, account_id: str) -> tuple[int, int] | 
     return account.balance, account.asset_scale
 
 
-async def _ledger_balance(ledger: DurableClearing, account_id: str) -> tuple[int, int] | None:
+async def _clearing_balance(clearing: DurableClearing, account_id: str) -> tuple[int, int] | None:
     try:
-        return await ledger.balance(account_id), ledger.limits(account_id).asset_scale
+        return await clearing.balance(account_id), clearing.limits(account_id).asset_scale
     except UnknownPeer:
         return None
 

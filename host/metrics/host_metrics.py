@@ -65,7 +65,7 @@ class HostMetrics:
         self._engine: Engine | None = None
         self._store: OutboxSummary | None = None
         self._connector: Connector | None = None
-        self._ledger: DurableClearing | None = None
+        self._clearing: DurableClearing | None = None
         self._engine_link: Callable[[], admin_pb2.EngineLink] | None = None
         self._link: RemoteConnector | None = None
         self._supervisor: Supervisor | None = None
@@ -78,7 +78,7 @@ class HostMetrics:
         engine: Engine | None = None,
         store: object = None,
         connector: Connector | None = None,
-        ledger: DurableClearing | None = None,
+        clearing: DurableClearing | None = None,
         engine_link: Callable[[], admin_pb2.EngineLink] | None = None,
         link: RemoteConnector | None = None,
         supervisor: Supervisor | None = None,
@@ -100,7 +100,7 @@ class HostMetrics:
             self._connector = connector
             connector.observer = self.packets
             self.export_packets()
-        self._ledger = ledger or self._ledger
+        self._clearing = clearing or self._clearing
         self._engine_link = engine_link or self._engine_link
         self._link = link or self._link
         if supervisor is not None:
@@ -186,17 +186,17 @@ class HostMetrics:
                 values = (labels.account, labels.asset, str(labels.scale))
                 unit = 10.0**account.asset_scale
                 f.clearing_balance.labels(*values).set(account.balance / unit)
-                if self._connector is not None and self._ledger is None:
+                if self._connector is not None and self._clearing is None:
                     f.balance.labels(*values).set(account.balance)  # run: the engine's books
                 f.pending_settlement.labels(*values).set(view.pending_settlement / unit)
                 f.leftover.labels(*values, "outgoing").set(account.outgoing_leftover / unit)
                 f.leftover.labels(*values, "incoming").set(account.incoming_leftover / unit)
                 if account.liquidity is not None:
                     f.liquidity.labels(*values).set(account.liquidity / 10.0**account.ledger_scale)
-        if self._ledger is not None:
+        if self._clearing is not None:
             for labels in self.accounts.values():
                 values = (labels.account, labels.asset, str(labels.scale))
-                balance = await self._ledger.balance(labels.account)
+                balance = await self._clearing.balance(labels.account)
                 f.balance.labels(*values).set(balance)
                 f.clearing_balance.labels(*values).set(balance / 10.0**labels.scale)
         if self._engine_link is not None:
