@@ -79,7 +79,7 @@ class PeerMessenger(Protocol):
 class Subscription:
     """One open event stream: its live peer messages, and whether it was replaced.
 
-    ``changed`` is set by either (the stream waits on it next to the ledger's new events).
+    ``changed`` is set by either (the stream waits on it next to the clearing's new events).
     """
 
     messages: list[connector_pb2.PeerMessage] = field(default_factory=list)
@@ -184,12 +184,12 @@ def _event(event: BalanceEvent, scale: int) -> connector_pb2.WatchEventsResponse
 
 
 class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
-    """ilphost.connector.v1.Connector over the ledger, the relay and the peer links."""
+    """ilphost.connector.v1.Connector over the clearing file, the relay and the peer links."""
 
     def __init__(
-        self, ledger: DurableClearing, relay: EngineRelay, messenger: PeerMessenger
+        self, clearing: DurableClearing, relay: EngineRelay, messenger: PeerMessenger
     ) -> None:
-        self._ledger = ledger
+        self._clearing = clearing
         self._relay = relay
         self._messenger = messenger
 
@@ -201,7 +201,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
                 f"account_id: {account_id[:40]!r} is invalid: use {contract.ACCOUNT_ID_RULE}",
             )
         try:
-            return self._ledger.limits(account_id).asset_scale
+            return self._clearing.limits(account_id).asset_scale
         except UnknownPeer as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
             raise AssertionError("unreachable") from exc
@@ -210,7 +210,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         self, request: connector_pb2.GetBalanceRequest, context: Context
     ) -> connector_pb2.GetBalanceResponse:
         scale = await self._scale(request.account_id, context)
-        balance = await self._ledger.balance(request.account_id)
+        balance = await self._clearing.balance(request.account_id)
         return connector_pb2.GetBalanceResponse(
             balance=types_pb2.SignedAmount(value=str(balance), scale=scale)
         )
@@ -226,7 +226,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
                     f"delta.scale is {request.delta.scale}, account {request.account_id} counts "
                     f"at scale {scale}"
                 )
-            balance = await self._ledger.apply_balance_change(
+            balance = await self._clearing.apply_balance_change(
                 request.account_id, delta, request.idempotency_key
             )
         except (AmountError, ClearingInputError) as exc:
@@ -255,27 +255,27 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
     async def WatchEvents(
         self, request: connector_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[connector_pb2.WatchEventsResponse]:
-        ledger = self._ledger
-        if request.after_cursor > ledger.last_cursor:
+        clearing = self._clearing
+        if request.after_cursor > clearing.last_cursor:
             await context.abort(
                 grpc.StatusCode.OUT_OF_RANGE,
                 f"after_cursor {request.after_cursor} is ahead of the log (last "
-                f"{ledger.last_cursor}): was this connector's database replaced?",
+                f"{clearing.last_cursor}): was this connector's database replaced?",
             )
-        cursor = max(request.after_cursor, ledger.acknowledged)
+        cursor = max(request.after_cursor, clearing.acknowledged)
         subscription = self._relay.attach()
         log.info("settlement engine attached, from cursor %d", cursor)
         try:
             # At once, not with the first event: the engine counts itself connected from the
             # headers on, also when there is nothing to send.
-            backlog = ledger.last_cursor if ledger.last_cursor > cursor else 0
+            backlog = clearing.last_cursor if clearing.last_cursor > cursor else 0
             await context.send_initial_metadata(((BACKLOG_END, str(backlog)),))
             while True:
                 for message in subscription.take():
                     yield connector_pb2.WatchEventsResponse(cursor=0, peer_message=message)
-                events = await ledger.events_after(cursor, BATCH)
+                events = await clearing.events_after(cursor, BATCH)
                 for event in events:
-                    yield _event(event, ledger.limits(event.account_id).asset_scale)
+                    yield _event(event, clearing.limits(event.account_id).asset_scale)
                     cursor = event.cursor
                 if events:
                     continue
@@ -291,7 +291,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
     async def _next(self, subscription: Subscription, cursor: int) -> None:
         """Wait for a new event, a live peer message, or being replaced."""
         waits = {
-            asyncio.ensure_future(self._ledger.wait_beyond(cursor)),
+            asyncio.ensure_future(self._clearing.wait_beyond(cursor)),
             asyncio.ensure_future(subscription.changed.wait()),
         }
         try:
@@ -305,7 +305,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         self, request: connector_pb2.AcknowledgeEventsRequest, context: Context
     ) -> connector_pb2.AcknowledgeEventsResponse:
         try:
-            await self._ledger.acknowledge(request.cursor)
+            await self._clearing.acknowledge(request.cursor)
         except CursorOutOfRange as exc:
             await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
         return connector_pb2.AcknowledgeEventsResponse()
