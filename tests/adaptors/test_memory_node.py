@@ -17,7 +17,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from sdk.handshake import Handshake, parse
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.pb.plugin import grpc_controller_pb2, grpc_controller_pb2_grpc
+from tests.grpc_status import ended
 
 ADAPTOR_DIR = Path(__file__).resolve().parents[2] / "adaptors" / "memory-node"
 ADAPTOR = ADAPTOR_DIR / "adaptor.js"
@@ -173,15 +174,6 @@ def is_socket(path: str) -> bool:
     return Path(path).is_socket()
 
 
-async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
-    """The status a call ends with (OK when it succeeds)."""
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
-
-
 def channel(adaptor: Adaptor) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(adaptor.handshake.grpc_target())
 
@@ -204,7 +196,7 @@ async def _serves_the_contract() -> None:
         )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         unknown = health.Check(health_pb2.HealthCheckRequest(service="x"), timeout=RPC_TIMEOUT)
-        assert await status_of(unknown) == grpc.StatusCode.NOT_FOUND
+        assert (await ended(unknown)).code == grpc.StatusCode.NOT_FOUND
 
         stub = adaptor_pb2_grpc.LedgerAdaptorStub(ch)
         info = await stub.GetInfo(adaptor_pb2.GetInfoRequest(), timeout=RPC_TIMEOUT)
@@ -234,7 +226,7 @@ async def _serves_the_contract() -> None:
         data = stub.ReceiveData(
             adaptor_pb2.ReceiveDataRequest(account_id="bob", data=b"x"), timeout=RPC_TIMEOUT
         )
-        assert await status_of(data) == grpc.StatusCode.UNIMPLEMENTED
+        assert (await ended(data)).code == grpc.StatusCode.UNIMPLEMENTED
 
         reflection = reflection_pb2_grpc.ServerReflectionStub(ch)
         requests = [
@@ -289,7 +281,7 @@ async def _accounts_and_payments() -> None:
             call = stub.SetupAccount(
                 adaptor_pb2.SetupAccountRequest(account_id=bad_id), timeout=RPC_TIMEOUT
             )
-            assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT, bad_id
+            assert (await ended(call)).code == grpc.StatusCode.INVALID_ARGUMENT, bad_id
         for _ in range(2):  # idempotent
             await stub.SetupAccount(
                 adaptor_pb2.SetupAccountRequest(account_id="bob"), timeout=RPC_TIMEOUT
@@ -318,9 +310,9 @@ async def _accounts_and_payments() -> None:
         ]
         for request in bad_requests:
             call = stub.SendMoney(request, timeout=RPC_TIMEOUT)
-            assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT, request
+            assert (await ended(call)).code == grpc.StatusCode.INVALID_ARGUMENT, request
         unknown = stub.SendMoney(send("carol", "100", "k"), timeout=RPC_TIMEOUT)
-        assert await status_of(unknown) == grpc.StatusCode.NOT_FOUND
+        assert (await ended(unknown)).code == grpc.StatusCode.NOT_FOUND
         assert await balance() == LIQUIDITY, "a refused request changed the balance"
 
         amount = str(10**29)
@@ -336,12 +328,12 @@ async def _accounts_and_payments() -> None:
         )
         for reused in [send("bob", "1", "settle-1"), send("carol", amount, "settle-1")]:
             call = stub.SendMoney(reused, timeout=RPC_TIMEOUT)
-            assert await status_of(call) == grpc.StatusCode.ALREADY_EXISTS
+            assert (await ended(call)).code == grpc.StatusCode.ALREADY_EXISTS
 
         too_much = stub.SendMoney(
             send("carol", str(LIQUIDITY - 10**29 + 1), "settle-2"), timeout=RPC_TIMEOUT
         )
-        assert await status_of(too_much) == grpc.StatusCode.FAILED_PRECONDITION
+        assert (await ended(too_much)).code == grpc.StatusCode.FAILED_PRECONDITION
         all_of_it = str(LIQUIDITY - 10**29)
         last = await stub.SendMoney(send("carol", all_of_it, "settle-2"), timeout=RPC_TIMEOUT)
         assert last.settlement_id != first.settlement_id
@@ -351,7 +343,7 @@ async def _accounts_and_payments() -> None:
             adaptor_pb2.DeleteAccountRequest(account_id="bob"), timeout=RPC_TIMEOUT
         )
         gone = stub.SendMoney(send("bob", "1", "settle-3"), timeout=RPC_TIMEOUT)
-        assert await status_of(gone) == grpc.StatusCode.NOT_FOUND
+        assert (await ended(gone)).code == grpc.StatusCode.NOT_FOUND
 
 
 def test_accounts_and_send_money_idempotency_and_statuses() -> None:
@@ -395,7 +387,7 @@ async def _redelivery() -> None:
         never = stub.ReceiveMoney(
             adaptor_pb2.ReceiveMoneyRequest(settlement_id="never-reported"), timeout=RPC_TIMEOUT
         )
-        assert await status_of(never) == grpc.StatusCode.NOT_FOUND
+        assert (await ended(never)).code == grpc.StatusCode.NOT_FOUND
         for _ in range(2):  # idempotent
             await stub.ReceiveMoney(
                 adaptor_pb2.ReceiveMoneyRequest(settlement_id=first.settlement_id),
@@ -590,7 +582,7 @@ async def _mutual_tls() -> None:
                 call = adaptor_pb2_grpc.LedgerAdaptorStub(ch).GetInfo(
                     adaptor_pb2.GetInfoRequest(), timeout=RPC_TIMEOUT
                 )
-                assert await status_of(call) == grpc.StatusCode.UNAVAILABLE, client
+                assert (await ended(call)).code == grpc.StatusCode.UNAVAILABLE, client
 
         async with tls_channel(handshake.grpc_target(), server_pem, host) as ch:
             controller = grpc_controller_pb2_grpc.GRPCControllerStub(ch)

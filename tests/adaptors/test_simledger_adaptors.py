@@ -36,6 +36,7 @@ from sdk.testing import (
     run_adaptor,
 )
 from tests.adaptors import simledger_builds
+from tests.grpc_status import failure
 
 Code = grpc.StatusCode
 READY = types_pb2.CONNECTIVITY_STATE_READY
@@ -113,12 +114,6 @@ def worded(language: str, words: str, details: str) -> bool:
     """Whether a refusal's text says ``words``: the contract fixes the status code, not the
     wording, so the words checked here are the Python adaptor's; the others pass on the code."""
     return language != "python" or words in details
-
-
-async def status(call: Awaitable[Any]) -> tuple[Code, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await call
-    return failure.value.code(), failure.value.details() or ""
 
 
 async def next_event(stream: Any, kind: str) -> Any:
@@ -265,7 +260,7 @@ def test_accounts_exchange_then_send_money_pays_once(
                 await until_ready(alice)
                 exchanges = exchanges_with(world, "alice", "bob")
                 assert await alice.adaptor.SendMoney(send("bob", "500", "k1")) == paid
-                code, _ = await status(alice.adaptor.SendMoney(send("bob", "999", "k1")))
+                code, _ = await failure(alice.adaptor.SendMoney(send("bob", "999", "k1")))
                 assert code is Code.ALREADY_EXISTS
                 await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
                 assert exchanges_with(world, "alice", "bob") == exchanges
@@ -300,7 +295,7 @@ async def pay_through_the_exchange(world: Peering, language: str) -> apb.SendMon
         world.reachable = False
         await set_up_both(alice, bob)
         await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
-        code, details = await status(alice.adaptor.SendMoney(send("bob", "500", "k1")))
+        code, details = await failure(alice.adaptor.SendMoney(send("bob", "500", "k1")))
         assert (code, worded(language, "not known yet", details)) == (
             Code.FAILED_PRECONDITION,
             True,
@@ -347,13 +342,13 @@ async def pay_through_the_exchange(world: Peering, language: str) -> apb.SendMon
 
         # carol's peer never answers: her ledger account stays unknown.
         await alice.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="carol"))
-        code, _ = await status(alice.adaptor.SendMoney(send("carol", "5", "c1")))
+        code, _ = await failure(alice.adaptor.SendMoney(send("carol", "5", "c1")))
         assert code is Code.FAILED_PRECONDITION
         for other in (send("bob", "501", "k1"), send("carol", "500", "k1")):
-            code, details = await status(alice.adaptor.SendMoney(other))
+            code, details = await failure(alice.adaptor.SendMoney(other))
             assert (code, worded(language, "'k1'", details)) == (Code.ALREADY_EXISTS, True)
 
-        code, details = await status(alice.adaptor.SendMoney(send("bob", "501", "k2")))
+        code, details = await failure(alice.adaptor.SendMoney(send("bob", "501", "k2")))
         assert (code, worded(language, "holds 500", details)) == (
             Code.FAILED_PRECONDITION,
             True,
@@ -386,13 +381,13 @@ def test_ledger_faults_answer_unavailable_and_a_retry_with_the_key_pays_once(
             await set_up_both(alice, bob)
             # Refused before commit: nothing paid, the engine retries.
             await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults(error_per_mille=1000)))
-            code, details = await status(alice.adaptor.SendMoney(send("bob", "100", "k1")))
+            code, details = await failure(alice.adaptor.SendMoney(send("bob", "100", "k1")))
             assert (code, worded(language, "same key", details)) == (Code.UNAVAILABLE, True)
             assert await ledger_balance(ledger.target, "bob") == "0"
             # Committed, reply lost: the adaptor cannot know, says UNAVAILABLE ...
             faults = lpb.Faults(fail_after_commit_per_mille=1000)
             await book.SetFaults(lpb.SetFaultsRequest(faults=faults))
-            assert (await status(alice.adaptor.SendMoney(send("bob", "100", "k1"))))[
+            assert (await failure(alice.adaptor.SendMoney(send("bob", "100", "k1"))))[
                 0
             ] is Code.UNAVAILABLE
             assert await ledger_balance(ledger.target, "bob") == "100"
@@ -404,7 +399,7 @@ def test_ledger_faults_answer_unavailable_and_a_retry_with_the_key_pays_once(
             assert await ledger_balance(ledger.target, "alice") == "900"
             # The ledger unreachable: UNAVAILABLE, and the same key pays once when it is back.
             await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults(offline=True)))
-            code, _ = await status(alice.adaptor.SendMoney(send("bob", "50", "k2")))
+            code, _ = await failure(alice.adaptor.SendMoney(send("bob", "50", "k2")))
             assert code is Code.UNAVAILABLE
             await book.SetFaults(lpb.SetFaultsRequest(faults=lpb.Faults()))
             await until_ready(alice)
@@ -448,7 +443,7 @@ def test_send_money_refuses_bad_requests_without_paying(
             await until_ready(alice)
             await set_up_both(alice, bob)
             refusals = [
-                (request, *await status(alice.adaptor.SendMoney(request)))
+                (request, *await failure(alice.adaptor.SendMoney(request)))
                 for request, _, _ in BAD_REQUESTS
             ]
             wrong = [
@@ -495,7 +490,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged_and_after_resta
                     apb.ReceiveMoneyRequest(settlement_id="ledger:alice:k1")
                 )
                 unknown = apb.ReceiveMoneyRequest(settlement_id="ledger:alice:never")
-                assert (await status(bob.adaptor.ReceiveMoney(unknown)))[0] is Code.NOT_FOUND
+                assert (await failure(bob.adaptor.ReceiveMoney(unknown)))[0] is Code.NOT_FOUND
                 await alice.adaptor.SendMoney(send("bob", "20", "k2"))
                 assert await next_incoming_id(second) == "ledger:alice:k2"
                 second.cancel()
@@ -531,7 +526,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged_and_after_resta
                 assert await next_incoming_id(stream) == "ledger:alice:k5"
                 stream.cancel()
                 minted = apb.ReceiveMoneyRequest(settlement_id="fund-bob-5")
-                assert (await status(bob.adaptor.ReceiveMoney(minted)))[0] is Code.NOT_FOUND
+                assert (await failure(bob.adaptor.ReceiveMoney(minted)))[0] is Code.NOT_FOUND
 
     asyncio.run(scenario())
 
@@ -555,7 +550,7 @@ def test_a_payment_from_an_unknown_payer_waits_for_its_account(
                 )
             await bob.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="carol"))
             unknown = apb.ReceiveMoneyRequest(settlement_id="carol-pays")
-            assert (await status(bob.adaptor.ReceiveMoney(unknown)))[0] is Code.NOT_FOUND
+            assert (await failure(bob.adaptor.ReceiveMoney(unknown)))[0] is Code.NOT_FOUND
             # carol's adaptor introduces itself (the test plays it).
             reply = await bob.adaptor.ReceiveData(
                 apb.ReceiveDataRequest(
@@ -580,23 +575,23 @@ def test_receive_data_and_account_statuses(
             hello = simledger.ledger_account_request("ledger:erin")
             for account_id, code in (("erin", Code.NOT_FOUND), ("", Code.INVALID_ARGUMENT)):
                 request = apb.ReceiveDataRequest(account_id=account_id, data=hello)
-                assert (await status(bob.adaptor.ReceiveData(request)))[0] is code
+                assert (await failure(bob.adaptor.ReceiveData(request)))[0] is code
             bad = apb.SetupAccountRequest(account_id="a b")
-            assert (await status(bob.adaptor.SetupAccount(bad)))[0] is Code.INVALID_ARGUMENT
+            assert (await failure(bob.adaptor.SetupAccount(bad)))[0] is Code.INVALID_ARGUMENT
             await bob.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="erin"))
             # Malformed data for a known account (for an unknown one, which of NOT_FOUND and
             # INVALID_ARGUMENT wins is the adaptor's choice).
             malformed = simledger.ledger_account_request("a b")
             for data in (b"not protobuf", b"", malformed):  # b"": a PeerRequest of no kind
                 request = apb.ReceiveDataRequest(account_id="erin", data=data)
-                assert (await status(bob.adaptor.ReceiveData(request)))[0] is Code.INVALID_ARGUMENT
+                assert (await failure(bob.adaptor.ReceiveData(request)))[0] is Code.INVALID_ARGUMENT
             await bob.adaptor.ReceiveData(apb.ReceiveDataRequest(account_id="erin", data=hello))
             for _ in range(2):
                 await bob.adaptor.DeleteAccount(apb.DeleteAccountRequest(account_id="erin"))
             gone = bob.adaptor.SendMoney(send("erin", "1", "k"))
-            assert (await status(gone))[0] is Code.NOT_FOUND
+            assert (await failure(gone))[0] is Code.NOT_FOUND
             empty = apb.ReceiveMoneyRequest(settlement_id="")
-            assert (await status(bob.adaptor.ReceiveMoney(empty)))[0] is Code.INVALID_ARGUMENT
+            assert (await failure(bob.adaptor.ReceiveMoney(empty)))[0] is Code.INVALID_ARGUMENT
 
     asyncio.run(scenario())
 
@@ -620,7 +615,7 @@ def test_ledger_offline_shows_in_probe_and_events_and_recovers(
             ready, state = await ledger_state(alice)
             assert ready is False
             assert state != READY
-            code, _ = await status(alice.adaptor.GetBalance(apb.GetBalanceRequest()))
+            code, _ = await failure(alice.adaptor.GetBalance(apb.GetBalanceRequest()))
             assert code is Code.UNAVAILABLE
             # The asset was learned while the ledger answered: GetInfo still works.
             await alice.adaptor.GetInfo(apb.GetInfoRequest())
@@ -651,7 +646,7 @@ def test_adaptor_serves_while_the_ledger_is_down_and_connects_when_it_comes(
 
                 await until(failing, "the ledger connection failed")
                 assert (await ledger_state(alice))[0] is False
-                code, details = await status(alice.adaptor.GetInfo(apb.GetInfoRequest()))
+                code, details = await failure(alice.adaptor.GetInfo(apb.GetInfoRequest()))
                 assert (code, worded(language, "not known", details)) == (Code.UNAVAILABLE, True)
                 with start_ledger(tmp_path / "late.db", listen) as late:
                     await until_ready(alice)

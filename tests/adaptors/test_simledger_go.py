@@ -41,6 +41,7 @@ from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.testing import FakeEngine, Refuse, fake_engine, run_adaptor
 from tests.adaptors import simledger_builds
+from tests.grpc_status import failure
 
 REPO = simledger_builds.REPO
 PYTHON_ADAPTOR = simledger_builds.PYTHON_COMMAND
@@ -175,13 +176,6 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"timed out after {DEADLINE} s waiting for {what}") from None
-
-
-async def refusal(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
-    """The status code and details of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as failed:
-        await call
-    return failed.value.code(), failed.value.details() or ""
 
 
 async def redelivered(adaptor: adaptor_pb2_grpc.LedgerAdaptorStub, count: int) -> list[str]:
@@ -491,7 +485,7 @@ def test_ledger_connection_follows_the_ledger(go_adaptor: Path, tmp_path: Path) 
                 assert not down.ready.value
                 assert down.connections[0].attempts >= 1
                 assert "UNAVAILABLE" in down.connections[0].last_error.upper()
-                code, _ = await refusal(
+                code, _ = await failure(
                     adaptor.GetInfo(adaptor_pb2.GetInfoRequest(), timeout=RPC_TIMEOUT)
                 )
                 assert code == Code.UNAVAILABLE  # the asset is not known before the ledger
@@ -509,7 +503,7 @@ def test_ledger_connection_follows_the_ledger(go_adaptor: Path, tmp_path: Path) 
                 offline = simledger_pb2.Faults(offline=True)
                 await book.SetFaults(simledger_pb2.SetFaultsRequest(faults=offline))
                 await probe_until(adaptor, Connectivity.TRANSIENT_FAILURE)
-                code, _ = await refusal(
+                code, _ = await failure(
                     adaptor.GetBalance(adaptor_pb2.GetBalanceRequest(), timeout=RPC_TIMEOUT)
                 )
                 assert code == Code.UNAVAILABLE
@@ -558,7 +552,7 @@ def test_sends_money_once_per_key(
             adaptor = stub(supervisor)
 
             # Not set up yet.
-            code, _ = await refusal(adaptor.SendMoney(send("peer-bob", "100", "k0")))
+            code, _ = await failure(adaptor.SendMoney(send("peer-bob", "100", "k0")))
             assert code == Code.NOT_FOUND
 
             await adaptor.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="peer-bob"))
@@ -583,7 +577,7 @@ def test_sends_money_once_per_key(
                 adaptor_pb2.SendMoneyRequest(account_id="peer-bob", idempotency_key="k1"),
             ]
             for request in bad:
-                code, details = await refusal(adaptor.SendMoney(request))
+                code, details = await failure(adaptor.SendMoney(request))
                 assert code == Code.INVALID_ARGUMENT, (request, details)
             assert await balance(book, "ledger-bob") == "0"
 
@@ -604,12 +598,12 @@ def test_sends_money_once_per_key(
                 "ledger-alice",
             )
 
-            code, details = await refusal(adaptor.SendMoney(send("peer-bob", "1600", "settle-1")))
+            code, details = await failure(adaptor.SendMoney(send("peer-bob", "1600", "settle-1")))
             assert code == Code.ALREADY_EXISTS, details
             assert await balance(book, "ledger-bob") == "1500"
 
             # Insufficient funds: refused, and the key is not spent (nothing changed).
-            code, _ = await refusal(adaptor.SendMoney(send("peer-bob", "999999", "settle-2")))
+            code, _ = await failure(adaptor.SendMoney(send("peer-bob", "999999", "settle-2")))
             assert code == Code.FAILED_PRECONDITION
             small = await adaptor.SendMoney(send("peer-bob", "500", "settle-2"))
             assert small.settlement_id == "ledger-alice:settle-2"
@@ -672,7 +666,7 @@ def test_incoming_settlements_are_redelivered_until_acknowledged(
             await eventually(lambda: credits.count("bob:2") >= 1, "bob:2 delivered")
             assert credits.count("carol:1") == 0  # ledger order: carol:1 was seen before bob:2
             assert await redelivered(adaptor, 2) == ["bob:1", "bob:2"]
-            code, _ = await refusal(
+            code, _ = await failure(
                 adaptor.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id="carol:1"))
             )
             assert code == Code.NOT_FOUND
@@ -688,11 +682,11 @@ def test_incoming_settlements_are_redelivered_until_acknowledged(
                 )
             assert await redelivered(adaptor, 1) == ["bob:2"]
             for unknown in ("bob:404", "fund-ledger-alice"):
-                code, _ = await refusal(
+                code, _ = await failure(
                     adaptor.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id=unknown))
                 )
                 assert code == Code.NOT_FOUND
-            code, _ = await refusal(adaptor.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest()))
+            code, _ = await failure(adaptor.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest()))
             assert code == Code.INVALID_ARGUMENT
 
             # A payment before the restart, to retry after it.
@@ -734,14 +728,14 @@ def test_accounts_and_peer_messages(
             adaptor = stub(supervisor)
 
             for bad in ("", "peer bob", "x" * 129, "peer:bob"):
-                code, _ = await refusal(
+                code, _ = await failure(
                     adaptor.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id=bad))
                 )
                 assert code == Code.INVALID_ARGUMENT, bad
 
             # The peer cannot be reached: OK all the same, the exchange goes on in the background.
             await adaptor.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="peer-bob"))
-            code, details = await refusal(adaptor.SendMoney(send("peer-bob", "100", "k1")))
+            code, details = await failure(adaptor.SendMoney(send("peer-bob", "100", "k1")))
             assert code == Code.FAILED_PRECONDITION, details
             await eventually(lambda: len(engine.calls) >= 2, "a retried exchange")
             peers.unreachable.clear()
@@ -765,13 +759,13 @@ def test_accounts_and_peer_messages(
                 b"x" * 32768,
             ]
             for data in malformed:
-                code, _ = await refusal(
+                code, _ = await failure(
                     adaptor.ReceiveData(
                         adaptor_pb2.ReceiveDataRequest(account_id="peer-bob", data=data)
                     )
                 )
                 assert code == Code.INVALID_ARGUMENT, data[:40]
-            code, _ = await refusal(
+            code, _ = await failure(
                 adaptor.ReceiveData(
                     adaptor_pb2.ReceiveDataRequest(
                         account_id="nobody", data=simledger.ledger_account_request("ledger-x")
@@ -783,10 +777,10 @@ def test_accounts_and_peer_messages(
             # Deleting is idempotent; a deleted account is unknown, but its keys still answer.
             for _ in range(2):
                 await adaptor.DeleteAccount(adaptor_pb2.DeleteAccountRequest(account_id="peer-bob"))
-            code, _ = await refusal(adaptor.SendMoney(send("peer-bob", "100", "k2")))
+            code, _ = await failure(adaptor.SendMoney(send("peer-bob", "100", "k2")))
             assert code == Code.NOT_FOUND
             assert await adaptor.SendMoney(send("peer-bob", "100", "k1")) == sent
-            code, _ = await refusal(
+            code, _ = await failure(
                 adaptor.DeleteAccount(adaptor_pb2.DeleteAccountRequest(account_id="bad id"))
             )
             assert code == Code.INVALID_ARGUMENT

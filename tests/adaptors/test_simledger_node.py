@@ -38,6 +38,7 @@ from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import AdaptorClient, AdaptorProcess, Refuse, adaptor_environ, fake_engine
 from sdk.testing import run_adaptor as _run_adaptor
 from tests.adaptors import simledger_builds
+from tests.grpc_status import ended
 
 REPO = simledger_builds.REPO
 ADAPTOR_DIR = simledger_builds.NODE_DIR
@@ -132,14 +133,6 @@ async def wait_ready(client: AdaptorClient) -> None:
         return (await ledger_state(client)).state == State.CONNECTIVITY_STATE_READY
 
     await until(ready, "the ledger connection to be READY")
-
-
-async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
 
 
 async def set_offline(ledger: simledger_pb2_grpc.SimLedgerStub, offline: bool) -> None:
@@ -256,9 +249,9 @@ async def _connection_states(workdir: Path) -> None:
         )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         no_asset = client.adaptor.GetInfo(adaptor_pb2.GetInfoRequest(), timeout=RPC_TIMEOUT)
-        assert await status_of(no_asset) == grpc.StatusCode.UNAVAILABLE
+        assert (await ended(no_asset)).code == grpc.StatusCode.UNAVAILABLE
         balance = client.adaptor.GetBalance(adaptor_pb2.GetBalanceRequest(), timeout=RPC_TIMEOUT)
-        assert await status_of(balance) == grpc.StatusCode.UNAVAILABLE
+        assert (await ended(balance)).code == grpc.StatusCode.UNAVAILABLE
 
         async def failing() -> bool:
             link = await ledger_state(client)
@@ -375,7 +368,7 @@ async def _peering(workdir: Path) -> None:
 
                 async def pays(client: AdaptorClient, account: str, key: str) -> bool:
                     call = send_money(client, account, "120", key)
-                    code = await status_of(call)
+                    code = (await ended(call)).code
                     assert code in (grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION)
                     return code == grpc.StatusCode.OK
 

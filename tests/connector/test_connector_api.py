@@ -22,6 +22,7 @@ from host.pb.ilphost.connector.v1 import connector_pb2_grpc
 from host.remote_connector import channel_to
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.types.v1 import types_pb2
+from tests.grpc_status import failure
 from tests.polling import wait_until_async
 
 Stub = Any  # connector_pb2_grpc.ConnectorAsyncStub exists for type checkers only
@@ -56,12 +57,6 @@ def delta(
     )
 
 
-async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await call
-    return failure.value.code()
-
-
 def test_balances_and_idempotent_deltas() -> None:
     async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
         reply = await stub.ApplyBalanceDelta(delta(-250, "d1"))
@@ -72,25 +67,27 @@ def test_balances_and_idempotent_deltas() -> None:
         got = await stub.GetBalance(pb.GetBalanceRequest(account_id="bob"))
         assert got.balance.value == "-2250"
         code = grpc.StatusCode
-        assert await status_of(stub.ApplyBalanceDelta(delta(-251, "d1"))) == code.ALREADY_EXISTS
-        assert await status_of(stub.ApplyBalanceDelta(delta(1, "d3", scale=2))) == (
+        assert (
+            await failure(stub.ApplyBalanceDelta(delta(-251, "d1")))
+        ).code == code.ALREADY_EXISTS
+        assert (await failure(stub.ApplyBalanceDelta(delta(1, "d3", scale=2)))).code == (
             code.INVALID_ARGUMENT
         )
-        assert await status_of(stub.ApplyBalanceDelta(delta(1, ""))) == code.INVALID_ARGUMENT
+        assert (await failure(stub.ApplyBalanceDelta(delta(1, "")))).code == code.INVALID_ARGUMENT
         bad = delta(1, "d4")
         bad.delta.value = "01"
-        assert await status_of(stub.ApplyBalanceDelta(bad)) == code.INVALID_ARGUMENT
-        assert await status_of(stub.ApplyBalanceDelta(delta(1, "d5", account="carol"))) == (
+        assert (await failure(stub.ApplyBalanceDelta(bad))).code == code.INVALID_ARGUMENT
+        assert (await failure(stub.ApplyBalanceDelta(delta(1, "d5", account="carol")))).code == (
             code.NOT_FOUND
         )
-        assert await status_of(stub.GetBalance(pb.GetBalanceRequest(account_id="carol"))) == (
+        assert (await failure(stub.GetBalance(pb.GetBalanceRequest(account_id="carol")))).code == (
             code.NOT_FOUND
         )
         for malformed in ("", "no spaces", "x" * 129):
             call = stub.GetBalance(pb.GetBalanceRequest(account_id=malformed))
-            assert await status_of(call) == code.INVALID_ARGUMENT
+            assert (await failure(call)).code == code.INVALID_ARGUMENT
             call = stub.ApplyBalanceDelta(delta(1, "d6", account=malformed))
-            assert await status_of(call) == code.INVALID_ARGUMENT
+            assert (await failure(call)).code == code.INVALID_ARGUMENT
         assert await ledger.balance("bob") == -2250  # the refusals changed nothing
         assert ledger.last_cursor == 2
 
@@ -104,11 +101,11 @@ def test_send_data_maps_the_peers_answers() -> None:
         code = grpc.StatusCode
         for data, expected in [(b"down", code.UNAVAILABLE), (b"refuse", code.FAILED_PRECONDITION)]:
             call = stub.SendData(pb.SendDataRequest(account_id="bob", data=data))
-            assert await status_of(call) == expected
+            assert (await failure(call)).code == expected
         call = stub.SendData(pb.SendDataRequest(account_id="carol", data=b"x"))
-        assert await status_of(call) == code.NOT_FOUND
+        assert (await failure(call)).code == code.NOT_FOUND
         call = stub.SendData(pb.SendDataRequest(account_id="bob", data=b"x" * 40_000))
-        assert await status_of(call) == code.INVALID_ARGUMENT
+        assert (await failure(call)).code == code.INVALID_ARGUMENT
 
     run(scenario)
 
@@ -142,9 +139,9 @@ def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
         stream.cancel()
 
         await stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(cursor=2))
-        assert await status_of(stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(cursor=9))) == (
-            grpc.StatusCode.OUT_OF_RANGE
-        )
+        assert (
+            await failure(stub.AcknowledgeEvents(pb.AcknowledgeEventsRequest(cursor=9)))
+        ).code == (grpc.StatusCode.OUT_OF_RANGE)
         again = stub.WatchEvents(pb.WatchEventsRequest())  # from the oldest unacknowledged
         assert [e.cursor for e in await take(again, 2)] == [3, 4]
         again.cancel()
@@ -152,9 +149,7 @@ def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
         assert [e.cursor for e in await take(later, 1)] == [4]
         later.cancel()
         ahead = stub.WatchEvents(pb.WatchEventsRequest(after_cursor=99))
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await ahead.read()
-        assert failure.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert (await failure(ahead.read())).code == grpc.StatusCode.OUT_OF_RANGE
 
     run(scenario)
 
@@ -168,10 +163,12 @@ def test_a_new_stream_replaces_the_open_one() -> None:
         second = stub.WatchEvents(pb.WatchEventsRequest(after_cursor=1))
         await ledger.apply_balance_change("bob", -1, "p1")
         assert [e.cursor for e in await take(second, 1)] == [2]
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
+
+        async def read_to_the_end() -> None:
             while True:
                 await asyncio.wait_for(first.read(), 10)
-        assert failure.value.code() == grpc.StatusCode.ABORTED
+
+        assert (await failure(read_to_the_end())).code == grpc.StatusCode.ABORTED
         assert relay.connected
         second.cancel()
 
@@ -201,7 +198,7 @@ def test_peer_messages_go_to_the_engine_and_its_answer_back() -> None:
         call = stub.RespondToPeerMessage(
             pb.RespondToPeerMessageRequest(message_id=message.message_id)
         )
-        assert await status_of(call) == grpc.StatusCode.NOT_FOUND
+        assert (await failure(call)).code == grpc.StatusCode.NOT_FOUND
 
         refusing = asyncio.create_task(relay.receive("bob", b"bad"))
         (event,) = await take(stream, 1)
@@ -253,21 +250,20 @@ def test_on_tcp_only_the_engine_with_the_token_moves_balances(tmp_path: Path) ->
                     )
                 async with grpc.aio.secure_channel(address, credentials) as channel:
                     stub = connector_pb2_grpc.ConnectorStub(channel)
-                    with pytest.raises(grpc.aio.AioRpcError) as refused:
-                        await stub.ApplyBalanceDelta(delta(-5, "k1"), timeout=10)
-                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                    refused = await failure(stub.ApplyBalanceDelta(delta(-5, "k1"), timeout=10))
+                    assert refused.code == grpc.StatusCode.UNAUTHENTICATED
                     stream = stub.WatchEvents(pb.WatchEventsRequest())
-                    with pytest.raises(grpc.aio.AioRpcError) as refused:
-                        await stream.read()
-                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                    refused = await failure(stream.read())
+                    assert refused.code == grpc.StatusCode.UNAUTHENTICATED
                     assert not relay.connected
             assert await ledger.balance("bob") == 0
             # Plain text is not accepted at all on the TLS port.
             async with grpc.aio.insecure_channel(address) as channel:
-                with pytest.raises(grpc.aio.AioRpcError):
-                    await connector_pb2_grpc.ConnectorStub(channel).GetBalance(
+                await failure(
+                    connector_pb2_grpc.ConnectorStub(channel).GetBalance(
                         pb.GetBalanceRequest(account_id="bob"), timeout=5
                     )
+                )
             engine = channel_to(address, ServerTls(certificate.cert_pem, token="engine-s3cret"))
             async with engine:
                 stub = connector_pb2_grpc.ConnectorStub(engine)

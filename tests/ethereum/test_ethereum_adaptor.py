@@ -19,6 +19,7 @@ from host.demo.anvil import DEV_KEYS, Anvil
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.ethereum.harness import ADDRESSES, adaptor_env, pair, until
+from tests.grpc_status import failure
 
 READY = types_pb2.CONNECTIVITY_STATE_READY
 Code = grpc.StatusCode
@@ -72,9 +73,8 @@ async def test_eth_settlement_beyond_64_bits_paid_once_and_reported_once(
         await p["bob"].adaptor.ReceiveMoney(
             apb.ReceiveMoneyRequest(settlement_id=first.settlement_id), timeout=10
         )
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await p["alice"].send("settle-1", value + 1, 18)
-        assert refused.value.code() == Code.ALREADY_EXISTS
+        refused = await failure(p["alice"].send("settle-1", value + 1, 18))
+        assert refused.code == Code.ALREADY_EXISTS
         # What alice can pay out: her balance less the most one transfer may burn in gas.
         balance = await p["alice"].adaptor.GetBalance(apb.GetBalanceRequest(), timeout=10)
         base = int(node.call("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
@@ -88,17 +88,15 @@ async def test_eth_settlement_beyond_64_bits_paid_once_and_reported_once(
         await p.stop("bob")
         p["bob"].env.update(ILP_ETHEREUM_TOKEN=token, ILP_ADAPTOR_STATE_DB=str(workdir / "b2.db"))
         await p.start("bob")
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await p["bob"].adaptor.SetupAccount(
-                apb.SetupAccountRequest(account_id="alice"), timeout=30
-            )
-        assert refused.value.code() == Code.FAILED_PRECONDITION
-        assert token in refused.value.details() and "ETH" in refused.value.details()
+        refused = await failure(
+            p["bob"].adaptor.SetupAccount(apb.SetupAccountRequest(account_id="alice"), timeout=30)
+        )
+        assert refused.code == Code.FAILED_PRECONDITION
+        assert token in refused.details and "ETH" in refused.details
         # Alice, told by Bob's request, refuses Bob from now on too.
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await p["alice"].send("settle-2", 1, 18)
-        assert refused.value.code() == Code.FAILED_PRECONDITION
-        assert token in refused.value.details()
+        refused = await failure(p["alice"].send("settle-2", 1, 18))
+        assert refused.code == Code.FAILED_PRECONDITION
+        assert token in refused.details
 
 
 async def _has(incoming: list[apb.IncomingSettlement], settlement_id: str) -> bool:

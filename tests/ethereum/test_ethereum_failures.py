@@ -23,6 +23,7 @@ from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.types.v1 import types_pb2
 from tests.ethereum.harness import ADDRESSES, KEYS, adaptor_env, pair, until
 from tests.ethereum.test_ethereum_adaptor import run_async
+from tests.grpc_status import failure
 
 Code = grpc.StatusCode
 READY = types_pb2.CONNECTIVITY_STATE_READY
@@ -63,8 +64,7 @@ async def test_sigkill_of_the_adaptor_mid_payment_pays_exactly_once(workdir: Pat
             paid = []
             for index, failpoint in enumerate(kill_points):
                 key = f"crash-{index}"
-                with pytest.raises(grpc.aio.AioRpcError):
-                    await p["alice"].send(key, 3 * ETHER, 18)
+                await failure(p["alice"].send(key, 3 * ETHER, 18))
                 assert (once / failpoint).exists(), f"{failpoint} did not fire"
                 await p.stop("alice")
                 await p.start("alice")
@@ -114,9 +114,8 @@ async def test_node_killed_and_restarted_from_its_state_pays_exactly_once(workdi
             node.stop(signal.SIGKILL)  # the last payment may not be in the state file
             probe = await until(lambda: _probe(p["alice"], TRANSIENT_FAILURE), "node down")
             assert probe.last_error, "a connection down says why"
-            with pytest.raises(grpc.aio.AioRpcError) as down:
-                await p["alice"].send("during-outage", ETHER, 18)
-            assert down.value.code() == Code.UNAVAILABLE
+            down = await failure(p["alice"].send("during-outage", ETHER, 18))
+            assert down.code == Code.UNAVAILABLE
             node.restart()
             await until(lambda: _probe(p["alice"], READY), "node back")
             # A stored transaction the chain lost is broadcast again: paid once.

@@ -39,6 +39,7 @@ from host.supervisor import AdaptorSnapshot
 from sdk.connectivity import ConnectionState, Connectivity
 from sdk.mtls import generate_certificate
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
+from tests.grpc_status import failure
 from tests.polling import wait_until_async
 
 SINCE = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -140,12 +141,6 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout=90))
 
 
-async def code_of(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value.code(), caught.value.details() or ""
-
-
 # -- pure pieces -----------------------------------------------------------------------------
 
 
@@ -232,13 +227,13 @@ def test_list_and_get() -> None:
             ]
             reply = await h.admin.GetAdaptor(admin_pb2.GetAdaptorRequest(name="xrpl"))
             assert reply.adaptor == listing.adaptors[1]
-            code, details = await code_of(
+            code, details = await failure(
                 h.admin.GetAdaptor(admin_pb2.GetAdaptorRequest(name="nope"))
             )
             assert code == grpc.StatusCode.NOT_FOUND
             assert "nope" in details
             # A 3 MB name is not echoed back: the message stays short.
-            code, details = await code_of(
+            code, details = await failure(
                 h.admin.GetAdaptor(admin_pb2.GetAdaptorRequest(name="n" * 3_000_000))
             )
             assert code == grpc.StatusCode.NOT_FOUND and len(details) < 200
@@ -296,12 +291,12 @@ def test_restart() -> None:
             reply = await h.admin.RestartAdaptor(admin_pb2.RestartAdaptorRequest(name="memory"))
             assert reply.adaptor.pid == 101
             assert supervisor.restarts == ["memory"]
-            code, _ = await code_of(
+            code, _ = await failure(
                 h.admin.RestartAdaptor(admin_pb2.RestartAdaptorRequest(name="nope"))
             )
             assert code == grpc.StatusCode.NOT_FOUND
             await h.server.begin_shutdown()
-            code, details = await code_of(
+            code, details = await failure(
                 h.admin.RestartAdaptor(admin_pb2.RestartAdaptorRequest(name="memory"))
             )
             assert code == grpc.StatusCode.FAILED_PRECONDITION
@@ -339,7 +334,7 @@ def test_engine_rpcs_without_an_engine_are_unimplemented() -> None:
                 h.admin.Settle(admin_pb2.SettleRequest(account_id="bob")),
             ]
             for call in calls:
-                assert await code_of(call) == (grpc.StatusCode.UNIMPLEMENTED, NO_ENGINE)
+                assert await failure(call) == (grpc.StatusCode.UNIMPLEMENTED, NO_ENGINE)
 
     run(test)
 
@@ -353,11 +348,11 @@ def test_engine_rpcs_with_an_engine() -> None:
                 admin_pb2.ListSettlementsRequest(account_id="bob")
             )
             assert [s.id for s in settlements.settlements] == ["bob:100"]  # 0 means 100
-            code, details = await code_of(
+            code, details = await failure(
                 h.admin.GetAccount(admin_pb2.GetAccountRequest(account_id="eve"))
             )
             assert (code, details) == (grpc.StatusCode.NOT_FOUND, "no account 'eve'")
-            code, details = await code_of(h.admin.Settle(admin_pb2.SettleRequest()))
+            code, details = await failure(h.admin.Settle(admin_pb2.SettleRequest()))
             assert code == grpc.StatusCode.INTERNAL
             assert "bug" not in details  # internals stay in the host's log
 
@@ -381,7 +376,7 @@ def test_health_follows_the_adaptors() -> None:
             assert await check("memory") == SERVING
             assert await check("xrpl") == NOT_SERVING
             assert await check("") == NOT_SERVING
-            code, _ = await code_of(h.health.Check(health_pb2.HealthCheckRequest(service="nope")))
+            code, _ = await failure(h.health.Check(health_pb2.HealthCheckRequest(service="nope")))
             assert code == grpc.StatusCode.NOT_FOUND
 
             watch = h.health.Watch(health_pb2.HealthCheckRequest(service="xrpl"))
@@ -447,7 +442,7 @@ def test_tcp_requires_tls_and_the_token() -> None:
             request = admin_pb2.ListAdaptorsRequest()
             async with grpc.aio.secure_channel(address, tls, options=options) as channel:
                 stub = admin_pb2_grpc.HostAdminStub(channel)
-                code, details = await code_of(stub.ListAdaptors(request))
+                code, details = await failure(stub.ListAdaptors(request))
                 assert code == grpc.StatusCode.UNAUTHENTICATED
                 assert "bearer token" in details
                 watch = stub.WatchAdaptors(admin_pb2.WatchAdaptorsRequest())
@@ -464,7 +459,7 @@ def test_tcp_requires_tls_and_the_token() -> None:
             wrong = with_token("s3cre7")
             async with grpc.aio.secure_channel(address, wrong, options=options) as channel:
                 stub = admin_pb2_grpc.HostAdminStub(channel)
-                code, _ = await code_of(stub.ListAdaptors(request))
+                code, _ = await failure(stub.ListAdaptors(request))
                 assert code == grpc.StatusCode.UNAUTHENTICATED
             right = with_token("s3cret")
             async with grpc.aio.secure_channel(address, right, options=options) as channel:
@@ -477,7 +472,7 @@ def test_tcp_requires_tls_and_the_token() -> None:
             # Plain text on the TLS port does not get through.
             async with grpc.aio.insecure_channel(address) as channel:
                 stub = admin_pb2_grpc.HostAdminStub(channel)
-                code, _ = await code_of(stub.ListAdaptors(request, timeout=10))
+                code, _ = await failure(stub.ListAdaptors(request, timeout=10))
                 assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             # The unix socket needs no token.
             assert (await h.admin.ListAdaptors(request)).adaptors[0].name == "memory"

@@ -23,6 +23,7 @@ from host.supervisor import AdaptorSnapshot, AdaptorSpec, Supervisor, Supervisor
 from host.supervisor.process import is_alive
 from sdk.connectivity import Connectivity
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
+from tests.grpc_status import failure
 from tests.polling import wait_until_async
 
 REPO = Path(__file__).resolve().parents[2]
@@ -521,11 +522,12 @@ def test_memory_python_adaptor_under_the_supervisor() -> None:
                     adaptor_pb2.GetBalanceRequest(), timeout=10
                 )
                 assert balance.balance.value == "100000000"
-                with pytest.raises(grpc.aio.AioRpcError) as error:
-                    await adaptor_pb2_grpc.LedgerAdaptorStub(channel).SetupAccount(
+                error = await failure(
+                    adaptor_pb2_grpc.LedgerAdaptorStub(channel).SetupAccount(
                         adaptor_pb2.SetupAccountRequest(account_id=""), timeout=10
                     )
-                assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                )
+                assert error.code == grpc.StatusCode.INVALID_ARGUMENT
             pids = [s.pid for s in supervisor.snapshots()]
         for snapshot in supervisor.snapshots():
             assert snapshot.state == ProcessState.STOPPED

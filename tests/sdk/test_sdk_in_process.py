@@ -25,6 +25,7 @@ from sdk.pb.ilphost.engine.v1 import engine_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import Refuse, fake_engine, serve_in_process
+from tests.grpc_status import ended, failure
 from tests.polling import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,14 +50,6 @@ def run(coroutine: Any) -> Any:
             return await coroutine
 
     return asyncio.run(bounded())
-
-
-async def code_of(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 def test_serve_in_process_runs_the_memory_adaptor() -> None:
@@ -105,15 +98,13 @@ def test_rpcs_not_overridden_answer_unimplemented_naming_rpc_and_class() -> None
     async def main() -> None:
         async with serve_in_process(Bare()) as client:
             for rpc, request in requests.items():
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await getattr(client.adaptor, rpc)(request)
-                assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-                assert caught.value.details() == f"Bare does not implement LedgerAdaptor.{rpc}"
+                caught = await failure(getattr(client.adaptor, rpc)(request))
+                assert caught.code == grpc.StatusCode.UNIMPLEMENTED
+                assert caught.details == f"Bare does not implement LedgerAdaptor.{rpc}"
             stream = client.adaptor.WatchEvents(adaptor_pb2.WatchEventsRequest())
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stream.read()
-            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert caught.value.details() == "Bare does not implement LedgerAdaptor.WatchEvents"
+            caught = await failure(stream.read())
+            assert caught.code == grpc.StatusCode.UNIMPLEMENTED
+            assert caught.details == "Bare does not implement LedgerAdaptor.WatchEvents"
 
     run(main())
 
@@ -157,11 +148,10 @@ def test_fake_engine_records_calls_and_answers() -> None:
             )
             assert answer.data == b"pong:ping"
             assert (
-                await code_of(
+                await ended(
                     client.adaptor.ReceiveData(adaptor_pb2.ReceiveDataRequest(account_id="nobody"))
                 )
-                == grpc.StatusCode.NOT_FOUND
-            )
+            ).code == grpc.StatusCode.NOT_FOUND
             assert [(c.account_id, c.data) for c in engine.calls] == [
                 ("bob", b"ping"),
                 ("nobody", b""),
@@ -293,11 +283,14 @@ def test_a_stream_that_falls_behind_ends_unavailable_and_loses_nothing() -> None
             assert settlement_id(await stream.read()) == "s1"
             for n in (2, 3, 4):  # no await in between: the stream cannot keep up
                 hub.report_incoming(incoming(n))
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
+
+            async def read_to_the_end() -> None:
                 while True:
                     await stream.read()
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "reopen" in (caught.value.details() or "")
+
+            caught = await failure(read_to_the_end())
+            assert caught.code == grpc.StatusCode.UNAVAILABLE
+            assert "reopen" in caught.details
             again = client.adaptor.WatchEvents(adaptor_pb2.WatchEventsRequest())
             assert [settlement_id(await again.read()) for _ in range(4)] == ["s1", "s2", "s3", "s4"]
             again.cancel()

@@ -21,6 +21,7 @@ from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import AdaptorProcess, run_adaptor
+from tests.grpc_status import ended
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY = [sys.executable, str(ROOT / "adaptors" / "memory-python" / "adaptor.py")]
@@ -43,14 +44,6 @@ def with_adaptor(
 
 def amount(value: str, scale: int = 2) -> types_pb2.Amount:
     return types_pb2.Amount(value=value, scale=scale)
-
-
-async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 async def balance(adaptor: AdaptorProcess) -> str:
@@ -117,9 +110,8 @@ def test_accounts_and_send_money_statuses() -> None:
         stub = adaptor.client.adaptor
         for bad in ("", "x" * 129, "al ice", "alice/bob", "é"):
             assert (
-                await status_of(stub.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id=bad)))
-                == grpc.StatusCode.INVALID_ARGUMENT
-            ), bad
+                await ended(stub.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id=bad)))
+            ).code == grpc.StatusCode.INVALID_ARGUMENT, bad
         for _ in range(2):  # idempotent
             await stub.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="alice"))
         await stub.SetupAccount(adaptor_pb2.SetupAccountRequest(account_id="bob.B-1_~"))
@@ -148,9 +140,9 @@ def test_accounts_and_send_money_statuses() -> None:
             send("10", account="bad id"),
         ]
         for call in invalid:
-            assert await status_of(call) == grpc.StatusCode.INVALID_ARGUMENT
-        assert await status_of(send("10", account="carol")) == grpc.StatusCode.NOT_FOUND
-        assert await status_of(send("1001")) == grpc.StatusCode.FAILED_PRECONDITION
+            assert (await ended(call)).code == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await ended(send("10", account="carol"))).code == grpc.StatusCode.NOT_FOUND
+        assert (await ended(send("1001"))).code == grpc.StatusCode.FAILED_PRECONDITION
         assert await balance(adaptor) == "1000"  # nothing refused changed anything
 
         first = await send("300")
@@ -158,16 +150,18 @@ def test_accounts_and_send_money_statuses() -> None:
         assert first == again
         assert first.status == adaptor_pb2.SETTLEMENT_STATUS_COMPLETED and first.settlement_id
         assert await balance(adaptor) == "700"  # paid once
-        assert await status_of(send("301")) == grpc.StatusCode.ALREADY_EXISTS
-        assert await status_of(send("300", account="bob.B-1_~")) == grpc.StatusCode.ALREADY_EXISTS
+        assert (await ended(send("301"))).code == grpc.StatusCode.ALREADY_EXISTS
+        assert (
+            await ended(send("300", account="bob.B-1_~"))
+        ).code == grpc.StatusCode.ALREADY_EXISTS
         second = await send("700", key="k2")
         assert second.settlement_id != first.settlement_id
         assert await balance(adaptor) == "0"
-        assert await status_of(send("1", key="k3")) == grpc.StatusCode.FAILED_PRECONDITION
+        assert (await ended(send("1", key="k3"))).code == grpc.StatusCode.FAILED_PRECONDITION
 
         for _ in range(2):  # idempotent, including for an unknown account
             await stub.DeleteAccount(adaptor_pb2.DeleteAccountRequest(account_id="alice"))
-        assert await status_of(send("1", key="k4")) == grpc.StatusCode.NOT_FOUND
+        assert (await ended(send("1", key="k4"))).code == grpc.StatusCode.NOT_FOUND
         # A retry of a settlement made before the delete still gets its first answer.
         assert await send("300") == first
 
@@ -214,9 +208,8 @@ def test_watch_events_redelivers_until_acknowledged() -> None:
         for _ in range(2):  # idempotent
             await stub.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id="memory-in-1"))
         assert (
-            await status_of(stub.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id="no")))
-            == grpc.StatusCode.NOT_FOUND
-        )
+            await ended(stub.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id="no")))
+        ).code == grpc.StatusCode.NOT_FOUND
         third = stub.WatchEvents(adaptor_pb2.WatchEventsRequest())
         assert await incoming_ids(third, 1) == ["memory-in-2"]
         await stub.ReceiveMoney(adaptor_pb2.ReceiveMoneyRequest(settlement_id="memory-in-2"))

@@ -24,6 +24,7 @@ from sdk.handshake import parse
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2
 from sdk.pb.plugin import grpc_controller_pb2
 from sdk.testing import adaptor_environ, run_adaptor
+from tests.grpc_status import failure
 from tests.polling import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,11 +167,12 @@ def test_tcp_with_automatic_mutual_tls() -> None:
         else:
             channel = grpc.aio.secure_channel(target, credentials, options=mtls.CHANNEL_OPTIONS)
         async with channel:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await health_pb2_grpc.HealthStub(channel).Check(
+            caught = await failure(
+                health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=10
                 )
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            )
+            assert caught.code == grpc.StatusCode.UNAVAILABLE
 
     async def main() -> None:
         async with (

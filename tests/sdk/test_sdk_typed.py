@@ -19,6 +19,7 @@ from sdk import amount, contract, requests, stdio
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.testing import serve_in_process
+from tests.grpc_status import ended
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:
@@ -94,14 +95,6 @@ def send(value: str = "5", scale: int = 2, key: str = "k", account: str = "bob")
     )
 
 
-async def status(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
-
-
 def test_typed_methods_get_checked_requests_and_their_answers_go_back() -> None:
     adaptor = Scripted()
 
@@ -131,7 +124,7 @@ def test_typed_methods_get_checked_requests_and_their_answers_go_back() -> None:
             assert adaptor.calls[-1] == sdk.PeerMessage("bob", b"ping")
             # Not overridden: the account methods are no-ops, the others UNIMPLEMENTED.
             await client.adaptor.DeleteAccount(apb.DeleteAccountRequest(account_id="bob"))
-            assert await status(client.adaptor.GetBalance(apb.GetBalanceRequest())) == (
+            assert await ended(client.adaptor.GetBalance(apb.GetBalanceRequest())) == (
                 grpc.StatusCode.UNIMPLEMENTED,
                 "Scripted does not implement LedgerAdaptor.GetBalance",
             )
@@ -158,10 +151,10 @@ def test_malformed_requests_are_refused_before_the_adaptor_sees_them() -> None:
                 stub.ReceiveMoney(apb.ReceiveMoneyRequest(settlement_id="")),
                 stub.ReceiveData(apb.ReceiveDataRequest(account_id="bob", data=b"x" * 32768)),
             ):
-                assert (await status(call))[0] == grpc.StatusCode.INVALID_ARGUMENT
+                assert (await ended(call))[0] == grpc.StatusCode.INVALID_ARGUMENT
             assert adaptor.calls == []
             # The default receive_money: ids are those reported on self.events.
-            code, details = await status(
+            code, details = await ended(
                 stub.ReceiveMoney(apb.ReceiveMoneyRequest(settlement_id="x"))
             )
             assert (code, "'x'" in details) == (grpc.StatusCode.NOT_FOUND, True)
@@ -192,9 +185,9 @@ def test_each_refusal_is_its_status_with_its_message(
 
     async def body() -> None:
         async with serve_in_process(adaptor) as client:
-            assert await status(client.adaptor.SendMoney(send())) == (code, "bad")
+            assert await ended(client.adaptor.SendMoney(send())) == (code, "bad")
             setup = client.adaptor.SetupAccount(apb.SetupAccountRequest(account_id="bob"))
-            assert await status(setup) == (code, "bad")
+            assert await ended(setup) == (code, "bad")
 
     run(body)
 
@@ -207,14 +200,14 @@ def test_a_bug_is_internal_and_logged_with_its_traceback_a_mistake_is_one_warnin
 
     async def body() -> None:
         async with serve_in_process(adaptor) as client:
-            code, details = await status(client.adaptor.SendMoney(send()))
+            code, details = await ended(client.adaptor.SendMoney(send()))
             assert code == grpc.StatusCode.INTERNAL
             assert details == "Scripted failed in SendMoney (KeyError); its log has the traceback"
             adaptor.raises = None
-            await status(client.adaptor.SendMoney(send(account="bad id")))
+            await ended(client.adaptor.SendMoney(send(account="bad id")))
             adaptor.reply = b"x" * 32768
             call = client.adaptor.ReceiveData(apb.ReceiveDataRequest(account_id="bob"))
-            code, details = await status(call)
+            code, details = await ended(call)
             assert (code, "replied 32768 bytes" in details) == (grpc.StatusCode.INTERNAL, True)
 
     try:
@@ -243,8 +236,8 @@ def test_an_adaptor_that_does_not_pay_says_unimplemented_before_any_check() -> N
                 ("ReceiveData", apb.ReceiveDataRequest(account_id="bad id")),
             ):
                 call = getattr(client.adaptor, rpc)(request)
-                assert await status(call) == (grpc.StatusCode.UNIMPLEMENTED, f"{expected}.{rpc}")
-            assert await status(client.adaptor.GetInfo(apb.GetInfoRequest())) == (
+                assert await ended(call) == (grpc.StatusCode.UNIMPLEMENTED, f"{expected}.{rpc}")
+            assert await ended(client.adaptor.GetInfo(apb.GetInfoRequest())) == (
                 grpc.StatusCode.UNAVAILABLE,
                 "the ledger has not answered yet",
             )
@@ -259,9 +252,9 @@ def test_send_money_checks_the_form_before_asking_the_ledger_its_scale() -> None
 
     async def body() -> None:
         async with serve_in_process(Down()) as client:
-            invalid = await status(client.adaptor.SendMoney(send("-1")))
+            invalid = await ended(client.adaptor.SendMoney(send("-1")))
             assert invalid[0] == grpc.StatusCode.INVALID_ARGUMENT
-            assert await status(client.adaptor.SendMoney(send())) == (
+            assert await ended(client.adaptor.SendMoney(send())) == (
                 grpc.StatusCode.UNAVAILABLE,
                 "ledger down",
             )

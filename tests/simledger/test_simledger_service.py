@@ -19,6 +19,7 @@ from host.pb.ilphost.simledger.v1 import simledger_pb2 as pb
 from host.pb.ilphost.simledger.v1 import simledger_pb2_grpc
 from host.simledger.process import LedgerProcess, LedgerStartError, start_ledger
 from sdk.pb.ilphost.types.v1 import types_pb2
+from tests.grpc_status import failure
 
 Code = grpc.StatusCode
 Stub = simledger_pb2_grpc.SimLedgerStub
@@ -54,13 +55,6 @@ def run(target: str, scenario: Scenario) -> None:
 
 def usd(value: str, scale: int = 2) -> types_pb2.Amount:
     return types_pb2.Amount(value=value, scale=scale)
-
-
-async def status(call: Awaitable[Any]) -> tuple[Code, str]:
-    """The status of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await call
-    return failure.value.code(), failure.value.details() or ""
 
 
 async def balance(stub: Any, account_id: str) -> str:
@@ -102,12 +96,12 @@ def test_ledger_info_and_accounts(ledger: LedgerProcess) -> None:
         again = await stub.CreateAccount(pb.CreateAccountRequest(account_id="peer:a.b~c-1_2"))
         assert again.account.balance == usd("7")
         for bad in ("", "a" * 129, "a b", "é", "a/b"):
-            code, details = await status(
+            code, details = await failure(
                 stub.CreateAccount(pb.CreateAccountRequest(account_id=bad))
             )
             assert code is Code.INVALID_ARGUMENT
             assert "account_id" in details
-        code, details = await status(stub.GetAccount(pb.GetAccountRequest(account_id="nobody")))
+        code, details = await failure(stub.GetAccount(pb.GetAccountRequest(account_id="nobody")))
         assert (code, "'nobody'" in details) == (Code.NOT_FOUND, True)
 
     run(ledger.target, scenario)
@@ -146,7 +140,7 @@ def test_malformed_transfers_are_refused_and_change_nothing(
                 getattr(request, name).CopyFrom(value)
             else:
                 setattr(request, name, value)
-        code, details = await status(stub.Transfer(request))
+        code, details = await failure(stub.Transfer(request))
         assert code is Code.INVALID_ARGUMENT
         assert field in details
         assert (await balance(stub, "alice"), await balance(stub, "bob")) == ("1000", "0")
@@ -163,9 +157,9 @@ def test_mint_validates_like_transfer(ledger: LedgerProcess) -> None:
             pb.MintRequest(transfer_id="", account_id="alice", amount=usd("1")),
             pb.MintRequest(transfer_id="m", account_id="", amount=usd("1")),
         ):
-            assert (await status(stub.Mint(request)))[0] is Code.INVALID_ARGUMENT
+            assert (await failure(stub.Mint(request)))[0] is Code.INVALID_ARGUMENT
         unknown = pb.MintRequest(transfer_id="m", account_id="carol", amount=usd("1"))
-        assert (await status(stub.Mint(unknown)))[0] is Code.NOT_FOUND
+        assert (await failure(stub.Mint(unknown)))[0] is Code.NOT_FOUND
         assert await balance(stub, "alice") == "1000"
 
     run(ledger.target, scenario)
@@ -174,18 +168,18 @@ def test_mint_validates_like_transfer(ledger: LedgerProcess) -> None:
 def test_refusals_by_the_book(ledger: LedgerProcess) -> None:
     async def scenario(stub: Any) -> None:
         await open_funded(stub)
-        code, details = await status(stub.Transfer(pay("t1", "1001")))
+        code, details = await failure(stub.Transfer(pay("t1", "1001")))
         assert code is Code.FAILED_PRECONDITION
         assert "holds 1000" in details
-        assert (await status(stub.Transfer(pay("t2", "1", payee="carol"))))[0] is Code.NOT_FOUND
+        assert (await failure(stub.Transfer(pay("t2", "1", payee="carol"))))[0] is Code.NOT_FOUND
         reverse = pb.TransferRequest(
             transfer_id="t3", from_account_id="carol", to_account_id="bob", amount=usd("1")
         )
-        assert (await status(stub.Transfer(reverse)))[0] is Code.NOT_FOUND
+        assert (await failure(stub.Transfer(reverse)))[0] is Code.NOT_FOUND
         missing = stub.GetTransfer(pb.GetTransferRequest(transfer_id="t1"))
-        assert (await status(missing))[0] is Code.NOT_FOUND
+        assert (await failure(missing))[0] is Code.NOT_FOUND
         bad_id = stub.GetTransfer(pb.GetTransferRequest(transfer_id=""))
-        assert (await status(bad_id))[0] is Code.INVALID_ARGUMENT
+        assert (await failure(bad_id))[0] is Code.INVALID_ARGUMENT
         assert (await balance(stub, "alice"), await balance(stub, "bob")) == ("1000", "0")
 
     run(ledger.target, scenario)
@@ -203,11 +197,11 @@ def test_transfer_is_idempotent_by_id(ledger: LedgerProcess) -> None:
         replay = (await stub.Transfer(pay("t1", "300", memo="m"))).transfer
         assert replay == first
         for other in (pay("t1", "301", memo="m"), pay("t1", "300", memo="x")):
-            code, details = await status(stub.Transfer(other))
+            code, details = await failure(stub.Transfer(other))
             assert code is Code.ALREADY_EXISTS
             assert "'t1'" in details
         mint_reuse = pb.MintRequest(transfer_id="t1", account_id="bob", amount=usd("300"))
-        assert (await status(stub.Mint(mint_reuse)))[0] is Code.ALREADY_EXISTS
+        assert (await failure(stub.Mint(mint_reuse)))[0] is Code.ALREADY_EXISTS
         fund_replay = pb.MintRequest(transfer_id="fund", account_id="alice", amount=usd("1000"))
         assert (await stub.Mint(fund_replay)).transfer.sequence == 1
         assert (await balance(stub, "alice"), await balance(stub, "bob")) == ("700", "300")
@@ -262,9 +256,9 @@ def test_watch_catches_up_then_follows_live(ledger: LedgerProcess) -> None:
         resumed.cancel()
 
         unknown = stub.WatchTransfers(pb.WatchTransfersRequest(account_id="nobody"))
-        assert (await status(unknown.read()))[0] is Code.NOT_FOUND
+        assert (await failure(unknown.read()))[0] is Code.NOT_FOUND
         malformed = stub.WatchTransfers(pb.WatchTransfersRequest(account_id=""))
-        assert (await status(malformed.read()))[0] is Code.INVALID_ARGUMENT
+        assert (await failure(malformed.read()))[0] is Code.INVALID_ARGUMENT
 
     run(ledger.target, scenario)
 
@@ -289,14 +283,14 @@ def test_refused_before_commit_fault(ledger: LedgerProcess) -> None:
     async def scenario(stub: Any) -> None:
         await open_funded(stub)
         await set_faults(stub, error_per_mille=1000)
-        code, details = await status(stub.Transfer(pay("t1", "5")))
+        code, details = await failure(stub.Transfer(pay("t1", "5")))
         assert (code, "before commit" in details) == (Code.UNAVAILABLE, True)
         minted = pb.MintRequest(transfer_id="m2", account_id="bob", amount=usd("5"))
-        assert (await status(stub.Mint(minted)))[0] is Code.UNAVAILABLE
+        assert (await failure(stub.Mint(minted)))[0] is Code.UNAVAILABLE
         # Reads are not subject to the per-mille knobs.
         assert (await balance(stub, "alice"), await balance(stub, "bob")) == ("1000", "0")
         missing = stub.GetTransfer(pb.GetTransferRequest(transfer_id="t1"))
-        assert (await status(missing))[0] is Code.NOT_FOUND
+        assert (await failure(missing))[0] is Code.NOT_FOUND
         await set_faults(stub)
         await stub.Transfer(pay("t1", "5"))
         assert await balance(stub, "bob") == "5"
@@ -311,14 +305,14 @@ def test_lost_reply_fault_commits_once_and_a_retry_returns_the_transfer(
         await open_funded(stub)
         watch = stub.WatchTransfers(pb.WatchTransfersRequest(account_id="bob"))
         await set_faults(stub, fail_after_commit_per_mille=1000)
-        code, details = await status(stub.Transfer(pay("t1", "5")))
+        code, details = await failure(stub.Transfer(pay("t1", "5")))
         assert (code, "reply was lost" in details) == (Code.UNAVAILABLE, True)
         assert (await balance(stub, "alice"), await balance(stub, "bob")) == ("995", "5")
         # The committed transfer is visible to watchers although its payer never heard of it.
         assert (await next_transfer(watch)).transfer_id == "t1"
         watch.cancel()
         # A replay can lose its reply too; still nothing moves twice.
-        assert (await status(stub.Transfer(pay("t1", "5"))))[0] is Code.UNAVAILABLE
+        assert (await failure(stub.Transfer(pay("t1", "5"))))[0] is Code.UNAVAILABLE
         await set_faults(stub)
         retried = (await stub.Transfer(pay("t1", "5"))).transfer
         committed = (await stub.GetTransfer(pb.GetTransferRequest(transfer_id="t1"))).transfer
@@ -351,7 +345,7 @@ def test_offline_refuses_everything_but_set_faults_and_ends_streams(
         watch = stub.WatchTransfers(pb.WatchTransfersRequest(account_id="bob"))
         first = await next_transfer(watch)
         await set_faults(stub, offline=True)
-        code, details = await status(asyncio.wait_for(watch.read(), timeout=30))
+        code, details = await failure(asyncio.wait_for(watch.read(), timeout=30))
         assert (code, "offline" in details) == (Code.UNAVAILABLE, True)
         calls = [
             stub.GetLedgerInfo(pb.GetLedgerInfoRequest()),
@@ -363,7 +357,7 @@ def test_offline_refuses_everything_but_set_faults_and_ends_streams(
             stub.WatchTransfers(pb.WatchTransfersRequest(account_id="bob")).read(),
         ]
         for call in calls:
-            assert (await status(call))[0] is Code.UNAVAILABLE
+            assert (await failure(call))[0] is Code.UNAVAILABLE
         await set_faults(stub, offline=False)
         await stub.Transfer(pay("t2", "2"))
         resumed = stub.WatchTransfers(
@@ -381,7 +375,7 @@ def test_set_faults_refuses_out_of_range_knobs_and_keeps_the_old_ones(
 ) -> None:
     async def scenario(stub: Any) -> None:
         bad = pb.SetFaultsRequest(faults=pb.Faults(error_per_mille=1001, offline=True))
-        code, details = await status(stub.SetFaults(bad))
+        code, details = await failure(stub.SetFaults(bad))
         assert (code, "error_per_mille" in details) == (Code.INVALID_ARGUMENT, True)
         # offline was part of the refused request: the ledger stays online.
         await stub.GetLedgerInfo(pb.GetLedgerInfoRequest())
@@ -419,7 +413,7 @@ def test_faults_from_flags_are_deterministic_by_seed(tmp_path: Path, socket_dir:
 
 def test_started_offline_by_flag(tmp_path: Path, socket_dir: Path) -> None:
     async def scenario(stub: Any) -> None:
-        assert (await status(stub.GetLedgerInfo(pb.GetLedgerInfoRequest())))[0] is Code.UNAVAILABLE
+        assert (await failure(stub.GetLedgerInfo(pb.GetLedgerInfoRequest())))[0] is Code.UNAVAILABLE
         assert (await set_faults(stub)).offline is False
         await stub.GetLedgerInfo(pb.GetLedgerInfoRequest())
 
@@ -466,7 +460,7 @@ def test_stop_signal_ends_open_streams_and_exits_zero(ledger: LedgerProcess) -> 
         await next_transfer(watch)
         exit_status = await asyncio.to_thread(ledger.stop)
         assert exit_status == 0
-        assert (await status(watch.read()))[0] is Code.UNAVAILABLE
+        assert (await failure(watch.read()))[0] is Code.UNAVAILABLE
 
     run(ledger.target, scenario)
 
