@@ -49,18 +49,22 @@ from host.demo import twohost
 from host.demo.twohost import HarnessError, Side, free_ports
 from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk import failpoints
-from tests.chaos.chaos import PACKET, THRESHOLD, Fault, Verdict, verdict
+from tests.chaos.chaos import PACKET, Fault, Verdict, verdict
 from tests.crash import harness
 from tests.crash.harness import FUNDING, RESTART
 from tests.postgres_server import TEST_SETTINGS, PostgresServer, postgres_server
 
 INSTANCES = 3
-#: How long a killed instance stays down at most, and the pause before a kill, at most.
+#: How long a killed instance stays down at most, and how long it works before, at most.
 MAX_DOWN = 0.5
-MAX_PAUSE = 1.5
-#: What Alice's instances' senders and Bob's send per round (packets of PACKET).
+MAX_PAUSE = 2.0
+#: Alice and Bob settle when they owe this many packets' worth (each a whole ledger unit).
+SETTLE_EVERY = 5
+THRESHOLD = -PACKET * SETTLE_EVERY
+#: What Alice's instances' senders and Bob's send per round (packets of PACKET): Bob's rounds
+#: are large, so that now and then he owes Alice and settles.
 ALICE_ROUND = 10
-BOB_ROUND = 2
+BOB_ROUND = 30
 #: Bob sends only while he has received this many packets more than he sent (and so has been
 #: paid for them, or will be): he never owes more than his ledger account holds.
 BOB_MARGIN = 2 * ALICE_ROUND
@@ -252,6 +256,11 @@ class TierRun:
         self.seed = seed
         self.faults = faults
         self.done: list[str] = []
+        self._began = time.monotonic()
+
+    def note(self, text: str) -> None:
+        """Log what happened, at how many seconds into the run."""
+        self.done.append(f"{time.monotonic() - self._began:5.1f}s {text}")
 
     def run(self) -> None:
         tier = self.tier
@@ -271,52 +280,57 @@ class TierRun:
             sender.start()
         try:
             for fault in self.faults:
-                time.sleep(fault.pause)
-                self.restart_exited()
-                self.done.append(f"{fault}: {self._apply(fault)}")
+                self.note(f"{fault}: {self._apply(fault)}")
         finally:
             for sender in [*senders, bob]:
                 sender.join()
-        self.done.append(
+        self.note(
             f"packets fulfilled in whole rounds: Alice to Bob {sum(s.fulfilled for s in senders)}"
             f", Bob to Alice {bob.fulfilled}; settlements made by Alice: "
             f"{tier.psql(OUTGOING_COUNT)}"
         )
 
     def _apply(self, fault: Fault) -> str:
+        """Wait until the instance serves, let it work ``pause`` seconds, kill it, keep it
+        down ``hold`` seconds, start it again."""
         instance = self.tier.instances[int(fault.target.rsplit("-", 1)[1])]
+        for _ in range(3):
+            self.restart_exited()
+            with contextlib.suppress(HarnessError):  # it exited: an armed failpoint fired
+                instance.connect()
+                break
+        time.sleep(fault.pause)
         if not instance.alive():
-            return "was not running"
+            return "had exited by itself"
         armed = (failpoints.ENGINE_AFTER_SEND_MONEY,) if fault.kind == "kill+armed" else ()
         instance.kill("run")
         time.sleep(fault.hold)
-        return "killed; " + self._start(instance, armed)
-
-    def _start(self, instance: Instance, armed: tuple[str, ...] = ()) -> str:
-        try:
-            instance.start(armed)
-        except HarnessError:
-            # An armed failpoint can fire while the host starts (the outbox resumes at once).
-            return "started, and exited before serving"
-        return "started" + (f" with {armed[0]} armed" if armed else "")
+        # Not waiting until it serves: the next kill may hit it while it starts up.
+        instance.start(armed, wait=False)
+        return "killed; started" + (f" with {armed[0]} armed" if armed else "")
 
     def restart_exited(self) -> None:
         """Start again the instances that exited by themselves (an armed failpoint fired)."""
         for instance in self.tier.instances:
             if instance.processes and not instance.alive():
                 status = instance.wait_exited("run")
-                self.done.append(f"{instance.label} had exited ({status}): {self._start(instance)}")
+                instance.start(wait=False)
+                self.note(f"{instance.label} had exited ({status}): started")
 
     def restore(self) -> None:
         """Every instance running and serving again, the first one read for the verdict."""
-        self.restart_exited()
-        for instance in self.tier.instances:
-            if "run" not in instance.processes:
-                self.done.append(f"after the run: {instance.label} " + self._start(instance))
-        self.restart_exited()
+        for _ in range(len(self.tier.instances) + 1):
+            self.restart_exited()
+            try:
+                for instance in self.tier.instances:
+                    instance.connect()
+                break
+            except HarnessError:
+                continue  # an armed failpoint fired while it started up: again
         for host in self.tier.hosts:
             self.tier.wait_ready(host, link=False)
         self.tier.alice = self.tier.running()
+        self.note("every instance serves again")
 
     def fired(self) -> int:
         """How many times an armed failpoint killed an instance."""
@@ -346,7 +360,7 @@ class Report:
     def text(self) -> str:
         lines = [
             f"tier run: seed {self.seed} (replay: python -m tests.store.pg_tier --seed "
-            f"{self.seed} --kills {sum(1 for line in self.log if line.startswith('#'))})"
+            f"{self.seed} --kills {sum(' #' in line for line in self.log)})"
         ]
         lines += [f"  {line}" for line in self.log]
         lines.append(
@@ -369,6 +383,7 @@ def tier_run(server: PostgresServer, seed: int, kills: int) -> Report:
         finally:
             run.restore()
         judged = verdict(tier)
+        run.note("judged")
         return Report(seed, run.done, judged, tier.psql(OUTBOX_LEFT), run.fired())
 
 
