@@ -61,13 +61,13 @@ MAX_PAUSE = 2.0
 #: Alice and Bob settle when they owe this many packets' worth (each a whole ledger unit).
 SETTLE_EVERY = 5
 THRESHOLD = -PACKET * SETTLE_EVERY
-#: What Alice's instances' senders and Bob's send per round (packets of PACKET): Bob's rounds
-#: are large, so that now and then he owes Alice and settles.
-ALICE_ROUND = 10
-BOB_ROUND = 30
+#: What Alice's instances' senders and Bob's send per round (packets of PACKET), how many at
+#: once: Bob's rounds are bursts, so that now and then he owes Alice and settles.
+ALICE_ROUND = (10, 1)
+BOB_ROUND = (30, 6)
 #: Bob sends only while he has received this many packets more than he sent (and so has been
 #: paid for them, or will be): he never owes more than his ledger account holds.
-BOB_MARGIN = 2 * ALICE_ROUND
+BOB_MARGIN = 2 * ALICE_ROUND[0]
 #: The docs' query of the outbox's work left (docs/operations.md, "What to watch").
 OUTBOX_LEFT = (
     "SELECT state, count(*) FROM settlements WHERE state IN ('pending', 'submitted', "
@@ -191,14 +191,17 @@ class Tier(harness.Pair):
 class Sender:
     """Sends rounds of test packets through one host's admin socket from a thread, while
     ``allowed()`` says so, until stopped. ``fulfilled``: the packets fulfilled in rounds that
-    finished; ``attempted``: at most how many were fulfilled (rounds cut short included)."""
+    finished; ``attempted``: at most how many were fulfilled (rounds cut short included);
+    ``last_error``: the last reason a packet or a round failed."""
 
     socket: Path
     destination: str
     count: int
+    concurrency: int
     allowed: Callable[[], bool] = lambda: True
     fulfilled: int = 0
     attempted: int = 0
+    last_error: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -208,7 +211,10 @@ class Sender:
 
     def _run(self) -> None:
         request = admin_pb2.SendPacketsRequest(
-            destination=self.destination, amount=PACKET, count=self.count, concurrency=2
+            destination=self.destination,
+            amount=PACKET,
+            count=self.count,
+            concurrency=self.concurrency,
         )
         while not self.stop.is_set():
             if not self.allowed():
@@ -222,7 +228,12 @@ class Sender:
                     for progress in stub.SendPackets(request, timeout=15):
                         if progress.done:
                             self.fulfilled += progress.fulfilled
-                except grpc.RpcError:
+                            self.attempted -= progress.rejected  # surely not fulfilled
+                            if progress.rejected:
+                                self.last_error = progress.last_reject
+                                self.stop.wait(0.2)
+                except grpc.RpcError as exc:
+                    self.last_error = f"{exc.code().name}: {exc.details()}"
                     self.stop.wait(0.2)
 
     def join(self) -> None:
@@ -265,20 +276,29 @@ class TierRun:
     def run(self) -> None:
         tier = self.tier
         senders = [
-            Sender(i.role_dir("run") / "admin.sock", "test.bob.tier", ALICE_ROUND)
+            Sender(i.role_dir("run") / "admin.sock", "test.bob.tier", *ALICE_ROUND)
             for i in tier.instances
         ]
 
         def bob_may_send() -> bool:
             received = sum(s.fulfilled for s in senders)
-            return bob.attempted + BOB_ROUND <= received - BOB_MARGIN
+            return bob.attempted + bob.count <= received - BOB_MARGIN
 
         bob = Sender(
-            tier.bob.role_dir("run") / "admin.sock", "test.alice.tier", BOB_ROUND, bob_may_send
+            tier.bob.role_dir("run") / "admin.sock",
+            "test.alice.tier",
+            *BOB_ROUND,
+            allowed=bob_may_send,
         )
         for sender in [*senders, bob]:
             sender.start()
         try:
+            # A first burst of Bob's while every instance runs: he owes Alice and settles.
+            twohost.wait_for(
+                "Bob's first round of packets to Alice",
+                lambda: True if bob.fulfilled else None,
+                tier.hosts,
+            )
             for fault in self.faults:
                 self.note(f"{fault}: {self._apply(fault)}")
         finally:
@@ -347,6 +367,8 @@ class Report:
     verdict: Verdict
     outbox_left: str
     fired: int
+    #: Bob's settlements to Alice, each credited once though all her instances saw it.
+    incoming: int
 
     @property
     def problems(self) -> list[str]:
@@ -364,7 +386,8 @@ class Report:
         ]
         lines += [f"  {line}" for line in self.log]
         lines.append(
-            f"  settlements: {self.verdict.settlements}; instances killed by the "
+            f"  settlements: {self.verdict.settlements} ({self.incoming} of them Bob's to "
+            f"Alice); instances killed by the "
             f"failpoint between pay and record: {self.fired}"
         )
         lines += [f"  PROBLEM: {problem}" for problem in self.problems]
@@ -384,7 +407,8 @@ def tier_run(server: PostgresServer, seed: int, kills: int) -> Report:
             run.restore()
         judged = verdict(tier)
         run.note("judged")
-        return Report(seed, run.done, judged, tier.psql(OUTBOX_LEFT), run.fired())
+        incoming = [s for s in tier.alice.settlements() if s.direction == harness.INCOMING]
+        return Report(seed, run.done, judged, tier.psql(OUTBOX_LEFT), run.fired(), len(incoming))
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from tests.store.pg_tier import INSTANCES, running_tier, schedule, tier_run
 pytestmark = pytest.mark.slow
 
 #: Kills in the bounded run (``make soak-pg`` runs many more).
-KILLS = 8
+KILLS = 5
 UNRESOLVED = "SELECT count(*) FROM packets WHERE resolution IS NULL"
 
 
@@ -46,7 +46,7 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
     text = report.text()
     assert not report.problems, text
     assert sum("killed; started" in line for line in report.log) >= KILLS // 2, text
-    assert report.verdict.settlements >= 1, text
+    assert report.verdict.settlements > report.incoming >= 1, text
 
 
 @pytest.mark.timeout(240)
