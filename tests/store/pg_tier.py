@@ -46,7 +46,7 @@ from pathlib import Path
 import grpc
 
 from host.demo import twohost
-from host.demo.twohost import HarnessError, Side, free_ports
+from host.demo.twohost import ACCOUNT_SCALE, LEDGER_SCALE, HarnessError, Side, free_ports
 from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk import failpoints
 from tests.chaos.chaos import PACKET, Fault, Verdict, verdict
@@ -62,12 +62,10 @@ MAX_PAUSE = 2.0
 SETTLE_EVERY = 5
 THRESHOLD = -PACKET * SETTLE_EVERY
 #: What Alice's instances' senders and Bob's send per round (packets of PACKET), how many at
-#: once: Bob's rounds are bursts, so that now and then he owes Alice and settles.
+#: once: Bob's rounds are bursts, so that now and then he owes Alice and settles (when he has
+#: the ledger funds for it, see TierRun.run).
 ALICE_ROUND = (10, 1)
 BOB_ROUND = (30, 6)
-#: Bob sends only while he has received this many packets more than he sent (and so has been
-#: paid for them, or will be): he never owes more than his ledger account holds.
-BOB_MARGIN = 2 * ALICE_ROUND[0]
 #: The docs' query of the outbox's work left (docs/operations.md, "What to watch").
 OUTBOX_LEFT = (
     "SELECT state, count(*) FROM settlements WHERE state IN ('pending', 'submitted', "
@@ -132,7 +130,7 @@ class Tier(harness.Pair):
         self.url = url
         database = f"[engine]\ndatabase = {json.dumps(url)}\n"
         alice_side = Side(threshold=thresholds[0], extra=database)
-        # The two-host pair writes Bob's file, and an Alice whose file the instances' follow.
+        # The two-host pair writes Bob's file and one for Alice, which the instances' follow.
         twohost.Pair.__init__(
             self,
             directory,
@@ -149,7 +147,7 @@ class Tier(harness.Pair):
         ):
             self._write_config(instance, alice_side, port, ports["bob"], RESTART)
         self.alice = self.instances[0]
-        self.hosts = (*self.instances, self.bob)  # type: ignore[assignment]
+        self.hosts = (*self.instances, self.bob)
 
     def start_tier(
         self, slots: Sequence[int] | None = None, armed: Sequence[str] = (), *, learn: bool = True
@@ -191,8 +189,7 @@ class Tier(harness.Pair):
 class Sender:
     """Sends rounds of test packets through one host's admin socket from a thread, while
     ``allowed()`` says so, until stopped. ``fulfilled``: the packets fulfilled in rounds that
-    finished; ``attempted``: at most how many were fulfilled (rounds cut short included);
-    ``last_error``: the last reason a packet or a round failed."""
+    finished; ``last_error``: the last reason a packet or a round failed."""
 
     socket: Path
     destination: str
@@ -200,7 +197,6 @@ class Sender:
     concurrency: int
     allowed: Callable[[], bool] = lambda: True
     fulfilled: int = 0
-    attempted: int = 0
     last_error: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -220,7 +216,6 @@ class Sender:
             if not self.allowed():
                 self.stop.wait(0.2)
                 continue
-            self.attempted += self.count
             # A fresh channel each round: one made while the process was down may stay failing.
             with grpc.insecure_channel(f"unix:{self.socket}") as channel:
                 stub = admin_pb2_grpc.HostAdminStub(channel)
@@ -228,7 +223,6 @@ class Sender:
                     for progress in stub.SendPackets(request, timeout=15):
                         if progress.done:
                             self.fulfilled += progress.fulfilled
-                            self.attempted -= progress.rejected  # surely not fulfilled
                             if progress.rejected:
                                 self.last_error = progress.last_reject
                                 self.stop.wait(0.2)
@@ -281,8 +275,16 @@ class TierRun:
         ]
 
         def bob_may_send() -> bool:
-            received = sum(s.fulfilled for s in senders)
-            return bob.attempted + bob.count <= received - BOB_MARGIN
+            """Whether Bob has the ledger funds to settle what he would owe Alice after a
+            round (packets cut short by a kill included): his settlements must not fail."""
+            try:
+                account = tier.bob.account()
+            except (grpc.RpcError, HarnessError):
+                return False
+            owed = max(0, -int(account.clearing_balance.value))
+            owed += int(account.pending_settlement.value)  # debited, not yet paid
+            funds = tier.balance_on_file("bob-ledger") * 10 ** (ACCOUNT_SCALE - LEDGER_SCALE)
+            return funds - owed >= (bob.count + bob.concurrency) * PACKET
 
         bob = Sender(
             tier.bob.role_dir("run") / "admin.sock",
