@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+from host.metrics.families import Families
 from host.store.postgres import PostgresStore
 from tests.postgres_server import PostgresServer
 
@@ -115,3 +116,15 @@ def test_every_query_the_docs_show_runs(postgres: PostgresServer) -> None:
     asyncio.run(migrate())
     for query in queries:
         postgres.psql(query, url)  # CalledProcessError (with psql's message) if it fails
+
+
+def test_every_metric_the_section_names_exists() -> None:
+    section = postgres_section()
+    named = set(re.findall(r"`(ilp_host_[a-z_]+)`", section))
+    # "`ilp_host_settlements_requested`, `_sent`, ...": the same family's siblings.
+    named |= {
+        "ilp_host_settlements" + suffix
+        for suffix in re.findall(r"`(_[a-z]+)`", section.split("ilp_host_settlements_", 1)[1])
+    }
+    exported = {metric.name.removesuffix("_total") for metric in Families().registry.collect()}
+    assert len(named) >= 10 and named <= exported, sorted(named - exported)
