@@ -129,6 +129,12 @@ pytest:
 chaos: $(BIN)/.installed
 	$(BIN)/python -m tests.chaos --cycles 200 --engines internal,external $(if $(SEED),--seed $(SEED))
 
+## The long run of Alice's three `ilp-host run` instances on one PostgreSQL database, killed at
+## random (tests/store/pg_tier.py): 100 kills, outside `make test` (which runs 5). SEED=N replays.
+.PHONY: soak-pg
+soak-pg: $(BIN)/.installed postgres-server
+	$(BIN)/python -m tests.store.pg_tier --kills 100 $(if $(SEED),--seed $(SEED))
+
 ## Regenerate sdk/pb and host/pb after editing proto/.
 stubs: setup
 	$(BIN)/python scripts/gen_protos.py
