@@ -251,6 +251,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         self, request: connector_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[connector_pb2.WatchEventsResponse]:
         ledger = self._ledger
+        await ledger.refresh_log()  # shared books: other instances may have written since
         if request.after_cursor > ledger.last_cursor:
             await context.abort(
                 grpc.StatusCode.OUT_OF_RANGE,
