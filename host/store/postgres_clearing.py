@@ -153,13 +153,23 @@ class PostgresClearing:
 
     @classmethod
     async def open(
-        cls, url: str, accounts: Mapping[str, AccountLimits], *, max_size: int = 16
+        cls,
+        url: str,
+        accounts: Mapping[str, AccountLimits],
+        *,
+        max_size: int = 16,
+        connect_timeout: float = 15.0,
     ) -> PostgresClearing:
         """Connect to ``url``, migrate under the migration lock, and bring the accounts in line
         with ``accounts`` (host.connector.durable_clearing.DurableClearing.open). StoreError
         with one line saying why if the database cannot be used."""
         pool = await open_pool(
-            url, MIGRATIONS, version_table=VERSION_TABLE, max_size=max_size, name="ilp-clearing"
+            url,
+            MIGRATIONS,
+            version_table=VERSION_TABLE,
+            max_size=max_size,
+            connect_timeout=connect_timeout,
+            name="ilp-clearing",
         )
         store = cls(pool, url)
         try:
