@@ -5,7 +5,9 @@ what the engine's store (host.store.postgres) and the connector's clearing books
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
 
 import psycopg
 from psycopg import AsyncConnection
@@ -36,6 +38,19 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _quiet_pool() -> Iterator[None]:
+    """While the pool first connects, its retries stay out of the log: if it cannot connect,
+    the one StoreError says why (afterwards, a lost connection's retries are worth a warning)."""
+    logger = logging.getLogger("psycopg.pool")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 async def open_pool(
     url: str,
     migrations: Sequence[Migration],
@@ -64,7 +79,8 @@ async def open_pool(
     )
     try:
         try:
-            await pool.open(wait=True, timeout=connect_timeout)
+            with _quiet_pool():
+                await pool.open(wait=True, timeout=connect_timeout)
         except PoolTimeout as exc:
             # The pool retries quietly; one direct attempt tells why it cannot connect.
             try:
