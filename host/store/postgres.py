@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
@@ -44,7 +44,7 @@ from host.engine.store import Store, Transaction
 from host.ilp.outcome import Outcome
 from host.store import postgres_packets
 from host.store.base import StoreError
-from host.store.postgres_pool import describe, first_line, open_pool
+from host.store.postgres_pool import describe, open_pool, pooled
 from host.store.postgres_schema import (
     LEADER_LOCK,
     LOCK_NAMESPACE,
@@ -221,13 +221,8 @@ class PostgresStore:
     async def _connection(self) -> AsyncIterator[Connection]:
         if self._closed:
             raise StoreError(f"the store of the {self.description} is closed")
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise StoreError(f"database error: {first_line(exc)}") from exc
-        except PoolTimeout as exc:
-            raise StoreError(f"no connection to the {self.description}: {exc}") from exc
+        async with pooled(self._pool, self.description) as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

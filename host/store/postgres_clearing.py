@@ -30,10 +30,9 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from host.clearing_records import BalanceChange, InFlight, Resolution
 from host.ilp.outcome import Outcome
@@ -50,7 +49,7 @@ from host.store.clearing import (
     replayed,
     settled_by,
 )
-from host.store.postgres_pool import describe, first_line, open_pool
+from host.store.postgres_pool import describe, open_pool, pooled
 from host.store.postgres_schema import Migration
 
 Connection = AsyncConnection[TupleRow]
@@ -109,27 +108,7 @@ _V1: Migration = (
     )
     """,
     "INSERT INTO clearing_log (id, last, acknowledged) VALUES (1, 0, 0)",
-    """
-    CREATE TABLE clearing_packets (
-        key         text PRIMARY KEY,
-        source      text,
-        source_id   bytea NOT NULL,
-        target      text,
-        target_id   bytea NOT NULL,
-        amount      numeric NOT NULL,
-        expires_at  double precision NOT NULL,
-        condition   bytea NOT NULL,
-        resolution  text CHECK (resolution IN ('fulfilled', 'forwarded', 'rejected')),
-        fulfillment bytea NOT NULL,
-        created_at  double precision NOT NULL,
-        resolved_at double precision
-    )
-    """,
-    "CREATE INDEX clearing_packets_by_source ON clearing_packets (source, source_id)",
-    """
-    CREATE INDEX clearing_packets_unresolved ON clearing_packets (created_at)
-        WHERE resolution IS NULL
-    """,
+    *postgres_packets.migration("clearing_packets"),
 )
 #: Every migration, oldest first. Append only.
 MIGRATIONS: tuple[Migration, ...] = (_V1,)
@@ -205,13 +184,8 @@ class PostgresClearing:
     async def _connection(self) -> AsyncIterator[Connection]:
         if self._closed:
             raise StoreError(f"the clearing books in the {self.description} are closed")
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise StoreError(f"database error: {first_line(exc)}") from exc
-        except PoolTimeout as exc:
-            raise StoreError(f"no connection to the {self.description}: {exc}") from exc
+        async with pooled(self._pool, self.description) as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Connection]:

@@ -19,6 +19,34 @@ Connection = AsyncConnection[TupleRow]
 _COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in PACKET_COLUMNS.split(", "))
 
 
+def migration(table: str) -> tuple[str, ...]:
+    """The statements that create the journal's table ``table`` and its indexes.
+
+    Released in the migrations of both the engine's store and the clearing books: never edit
+    what it returns (a change is a new migration appended to each).
+    """
+    return (
+        f"""
+    CREATE TABLE {table} (
+        key         text PRIMARY KEY,
+        source      text,
+        source_id   bytea NOT NULL,
+        target      text,
+        target_id   bytea NOT NULL,
+        amount      numeric NOT NULL,
+        expires_at  double precision NOT NULL,
+        condition   bytea NOT NULL,
+        resolution  text CHECK (resolution IN ('fulfilled', 'forwarded', 'rejected')),
+        fulfillment bytea NOT NULL,
+        created_at  double precision NOT NULL,
+        resolved_at double precision
+    )
+    """,
+        f"CREATE INDEX {table}_by_source ON {table} (source, source_id)",
+        f"CREATE INDEX {table}_unresolved ON {table} (created_at) WHERE resolution IS NULL",
+    )
+
+
 def _values(count: int) -> sql.Composable:
     return sql.SQL(", ").join([sql.Placeholder()] * count)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import psycopg
 from psycopg import AsyncConnection
@@ -102,3 +102,18 @@ async def open_pool(
         await pool.close()
         raise
     return pool
+
+
+@contextlib.asynccontextmanager
+async def pooled(
+    pool: AsyncConnectionPool[Connection], description: str
+) -> AsyncIterator[Connection]:
+    """A connection of ``pool`` for the block; a database error, or no connection free in time,
+    as a StoreError (one line; ``description`` names the database)."""
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise StoreError(f"database error: {first_line(exc)}") from exc
+    except PoolTimeout as exc:
+        raise StoreError(f"no connection to the {description}: {exc}") from exc

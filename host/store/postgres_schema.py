@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
+from host.store import postgres_packets
 from host.store.base import SchemaTooNew
 
 Migration = tuple[str, ...]
@@ -112,26 +113,7 @@ _V2: Migration = (
 
 # Version 3: the connector's in-flight journal, as in SQLite's version 3
 # (host.store.sqlite_packets).
-_V3: Migration = (
-    """
-    CREATE TABLE packets (
-        key         text PRIMARY KEY,
-        source      text,
-        source_id   bytea NOT NULL,
-        target      text,
-        target_id   bytea NOT NULL,
-        amount      numeric NOT NULL,
-        expires_at  double precision NOT NULL,
-        condition   bytea NOT NULL,
-        resolution  text CHECK (resolution IN ('fulfilled', 'forwarded', 'rejected')),
-        fulfillment bytea NOT NULL,
-        created_at  double precision NOT NULL,
-        resolved_at double precision
-    )
-    """,
-    "CREATE INDEX packets_by_source ON packets (source, source_id)",
-    "CREATE INDEX packets_unresolved ON packets (created_at) WHERE resolution IS NULL",
-)
+_V3: Migration = postgres_packets.migration("packets")
 
 #: Every migration, oldest first. Append only.
 MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
