@@ -22,8 +22,9 @@ the same transaction, for reconciliation with the peer (:meth:`DurableClearing.c
 
 This class holds what does not depend on where the books are: the checks of the input, the
 configured limits, the credit rule, and the waiting for new events. On a shared store, other
-instances' changes are seen by reading: a credit check reads the committed balance, and an engine
-waiting for events finds theirs within :data:`SHARED_LOG_POLL` seconds.
+instances' changes are seen by reading: a credit check reads the committed balance and the
+packets the other instances have in flight, and an engine waiting for events finds theirs within
+:data:`SHARED_LOG_POLL` seconds.
 """
 
 from __future__ import annotations
@@ -137,9 +138,13 @@ class DurableClearing:
 
     async def check_credit(self, account_id: str, delta: int) -> bool:
         """Whether a packet changing the balance by ``delta`` stays within the credit limits
-        (host.clearing_rules: moving back toward the allowed range is always allowed)."""
+        (host.clearing_rules: moving back toward the allowed range is always allowed).
+
+        ``delta`` is everything this process has in flight on that side of the account (the
+        balance middleware's reservations); on shared books, what the other instances have in
+        flight there counts too (host.store.clearing.ClearingStore.exposure)."""
         limits = self.limits(account_id)  # UnknownPeer
-        return credit_allows(await self._store.balance(account_id), delta, limits)
+        return credit_allows(await self._store.exposure(account_id, delta), delta, limits)
 
     async def clearing_book(self, account_id: str) -> ClearingBook:
         """The balance and the settlements' running totals, as of one moment; UnknownPeer if

@@ -87,6 +87,13 @@ class ClearingStore(Protocol):
         """The committed balance of a configured account."""
         ...
 
+    async def exposure(self, account_id: str, delta: int) -> int:
+        """The balance a packet's credit check for ``delta`` starts from: the committed
+        balance, and on shared books also the amounts other instances have in flight with the
+        account on that side (journaled, not resolved): lower for a debit, higher for a credit.
+        This process's own packets in flight are the caller's (its reservations)."""
+        ...
+
     async def book(self, account_id: str) -> tuple[int, int, int]:
         """(balance, settled out, settled in) of a configured account, as of one moment."""
         ...

@@ -109,6 +109,9 @@ _V1: Migration = (
     """,
     "INSERT INTO clearing_log (id, last, acknowledged) VALUES (1, 0, 0)",
     *postgres_packets.migration("clearing_packets"),
+    # What is in flight with a peer, on each side, for the credit checks of every instance.
+    "CREATE INDEX clearing_packets_out ON clearing_packets (target) WHERE resolution IS NULL",
+    "CREATE INDEX clearing_packets_in ON clearing_packets (source) WHERE resolution IS NULL",
 )
 #: Every migration, oldest first. Append only.
 MIGRATIONS: tuple[Migration, ...] = (_V1,)
@@ -129,6 +132,9 @@ class PostgresClearing:
         self._last = 0
         self._acknowledged = 0
         self._closed = False
+        #: The packets this instance journaled and has not resolved: (source, target, amount)
+        #: by key. Its balance middleware reserves them already (ClearingStore.exposure).
+        self._in_flight: dict[str, tuple[str | None, str | None, int]] = {}
 
     @classmethod
     async def open(
@@ -213,6 +219,23 @@ class PostgresClearing:
         )
         return int(rows[0][0])
 
+    async def exposure(self, account_id: str, delta: int) -> int:
+        if delta == 0:
+            return await self.balance(account_id)
+        side, sign = ("target", -1) if delta < 0 else ("source", 1)
+        rows = await self._rows(
+            "SELECT balance, (SELECT COALESCE(SUM(amount), 0) FROM clearing_packets "
+            f"WHERE resolution IS NULL AND {side} = %s) FROM clearing_accounts WHERE id = %s",
+            (account_id, account_id),
+        )
+        balance, in_flight = rows[0]
+        own = sum(
+            amount
+            for source, target, amount in self._in_flight.values()
+            if (target if delta < 0 else source) == account_id
+        )
+        return int(balance) + sign * max(0, int(in_flight) - own)
+
     async def book(self, account_id: str) -> tuple[int, int, int]:
         rows = await self._rows(
             "SELECT balance, settled_out, settled_in FROM clearing_accounts WHERE id = %s",
@@ -226,7 +249,10 @@ class PostgresClearing:
     ) -> tuple[Resolution | None, list[int]]:
         try:
             async with self._transaction() as conn:
-                return await _apply(conn, changes, now, resolving)
+                done = await _apply(conn, changes, now, resolving)
+            if resolving is not None:
+                self._in_flight.pop(resolving.packet.key, None)
+            return done
         except StoreError as exc:
             if isinstance(exc.__cause__, errors.UniqueViolation):
                 # The same key inserted at once for another account (the same account's
@@ -242,10 +268,16 @@ class PostgresClearing:
     async def journal(self, packet: InFlight, now: float) -> None:
         async with self._connection() as conn:
             await postgres_packets.journal(conn, PACKETS, packet, now)
+        self._in_flight[packet.key] = (packet.source, packet.target, packet.amount)
 
     async def unresolved(self) -> list[InFlight]:
+        """Read by this instance's resolver at its start, which then holds each packet's
+        next-hop side as its own reservation (host.connector.inflight)."""
         async with self._connection() as conn:
-            return await postgres_packets.unresolved(conn, PACKETS)
+            packets = await postgres_packets.unresolved(conn, PACKETS)
+        for packet in packets:
+            self._in_flight.setdefault(packet.key, (None, packet.target, packet.amount))
+        return packets
 
     async def outcome(self, source: str, source_id: bytes) -> Outcome:
         async with self._connection() as conn:

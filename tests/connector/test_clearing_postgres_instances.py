@@ -234,3 +234,34 @@ def test_a_balance_change_is_checked_before_it_reaches_the_database(
         assert await a.events_after(0, 10) == []
 
     with_instances(postgres.new_schema(), 1, scenario)
+
+
+def test_packets_in_flight_through_another_instance_count_against_the_limit(
+    postgres: PostgresServer,
+) -> None:
+    async def scenario(instances: list[DurableClearing]) -> None:
+        a, b = instances
+        to_bob = packet(1, "alice", "bob", 600)
+        await a.journal_packet(to_bob)  # out to bob through a, not answered yet
+        # a's own packets are its middleware's reservations (the delta it asks about)...
+        assert await a.check_credit("bob", -600)
+        # ...and b counts them: bob may be owed at most 1000, 600 of which are in flight.
+        assert not await b.check_credit("bob", -401)
+        assert await b.check_credit("bob", -400)
+        from_bob = packet(2, "bob", "alice", 700)
+        await a.journal_packet(from_bob)  # in from bob through a
+        assert not await b.check_credit("bob", 301)
+        assert await b.check_credit("bob", 300)
+        # Resolved, they are in flight no more.
+        await a.resolve_packet(to_bob, Resolution.REJECTED, b"", ())
+        await a.resolve_packet(from_bob, Resolution.REJECTED, b"", ())
+        assert await b.check_credit("bob", -1000) and await b.check_credit("bob", 1000)
+        # A packet a journaled and died with counts for everyone until it is resolved: here b's
+        # resolver takes it over at b's start and holds it as its own.
+        left = packet(3, "alice", "bob", 900)
+        await a.journal_packet(left)
+        assert not await b.check_credit("bob", -101)
+        assert await b.unresolved_packets() == [left]
+        assert await b.check_credit("bob", -1000)  # b's resolver reserves it now (its delta)
+
+    with_instances(postgres.new_schema(), 2, scenario)
