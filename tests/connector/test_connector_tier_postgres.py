@@ -153,7 +153,8 @@ def test_a_connector_tier_shares_limits_settles_once_and_survives_a_sigkill(tier
 
     def traffic(index: int, host: twohost.Host) -> None:
         try:
-            fulfilled[index] = tier.send(host, PACKET, 40, 2, under_way if index else None)
+            count = 400 if index else 40  # the second's run outlasts the kill
+            fulfilled[index] = tier.send(host, PACKET, count, 2, under_way if index else None)
         except grpc.RpcError:  # the killed instance's stream breaks: Bob's books will tell
             fulfilled[index] = -1
 
@@ -167,7 +168,9 @@ def test_a_connector_tier_shares_limits_settles_once_and_survives_a_sigkill(tier
     second.kill("connector")
     for thread in threads:
         thread.join(twohost.DEADLINE)
-    assert fulfilled[0] > 0 and fulfilled[1] == -1
+    # The second's stream broke with it (-1), unless the credit limit had refused the rest of
+    # its packets at once (settlements restore room only as fast as the ledger pays).
+    assert fulfilled[0] > 0 and fulfilled[1] != 0
     second.start(roles=("connector",))
 
     def quiet() -> tuple[list[admin_pb2.Settlement], list[admin_pb2.Settlement]] | None:
@@ -184,7 +187,8 @@ def test_a_connector_tier_shares_limits_settles_once_and_survives_a_sigkill(tier
     bob = pair.bob.account()
     # What Bob fulfilled, from his books: his balance plus what Alice paid him.
     sent = int(bob.clearing_balance.value) + sum(int(s.amount.value) for s in incoming)
-    assert sent >= 2_000_000 + (fulfilled[0] + 1) * PACKET
+    known = fulfilled[0] + (3 if fulfilled[1] == -1 else fulfilled[1])
+    assert sent >= 2_000_000 + known * PACKET
     problems = books_problems(
         sent=sent,
         outgoing=outgoing,
