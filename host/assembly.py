@@ -28,7 +28,7 @@ import grpc
 
 from host.admin.connector_admin import BalanceReader
 from host.binding import EngineBinding, EngineServicer, PeerMessenger
-from host.config import CONNECTOR_DATABASE, HostConfig
+from host.config import HostConfig
 from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
 from host.connector.config import ConnectorConfig
 from host.connector.connector import Connector
@@ -41,7 +41,7 @@ from host.engine.store import Store
 from host.pb.ilphost.admin.v1 import admin_pb2
 from host.remote_connector import RemoteConnector, channel_to
 from host.store import StoreError
-from host.store.opening import describe_database, open_store
+from host.store.opening import describe_database, is_database_url, open_store
 from sdk.pb.ilphost.engine.v1 import engine_pb2_grpc
 
 log = logging.getLogger("ilp_host")
@@ -207,11 +207,14 @@ async def assemble_connector(
         )
         for account in config.accounts
     }
-    path = config.state_dir / CONNECTOR_DATABASE
+    books = peering.database
+    database = books if is_database_url(books) else config.state_dir / books
     try:
-        clearing = await DurableClearing.open(path, limits)
+        clearing = await DurableClearing.open(database, limits)
     except StoreError as exc:
-        raise AssemblyError(f"cannot open the connector's clearing file {path}: {exc}") from exc
+        raise AssemblyError(
+            f"cannot open the connector's clearing books {describe_database(database)}: {exc}"
+        ) from exc
     stack.push_async_callback(clearing.close)
     relay = EngineRelay(timeout=peering.settle_timeout)
     connector = Connector.from_config(

@@ -167,8 +167,6 @@ class HostConfig:
 
 #: The two processes of a split host (proposal 2): ``ilp-host connector`` and ``ilp-host engine``.
 Role = Literal["connector", "engine"]
-#: The connector's clearing file, in its state directory.
-CONNECTOR_DATABASE = "connector.db"
 
 
 def for_role(config: HostConfig, role: Role) -> HostConfig:

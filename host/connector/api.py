@@ -256,6 +256,7 @@ class ConnectorApi(connector_pb2_grpc.ConnectorServicer):
         self, request: connector_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[connector_pb2.WatchEventsResponse]:
         clearing = self._clearing
+        await clearing.refresh_log()  # shared books: other instances may have written since
         if request.after_cursor > clearing.last_cursor:
             await context.abort(
                 grpc.StatusCode.OUT_OF_RANGE,

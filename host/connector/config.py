@@ -24,6 +24,10 @@ Pure: no I/O. Example::
     # api_tls_cert = "tls/connector.crt"   # required with a TCP api: the engine trusts it
     # api_tls_key = "tls/connector.key"    # mode 0600
     # api_token_file = "tls/connector.token"  # mode 0600: the engine presents it
+    # database = "connector.db"   # `ilp-host connector`: its clearing books, a file in its
+    #                             # state directory, or a PostgreSQL URL that several
+    #                             # connector instances behind one address share
+    #                             # ("postgresql://ilp@db/ilp"; docs/operations.md)
 
     [[peer]]
     id = "bob"                  # the account id in the settlement engine
@@ -60,6 +64,8 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, PlainValidator, model_validator
 
 from host.config_schema import (
@@ -78,12 +84,15 @@ from host.connector.expiry import ExpiryPolicy
 from host.connector.reconciliation import DEFAULT_INTERVAL as DEFAULT_RECONCILE_INTERVAL
 from host.connector.routing import RouteError, check_prefix
 from host.ilp import address
+from host.store.opening import is_database_url
 
 #: A bearer token: visible ASCII, no spaces (it goes in an HTTP header).
 _TOKEN: Final = re.compile(r"[\x21-\x7e]{8,512}")
 
 #: Where ``ilp-host connector`` serves the Connector API unless ``connector.api`` says.
 DEFAULT_API = "unix:connector.sock"
+#: Where ``ilp-host connector`` keeps its clearing books unless ``connector.database`` says.
+DEFAULT_DATABASE = "connector.db"
 #: How a peer stands to this host (ilp-connector's account relations, RFC 0031).
 Relation = Literal["parent", "child", "peer"]
 RELATIONS: Final[tuple[Relation, ...]] = ("parent", "child", "peer")
@@ -159,6 +168,9 @@ class ConnectorConfig:
     #: Seconds between reconciliations with each peer (host.connector.reconciliation); 0:
     #: only on demand.
     reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
+    #: ``ilp-host connector``'s clearing books: an SQLite file name (relative: to its state
+    #: directory) or a PostgreSQL URL (host.store.opening.is_database_url).
+    database: str = DEFAULT_DATABASE
 
 
 # -- the tables' values --------------------------------------------------------------------------
@@ -198,6 +210,25 @@ def _api_address(value: object) -> str:
     _host, sep, port = given.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
         raise refuse(f"must be unix:PATH or HOST:PORT, got {show(value)}")
+    return given
+
+
+def _database(value: object) -> str:
+    """``connector.database``: a PostgreSQL URL, or a file name (anything without a scheme)."""
+    given = text(value)
+    if is_database_url(given):
+        try:
+            conninfo_to_dict(given)
+        except psycopg.ProgrammingError as exc:
+            raise refuse(f"is not a valid PostgreSQL URL: {str(exc).strip()}") from None
+        return given
+    if "://" in given:
+        scheme = given.split("://", 1)[0]
+        raise refuse(
+            f'must be a PostgreSQL URL ("postgresql://...") or a file name, got a {scheme}:// URL'
+        )
+    if not given.strip():
+        raise refuse("must be a PostgreSQL URL or a file name, got an empty string")
     return given
 
 
@@ -265,6 +296,7 @@ class ConnectorTable(Table):
     api_tls_cert: Text | None = None
     api_tls_key: Text | None = None
     api_token_file: Text | None = None
+    database: Annotated[str, PlainValidator(_database)] = DEFAULT_DATABASE
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -422,6 +454,7 @@ def connector_config(tables: ConnectorTables, base_dir: Path) -> ConnectorConfig
         api_credentials=table.api_credentials(base_dir),
         route_broadcast_interval=table.route_broadcast_interval,
         reconcile_interval=table.reconcile_interval,
+        database=table.database,
     )
 
 

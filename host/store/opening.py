@@ -19,7 +19,7 @@ def describe_database(database: Path | str) -> str:
     """The database for messages: the file, or the server and name (never a password)."""
     if isinstance(database, Path):
         return str(database)
-    from host.store.postgres import describe
+    from host.store.postgres_pool import describe
 
     return describe(database)
 

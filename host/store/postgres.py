@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from host.clearing_records import InFlight, Resolution
 from host.engine.model import (
@@ -43,42 +42,30 @@ from host.engine.model import (
 )
 from host.engine.store import Store, Transaction
 from host.ilp.outcome import Outcome
+from host.store import postgres_packets
 from host.store.base import StoreError
+from host.store.postgres_pool import describe, open_pool, pooled
 from host.store.postgres_schema import (
     LEADER_LOCK,
     LOCK_NAMESPACE,
     MIGRATIONS,
     ROW_CREATION_LOCK,
-    migrate,
 )
 from host.store.rows import (
     ACCOUNT_COLUMNS,
     OUTBOX,
-    PACKET_COLUMNS,
     SETTLEMENT_COLUMNS,
     UNFINISHED_OUTGOING,
     account_from_row,
     account_values,
-    outcome_from_row,
-    packet_from_row,
-    packet_values,
     settlement_from_row,
     settlement_values,
 )
 
 Connection = AsyncConnection[TupleRow]
+#: The in-flight journal of proposal 1 (host.store.postgres_packets).
+PACKETS = "packets"
 _RETURNED_SETTLEMENT = ", ".join("s." + c.strip() for c in SETTLEMENT_COLUMNS.split(","))
-
-
-def describe(url: str) -> str:
-    """The database of ``url`` for messages and logs: host and name, never a password."""
-    try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "PostgreSQL (unparsable URL)"
-    host = info.get("host") or "localhost"
-    port = f":{info['port']}" if info.get("port") else ""
-    return f"PostgreSQL database {info.get('dbname') or '(default)'!s} on {host}{port}"
 
 
 def _placeholders(count: int) -> str:
@@ -187,11 +174,7 @@ class _PostgresTransaction:
         )
 
     async def journal_packet(self, packet: InFlight, now: float) -> None:
-        await self._conn.execute(
-            f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at) "
-            f"VALUES ({_placeholders(8)}, NULL, '', %s) ON CONFLICT (key) DO NOTHING",
-            (*packet_values(packet, int), now),
-        )
+        await postgres_packets.journal(self._conn, PACKETS, packet, now)
 
     async def packet_resolution(self, key: str) -> Resolution | None:
         row = await self._locked_or_created(
@@ -202,13 +185,7 @@ class _PostgresTransaction:
     async def resolve_packet(
         self, packet: InFlight, resolution: Resolution, fulfillment: bytes, now: float
     ) -> None:
-        await self._conn.execute(
-            f"INSERT INTO packets ({PACKET_COLUMNS}, resolution, fulfillment, created_at, "
-            f"resolved_at) VALUES ({_placeholders(12)}) ON CONFLICT (key) DO UPDATE SET "
-            "resolution = excluded.resolution, fulfillment = excluded.fulfillment, "
-            "resolved_at = excluded.resolved_at WHERE packets.resolution IS NULL",
-            (*packet_values(packet, int), resolution.value, fulfillment, now, now),
-        )
+        await postgres_packets.resolve(self._conn, PACKETS, packet, resolution, fulfillment, now)
 
 
 class PostgresStore:
@@ -231,51 +208,21 @@ class PostgresStore:
         if the server cannot be reached within ``connect_timeout`` seconds, SchemaTooNew if a
         newer host wrote the database.
         """
-        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+        pool = await open_pool(
             url,
+            MIGRATIONS,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True},
-            timeout=connect_timeout,
-            open=False,
-            name="ilp-host",
+            connect_timeout=connect_timeout,
         )
-        try:
-            try:
-                await pool.open(wait=True, timeout=connect_timeout)
-            except PoolTimeout as exc:
-                # The pool retries quietly; one direct attempt tells why it cannot connect.
-                try:
-                    conn = await AsyncConnection.connect(url, connect_timeout=5)
-                except psycopg.Error as cause:
-                    raise StoreError(
-                        f"cannot connect to the {describe(url)}: {_first_line(cause)}"
-                    ) from exc
-                await conn.close()
-                raise StoreError(
-                    f"cannot connect to the {describe(url)} within {connect_timeout} s"
-                ) from exc
-            async with pool.connection() as conn:
-                await migrate(conn, MIGRATIONS)
-        except psycopg.Error as exc:
-            await pool.close()
-            raise StoreError(f"the {describe(url)} is not usable: {_first_line(exc)}") from exc
-        except BaseException:
-            await pool.close()
-            raise
         return cls(pool, url)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         if self._closed:
             raise StoreError(f"the store of the {self.description} is closed")
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise StoreError(f"database error: {_first_line(exc)}") from exc
-        except PoolTimeout as exc:
-            raise StoreError(f"no connection to the {self.description}: {exc}") from exc
+        async with pooled(self._pool, self.description) as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -396,28 +343,21 @@ class PostgresStore:
     async def forget_idempotency(self, created_before: float) -> int:
         """Delete idempotency records created before ``created_before`` (and the packets
         resolved before then)."""
-        await self._change(
-            "DELETE FROM packets WHERE resolution IS NOT NULL AND resolved_at < %s",
-            (created_before,),
-        )
+        async with self._connection() as conn:
+            await postgres_packets.forget(conn, PACKETS, created_before)
         return await self._change(
             "DELETE FROM idempotency WHERE created_at < %s", (created_before,)
         )
 
     async def unresolved_packets(self) -> list[InFlight]:
         """The journaled packets not resolved yet, oldest first."""
-        rows = await self._fetch(
-            f"SELECT {PACKET_COLUMNS} FROM packets WHERE resolution IS NULL ORDER BY created_at"
-        )
-        return [packet_from_row(row) for row in rows]
+        async with self._connection() as conn:
+            return await postgres_packets.unresolved(conn, PACKETS)
 
     async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
         """What peer ``source`` is told of its packet ``source_id``."""
-        rows = await self._fetch(
-            "SELECT resolution, fulfillment FROM packets WHERE source = %s AND source_id = %s",
-            (source, source_id),
-        )
-        return outcome_from_row(rows[0] if rows else None)
+        async with self._connection() as conn:
+            return await postgres_packets.outcome(conn, PACKETS, source, source_id)
 
     async def clearing_effects(self, limit: int) -> list[ClearingEffect]:
         """At most ``limit`` journaled clearing effects, oldest first."""
@@ -481,11 +421,6 @@ class PostgresStore:
         self._closed = True
         await self._drop_leader()
         await self._pool.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if TYPE_CHECKING:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
+from host.store import postgres_packets
 from host.store.base import SchemaTooNew
 
 Migration = tuple[str, ...]
@@ -29,6 +30,8 @@ LOCK_NAMESPACE = 0x11_9C_05_70
 MIGRATION_LOCK = 1
 LEADER_LOCK = 2
 ROW_CREATION_LOCK = 3
+#: The table that holds the engine store's schema version.
+VERSION_TABLE = "schema_version"
 
 _V1: Migration = (
     """
@@ -110,59 +113,47 @@ _V2: Migration = (
 
 # Version 3: the connector's in-flight journal, as in SQLite's version 3
 # (host.store.sqlite_packets).
-_V3: Migration = (
-    """
-    CREATE TABLE packets (
-        key         text PRIMARY KEY,
-        source      text,
-        source_id   bytea NOT NULL,
-        target      text,
-        target_id   bytea NOT NULL,
-        amount      numeric NOT NULL,
-        expires_at  double precision NOT NULL,
-        condition   bytea NOT NULL,
-        resolution  text CHECK (resolution IN ('fulfilled', 'forwarded', 'rejected')),
-        fulfillment bytea NOT NULL,
-        created_at  double precision NOT NULL,
-        resolved_at double precision
-    )
-    """,
-    "CREATE INDEX packets_by_source ON packets (source, source_id)",
-    "CREATE INDEX packets_unresolved ON packets (created_at) WHERE resolution IS NULL",
-)
+_V3: Migration = postgres_packets.migration("packets")
 
 #: Every migration, oldest first. Append only.
 MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 
 
-async def schema_version(conn: AsyncConnection[TupleRow]) -> int:
-    """The schema version of the connection's current schema (0 when it has no host tables)."""
-    cursor = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+async def schema_version(conn: AsyncConnection[TupleRow], table: str = VERSION_TABLE) -> int:
+    """The schema version of the connection's current schema, as ``table`` records it (0 when
+    it has no such table)."""
+    cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
     row = await cursor.fetchone()
     if row is None or not row[0]:
         return 0
-    cursor = await conn.execute("SELECT version FROM schema_version")
+    cursor = await conn.execute(sql.SQL("SELECT version FROM {}").format(sql.Identifier(table)))
     row = await cursor.fetchone()
     return 0 if row is None else int(row[0])
 
 
 async def migrate(
-    conn: AsyncConnection[TupleRow], migrations: Sequence[Migration] = MIGRATIONS
+    conn: AsyncConnection[TupleRow],
+    migrations: Sequence[Migration] = MIGRATIONS,
+    table: str = VERSION_TABLE,
 ) -> int:
     """Bring the current schema up to ``len(migrations)``; the version it was at.
 
-    ``conn`` must be in autocommit mode (each step opens its own transaction). Raises
-    SchemaTooNew, leaving the database untouched, if the database is newer than ``migrations``.
+    ``table`` holds the version of this set of migrations: the engine's store and the
+    connector's clearing books (host.store.postgres_clearing) each have their own, so both may
+    live in one schema. ``conn`` must be in autocommit mode (each step opens its own
+    transaction). Raises SchemaTooNew, leaving the database untouched, if the database is newer
+    than ``migrations``.
     """
     target = len(migrations)
     start = None
     version = 0
+    versions = sql.Identifier(table)
     while True:
         async with conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(%s::integer, 0)", (LOCK_NAMESPACE + MIGRATION_LOCK,)
             )
-            version = await schema_version(conn)
+            version = await schema_version(conn, table)
             if start is None:
                 start = version
             if version > target:
@@ -174,8 +165,12 @@ async def migrate(
             if version == target:
                 return start
             if version == 0:
-                await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
-                await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+                await conn.execute(
+                    sql.SQL("CREATE TABLE {} (version integer NOT NULL)").format(versions)
+                )
+                await conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (0)").format(versions))
             for statement in migrations[version]:
                 await conn.execute(statement.encode())  # not a LiteralString
-            await conn.execute("UPDATE schema_version SET version = %s", (version + 1,))
+            await conn.execute(
+                sql.SQL("UPDATE {} SET version = %s").format(versions), (version + 1,)
+            )

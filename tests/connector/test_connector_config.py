@@ -134,6 +134,10 @@ def edit(path: str, value: object) -> dict[str, Any]:
         ("connector.reconcile_interval", -1, "connector.reconcile_interval: must be at least 0"),
         ("connector.reconcile_interval", "1m", "connector.reconcile_interval: must be a number"),
         ("connector.adress", "x", "connector.adress: unknown key (did you mean 'address'?)"),
+        ("connector.database", "mysql://db/ilp", "connector.database: must be a PostgreSQL URL"),
+        ("connector.database", "postgresql://h/d?x=1", "connector.database: is not a valid Post"),
+        ("connector.database", " ", "connector.database: must be a PostgreSQL URL or a file"),
+        ("connector.database", 5, "connector.database: must be a string, got 5"),
         ("peer.0.url", "ftp://bob.example/", 'peer[0].url: must be an http(s) URL, got "ftp:'),
         ("peer.0.url", "http://", "peer[0].url: must be an http(s) URL"),
         ("peer.0.url", "http://bob:port/", "peer[0].url: must be an http(s) URL"),
@@ -208,3 +212,13 @@ def test_a_tcp_connector_api_needs_tls_and_a_token() -> None:
     unix = {"address": "test.a", "port": 0, "api": "unix:c.sock", "api_token_file": "t"}
     with pytest.raises(ConnectorConfigError, match="only applies with a TCP"):
         parse_connector_config({"connector": unix})
+
+
+@pytest.mark.parametrize(
+    "database", ["connector.db", "books/clearing.db", "postgresql://ilp@db.internal:5432/ilp"]
+)
+def test_the_clearing_books_are_a_file_or_a_postgresql_url(database: str) -> None:
+    config = parse_connector_config(edit("connector.database", database))
+    assert config is not None and config.database == database
+    default = parse_connector_config(document())
+    assert default is not None and default.database == "connector.db"

@@ -1,4 +1,5 @@
-"""The in-flight journal of the connector's own ledger (proposal 2), on real SQLite files: a
+"""The in-flight journal of the connector's own ledger (proposal 2), on both backends (the
+``books`` fixture: a real SQLite file, a real PostgreSQL server): a
 packet journaled survives reopening, its resolution and its balance changes commit together
 or not at all, a resolved packet stays resolved, and what a peer is told of its packets."""
 
@@ -34,7 +35,7 @@ PACKET = InFlight(
 BOTH = [BalanceChange("bob", -40, "ilp-out-k"), BalanceChange("alice", 40, "ilp-in-k")]
 
 
-def with_ledger(path: Path, scenario: Callable[[DurableClearing], Awaitable[None]]) -> None:
+def with_ledger(path: Path | str, scenario: Callable[[DurableClearing], Awaitable[None]]) -> None:
     async def main() -> None:
         ledger = await DurableClearing.open(path, LIMITS)
         try:
@@ -45,8 +46,8 @@ def with_ledger(path: Path, scenario: Callable[[DurableClearing], Awaitable[None
     asyncio.run(main())
 
 
-def test_a_journaled_packet_survives_reopening_until_resolved(tmp_path: Path) -> None:
-    path = tmp_path / "connector.db"
+def test_a_journaled_packet_survives_reopening_until_resolved(books: str) -> None:
+    path = books
 
     async def journal(ledger: DurableClearing) -> None:
         await ledger.journal_packet(PACKET)
@@ -75,7 +76,7 @@ def test_a_journaled_packet_survives_reopening_until_resolved(tmp_path: Path) ->
     with_ledger(path, resolve)
 
 
-def test_a_resolution_whose_change_fails_applies_nothing(tmp_path: Path) -> None:
+def test_a_resolution_whose_change_fails_applies_nothing(books: str) -> None:
     async def scenario(ledger: DurableClearing) -> None:
         await ledger.apply_balance_change("alice", 1, "ilp-in-k")  # the key, for another delta
         await ledger.journal_packet(PACKET)
@@ -88,10 +89,10 @@ def test_a_resolution_whose_change_fails_applies_nothing(tmp_path: Path) -> None
         assert await ledger.balance("bob") == -40
         assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.REJECTED
 
-    with_ledger(tmp_path / "connector.db", scenario)
+    with_ledger(books, scenario)
 
 
-def test_a_packet_delivered_here_is_recorded_with_its_fulfillment(tmp_path: Path) -> None:
+def test_a_packet_delivered_here_is_recorded_with_its_fulfillment(books: str) -> None:
     delivered = InFlight("bb" * 32, "alice", PACKET.source_id, None, b"", 40, 1.0, PACKET.condition)
 
     async def scenario(ledger: DurableClearing) -> None:
@@ -103,7 +104,7 @@ def test_a_packet_delivered_here_is_recorded_with_its_fulfillment(tmp_path: Path
         assert await ledger.forget_keys(older_than=-1.0) == 1
         assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.UNKNOWN
 
-    with_ledger(tmp_path / "connector.db", scenario)
+    with_ledger(books, scenario)
 
 
 def test_a_ledger_of_the_first_version_is_migrated_forward(tmp_path: Path) -> None:

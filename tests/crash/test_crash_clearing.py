@@ -20,7 +20,7 @@ import signal
 import grpc
 import pytest
 
-from host.config import CONNECTOR_DATABASE
+from host.connector.config import DEFAULT_DATABASE
 from host.demo.twohost import DEADLINE
 from host.pb.ilphost.admin.v1 import admin_pb2
 from sdk import failpoints
@@ -48,7 +48,7 @@ def alice_journal(pair: Pair) -> list[tuple[str | None, str | None]]:
     path = (
         alice.engine_db
         if alice.engine == "internal"
-        else alice.role_dir("connector") / CONNECTOR_DATABASE
+        else alice.role_dir("connector") / DEFAULT_DATABASE
     )
     return _query(path, "SELECT target, resolution FROM packets ORDER BY created_at")
 
