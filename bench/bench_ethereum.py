@@ -13,6 +13,10 @@ Two peered hosts (real processes), each with the Ethereum adaptor, on one anvil 
    adaptors add shows apart from what any settlement costs, under the same load.
 4. Settlements per second in automine: a threshold of one gwei makes every packet settle; from
    the first packet until every settlement is paid by Alice and acknowledged by Bob.
+5. A durable commit on this disk, interleaved with the automine settlements: a one-row SQLite
+   transaction in WAL mode with ``synchronous=FULL`` (what each of the three durable writes on
+   a settlement's critical path costs at least: Alice's debit, her adaptor's signed
+   transaction, Bob's credit; the node's floor has none, anvil keeps its chain in memory).
 
 Prints Markdown; asserts nothing. ``--quick`` for a short run.
 """
@@ -24,6 +28,7 @@ import contextlib
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -85,6 +90,25 @@ def floor(node: Anvil, times: int) -> list[float]:
     return trips
 
 
+def durable_commit(directory: Path, times: int) -> list[float]:
+    """A one-row SQLite commit with synchronous=FULL in ``directory``, ms."""
+    db = sqlite3.connect(directory / "fsync.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+        trips = []
+        for i in range(times):
+            began = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t VALUES (?)", (i,))
+            db.execute("COMMIT")
+            trips.append((time.perf_counter() - began) * 1000)
+        return trips
+    finally:
+        db.close()
+
+
 def settle_one(alice: Host, bob: Host) -> float:
     """Packets until Alice's balance crosses her settle threshold once; from the debit that
     crossing makes (the outbox row created) to Bob's credit acknowledged, ms."""
@@ -111,9 +135,9 @@ def settle_one(alice: Host, bob: Host) -> float:
 
 def latency(
     block_time: float | None, confirmations: int, times: int, *, host_path: bool = False
-) -> tuple[float, float, float | None]:
+) -> tuple[float, float, float | None, float | None]:
     """(median settlement latency, median floor, median latency of the same hosts on the
-    simulated ledger if ``host_path``), ms, in one run."""
+    simulated ledger and median durable commit if ``host_path``), ms, in one run."""
     with (
         workdir() as directory,
         workdir() as simulated,
@@ -132,13 +156,19 @@ def latency(
         settle_one(alice, bob)  # warm-up
         if host is not None:
             settle_one(host.alice, host.bob)
-        trips, bare, own = [], [], []
+        trips, bare, own, synced = [], [], [], []
         for _ in range(times):  # interleaved: all see the same load of the machine
             trips.append(settle_one(alice, bob))
             bare += floor(chain.node, 1 if block_time else 3)
             if host is not None:
                 own.append(settle_one(host.alice, host.bob))
-    return statistics.median(trips), statistics.median(bare), statistics.median(own or [0.0])
+                synced += durable_commit(directory, 3)
+    return (
+        statistics.median(trips),
+        statistics.median(bare),
+        statistics.median(own) if own else None,
+        statistics.median(synced) if synced else None,
+    )
 
 
 def throughput(count: int) -> tuple[int, float]:
@@ -183,21 +213,28 @@ def main() -> None:
         "| node floor, send to receipt (median) | ratio |"
     )
     print("|---|---:|---:|---:|---:|")
-    automine: tuple[float, float, float] | None = None
+    automine: tuple[float, float, float, float] | None = None
     for name, block_time, confirmations, times in modes:
-        settled, bare, host = latency(block_time, confirmations, times, host_path=automine is None)
-        automine = automine or (settled, bare, host or 0.0)
+        settled, bare, host, synced = latency(
+            block_time, confirmations, times, host_path=automine is None
+        )
+        automine = automine or (settled, bare, host or 0.0, synced or 0.0)
         print(
             f"| {name} | {confirmations} | {settled:.1f} ms | {bare:.1f} ms "
             f"| {settled / bare:.1f}x |",
             flush=True,
         )
     assert automine is not None
-    settled, bare, host = automine
+    settled, bare, host, synced = automine
     print(
         f"\nThe host's own path (the same hosts on the simulated ledger, interleaved with the "
         f"automine settlements): {host:.1f} ms; the Ethereum adaptors add "
         f"{settled - host:.1f} ms to it, {(settled - host) / bare:.1f}x the node floor."
+    )
+    print(
+        f"\nA durable SQLite commit on this disk, interleaved with them: {synced:.2f} ms "
+        f"(three on a settlement's critical path: {3 * synced:.1f} ms, "
+        f"{3 * synced / bare:.1f}x the node floor, which has none)."
     )
     count, rate = throughput(100 if args.quick else 300)
     print(

@@ -316,7 +316,7 @@ class Engine:
         if change.queued is not None:
             observing.changed(self.observer, None, change.queued)
             failpoints.hit(failpoints.ENGINE_AFTER_DEBIT)
-            self.outbox.wake()
+            self.outbox.carry(change.queued)
 
     # -- the connector's in-flight journal (host.connector.ports.ClearingJournal) ------------
 
@@ -441,7 +441,7 @@ class Engine:
             self._effect_written()
         observing.changed(self.observer, None, row)
         failpoints.hit(failpoints.ENGINE_AFTER_DEBIT)
-        self.outbox.wake()
+        self.outbox.carry(row)
         return row
 
     async def retry_settlement(self, settlement_id: str) -> Settlement:
@@ -546,7 +546,7 @@ class Engine:
         if queued:
             assert payback is not None
             observing.changed(self.observer, None, payback)
-            self.outbox.wake()
+            self.outbox.carry(payback)
         failpoints.hit(failpoints.ENGINE_AFTER_CREDIT)
         if row.state is SettlementState.CREDITED and row.lease_until == lease_until:
             return await self.outbox.process(row)
@@ -677,7 +677,11 @@ class Engine:
         return amount
 
     def _debit(self, account: Account, debit: int, now: float) -> tuple[Account, Settlement | None]:
-        """Raise the balance by ``debit``; the outbox row to pay it, or None (all leftover)."""
+        """Raise the balance by ``debit``; the outbox row to pay it, or None (all leftover).
+
+        The row is leased to the outbox worker when it can carry it right after the commit
+        (``outbox.carry``), which saves the claim.
+        """
         plan = plan_outgoing(account, debit)
         if plan.ledger_amount == 0:
             return plan.account, None  # never settle 0: it waits in the leftover
@@ -690,6 +694,7 @@ class Engine:
             amount=plan.amount,
             ledger_amount=plan.ledger_amount,
             next_attempt_at=now,
+            lease_until=self.outbox.lease_for_new(now),
             created_at=now,
             updated_at=now,
         )

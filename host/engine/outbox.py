@@ -11,6 +11,13 @@ acknowledgement until the next start-up.
 
 The decision of what an outcome does to a row is the pure function ``after_outcome``; the worker
 around it only claims rows, calls the port and records the decision.
+
+A settlement the engine records while the worker runs needs no claim: the engine writes it
+already leased to this worker (``lease_for_new``) in the transaction that debits it, and hands
+it over after the commit (``carry``), so its SendMoney starts at once, without a transaction and
+a wake-up of its own. The row is durable before the call all the same; if the host dies first,
+the row's lease is cleared at start-up (SQLite) or runs out (PostgreSQL, for the other hosts)
+and the outbox resumes it like any other.
 """
 
 from __future__ import annotations
@@ -146,12 +153,40 @@ class OutboxWorker:
         self.lease = lease
         self._idle_poll = idle_poll
         self._wakeup = asyncio.Event()
+        self._running = False
+        #: Attempts for the rows handed over by ``carry``, running now.
+        self._carried: set[asyncio.Task[None]] = set()
         #: Told of every settlement change (the Engine sets it; host.metrics observes).
         self.observer: observing.SettlementObserver = observing.NoObserver()
 
     def wake(self) -> None:
         """Look at the outbox now (a row was added or made due)."""
         self._wakeup.set()
+
+    def lease_for_new(self, now: float) -> float | None:
+        """The lease to record a new settlement with so that ``carry`` takes it after the
+        commit; None (the row waits to be claimed) while the worker does not run, or while it
+        carries about a batch of rows already (this bounds the calls in flight)."""
+        if not self._running or len(self._carried) >= self._batch:
+            return None
+        return now + self.lease
+
+    def carry(self, row: Settlement) -> None:
+        """Attempt ``row`` now if it was recorded under ``lease_for_new``'s lease (after its
+        commit: the row is durable before its port is called); else wake the worker to claim it."""
+        if row.lease_until is None or not self._running:
+            self.wake()
+            return
+        task = asyncio.get_running_loop().create_task(self._carry(row))
+        self._carried.add(task)
+        task.add_done_callback(self._carried.discard)
+
+    async def _carry(self, row: Settlement) -> None:
+        try:
+            await self.process(row)
+        except Exception:  # the store failed: the lease runs out and a claim retries the row
+            _log.exception("settlement %s: recording the outcome failed; retrying", row.id)
+            self.wake()
 
     async def run_once(self) -> int:
         """Claim the due rows (one batch) and process them concurrently; how many were claimed."""
@@ -163,6 +198,17 @@ class OutboxWorker:
 
     async def run(self) -> None:
         """Process the outbox until cancelled, sleeping until the next row is due or wake()."""
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+            carried = list(self._carried)
+            for task in carried:
+                task.cancel()
+            await asyncio.gather(*carried, return_exceptions=True)
+
+    async def _run(self) -> None:
         while True:
             self._wakeup.clear()
             try:

@@ -4,7 +4,8 @@ book in ``store``.
 Every request is validated before anything else runs (INVALID_ARGUMENT leaves the book
 untouched). Book calls run on one worker thread so that SQLite's fsync never blocks the event
 loop and calls never interleave. WatchTransfers streams sleep on an asyncio event that every
-commit replaces, so an idle stream costs nothing and a commit wakes it at once.
+commit replaces, so an idle stream costs nothing and a commit wakes it at once; a stream that
+kept up takes the new transfers from memory (host.simledger.recent) instead of the book.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from host.simledger import peer_messages
 from host.simledger.faults import FaultDice, FaultError, Faults, Outcome
+from host.simledger.recent import RecentTransfers
 from host.simledger.store import (
     BalanceOverflow,
     InsufficientFunds,
@@ -121,6 +123,8 @@ class SimLedgerService(simledger_pb2_grpc.SimLedgerServicer):
         self._faults = faults
         self._dice = dice
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simledger-book")
+        # Before any book call runs on the worker, so on this thread.
+        self._recent = RecentTransfers(store.last_sequence())
         # Replaced by every commit (and fault or shutdown change): streams wait on the current one.
         self._changed = asyncio.Event()
         self._closing = False
@@ -260,6 +264,8 @@ class SimLedgerService(simledger_pb2_grpc.SimLedgerServicer):
         self, transfer_id: str, payer: str, payee: str, amount: int, memo: str
     ) -> LedgerTransfer:
         done = await self._book(self._store.transfer, transfer_id, payer, payee, amount, memo)
+        # Commits end in sequence order (one worker), so the recent transfers stay in order.
+        self._recent.add(done)
         self._wake()
         return done
 
@@ -294,18 +300,29 @@ class SimLedgerService(simledger_pb2_grpc.SimLedgerServicer):
         # its call (tonic) must not wait for the first transfer.
         await context.send_initial_metadata(())
         cursor = min(request.after_sequence, _MAX_SEQUENCE)
+        # Every transfer into the account up to ``seen`` has been sent (``cursor``: the last).
+        seen = cursor
         while True:
             # Take the event before reading: a commit after the read sets this very event.
             changed = self._changed
             await self._refuse_if_offline(context)
-            batch = await self._book(self._store.transfers_into, account_id, cursor, WATCH_BATCH)
+            # Committed, so in the book for the read below too.
+            last = self._recent.last
+            batch = self._recent.into(account_id, seen, WATCH_BATCH)
+            if batch is None:
+                batch = await self._book(
+                    self._store.transfers_into, account_id, cursor, WATCH_BATCH
+                )
             for transfer in batch:
                 yield simledger_pb2.WatchTransfersResponse(
                     transfer=transfer_to_proto(transfer, self._asset.scale)
                 )
                 cursor = transfer.sequence
             if len(batch) < WATCH_BATCH:
+                seen = max(seen, last, cursor)
                 await changed.wait()
+            else:
+                seen = cursor
 
     async def SetFaults(
         self, request: simledger_pb2.SetFaultsRequest, context: Context

@@ -271,6 +271,11 @@ class LedgerStore:
         ).fetchone()
         return None if row is None else _transfer(row)
 
+    def last_sequence(self) -> int:
+        """The highest transfer sequence in the book (0 for none)."""
+        (last,) = self._db.execute("SELECT COALESCE(MAX(sequence), 0) FROM transfers").fetchone()
+        return int(last)
+
     def transfers_into(
         self, account_id: str, after_sequence: int, limit: int
     ) -> list[LedgerTransfer]:

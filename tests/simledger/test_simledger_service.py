@@ -491,3 +491,58 @@ def test_bad_configuration_exits_2(
 def test_an_address_it_cannot_listen_on_exits_2(tmp_path: Path) -> None:
     with pytest.raises(LedgerStartError, match="status 2"):
         start_ledger(tmp_path / "book.db", "unix:/nonexistent-dir-for-ilp/x.sock")
+
+
+def test_watches_get_every_transfer_into_their_account_once_in_order(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    """Concurrent transfers to two payees, a watch per payee from the start and one opened
+    midway (it catches up from the book, then follows new commits from memory); again after
+    a restart, whose watch starts from the middle of the book."""
+    target = f"unix:{socket_dir}/ledger.sock"
+
+    async def collect(stream: Any, count: int) -> list[int]:
+        return [(await next_transfer(stream)).sequence for _ in range(count)]
+
+    async def transfers_to(stub: Any, payee: str, first: int, count: int) -> None:
+        for i in range(first, first + count):
+            await stub.Transfer(pay(f"{payee}-{i}", "1", payee=payee))
+
+    async def first_run(stub: Any) -> None:
+        await open_funded(stub)
+        await stub.CreateAccount(pb.CreateAccountRequest(account_id="carol"))
+        early = {
+            payee: stub.WatchTransfers(pb.WatchTransfersRequest(account_id=payee))
+            for payee in ("bob", "carol")
+        }
+        reading = {payee: asyncio.create_task(collect(s, 40)) for payee, s in early.items()}
+        await asyncio.gather(transfers_to(stub, "bob", 0, 20), transfers_to(stub, "carol", 0, 20))
+        late = stub.WatchTransfers(pb.WatchTransfersRequest(account_id="bob"))
+        late_reading = asyncio.create_task(collect(late, 40))
+        await asyncio.gather(transfers_to(stub, "bob", 20, 20), transfers_to(stub, "carol", 20, 20))
+        seen = {payee: await task for payee, task in reading.items()}
+        assert await late_reading == seen["bob"]
+        for stream in (*early.values(), late):
+            stream.cancel()
+        listed = await stub.ListTransfers(pb.ListTransfersRequest(limit=1000))
+        for payee in ("bob", "carol"):
+            into = [t.sequence for t in listed.transfers if t.to_account_id == payee]
+            assert seen[payee] == into  # each once, in order, nothing from another account
+
+    with start_ledger(tmp_path / "book.db", target) as process:
+        run(process.target, first_run)
+
+    async def second_run(stub: Any) -> None:
+        listed = await stub.ListTransfers(pb.ListTransfersRequest(account_id="bob", limit=1000))
+        into = [t.sequence for t in listed.transfers if t.to_account_id == "bob"]
+        stream = stub.WatchTransfers(
+            pb.WatchTransfersRequest(account_id="bob", after_sequence=into[29])
+        )
+        assert await collect(stream, 10) == into[30:]
+        await transfers_to(stub, "bob", 40, 3)
+        news = await collect(stream, 3)
+        stream.cancel()
+        assert news[0] > into[-1] and news == sorted(news)
+
+    with start_ledger(tmp_path / "book.db", target) as process:
+        run(process.target, second_run)
