@@ -1,9 +1,11 @@
 """The embedded Store: one SQLite file, WAL, durable commits, batched by group commit.
 
-The file, its lock, its thread and its two connections are host.store.sqlitefile's: every
+The file, its lock, its thread and its connections are host.store.sqlitefile's: every
 transaction goes through the writer (host.store.groupcommit), reads outside transactions through
-a query-only reader (committed data only). ``synchronous=FULL`` makes every commit durable
-before it is acknowledged; group commit shares that fsync among concurrent transactions.
+a query-only reader (committed data only): an account by its id, the packet path's credit
+check, on the loop's thread; anything that may scan many rows in the store's thread.
+``synchronous=FULL`` makes every commit durable before it is acknowledged; group commit shares
+that fsync among concurrent transactions.
 
 The file belongs to one process at a time (an exclusive lock on ``<file>.lock``, released by
 the kernel if the process dies): that is what lets ``open`` free the outbox leases a crashed
@@ -54,7 +56,8 @@ def _one_row(cursor: sqlite3.Cursor, what: str) -> None:
 
 
 class _SqliteTransaction:
-    """The Transaction protocol over a group-commit context. Writes are deferred (see there)."""
+    """The Transaction protocol over a group-commit context: statements by key run at once;
+    those that may touch many rows (``execute``) in the store's thread."""
 
     def __init__(self, context: TxContext) -> None:
         self._ctx = context
@@ -200,7 +203,7 @@ class _SqliteTransaction:
         return await self._ctx.run(claim)
 
     async def execute(self, sql: str, parameters: Sequence[object]) -> int:
-        return await self._ctx.run(lambda c: c.execute(sql, parameters).rowcount)
+        return await self._ctx.run_in_thread(lambda c: c.execute(sql, parameters).rowcount)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -264,7 +267,7 @@ class SqliteStore:
 
     async def get_account(self, account_id: str) -> Account | None:
         """The committed account, or None."""
-        row = await self._read(
+        row = await self._file.read_now(
             lambda c: c.execute(
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
             ).fetchone()
@@ -406,7 +409,9 @@ class SqliteStore:
 
     async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
         """What peer ``source`` is told of its packet ``source_id``."""
-        return await self._read(partial(sqlite_packets.outcome, source=source, source_id=source_id))
+        return await self._file.read_now(
+            partial(sqlite_packets.outcome, source=source, source_id=source_id)
+        )
 
     async def try_lead(self) -> bool:
         """Always true: the file has one process (see the module docstring)."""
