@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from host.clearing_records import InFlight, Resolution
@@ -206,6 +207,27 @@ class _SqliteTransaction:
         return await self._ctx.run_in_thread(lambda c: c.execute(sql, parameters).rowcount)
 
 
+class _InTransaction(contextlib.AbstractAsyncContextManager[_SqliteTransaction]):
+    """A group-commit transaction seen as a _SqliteTransaction: one plain ``async with`` layer
+    rather than nested generator-based ones (a forwarded packet enters two transactions)."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: contextlib.AbstractAsyncContextManager[TxContext]) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> _SqliteTransaction:
+        return _SqliteTransaction(await self._inner.__aenter__())
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self._inner.__aexit__(exc_type, exc, traceback)
+
+
 def _prepare(conn: sqlite3.Connection) -> None:
     migrate(conn, MIGRATIONS)
     # The file is ours alone (see the module docstring): no lease can be live.
@@ -251,16 +273,12 @@ class SqliteStore:
         """How many logical transactions ended (for tests and benchmarks)."""
         return self._file.group.transactions
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
         """A logical transaction, committed with its batch (host.store.groupcommit)."""
-        async with self._sqlite_transaction() as tx:
-            yield tx
+        return self._sqlite_transaction()
 
-    @contextlib.asynccontextmanager
-    async def _sqlite_transaction(self) -> AsyncIterator[_SqliteTransaction]:
-        async with self._file.transaction() as context:
-            yield _SqliteTransaction(context)
+    def _sqlite_transaction(self) -> _InTransaction:
+        return _InTransaction(self._file.transaction())
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._file.read(fn)

@@ -20,7 +20,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -165,12 +165,10 @@ class SqliteFile:
         if self._closed:
             raise StoreError(f"the database {self.path} is closed")
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[TxContext]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[TxContext]:
         """A logical transaction, committed with its batch (host.store.groupcommit)."""
         self.check_open()
-        async with self.group.transaction() as context:
-            yield context
+        return self.group.transaction()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(reader)`` in the thread: committed data only."""
