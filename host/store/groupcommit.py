@@ -11,9 +11,11 @@ While a COMMIT is under way the connection is the thread's; the transactions tha
 meanwhile wait for their turn and then run one after another in the next shared transaction.
 When a logical transaction ends and others are already waiting for their turn, the shared
 transaction stays open for them; the one that ends with nobody waiting (or fills the batch)
-commits it. Every logical transaction's ``async with`` returns only after the commit of its batch
-succeeded, so nothing is acknowledged before it is durable; a commit failure fails every member
-of the batch.
+commits it, one turn of the event loop later, so that callers already woken (by the previous
+commit, or by requests that arrived together) join the batch rather than wait for the next.
+Every logical transaction's ``async with`` returns only after the commit of its batch succeeded,
+so nothing is acknowledged before it is durable; a commit failure fails every member of the
+batch.
 
 A logical transaction that raises is rolled back to its savepoint and leaves the others intact.
 """
@@ -220,13 +222,26 @@ class GroupCommit:
 
     def _release(self) -> None:
         """Give the turn up: keep the batch open for a waiter, or commit it."""
-        if self._in_batch and (not self._someone_waits() or len(self._members) >= self._max_batch):
-            batch, self._members = self._members, []
-            # The turn stays taken until the COMMIT is done: the connection is the thread's.
-            done = self.writer.submit(self._commit_job)
-            done.add_done_callback(partial(self._committed, batch))
-        else:
+        if self._in_batch and len(self._members) >= self._max_batch:
+            self._commit()
+        elif self._someone_waits() or not self._in_batch:
             self._handoff()
+        else:
+            # Nobody waits yet, but callers woken in this turn of the loop (say, by the
+            # previous commit) have not run yet: let them join before the batch is closed.
+            asyncio.get_running_loop().call_soon(self._commit_unless_joined)
+
+    def _commit_unless_joined(self) -> None:
+        if self._someone_waits() and len(self._members) < self._max_batch:
+            self._handoff()
+        else:
+            self._commit()
+
+    def _commit(self) -> None:
+        batch, self._members = self._members, []
+        # The turn stays taken until the COMMIT is done: the connection is the thread's.
+        done = self.writer.submit(self._commit_job)
+        done.add_done_callback(partial(self._committed, batch))
 
     def _committed(self, batch: list[asyncio.Future[None]], done: asyncio.Future[Any]) -> None:
         self._resolve(batch, _error_of(done))
