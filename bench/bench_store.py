@@ -10,7 +10,6 @@ synchronous=FULL: every acknowledged update is durable):
 * ``engine, N callers``: the same through Engine.apply_balance_change (idempotency key recorded,
   settlement decision), the path the connector's balance middleware takes.
 
-The store cases run on the event loop the host runs on (host.cli.event_loop_factory: uvloop).
 Each figure is the median of several rounds; the last two lines are the two ratios the store is
 judged by: N callers against one commit per update, and one caller against the bare loop.
 Run: ``.venv/bin/python bench/bench_store.py``.
@@ -25,18 +24,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host.cli import event_loop_factory
 from host.engine import Engine, Policy
 from host.store.sqlite import SqliteStore
-
-T = TypeVar("T")
 
 ACCOUNTS = 64
 NO_SETTLING = Policy(-(10**30), 0, -(10**30), 10**30)
@@ -132,12 +127,6 @@ async def through_engine(path: Path, callers: int, updates: int) -> tuple[float,
         await store.close()
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """``main`` on the host's event loop."""
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(main)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -149,13 +138,15 @@ def main() -> None:
     batching: dict[str, list[float]] = {}
     cases: list[tuple[str, Callable[[Path], float | tuple[float, float]]]] = [
         ("bare sqlite3, 1 txn/update", lambda p: bare_sqlite(p, args.updates)),
-        ("store, 1 caller", lambda p: run(through_store(p, 1, args.updates))),
+        ("store, 1 caller", lambda p: asyncio.run(through_store(p, 1, args.updates))),
     ]
     for c in args.callers:
-        cases.append((f"store, {c} callers", lambda p, c=c: run(through_store(p, c, args.updates))))
+        cases.append(
+            (f"store, {c} callers", lambda p, c=c: asyncio.run(through_store(p, c, args.updates)))
+        )
     for c in args.callers:
         cases.append(
-            (f"engine, {c} callers", lambda p, c=c: run(through_engine(p, c, args.updates)))
+            (f"engine, {c} callers", lambda p, c=c: asyncio.run(through_engine(p, c, args.updates)))
         )
     with tempfile.TemporaryDirectory(prefix="ilpbench") as directory:
         for round_number in range(args.rounds):

@@ -471,16 +471,6 @@ def _render_reconciliation(outcome: admin_pb2.Reconciliation) -> str:
 # -- run and demo --------------------------------------------------------------------------
 
 
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop a host runs on: uvloop's where installed (the packet path spends much of
-    its time in the loop's transports, which libuv's loop runs in C), asyncio's otherwise."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - a dependency on every platform but Windows
-        return None
-    return uvloop.new_event_loop
-
-
 def _run(args: argparse.Namespace) -> int:
     config = read_config(Path(args.config))
     logformat.configure(args.log_level, args.log_format)
@@ -494,8 +484,7 @@ def _run(args: argparse.Namespace) -> int:
             connector = args.connector or connector_api_target(config)
         config = for_role(config, mode)
     try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            return runner.run(run_host(config, mode=mode, connector_address=connector))
+        return asyncio.run(run_host(config, mode=mode, connector_address=connector))
     except HostError as exc:
         raise CliError(str(exc)) from exc
 

@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 #: Defaults, in seconds and connections.
 HEADER_TIMEOUT: Final = 10.0
@@ -230,8 +230,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # A stream server's transport is a Transport; uvloop's does not derive from the class.
-        transport = cast(asyncio.Transport, transport)
+        assert isinstance(transport, asyncio.Transport)
         if self._guard.opened(transport):
             self._transport = transport
             self._inner.connection_made(transport)
