@@ -120,9 +120,16 @@ class TxContext:
         """``fn(connection)`` inside this transaction, in the writer thread: for statements that
         may touch many rows (the loop keeps serving meanwhile; the turn stays ours)."""
         self._check()
-        connection = self._owner.connection
+        job = self._owner.writer.submit(partial(fn, self._owner.connection))
         try:
-            return await self._owner.writer.submit(partial(fn, connection))
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The statement runs on in the thread: the connection is not ours (to roll the
+            # savepoint back) until it has ended.
+            while not job.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({job})
+            raise
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 

@@ -295,3 +295,39 @@ def test_a_statement_sent_to_the_thread_belongs_to_its_transaction(tmp_path: Pat
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_caller_cancelled_during_a_statement_in_the_thread_waits_for_it(tmp_path: Path) -> None:
+    """The savepoint is rolled back on the connection only once the thread let go of it."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocking_statement(connection: sqlite3.Connection) -> int:
+        started.set()
+        release.wait(60)
+        return connection.execute("UPDATE accounts SET liquidity = '1'").rowcount
+
+    async def main() -> None:
+        store, _ = await engine_on(tmp_path / "host.db")
+        try:
+
+            async def caller() -> None:
+                async with store._file.transaction() as context:
+                    await context.run_in_thread(blocking_statement)
+
+            task = asyncio.create_task(caller())
+            assert await asyncio.to_thread(started.wait, 60)
+            task.cancel()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not task.done()  # still waiting for the thread's statement
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await add_one(store, "alice")  # the store still works
+            alice = await store.get_account("alice")
+            assert alice is not None and alice.balance == 1 and alice.liquidity is None
+        finally:
+            release.set()
+            await store.close()
+
+    asyncio.run(main())
