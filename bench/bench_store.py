@@ -10,7 +10,9 @@ synchronous=FULL: every acknowledged update is durable):
 * ``engine, N callers``: the same through Engine.apply_balance_change (idempotency key recorded,
   settlement decision), the path the connector's balance middleware takes.
 
-Each figure is the median of several rounds. Run: ``.venv/bin/python bench/bench_store.py``.
+Each figure is the median of several rounds; the last two lines are the two ratios the store is
+judged by: N callers against one commit per update, and one caller against the bare loop.
+Run: ``.venv/bin/python bench/bench_store.py``.
 """
 
 from __future__ import annotations
@@ -168,6 +170,11 @@ def main() -> None:
         print(
             f"{name:<30}{rate:>12.0f}{per_commit:>12.1f}{rate / bare:>9.2f}x{rate / single:>12.2f}x"
         )
+    most = max(args.callers, default=None)
+    if most is not None:
+        grouped = statistics.median(results[f"store, {most} callers"])
+        print(f"group commit, {most} callers vs one commit per update: {grouped / single:.2f}x")
+    print(f"store, 1 caller vs the bare sqlite3 loop: {single / bare:.2f}x")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,12 @@ receiver's address. Contenders, each started once and kept running:
 Rounds are interleaved (round 1 of every contender, then round 2, ...) so that a noisy
 neighbour hurts every contender alike; the table gives the median of the rounds of packets/s
 and of the per-round median latency, and the ratio of each contender to ``js`` (to ``js-2hop``
-for the two-hop ones). Settlement never triggers: the credit limits and thresholds are far
-away. Asserts nothing; a contender whose packets are rejected says so in its row.
+for the two-hop ones). A second table gives the CPU time the contender's processes (the
+connectors and what they started, not the load generator) spent per packet, from
+``/proc/<pid>/stat`` (Linux): on a busy machine, where packets/s mostly measure the
+neighbours, what a packet costs is the steadier figure. Settlement never triggers: the credit
+limits and thresholds are far away. Asserts nothing; a contender whose packets are rejected
+says so in its row.
 
     .venv/bin/python bench/bench_vs_ilp_connector.py [--rounds 3] [--count1 1000]
         [--count16 3000] [--only js,run,split,js-2hop,run-2hop]
@@ -230,6 +234,47 @@ def host_config(
     return text
 
 
+def _children() -> dict[int, list[int]]:
+    """Every process's children, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def _descendants(root: int, children: dict[int, list[int]]) -> set[int]:
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU time of ``pids`` and their descendants so far."""
+    children = _children()
+    every = set(pids)
+    for pid in pids:
+        every |= _descendants(pid, children)
+    ticks = 0
+    for pid in every:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Contender:
     name: str
@@ -365,6 +410,8 @@ class Figures:
     pps: dict[int, list[float]] = field(default_factory=dict)
     p50: dict[int, list[float]] = field(default_factory=dict)
     p99: dict[int, list[float]] = field(default_factory=dict)
+    #: CPU milliseconds per packet of the contender's processes, per round.
+    cpu_ms: dict[int, list[float]] = field(default_factory=dict)
     rejects: list[str] = field(default_factory=list)
 
 
@@ -382,9 +429,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Figures]:
     try:
         async with AsyncExitStack() as stack:
             started: dict[str, tuple[Loadgen, str]] = {}
+            processes: dict[str, set[int]] = {}
             for contender in chosen:
                 print(f"starting {contender.name} ...", file=sys.stderr, flush=True)
+                before = _descendants(os.getpid(), _children())
                 gen, destination = await contender.start(stack, workdir)
+                # Its processes: the children of this one it started, but the load generator.
+                processes[contender.name] = (
+                    _descendants(os.getpid(), _children()) - before - {gen.process.pid}
+                ) & set(_children().get(os.getpid(), []))
                 warm = await gen.request(op="warm", destination=destination, seconds=60)
                 if not warm.get("ok"):
                     raise RuntimeError(
@@ -396,6 +449,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Figures]:
                 for contender in chosen:
                     gen, destination = started[contender.name]
                     for concurrency, count in loads:
+                        cpu_before = cpu_seconds(processes[contender.name])
                         result = await gen.request(
                             op="run",
                             destination=destination,
@@ -403,7 +457,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Figures]:
                             concurrency=concurrency,
                             amount=AMOUNT,
                         )
+                        cpu = cpu_seconds(processes[contender.name]) - cpu_before
                         fig = figures[contender.name]
+                        fig.cpu_ms.setdefault(concurrency, []).append(
+                            1000 * cpu / max(1, result["fulfilled"])
+                        )
                         latencies = result["latencies_ms"]
                         fig.pps.setdefault(concurrency, []).append(
                             result["fulfilled"] / result["seconds"]
@@ -451,6 +509,20 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
             f"| {med[16]:.0f} ({statistics.median(fig.p50[16]):.1f}, "
             f"{statistics.median(fig.p99[16]):.1f}) | {ratios[0]} | {ratios[1]} |"
         )
+    print("\nCPU time of the contender's processes per packet (ms, median of the rounds):\n")
+    print("| contender | c=1 CPU ms/pkt | c=16 CPU ms/pkt | ratio c=1 | ratio c=16 |")
+    print("|---|---|---|---|---|")
+    for name, fig in figures.items():
+        cpu = {c: statistics.median(v) for c, v in fig.cpu_ms.items()}
+        base = figures.get(baselines[name])
+        # A ratio > 1 is a cheaper packet than the baseline's, as for packets/s.
+        cpu_ratios = [
+            f"{statistics.median(base.cpu_ms[c]) / cpu[c]:.2f}x"
+            if base is not None and base.cpu_ms.get(c) and cpu[c] > 0
+            else "-"
+            for c in (1, 16)
+        ]
+        print(f"| {name} | {cpu[1]:.2f} | {cpu[16]:.2f} | {cpu_ratios[0]} | {cpu_ratios[1]} |")
     for name, fig in figures.items():
         for line in fig.rejects[:3]:
             print(f"{name}: {line}")

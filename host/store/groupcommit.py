@@ -1,16 +1,23 @@
 """Group commit: many logical transactions, one SQLite transaction and one fsync per batch.
 
-A dedicated thread owns the SQLite connections and runs jobs in the order they were submitted
-(``WriterThread``). On top of it, ``GroupCommit`` runs logical transactions one after another,
-each inside a SAVEPOINT of a shared SQLite transaction. When a logical transaction ends and
-others are already waiting for their turn, the shared transaction stays open for them; the one
-that ends with nobody waiting (or fills the batch) commits it. Every logical transaction's
-``async with`` returns only after the commit of its batch succeeded, so nothing is acknowledged
-before it is durable; a commit failure fails every member of the batch.
+Logical transactions take turns on one connection, each inside a SAVEPOINT of a shared SQLite
+transaction. Their statements run at once on the event loop's thread: a statement on a page in
+memory takes microseconds, far less than handing it to another thread and waking the loop with
+its result. Only what waits on the disk leaves the loop: the COMMIT (the fsync) runs in a
+dedicated thread (``WriterThread``), and so do statements a caller marks as heavy
+(``TxContext.run_in_thread``).
+
+While a COMMIT is under way the connection is the thread's; the transactions that arrive
+meanwhile wait for their turn and then run one after another in the next shared transaction.
+When a logical transaction ends and others are already waiting for their turn, the shared
+transaction stays open for them; the one that ends with nobody waiting (or fills the batch)
+commits it, one turn of the event loop later, so that callers already woken (by the previous
+commit, or by requests that arrived together) join the batch rather than wait for the next.
+Every logical transaction's ``async with`` returns only after the commit of its batch succeeded,
+so nothing is acknowledged before it is durable; a commit failure fails every member of the
+batch.
 
 A logical transaction that raises is rolled back to its savepoint and leaves the others intact.
-Writes can be deferred (``TxContext.defer``): they run in the thread just before the next read of
-the same transaction or at its end, which saves a thread round trip per write.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -97,29 +104,46 @@ class TxContext:
     """One logical transaction's handle, for the store's statements."""
 
     _owner: GroupCommit
-    #: Writes waiting to run in the thread (see module docstring).
-    _writes: list[Write] = field(default_factory=list)
-    #: Thread side: whether this transaction's savepoint exists.
+    #: Whether this transaction's savepoint exists.
     _savepoint: bool = False
     _ended: bool = False
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` in the thread, inside this transaction; its result."""
-        if self._ended:
-            raise StoreError("the transaction has ended")
-        writes, self._writes = self._writes, []
+        """``fn(connection)`` inside this transaction, at once on the loop's thread; its result."""
+        self._check()
         try:
-            return await self._owner.writer.submit(
-                partial(self._owner.in_savepoint, self, writes, fn)
-            )
+            return fn(self._owner.connection)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def run_in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` inside this transaction, in the writer thread: for statements that
+        may touch many rows (the loop keeps serving meanwhile; the turn stays ours)."""
+        self._check()
+        job = self._owner.writer.submit(partial(fn, self._owner.connection))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The statement runs on in the thread: the connection is not ours (to roll the
+            # savepoint back) until it has ended.
+            while not job.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({job})
+            raise
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
     def defer(self, write: Write) -> None:
-        """Queue a write to run in the thread before the next ``run`` or at the end."""
+        """Run a write inside this transaction (at once: no thread hop to save any more)."""
+        self._check()
+        try:
+            write(self._owner.connection)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _check(self) -> None:
         if self._ended:
             raise StoreError("the transaction has ended")
-        self._writes.append(write)
 
 
 class GroupCommit:
@@ -128,22 +152,29 @@ class GroupCommit:
     def __init__(
         self, writer: WriterThread, connection: sqlite3.Connection, max_batch: int
     ) -> None:
-        """``connection`` belongs to the writer thread: only jobs of ``writer`` touch it."""
+        """``connection`` (opened with ``check_same_thread=False``) is used by one side at a
+        time: the loop while a logical transaction has the turn, ``writer`` while a COMMIT (or a
+        statement sent there by the transaction that has the turn) runs."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.writer = writer
         self._conn = connection
         self._max_batch = max_batch
-        # Event-loop side: the turn of logical transactions, and the batch awaiting its commit.
+        # The turn: held by one logical transaction, or by a COMMIT under way.
         self._busy = False
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # The open batch: its members await its commit; _in_batch: its BEGIN was run.
         self._members: list[asyncio.Future[None]] = []
-        # Thread side: whether the shared SQLite transaction is open, and whether it was lost.
         self._in_batch = False
         self._poisoned = False
         #: Committed batches and logical transactions, for tests and benchmarks.
         self.commits = 0
         self.transactions = 0
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The writer connection (only for the holder of the turn)."""
+        return self._conn
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[TxContext]:
@@ -153,27 +184,30 @@ class GroupCommit:
         await self._acquire()
         token = _inside.set(self)
         context = TxContext(self)
-        member: asyncio.Future[None] | None = None
+        ok = False
         try:
+            self._enter(context)
             yield context
-            member = asyncio.get_running_loop().create_future()
+            ok = True
         finally:
             _inside.reset(token)
             context._ended = True
-            self._finish(context, member)
+            member, own_error = self._finish(context, ok)
+        if own_error is not None:
+            raise own_error
+        assert member is not None
         await member
 
     async def flush(self) -> None:
         """Wait for the turn, commit whatever batch is open, and keep the turn (for closing)."""
         await self._acquire()
-        done = self.writer.submit(self._commit_job)
         batch, self._members = self._members, []
-        error = await done
+        error = await self.writer.submit(self._commit_job)
         self._resolve(batch, error)
         if error is not None:
             raise error
 
-    # -- event-loop side --------------------------------------------------------------------------
+    # -- the turn ---------------------------------------------------------------------------------
 
     async def _acquire(self) -> None:
         if not self._busy:
@@ -185,7 +219,7 @@ class GroupCommit:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
-                self._pass_on()  # handed the turn just as we were cancelled: hand it further
+                self._release()  # handed the turn just as we were cancelled: hand it further
             else:
                 self._waiters.remove(turn)
             raise
@@ -193,24 +227,31 @@ class GroupCommit:
     def _someone_waits(self) -> bool:
         return any(not turn.done() for turn in self._waiters)
 
-    def _finish(self, context: TxContext, member: asyncio.Future[None] | None) -> None:
-        self.transactions += 1
-        if member is not None:
-            self._members.append(member)
-        commit = not self._someone_waits() or len(self._members) >= self._max_batch
-        batch: list[asyncio.Future[None]] | None = None
-        if commit:
-            batch, self._members = self._members, []
-        job = partial(self._finish_job, context, context._writes, member is not None, commit)
-        context._writes = []
-        self.writer.submit(job).add_done_callback(partial(self._finished, member, batch))
-        self._handoff()
+    def _release(self) -> None:
+        """Give the turn up: keep the batch open for a waiter, or commit it."""
+        if self._in_batch and len(self._members) >= self._max_batch:
+            self._commit()
+        elif self._someone_waits() or not self._in_batch:
+            self._handoff()
+        else:
+            # Nobody waits yet, but callers woken in this turn of the loop (say, by the
+            # previous commit) have not run yet: let them join before the batch is closed.
+            asyncio.get_running_loop().call_soon(self._commit_unless_joined)
 
-    def _pass_on(self) -> None:
-        if self._members and not self._someone_waits():
-            batch, self._members = self._members, []
-            done = self.writer.submit(self._commit_job)
-            done.add_done_callback(lambda f: self._resolve(batch, _error_of(f)))
+    def _commit_unless_joined(self) -> None:
+        if self._someone_waits() and len(self._members) < self._max_batch:
+            self._handoff()
+        else:
+            self._commit()
+
+    def _commit(self) -> None:
+        batch, self._members = self._members, []
+        # The turn stays taken until the COMMIT is done: the connection is the thread's.
+        done = self.writer.submit(self._commit_job)
+        done.add_done_callback(partial(self._committed, batch))
+
+    def _committed(self, batch: list[asyncio.Future[None]], done: asyncio.Future[Any]) -> None:
+        self._resolve(batch, _error_of(done))
         self._handoff()
 
     def _handoff(self) -> None:
@@ -221,23 +262,6 @@ class GroupCommit:
                 return
         self._busy = False
 
-    def _finished(
-        self,
-        member: asyncio.Future[None] | None,
-        batch: list[asyncio.Future[None]] | None,
-        done: asyncio.Future[tuple[BaseException | None, BaseException | None]],
-    ) -> None:
-        own_error: BaseException | None
-        commit_error: BaseException | None
-        if done.cancelled() or done.exception() is not None:  # pragma: no cover - a bug
-            own_error = commit_error = StoreError(f"commit job failed: {_error_of(done)}")
-        else:
-            own_error, commit_error = done.result()
-        if member is not None and own_error is not None and not member.done():
-            member.set_exception(own_error)
-        if batch is not None:
-            self._resolve(batch, commit_error)
-
     @staticmethod
     def _resolve(batch: list[asyncio.Future[None]], error: BaseException | None) -> None:
         for member in batch:
@@ -247,54 +271,61 @@ class GroupCommit:
                 else:
                     member.set_exception(error)
 
+    # -- statements (the holder of the turn) ------------------------------------------------------
+
+    def _enter(self, context: TxContext) -> None:
+        if self._poisoned:
+            raise StoreError("the batch transaction was lost after a database error; retry")
+        try:
+            if not self._in_batch:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._in_batch = True
+            self._conn.execute("SAVEPOINT tx")
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        context._savepoint = True
+
+    def _finish(
+        self, context: TxContext, ok: bool
+    ) -> tuple[asyncio.Future[None] | None, BaseException | None]:
+        """End the transaction's savepoint (kept if ``ok``), then give the turn up; the future
+        of its commit, or the error that undid it."""
+        self.transactions += 1
+        own_error: BaseException | None = None
+        try:
+            if context._savepoint and self._in_batch and not self._conn.in_transaction:
+                # SQLite rolled the whole transaction back after an error: the batch is lost.
+                self._poisoned = True
+                own_error = StoreError(
+                    "the batch transaction was lost after a database error; retry"
+                )
+                ok = False
+            elif context._savepoint and ok:
+                try:
+                    self._conn.execute("RELEASE tx")
+                    context._savepoint = False
+                except sqlite3.Error as exc:
+                    own_error, ok = translate(exc), False
+            if context._savepoint and not self._poisoned:
+                try:
+                    self._conn.execute("ROLLBACK TO tx")
+                    self._conn.execute("RELEASE tx")
+                except sqlite3.Error:
+                    self._poisoned = True
+            context._savepoint = False
+            member: asyncio.Future[None] | None = None
+            if ok:
+                member = asyncio.get_running_loop().create_future()
+                self._members.append(member)
+            return member, own_error
+        finally:
+            self._release()
+
     # -- thread side ------------------------------------------------------------------------------
 
     def close_connection(self) -> None:
         """Thread: close the connection (anything uncommitted is rolled back)."""
         self._conn.close()
-
-    def in_savepoint(
-        self, context: TxContext, writes: list[Write], fn: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        """Thread: enter the transaction's savepoint, run the deferred writes, then ``fn``."""
-        self._enter(context)
-        for write in writes:
-            write(self._conn)
-        return fn(self._conn)
-
-    def _enter(self, context: TxContext) -> None:
-        if self._in_batch and not self._conn.in_transaction:
-            # SQLite rolled the whole transaction back after an error: the batch is lost.
-            self._poisoned = True
-        if self._poisoned:
-            raise StoreError("the batch transaction was lost after a database error; retry")
-        if context._savepoint:
-            return
-        if not self._in_batch:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._in_batch = True
-        self._conn.execute("SAVEPOINT tx")
-        context._savepoint = True
-
-    def _finish_job(
-        self, context: TxContext, writes: list[Write], ok: bool, commit: bool
-    ) -> tuple[BaseException | None, BaseException | None]:
-        own_error: BaseException | None = None
-        if ok and (writes or context._savepoint):
-            try:
-                self.in_savepoint(context, writes, lambda conn: None)
-                self._conn.execute("RELEASE tx")
-                context._savepoint = False
-            except Exception as exc:
-                own_error = translate(exc)
-        if context._savepoint:
-            try:
-                self._conn.execute("ROLLBACK TO tx")
-                self._conn.execute("RELEASE tx")
-            except sqlite3.Error:
-                self._poisoned = True
-            context._savepoint = False
-        return own_error, (self._commit_job() if commit else None)
 
     def _commit_job(self) -> BaseException | None:
         if not self._in_batch:

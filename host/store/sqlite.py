@@ -1,9 +1,11 @@
 """The embedded Store: one SQLite file, WAL, durable commits, batched by group commit.
 
-The file, its lock, its thread and its two connections are host.store.sqlitefile's: every
+The file, its lock, its thread and its connections are host.store.sqlitefile's: every
 transaction goes through the writer (host.store.groupcommit), reads outside transactions through
-a query-only reader (committed data only). ``synchronous=FULL`` makes every commit durable
-before it is acknowledged; group commit shares that fsync among concurrent transactions.
+a query-only reader (committed data only): an account by its id, the packet path's credit
+check, on the loop's thread; anything that may scan many rows in the store's thread.
+``synchronous=FULL`` makes every commit durable before it is acknowledged; group commit shares
+that fsync among concurrent transactions.
 
 The file belongs to one process at a time (an exclusive lock on ``<file>.lock``, released by
 the kernel if the process dies): that is what lets ``open`` free the outbox leases a crashed
@@ -16,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from host.clearing_records import InFlight, Resolution
@@ -54,7 +57,8 @@ def _one_row(cursor: sqlite3.Cursor, what: str) -> None:
 
 
 class _SqliteTransaction:
-    """The Transaction protocol over a group-commit context. Writes are deferred (see there)."""
+    """The Transaction protocol over a group-commit context: statements by key run at once;
+    those that may touch many rows (``execute``) in the store's thread."""
 
     def __init__(self, context: TxContext) -> None:
         self._ctx = context
@@ -200,7 +204,28 @@ class _SqliteTransaction:
         return await self._ctx.run(claim)
 
     async def execute(self, sql: str, parameters: Sequence[object]) -> int:
-        return await self._ctx.run(lambda c: c.execute(sql, parameters).rowcount)
+        return await self._ctx.run_in_thread(lambda c: c.execute(sql, parameters).rowcount)
+
+
+class _InTransaction(contextlib.AbstractAsyncContextManager[_SqliteTransaction]):
+    """A group-commit transaction seen as a _SqliteTransaction: one plain ``async with`` layer
+    rather than nested generator-based ones (a forwarded packet enters two transactions)."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: contextlib.AbstractAsyncContextManager[TxContext]) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> _SqliteTransaction:
+        return _SqliteTransaction(await self._inner.__aenter__())
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        return await self._inner.__aexit__(exc_type, exc, traceback)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -248,23 +273,19 @@ class SqliteStore:
         """How many logical transactions ended (for tests and benchmarks)."""
         return self._file.group.transactions
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
         """A logical transaction, committed with its batch (host.store.groupcommit)."""
-        async with self._sqlite_transaction() as tx:
-            yield tx
+        return self._sqlite_transaction()
 
-    @contextlib.asynccontextmanager
-    async def _sqlite_transaction(self) -> AsyncIterator[_SqliteTransaction]:
-        async with self._file.transaction() as context:
-            yield _SqliteTransaction(context)
+    def _sqlite_transaction(self) -> _InTransaction:
+        return _InTransaction(self._file.transaction())
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._file.read(fn)
 
     async def get_account(self, account_id: str) -> Account | None:
         """The committed account, or None."""
-        row = await self._read(
+        row = await self._file.read_now(
             lambda c: c.execute(
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
             ).fetchone()
@@ -406,7 +427,9 @@ class SqliteStore:
 
     async def packet_outcome(self, source: str, source_id: bytes) -> Outcome:
         """What peer ``source`` is told of its packet ``source_id``."""
-        return await self._read(partial(sqlite_packets.outcome, source=source, source_id=source_id))
+        return await self._file.read_now(
+            partial(sqlite_packets.outcome, source=source, source_id=source_id)
+        )
 
     async def try_lead(self) -> bool:
         """Always true: the file has one process (see the module docstring)."""

@@ -3,9 +3,12 @@ file share.
 
 - An exclusive lock on ``<file>.lock`` (flock, released by the kernel if the process dies), so
   that the file belongs to one process at a time.
-- One dedicated thread (host.store.groupcommit.WriterThread) owning two connections: the writer,
-  through which every transaction goes (group commit: one fsync per batch), and a query-only
-  reader for reads outside transactions, which therefore see committed data only.
+- Three connections: the writer, through which every transaction goes (group commit: one fsync
+  per batch; its statements run on the event loop's thread, its COMMIT in a dedicated thread,
+  host.store.groupcommit), and two query-only readers for reads outside transactions, which
+  therefore see committed data only: one in that thread for reads that may scan many rows
+  (:meth:`SqliteFile.read`), one on the loop's thread for reads of a row by its key
+  (:meth:`SqliteFile.read_now`, the packet path's credit checks: no thread hop).
 - ``synchronous=FULL`` and WAL: a commit is on disk before anyone is told it happened.
 
 Each user brings its own schema and start-up work (``prepare``), run in the thread at open.
@@ -17,7 +20,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -32,8 +35,12 @@ BUSY_TIMEOUT_MS = 5000
 
 
 def connect_database(path: str, busy_timeout_ms: int, query_only: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode, WAL, synchronous=FULL, foreign keys on."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    """A connection in autocommit mode, WAL, synchronous=FULL, foreign keys on.
+
+    Not bound to the thread that opened it: the owners of each connection take care that one
+    thread at a time uses it (host.store.groupcommit).
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -83,22 +90,25 @@ def _connections(
     busy_timeout_ms: int,
     what: str,
     prepare: Callable[[sqlite3.Connection], R],
-) -> tuple[sqlite3.Connection, sqlite3.Connection, R]:
-    writer: sqlite3.Connection | None = None
+) -> tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection, R]:
+    opened: list[sqlite3.Connection] = []
     try:
-        writer = connect_database(path, busy_timeout_ms, query_only=False)
-        prepared = prepare(writer)
-        return writer, connect_database(path, busy_timeout_ms, query_only=True), prepared
+        opened.append(connect_database(path, busy_timeout_ms, query_only=False))
+        prepared = prepare(opened[0])
+        for _ in range(2):
+            opened.append(connect_database(path, busy_timeout_ms, query_only=True))
+        writer, reader, point_reader = opened
+        return writer, reader, point_reader, prepared
     except BaseException as exc:
-        if writer is not None:
-            writer.close()
+        for conn in opened:
+            conn.close()
         if isinstance(exc, sqlite3.DatabaseError):
             raise StoreError(f"{path}: not a usable {what}: {exc}") from exc
         raise
 
 
 class SqliteFile:
-    """The file, its lock, its thread and its two connections. Use :meth:`open`."""
+    """The file, its lock, its thread and its three connections. Use :meth:`open`."""
 
     def __init__(
         self,
@@ -106,12 +116,14 @@ class SqliteFile:
         writer: WriterThread,
         group: GroupCommit,
         reader: sqlite3.Connection,
+        point_reader: sqlite3.Connection,
         lock_fd: int,
     ) -> None:
         self.path = path
         self._writer = writer
         self.group = group
         self._reader = reader
+        self._point_reader = point_reader
         self._lock_fd = lock_fd
         self._closed = False
 
@@ -139,25 +151,24 @@ class SqliteFile:
             raise StoreError(f"cannot create the database {path}: {exc.strerror}") from exc
         writer = WriterThread(f"ilp-sqlite-{Path(path).stem}")
         try:
-            conn, reader, prepared = await writer.submit(
+            conn, reader, point_reader, prepared = await writer.submit(
                 partial(_connections, path, busy_timeout_ms, what, prepare)
             )
         except BaseException:
             await writer.stop(lambda: None)
             os.close(lock_fd)
             raise
-        return cls(path, writer, GroupCommit(writer, conn, max_batch), reader, lock_fd), prepared
+        group = GroupCommit(writer, conn, max_batch)
+        return cls(path, writer, group, reader, point_reader, lock_fd), prepared
 
     def check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the database {self.path} is closed")
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[TxContext]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[TxContext]:
         """A logical transaction, committed with its batch (host.store.groupcommit)."""
         self.check_open()
-        async with self.group.transaction() as context:
-            yield context
+        return self.group.transaction()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(reader)`` in the thread: committed data only."""
@@ -168,19 +179,29 @@ class SqliteFile:
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
+    async def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(reader)`` at once on the loop's thread: committed data only. For reads of a few
+        rows by key (microseconds); anything that may scan goes to :meth:`read`."""
+        self.check_open()
+        try:
+            return fn(self._point_reader)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
     async def close(self) -> None:
         """Commit what is pending, close the connections and the thread, unlock. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        group, reader = self.group, self._reader
+        group, readers = self.group, (self._reader, self._point_reader)
         try:
             with contextlib.suppress(StoreError):
                 await group.flush()
         finally:
 
             def close_connections() -> None:
-                reader.close()
+                for reader in readers:
+                    reader.close()
                 group.close_connection()
 
             await self._writer.stop(close_connections)

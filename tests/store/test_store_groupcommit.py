@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from host.engine import Engine, Policy
+from host.engine.store import Transaction
 from host.store import StoreError
 from host.store.sqlite import SqliteStore
 
@@ -222,6 +223,111 @@ def test_a_caller_resumes_only_after_its_commit(tmp_path: Path) -> None:
         finally:
             release.set()
             await store._file.group.writer.submit(lambda: connection.set_trace_callback(None))
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_reads_outside_transactions_see_committed_data_only(tmp_path: Path) -> None:
+    """get_account reads on the loop's thread, beside the open batch: never from it."""
+    reached, release = threading.Event(), threading.Event()
+
+    def hold_commits(statement: str) -> None:
+        if statement == "COMMIT":
+            reached.set()
+            release.wait(60)
+
+    async def main() -> None:
+        store, engine = await engine_on(tmp_path / "host.db")
+        connection = store._file.group._conn
+        await store._file.group.writer.submit(lambda: connection.set_trace_callback(hold_commits))
+        try:
+            change = asyncio.create_task(engine.apply_balance_change("alice", 5, "k"))
+            assert await asyncio.to_thread(reached.wait, 60)
+            # The change is written in the batch, whose COMMIT has not returned.
+            account = await store.get_account("alice")
+            assert account is not None and account.balance == 0
+            assert await engine.check_credit("alice", -1)
+            release.set()
+            assert await change == 5
+            account = await store.get_account("alice")
+            assert account is not None and account.balance == 5
+        finally:
+            release.set()
+            await store._file.group.writer.submit(lambda: connection.set_trace_callback(None))
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_statement_sent_to_the_thread_belongs_to_its_transaction(tmp_path: Path) -> None:
+    """Transaction.execute runs in the writer thread, inside the caller's savepoint."""
+
+    async def set_liquidity(store: SqliteStore, value: str, fail: bool) -> None:
+        async with store.transaction() as tx:
+            changed = await tx.execute("UPDATE accounts SET liquidity = ?", (value,))
+            assert changed == 2
+            await add_one_in(tx, "alice")
+            if fail:
+                raise LookupError("the caller changed its mind")
+
+    async def add_one_in(tx: Transaction, account: str) -> None:
+        current = await tx.lock_account(account)
+        assert current is not None
+        await tx.update_account(replace(current, balance=current.balance + 1))
+
+    async def main() -> None:
+        store, _ = await engine_on(tmp_path / "host.db")
+        try:
+            outcomes = await asyncio.gather(
+                *(set_liquidity(store, str(i), fail=i % 2 == 1) for i in range(10)),
+                return_exceptions=True,
+            )
+            assert outcomes.count(None) == 5
+            assert all(isinstance(o, LookupError) for o in outcomes if o is not None)
+            alice = await store.get_account("alice")
+            bob = await store.get_account("bob")
+            assert alice is not None and bob is not None
+            assert alice.balance == 5
+            # The last transaction that kept its changes wrote the liquidity: 8.
+            assert alice.liquidity == bob.liquidity == 8
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_caller_cancelled_during_a_statement_in_the_thread_waits_for_it(tmp_path: Path) -> None:
+    """The savepoint is rolled back on the connection only once the thread let go of it."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocking_statement(connection: sqlite3.Connection) -> int:
+        started.set()
+        release.wait(60)
+        return connection.execute("UPDATE accounts SET liquidity = '1'").rowcount
+
+    async def main() -> None:
+        store, _ = await engine_on(tmp_path / "host.db")
+        try:
+
+            async def caller() -> None:
+                async with store._file.transaction() as context:
+                    await context.run_in_thread(blocking_statement)
+
+            task = asyncio.create_task(caller())
+            assert await asyncio.to_thread(started.wait, 60)
+            task.cancel()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not task.done()  # still waiting for the thread's statement
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await add_one(store, "alice")  # the store still works
+            alice = await store.get_account("alice")
+            assert alice is not None and alice.balance == 1 and alice.liquidity is None
+        finally:
+            release.set()
             await store.close()
 
     asyncio.run(main())
