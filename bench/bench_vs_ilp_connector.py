@@ -83,7 +83,9 @@ class Loadgen:
 
 
 @asynccontextmanager
-async def loadgen(sender: dict[str, Any], receiver: dict[str, Any]) -> AsyncIterator[Loadgen]:
+async def loadgen(
+    sender: dict[str, Any] | list[dict[str, Any]], receiver: dict[str, Any]
+) -> AsyncIterator[Loadgen]:
     env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
     process = await asyncio.create_subprocess_exec(
         "node",
