@@ -95,6 +95,7 @@ async def loadgen(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        limit=1 << 24,  # an answer lists every latency: past the default 64 KiB at ~3500 packets
     )
     gen = Loadgen(process)
 
