@@ -10,8 +10,8 @@
    n-th packet goes from sender n % N to receiver n % N, so the packets and their balance
    updates spread over every account. Ratio to N = 1.
 3. **Memory per peer account.** After those rounds (every account used), the resident set
-   (VmRSS) of each host's ``ilp-host run`` process, and of its adaptor's process; per account:
-   (RSS at N - RSS at N = 1) / (2N - 2).
+   (VmRSS, /proc) of each host's ``ilp-host run`` process, and beside it its adaptor's; per
+   account: (host RSS at N - host RSS at N = 1) / (2N - 2).
 4. **Database size.** Two pairs of hosts on the simulated ledger (host.demo.twohost, as
    bench/bench_e2e.py runs them): one on new stores, one whose stores hold 1M settlements
    (Alice's outgoing ones to Bob, Bob's incoming ones from Alice, the same amounts: the books
@@ -30,7 +30,7 @@ Rounds are interleaved; the tables give medians of the rounds (and of the per-ro
 for latencies). Prints Markdown, asserts nothing.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--only concurrency,accounts,database]
-        [--workdir bench/.work] [--settlements 1000000]
+        [--accounts 1,10,100] [--settlements 1000000] [--workdir bench/.work] [--keep]
 
 Needs `make setup` (tests/interop/node_modules holds ilp-connector and ilp-plugin-http).
 """
@@ -614,7 +614,7 @@ def main() -> int:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     if not (NODE_MODULES / "ilp-connector").is_dir():
         parser.error(f"{NODE_MODULES.relative_to(ROOT)} lacks ilp-connector: run `make setup`")
-    per_worker = 8 if args.quick else 25
+    per_worker = 8 if args.quick else 16
     args.count = lambda c: max(300 if args.quick else 1000, per_worker * c)
     args.rounds = 2 if args.quick else 3
     args.trips, args.burst = (5, 20) if args.quick else (15, 50)
