@@ -21,7 +21,7 @@
    filled pair is kept under the work directory (``--workdir``) and reused by the next run.
    Interleaved, on each pair: packets/s at concurrency 16 (Alice's SendPackets to Bob's local
    receiver), one settlement's round trip (admin Settle of one cent until Bob's incoming row is
-   COMPLETED), settlements per second (K such Settles at once until Bob acknowledged all), and
+   COMPLETED), settlements per second (K such Settles in a row until Bob acknowledged all), and
    the admin queries an operator runs, timed as RPCs and as the CLI commands
    (``ilp-host settlements``, ``accounts``, ``status``, ``reconcile``, whose peer.reconcile
    sums every settlement of the account on both hosts: Store.settled_totals).
@@ -406,7 +406,8 @@ def incoming_done(bob: Host, limit: int) -> set[str]:
 
 
 def settle_and_wait(alice: Host, bob: Host, times: int) -> float:
-    """Alice settles one cent ``times`` at once; seconds until Bob acknowledged every one."""
+    """Alice settles one cent ``times`` times in a row (each sent when the previous one
+    returned); the seconds until Bob acknowledged every one."""
     window = times + 20
     before = incoming_done(bob, window)
     began = time.perf_counter()
@@ -496,6 +497,8 @@ def admin_queries(pair: Pair) -> dict[str, Callable[[], object]]:
 
 @dataclass
 class StoreFigures:
+    """One pair of hosts over the rounds (ms for times, per second for rates)."""
+
     pps: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
@@ -521,7 +524,7 @@ def measure_store(pair: Pair, figures: StoreFigures, args: argparse.Namespace) -
     figures.throughput.append(args.burst / settle_and_wait(alice, bob, args.burst))
     quiet(pair)
     for name, call in admin_queries(pair).items():
-        # A CLI command costs a Python start-up (about a second on a busy machine): fewer.
+        # A CLI command costs a Python start-up (a second or more on a busy machine): fewer.
         times = args.cli_times if name.startswith("`") else args.rpc_times
         spent, result = timed(call, times)
         figures.queries.setdefault(name, []).append(spent)
@@ -562,7 +565,7 @@ def database_curve(args: argparse.Namespace, workdir: Path) -> list[str]:
         row("packet latency p50, ms", lambda s: s.p50, ".1f"),
         row("packet latency p99, ms", lambda s: s.p99, ".1f"),
         row(f"settlement round trip, ms (median of {args.trips})", lambda s: s.trip, ".1f"),
-        row(f"settlements/s ({args.burst} at once)", lambda s: s.throughput, ".1f"),
+        row(f"settlements/s ({args.burst} in a row)", lambda s: s.throughput, ".1f"),
     ]
     for name in empty_f.queries:
         rows.append(row(f"{name}, ms", lambda s, name=name: s.queries[name], ".1f"))
@@ -618,7 +621,7 @@ def main() -> int:
     args.count = lambda c: max(300 if args.quick else 1000, per_worker * c)
     args.rounds = 2 if args.quick else 3
     args.trips, args.burst = (5, 20) if args.quick else (15, 50)
-    args.rpc_times, args.cli_times = (3, 1) if args.quick else (3, 2)
+    args.rpc_times, args.cli_times = (1, 1) if args.quick else (3, 2)
     began = time.perf_counter()
     print(
         f"# Scale ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu_name()}, "
