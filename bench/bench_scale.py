@@ -233,12 +233,11 @@ async def start_spread(stack: AsyncExitStack, workdir: Path, n: int) -> Spread:
     name = f"accounts-{n}"
     config = workdir / f"{name}.toml"
     text = host_config(workdir / name, "test.host", host_port, peers)
-    # The load generator's plugins speak no CCP: route updates off for them, as ilp-connector
+    # The load generator's plugins speak no CCP: no route exchange with them, as ilp-connector
     # has it for children (this host asks a child that refuses route control again every
     # route_broadcast_interval, which with hundreds of children is most of its work).
-    config.write_text(
-        text.replace('relation = "child"\n', 'relation = "child"\nsend_routes = false\n')
-    )
+    no_routes = 'relation = "child"\nsend_routes = false\nreceive_routes = false\n'
+    config.write_text(text.replace('relation = "child"\n', no_routes))
     procs = Processes()
     stack.push_async_callback(procs.stop)
     await procs.start("run", "-c", str(config), log=workdir / f"{name}.log")
