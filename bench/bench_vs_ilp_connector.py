@@ -87,7 +87,9 @@ class Loadgen:
 
 
 @asynccontextmanager
-async def loadgen(sender: dict[str, Any], receiver: dict[str, Any]) -> AsyncIterator[Loadgen]:
+async def loadgen(
+    sender: dict[str, Any] | list[dict[str, Any]], receiver: dict[str, Any]
+) -> AsyncIterator[Loadgen]:
     env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
     process = await asyncio.create_subprocess_exec(
         "node",
@@ -97,6 +99,7 @@ async def loadgen(sender: dict[str, Any], receiver: dict[str, Any]) -> AsyncIter
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        limit=1 << 24,  # an answer lists every latency: past the default 64 KiB at ~3500 packets
     )
     gen = Loadgen(process)
 

@@ -3,7 +3,7 @@
 // connector between them.
 //
 // Usage: node ilp_loadgen.js '<JSON>' with
-//   {sender: {port, url, token}, receiver: {port, url, token}}
+//   {sender: {port, url, token} or a list of them, receiver: {port, url, token}}
 // where sender.url is the connector's ILP-over-HTTP endpoint for the sender's account and
 // receiver.port is where the receiver listens (the connector's outgoing URL for the receiver's
 // account). The receiver fulfils packets whose data starts with the preimage of their condition
@@ -14,6 +14,9 @@
 //     -> {"ok": true} once 20 packets in a row were fulfilled, {"ok": false, "last": ...} after S
 //   {"op": "run", "destination": ADDR, "count": N, "concurrency": C, "amount": A}
 //     -> {"fulfilled", "rejected", "seconds", "latencies_ms": [sorted], "first_reject"}
+// With several senders, or "destinations": [ADDR, ...] instead of "destination", the n-th
+// packet of a run goes from sender n % senders and to destination n % destinations (packets
+// spread over many accounts of the connector); "warm" uses the first sender.
 'use strict'
 
 const crypto = require('crypto')
@@ -51,13 +54,15 @@ receiver.registerDataHandler(async (data) => {
   })
 })
 
-const sender = plugin(options.sender)
-// A connector may send the sender CCP or other peer.* requests: it answers none of them.
-sender.registerDataHandler(async () => IlpPacket.serializeIlpReject({
-  code: 'F02', triggeredBy: '', message: 'the load generator routes nothing', data: Buffer.alloc(0)
-}))
+const senders = [].concat(options.sender).map(plugin)
+// A connector may send the senders CCP or other peer.* requests: they answer none of them.
+for (const sender of senders) {
+  sender.registerDataHandler(async () => IlpPacket.serializeIlpReject({
+    code: 'F02', triggeredBy: '', message: 'the load generator routes nothing', data: Buffer.alloc(0)
+  }))
+}
 
-async function sendOne (destination, amount) {
+async function sendOne (destination, amount, sender = senders[0]) {
   const preimage = crypto.randomBytes(32)
   const prepare = IlpPacket.serializeIlpPrepare({
     amount: String(amount),
@@ -92,18 +97,19 @@ async function warm ({ destination, seconds }) {
   return { ok: false, last }
 }
 
-async function run ({ destination, count, concurrency, amount }) {
+async function run ({ destination, destinations, count, concurrency, amount }) {
+  const targets = destinations || [destination]
   const latencies = []
   let next = 0
   let rejected = 0
   let firstReject = null
   async function worker () {
     while (next < count) {
-      next++
+      const n = next++
       const start = process.hrtime.bigint()
       let outcome
       try {
-        outcome = await sendOne(destination, amount)
+        outcome = await sendOne(targets[n % targets.length], amount, senders[n % senders.length])
       } catch (error) {
         outcome = `error ${error.message || error}`
       }
@@ -128,7 +134,7 @@ async function run ({ destination, count, concurrency, amount }) {
 }
 
 async function main () {
-  await Promise.all([receiver.connect(), sender.connect()])
+  await Promise.all([receiver, ...senders].map(p => p.connect()))
   process.stdout.write('READY\n')
   const lines = readline.createInterface({ input: process.stdin })
   for await (const line of lines) {
@@ -136,7 +142,7 @@ async function main () {
     const answer = request.op === 'warm' ? await warm(request) : await run(request)
     process.stdout.write(JSON.stringify(answer) + '\n')
   }
-  await Promise.all([receiver.disconnect(), sender.disconnect()])
+  await Promise.all([receiver, ...senders].map(p => p.disconnect()))
   process.exit(0)
 }
 
