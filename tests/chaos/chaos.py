@@ -250,15 +250,16 @@ def unresolved(host: Host) -> int:
     return sum(len(peer.unresolved_packets) for peer in listing.peers)
 
 
-def verdict(pair: Pair) -> Verdict:
+def verdict(pair: Pair, *, one_way: bool = True) -> Verdict:
     """Wait until the pair is quiet, then check the settlements and reconcile the books.
 
-    Alice settles what she owes Bob for the packets, never more, so Bob never owes her and
-    must not pay her anything. A split host's engine once did: it credited Alice's settlement
-    before it had applied the packets it paid for (they waited in its connector's log while
-    it was down), saw itself owing her and paid her back (seeds 2766223412, 958682846); it now
-    credits only once it has applied that log (host.remote_connector). Both directions are
-    still checked alike, so a payment back is judged like any other."""
+    With ``one_way`` (only Alice sends packets, as in the chaos run), Alice settles what she
+    owes Bob for them, never more, so Bob never owes her and must not pay her anything. A split
+    host's engine once did: it credited Alice's settlement before it had applied the packets it
+    paid for (they waited in its connector's log while it was down), saw itself owing her and
+    paid her back (seeds 2766223412, 958682846); it now credits only once it has applied that
+    log (host.remote_connector). Both directions are still checked alike, so a payment back is
+    judged like any other."""
     alice, bob = pair.alice, pair.bob
     Flows = tuple[list[admin_pb2.Settlement], ...]
 
@@ -286,7 +287,7 @@ def verdict(pair: Pair) -> Verdict:
         for s in flow
         if s.state == FAILED
     ]
-    if b_out:
+    if one_way and b_out:
         problems.append(
             f"Bob paid Alice {len(b_out)} settlement(s) back, though he never owes her: his "
             "engine credited hers before the packets they paid for"

@@ -407,7 +407,7 @@ def tier_run(server: PostgresServer, seed: int, kills: int) -> Report:
             run.run()
         finally:
             run.restore()
-        judged = verdict(tier)
+        judged = verdict(tier, one_way=False)  # Bob sends packets to Alice too
         run.note("judged")
         incoming = [s for s in tier.alice.settlements() if s.direction == harness.INCOMING]
         return Report(seed, run.done, judged, tier.psql(OUTBOX_LEFT), run.fired(), len(incoming))
