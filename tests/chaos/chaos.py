@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,22 +108,37 @@ def schedule(seed: int, cycles: int, engines: tuple[str, str]) -> list[Fault]:
 
 @dataclass
 class Traffic:
-    """Alice sends packets to Bob from a thread until stopped, through whatever is up."""
+    """Sends rounds of test packets through one host's admin socket from a thread, while
+    ``allowed()`` says so, through whatever is up, until stopped. ``fulfilled``: the packets
+    fulfilled in rounds that finished; ``last_error``: the last reason a packet or a round
+    failed; ``pause_after_rejects``: wait a little after a round with rejected packets."""
 
     socket: Path
+    destination: str = "test.bob.chaos"
+    count: int = 10
+    concurrency: int = 2
+    allowed: Callable[[], bool] = lambda: True
+    pause_after_rejects: bool = False
     fulfilled: int = 0
+    last_error: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="chaos-traffic", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="test-traffic", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         request = admin_pb2.SendPacketsRequest(
-            destination="test.bob.chaos", amount=PACKET, count=10, concurrency=2
+            destination=self.destination,
+            amount=PACKET,
+            count=self.count,
+            concurrency=self.concurrency,
         )
         while not self.stop.is_set():
+            if not self.allowed():
+                self.stop.wait(0.2)
+                continue
             # A fresh channel each round: one made while the process was down may stay failing.
             with grpc.insecure_channel(f"unix:{self.socket}") as channel:
                 stub = admin_pb2_grpc.HostAdminStub(channel)
@@ -131,7 +146,12 @@ class Traffic:
                     for progress in stub.SendPackets(request, timeout=15):
                         if progress.done:
                             self.fulfilled += progress.fulfilled
-                except grpc.RpcError:
+                            if progress.rejected:
+                                self.last_error = progress.last_reject
+                                if self.pause_after_rejects:
+                                    self.stop.wait(0.2)
+                except grpc.RpcError as exc:
+                    self.last_error = f"{exc.code().name}: {exc.details()}"
                     self.stop.wait(0.2)
 
     def join(self) -> None:

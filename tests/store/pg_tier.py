@@ -36,20 +36,18 @@ import random
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from host.demo import twohost
 from host.demo.twohost import ACCOUNT_SCALE, LEDGER_SCALE, HarnessError, Side, free_ports
-from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
 from sdk import failpoints
-from tests.chaos.chaos import PACKET, Fault, Verdict, verdict
+from tests.chaos.chaos import PACKET, Fault, Traffic, Verdict, verdict
 from tests.crash import harness
 from tests.crash.harness import FUNDING, RESTART
 from tests.postgres_server import TEST_SETTINGS, PostgresServer, postgres_server
@@ -185,57 +183,6 @@ class Tier(harness.Pair):
         return self.server.psql(sql, self.url)
 
 
-@dataclass
-class Sender:
-    """Sends rounds of test packets through one host's admin socket from a thread, while
-    ``allowed()`` says so, until stopped. ``fulfilled``: the packets fulfilled in rounds that
-    finished; ``last_error``: the last reason a packet or a round failed."""
-
-    socket: Path
-    destination: str
-    count: int
-    concurrency: int
-    allowed: Callable[[], bool] = lambda: True
-    fulfilled: int = 0
-    last_error: str = ""
-    stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="tier-sender", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        request = admin_pb2.SendPacketsRequest(
-            destination=self.destination,
-            amount=PACKET,
-            count=self.count,
-            concurrency=self.concurrency,
-        )
-        while not self.stop.is_set():
-            if not self.allowed():
-                self.stop.wait(0.2)
-                continue
-            # A fresh channel each round: one made while the process was down may stay failing.
-            with grpc.insecure_channel(f"unix:{self.socket}") as channel:
-                stub = admin_pb2_grpc.HostAdminStub(channel)
-                try:
-                    for progress in stub.SendPackets(request, timeout=15):
-                        if progress.done:
-                            self.fulfilled += progress.fulfilled
-                            if progress.rejected:
-                                self.last_error = progress.last_reject
-                                self.stop.wait(0.2)
-                except grpc.RpcError as exc:
-                    self.last_error = f"{exc.code().name}: {exc.details()}"
-                    self.stop.wait(0.2)
-
-    def join(self) -> None:
-        self.stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-
-
 def schedule(seed: int, kills: int, instances: int = INSTANCES) -> list[Fault]:
     """The kills of a run: a pure function of its seed, count and the number of instances.
     ``kind`` "kill" restarts the instance as it was, "kill+armed" with the
@@ -270,7 +217,12 @@ class TierRun:
     def run(self) -> None:
         tier = self.tier
         senders = [
-            Sender(i.role_dir("run") / "admin.sock", "test.bob.tier", *ALICE_ROUND)
+            Traffic(
+                i.role_dir("run") / "admin.sock",
+                "test.bob.tier",
+                *ALICE_ROUND,
+                pause_after_rejects=True,
+            )
             for i in tier.instances
         ]
 
@@ -286,11 +238,12 @@ class TierRun:
             funds = tier.balance_on_file("bob-ledger") * 10 ** (ACCOUNT_SCALE - LEDGER_SCALE)
             return funds - owed >= (bob.count + bob.concurrency) * PACKET
 
-        bob = Sender(
+        bob = Traffic(
             tier.bob.role_dir("run") / "admin.sock",
             "test.alice.tier",
             *BOB_ROUND,
             allowed=bob_may_send,
+            pause_after_rejects=True,
         )
         for sender in [*senders, bob]:
             sender.start()
