@@ -183,9 +183,14 @@ class OutboxWorker:
 
     async def _carry(self, row: Settlement) -> None:
         try:
-            await self.process(row)
+            recorded = await self.process(row)
         except Exception:  # the store failed: the lease runs out and a claim retries the row
             _log.exception("settlement %s: recording the outcome failed; retrying", row.id)
+            self.wake()
+            return
+        if recorded.next_attempt_at is not None:
+            # Work left (a retry, or a payment not final yet): the worker may be asleep until
+            # its idle poll, having never seen this row; let it schedule the next attempt.
             self.wake()
 
     async def run_once(self) -> int:

@@ -560,6 +560,11 @@ def test_the_outbox_loop_pays_as_soon_as_a_settlement_is_queued(tmp_path: Path) 
         worker = asyncio.create_task(engine.run_outbox())
         try:
             await add_account(engine)
+            # The worker runs (and sleeps, nothing due): the new row is carried to it, not claimed,
+            # and the retries after that attempt must still wake it.
+            await wait_until_async(
+                lambda: engine.outbox.lease_for_new(0.0) is not None, "the worker to run"
+            )
             ledger.script.extend(["transient", "transient"])
             await engine.apply_balance_change("alice", -1000)
 
@@ -567,7 +572,9 @@ def test_the_outbox_loop_pays_as_soon_as_a_settlement_is_queued(tmp_path: Path) 
                 [row] = await engine.list_settlements()
                 return row if row.state is SettlementState.COMPLETED else None
 
-            row = await wait_until_async(settled, "the settlement to complete after two retries")
+            row = await wait_until_async(
+                settled, "the settlement to complete after two retries", timeout=10
+            )
             assert (row.attempts, ledger.paid[row.id]) == (3, 1)
         finally:
             worker.cancel()
