@@ -234,8 +234,8 @@ async def start_spread(stack: AsyncExitStack, workdir: Path, n: int) -> Spread:
     config = workdir / f"{name}.toml"
     text = host_config(workdir / name, "test.host", host_port, peers)
     # The load generator's plugins speak no CCP: no route exchange with them, as ilp-connector
-    # has it for children (this host asks a child that refuses route control again every
-    # route_broadcast_interval, which with hundreds of children is most of its work).
+    # has it for children (this host would ask each again after a refused route control,
+    # backing off to every 2 minutes: with thousands of children, work for nothing).
     no_routes = 'relation = "child"\nsend_routes = false\nreceive_routes = false\n'
     config.write_text(text.replace('relation = "child"\n', no_routes))
     procs = Processes()

@@ -23,12 +23,22 @@ configured and local routes take precedence (host.connector.routing).
 Which peers take part: ``send_routes`` / ``receive_routes`` of each ``[[peer]]``, both true by
 default for every relation. (ilp-connector defaults to false for its children; this host
 sends its routes to children and accepts theirs under the child's address.)
+
+Retries back off (sdk.backoff, with jitter): a route control or update that was not delivered
+or was refused, and a gap that follows a gap, wait twice as long each time, up to
+:data:`MAX_RETRY` (or the interval, if longer), until the exchange progresses again; a route
+control from the peer (it is back, and listens) ends the backoff on both sides. Without it a
+host asks each peer that refuses routes (a child on ilp-connector's defaults) every interval,
+which with thousands of children is most of its work, and a parent that was down is met by all
+its children at once, every second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +49,7 @@ from host.connector.routing import LearnedRoute, Route, RouteError, RoutingTable
 from host.ilp import ErrorCode, IlpPacketError, Prepare, Reply, ccp, make_reject
 from host.ilp import address as ilp_address
 from host.ilp.packet import Reject
+from sdk.backoff import Backoff
 
 log = logging.getLogger("ilp_host.connector.routes")
 
@@ -48,6 +59,12 @@ MESSAGE_TIMEOUT = 10.0
 HOLD_DOWN_FACTOR = 1.5
 #: Most epochs in one update (ilp-connector sends at most 50 too).
 MAX_EPOCHS_PER_UPDATE = 50
+
+#: The first retry of a route message after a failure, seconds (then doubling, with jitter:
+#: see :func:`retry_backoff`).
+FIRST_RETRY = 1.0
+#: The longest wait between two retries, seconds, unless the broadcast interval is longer.
+MAX_RETRY = 120.0
 
 #: The table id a receiver knows before its first update (ilp-connector's all-zero UUID).
 _NO_TABLE = uuid.UUID(int=0)
@@ -62,6 +79,8 @@ class _Sender:
     mode: ccp.Mode = ccp.Mode.IDLE
     epoch: int = 0  # the next epoch the peer needs
     last_sent: float = 0.0
+    failures: int = 0  # updates in a row not delivered or refused
+    retry_at: float = 0.0  # no update before then (backing off after a failure)
     error: str = ""
 
 
@@ -75,6 +94,7 @@ class _Receiver:
     expires: float = 0.0
     control_due: float = 0.0  # when to (re)send a route control; 0: now
     control_sent: bool = False
+    failures: int = 0  # controls in a row that failed (or gaps), reset by an applied update
     error: str = ""
 
 
@@ -102,12 +122,18 @@ class RouteBroadcaster:
         *,
         interval: float = 30.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        backoff: Backoff | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
+        """``backoff``: the retry delays after failures (default :func:`retry_backoff` of
+        ``interval``); ``rng`` draws their jitter."""
         self._peers = peers
         self._routing = routing
         self._exchange = exchange
         self._interval = interval
         self._now = now
+        self._backoff = backoff or retry_backoff(interval)
+        self._rng = rng
         self.table_id = uuid.uuid4()
         #: Epoch i changed the advertised route of log[i][0] to log[i][1] (None: withdrawn);
         #: superseded entries become None.
@@ -228,6 +254,10 @@ class RouteBroadcaster:
         )
         sender.epoch = min(sender.epoch, self.epoch)
         sender.last_sent = 0.0
+        sender.failures, sender.retry_at = 0, 0.0  # it listens again: no need to back off
+        receiver = self._receivers.get(peer_id)
+        if receiver is not None and receiver.failures and not math.isinf(receiver.control_due):
+            receiver.control_due = 0.0  # and likely answers our control now: ask at once
         log.info(
             "peer %s asks for routes: mode %s from epoch %d",
             peer_id,
@@ -253,12 +283,18 @@ class RouteBroadcaster:
             receiver.epoch = 0
             receiver.routes = {}
         if update.from_epoch > receiver.epoch:
-            # A gap: ask again from what we have (the peer resends from there).
-            receiver.control_due = 0.0
+            # A gap: ask again from what we have (the peer resends from there): at once the
+            # first time, later after each gap that follows without progress.
+            receiver.failures += 1
+            due = loop.time()
+            if receiver.failures > 1:
+                due += self._backoff.delay(receiver.failures - 1, self._rng)
+            receiver.control_due = min(receiver.control_due, due)
             self._wake.set()
             return ccp.accepted()
         if receiver.epoch > update.to_epoch:
             return ccp.accepted()
+        receiver.failures = 0  # in step with the peer again
         for prefix in update.withdrawn_routes:
             receiver.routes.pop(prefix, None)
         for route in update.new_routes:
@@ -313,6 +349,8 @@ class RouteBroadcaster:
             for peer_id, sender in self._senders.items():
                 if sender.mode != ccp.Mode.SYNC or self._routing.own_address is None:
                     continue
+                if now < sender.retry_at:
+                    continue
                 behind = sender.epoch < self.epoch
                 if behind or now - sender.last_sent >= self._interval:
                     sender.last_sent = now
@@ -320,24 +358,41 @@ class RouteBroadcaster:
             if pending:
                 await asyncio.gather(*pending)
             try:
-                async with asyncio.timeout(min(1.0, self._interval / 4)):
+                async with asyncio.timeout(self._pause(loop.time())):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    def _pause(self, now: float) -> float:
+        """How long the loop may sleep: until the next retry or control falls due, at most a
+        quarter interval (and a second), so that heartbeats and expiries are on time."""
+        pause = min(1.0, self._interval / 4)
+        for receiver in self._receivers.values():
+            pause = min(pause, receiver.control_due - now)
+        for sender in self._senders.values():
+            if sender.retry_at > now:
+                pause = min(pause, sender.retry_at - now)
+        return max(pause, 0.0)
+
+    def _retry_delay(self, failures: int) -> float:
+        return self._backoff.delay(failures, self._rng)
 
     async def _send_control(self, peer_id: str, receiver: _Receiver) -> None:
         control = ccp.RouteControl(ccp.Mode.SYNC, receiver.table_id, receiver.epoch)
         prepare = ccp.control_prepare(control, self._expiry())
         try:
             ccp.check_reply(await self._exchange(peer_id, prepare, MESSAGE_TIMEOUT))
-        except ccp.CcpError as exc:
-            receiver.error = f"route control refused: {exc.message} ({exc.code})"
-            log.info("peer %s: %s; asking again in %.0f s", peer_id, receiver.error, self._interval)
         except Exception as exc:
-            receiver.error = f"route control not delivered: {exc}"
-            log.debug("peer %s: %s", peer_id, receiver.error)
-            # The peer may just be starting: ask again soon.
-            receiver.control_due = asyncio.get_running_loop().time() + min(self._interval, 1.0)
+            receiver.failures += 1
+            delay = self._retry_delay(receiver.failures)
+            receiver.control_due = asyncio.get_running_loop().time() + delay
+            if isinstance(exc, ccp.CcpError):
+                receiver.error = f"route control refused: {exc.message} ({exc.code})"
+                log.info("peer %s: %s; asking again in %.1f s", peer_id, receiver.error, delay)
+            else:
+                # The peer may just be starting: ask again soon, then less and less often.
+                receiver.error = f"route control not delivered: {exc}"
+                log.debug("peer %s: %s; asking again in %.1f s", peer_id, receiver.error, delay)
         else:
             receiver.control_sent = True
             receiver.error = ""
@@ -349,14 +404,20 @@ class RouteBroadcaster:
         prepare = ccp.update_prepare(update, self._expiry())
         try:
             ccp.check_reply(await self._exchange(peer_id, prepare, MESSAGE_TIMEOUT))
-        except ccp.CcpError as exc:
-            sender.error = f"route update refused: {exc.message} ({exc.code})"
-            log.info("peer %s: %s", peer_id, sender.error)
         except Exception as exc:
-            sender.error = f"route update not delivered: {exc}"
-            log.debug("peer %s: %s", peer_id, sender.error)
+            sender.failures += 1
+            delay = self._retry_delay(sender.failures)
+            sender.retry_at = asyncio.get_running_loop().time() + delay
+            if isinstance(exc, ccp.CcpError):
+                sender.error = f"route update refused: {exc.message} ({exc.code})"
+                log.info("peer %s: %s; trying again in %.1f s", peer_id, sender.error, delay)
+            else:
+                sender.error = f"route update not delivered: {exc}"
+                log.debug("peer %s: %s; trying again in %.1f s", peer_id, sender.error, delay)
         else:
             sender.epoch = update.to_epoch
+            sender.failures = 0
+            sender.retry_at = 0.0
             sender.error = ""
 
     def _expiry(self) -> datetime:
@@ -385,6 +446,15 @@ class RouteBroadcaster:
                 )
             )
         return result
+
+
+def retry_backoff(interval: float) -> Backoff:
+    """The retry delays of route messages with a broadcast ``interval``: from
+    :data:`FIRST_RETRY` (or the interval, if shorter), doubling, at most :data:`MAX_RETRY` (or
+    the interval, if longer), each drawn within +-50 % so that the children of one parent do not
+    retry in step."""
+    first = min(FIRST_RETRY, interval)
+    return Backoff(initial=first, multiplier=2.0, cap=max(interval, MAX_RETRY), jitter=0.5)
 
 
 def _advertisable(prefix: str) -> bool:

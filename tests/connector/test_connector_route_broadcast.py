@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from host.connector import PeerConfig
-from host.connector.route_broadcast import RouteBroadcaster
+from host.connector.route_broadcast import MAX_RETRY, RouteBroadcaster, retry_backoff
 from host.connector.routing import Route, RoutingTable
 from host.ilp import Fulfill, Prepare, Reject, Reply, ccp
+from sdk.backoff import Backoff
+from tests.polling import wait_until_async
 
 LATER = datetime.now(UTC) + timedelta(minutes=5)
 
@@ -123,5 +126,158 @@ def test_refusals() -> None:
         garbage = Prepare(0, LATER, control.execution_condition, ccp.UPDATE_ADDRESS, b"\x01")
         reply = speaker.handle_update("bob", garbage)
         assert isinstance(reply, Reject) and reply.code == "F01"
+
+    asyncio.run(run())
+
+
+#: Retry delays of 0.05, 0.1, 0.2, 0.4, 0.8 s, then 0.8 s: jitter drawn at the middle (factor 1).
+QUICK = Backoff(initial=0.05, multiplier=2.0, cap=0.8, jitter=0.5)
+MIDDLE = 0.5  # what rng() returns: the jitter factor 1 + 0.5 * (2 * MIDDLE - 1) = 1
+#: Early wake-ups the event loop allows (its clock resolution), well above it.
+SLACK = 0.005
+
+
+class Unreachable:
+    """An exchange with a peer that is down: every message fails; it notes when each was sent,
+    by address, and delivers only once ``back`` is set."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, list[float]] = {}
+        self.back = False
+
+    async def __call__(self, peer_id: str, prepare: Prepare, time_limit: float) -> Reply:
+        self.sent.setdefault(prepare.destination, []).append(asyncio.get_running_loop().time())
+        if not self.back:
+            raise ConnectionRefusedError(f"peer {peer_id} does not answer")
+        return ccp.accepted()
+
+    async def until(self, address: str, count: int) -> list[float]:
+        """The times of the first ``count`` messages to ``address``."""
+        await wait_until_async(
+            lambda: len(self.sent.get(address, ())) >= count, f"{count} messages to {address}"
+        )
+        return self.sent[address][:count]
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def test_route_controls_to_an_unreachable_parent_back_off() -> None:
+    """A child asks its parent for routes; while the parent is down, each control waits longer
+    than the one before (up to the cap), not a fixed second as 2000 children once did."""
+
+    async def run() -> None:
+        exchange = Unreachable()
+        mum = peer("mum", "parent")
+        routing = RoutingTable("test.me", {"mum": "test.mum"}, relations={"mum": "parent"})
+        speaker = RouteBroadcaster(
+            {"mum": mum}, routing, exchange, interval=30, backoff=QUICK, rng=lambda: MIDDLE
+        )
+        speaker.start()
+        try:
+            times = await exchange.until(ccp.CONTROL_ADDRESS, 7)
+            expected = [QUICK.delay(n, lambda: MIDDLE) for n in range(1, 7)]
+            assert expected == [0.05, 0.1, 0.2, 0.4, 0.8, 0.8]
+            for waited, delay in zip(gaps(times), expected, strict=True):
+                assert waited >= delay - SLACK, (gaps(times), expected)
+            assert "route control not delivered" in speaker.status()[0].error
+            # The parent is back: the next control is delivered and no more are sent.
+            exchange.back = True
+            await exchange.until(ccp.CONTROL_ADDRESS, 8)
+            await wait_until_async(lambda: not speaker.status()[0].error, "no error")
+            sent = len(exchange.sent[ccp.CONTROL_ADDRESS])
+            await asyncio.sleep(3 * QUICK.cap)
+            assert len(exchange.sent[ccp.CONTROL_ADDRESS]) == sent
+        finally:
+            await speaker.stop()
+
+    asyncio.run(run())
+
+
+def test_route_updates_to_an_unreachable_peer_back_off_until_it_asks_again() -> None:
+    async def run() -> None:
+        exchange = Unreachable()
+        bob = peer("bob", receive_routes=False)
+        routing = RoutingTable("test.me", {"bob": "test.bob"}, relations={"bob": "peer"})
+        speaker = RouteBroadcaster(
+            {"bob": bob}, routing, exchange, interval=30, backoff=QUICK, rng=lambda: MIDDLE
+        )
+        speaker.start()
+        try:
+            control = ccp.RouteControl(ccp.Mode.SYNC, uuid.UUID(int=0), 0)
+            assert isinstance(
+                speaker.handle_control("bob", ccp.control_prepare(control, LATER)), Fulfill
+            )
+            times = await exchange.until(ccp.UPDATE_ADDRESS, 6)
+            for waited, n in zip(gaps(times), range(1, 6), strict=True):
+                assert waited >= QUICK.delay(n, lambda: MIDDLE) - SLACK, gaps(times)
+            assert "route update not delivered" in speaker.status()[0].error
+            # Bob asks again (he is back): he is answered at once, whatever the backoff.
+            exchange.back = True
+            before = len(exchange.sent[ccp.UPDATE_ADDRESS])
+            speaker.handle_control("bob", ccp.control_prepare(control, LATER))
+            assert speaker._senders["bob"].retry_at == 0.0
+            await exchange.until(ccp.UPDATE_ADDRESS, before + 1)
+            await wait_until_async(lambda: not speaker.status()[0].error, "no error")
+            assert speaker.status()[0].sent_epoch == speaker.epoch
+        finally:
+            await speaker.stop()
+
+    asyncio.run(run())
+
+
+def test_a_gap_is_asked_about_at_once_and_gaps_in_a_row_back_off() -> None:
+    async def run() -> None:
+        routing = RoutingTable("test.me", {"bob": "test.bob"}, relations={"bob": "peer"})
+        speaker = RouteBroadcaster(
+            {"bob": peer("bob")},
+            routing,
+            no_exchange,
+            interval=30,
+            backoff=QUICK,
+            rng=lambda: MIDDLE,
+        )
+        receiver = speaker._receivers["bob"]
+        receiver.control_due = float("inf")  # asked already: in sync
+        table = uuid.uuid4()
+        speaker.handle_update("bob", update(table, 0, 2))
+        now = asyncio.get_running_loop().time
+
+        speaker.handle_update("bob", update(table, 5, 6))  # a gap: ask at once
+        assert receiver.control_due <= now()
+        receiver.control_due = float("inf")  # asked
+        speaker.handle_update("bob", update(table, 7, 8))  # another, no progress meanwhile
+        assert receiver.control_due >= now() + QUICK.delay(1, lambda: MIDDLE) - SLACK
+        receiver.control_due = float("inf")
+        speaker.handle_update("bob", update(table, 9, 10))
+        assert receiver.control_due >= now() + QUICK.delay(2, lambda: MIDDLE) - SLACK
+        # The resent epochs arrive in order: in step again, the next gap is asked about at once.
+        receiver.control_due = float("inf")
+        speaker.handle_update("bob", update(table, 2, 10))
+        speaker.handle_update("bob", update(table, 12, 13))
+        assert receiver.control_due <= now()
+
+    asyncio.run(run())
+
+
+def test_the_default_retries_double_up_to_a_cap_and_spread() -> None:
+    backoff = retry_backoff(0.5)  # the benchmarks' interval: the retries still back off
+    assert [backoff.delay(n, lambda: MIDDLE) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert backoff.delay(30, lambda: MIDDLE) == MAX_RETRY
+    assert backoff.delay(1, lambda: 0.0) == 0.25 and backoff.delay(1, lambda: 0.999) > 0.74
+    assert retry_backoff(30.0).delay(1, lambda: MIDDLE) == 1.0
+    assert retry_backoff(600.0).delay(30, lambda: MIDDLE) == 600.0  # never below the interval
+
+
+def test_a_control_from_a_peer_we_back_off_from_asks_it_at_once() -> None:
+    async def run() -> None:
+        routing = RoutingTable("test.me", {"bob": "test.bob"}, relations={"bob": "peer"})
+        speaker = RouteBroadcaster({"bob": peer("bob")}, routing, no_exchange, interval=30)
+        receiver = speaker._receivers["bob"]
+        receiver.failures, receiver.control_due = 4, asyncio.get_running_loop().time() + 60
+        control = ccp.RouteControl(ccp.Mode.SYNC, uuid.UUID(int=0), 0)
+        speaker.handle_control("bob", ccp.control_prepare(control, LATER))
+        assert receiver.control_due == 0.0
 
     asyncio.run(run())
