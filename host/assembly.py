@@ -30,7 +30,7 @@ from host.admin.connector_admin import BalanceReader
 from host.binding import EngineBinding, EngineServicer, PeerMessenger
 from host.config import HostConfig
 from host.connector.api import ConnectorApi, EngineRelay, serve_connector_api
-from host.connector.config import ConnectorConfig
+from host.connector.config import DEFAULT_DATABASE, ConnectorConfig
 from host.connector.connector import Connector
 from host.connector.durable_clearing import AccountLimits, DurableClearing
 from host.connector.ports import UnknownPeer
@@ -207,7 +207,7 @@ async def assemble_connector(
         )
         for account in config.accounts
     }
-    books = peering.database
+    books = peering.database or DEFAULT_DATABASE
     database = books if is_database_url(books) else config.state_dir / books
     try:
         clearing = await DurableClearing.open(database, limits)

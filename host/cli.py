@@ -35,7 +35,7 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from host import logformat
-from host.config import ConfigError, connector_api_target, for_role, read_config
+from host.config import ConfigError, connector_api_target, for_role, for_run, read_config
 from host.conformance import cli as conformance_cli
 from host.demo import command as demo
 from host.pb.ilphost.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -479,7 +479,9 @@ def _run(args: argparse.Namespace) -> int:
 
     mode = args.command
     connector = None
-    if mode != "run":
+    if mode == "run":
+        config = for_run(config)
+    else:
         if mode == "engine":
             connector = args.connector or connector_api_target(config)
         config = for_role(config, mode)

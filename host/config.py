@@ -63,7 +63,7 @@ from host.connector.config import (
     ConnectorTables,
     connector_config,
 )
-from host.store.opening import is_database_url
+from host.store.opening import describe_database, is_database_url
 from host.supervisor.spec import AdaptorSpec
 from sdk import contract
 from sdk.amount import MAX_DIGITS, AmountError, parse_signed
@@ -210,6 +210,29 @@ def for_role(config: HostConfig, role: Role) -> HostConfig:
         database=database,
         adaptors=adaptors,
         metrics=metrics,
+    )
+
+
+def for_run(config: HostConfig) -> HostConfig:
+    """The configuration of ``ilp-host run`` (proposal 1), refusing what it cannot honour.
+
+    There the engine's store (``[engine] database``) carries the packets too: each packet's
+    balance change is one transaction with the settlement it may trigger. So the connector
+    keeps no books of its own, and a ``connector.database`` naming another database would be
+    ignored; it is refused rather than silently ignored. The same PostgreSQL URL as the
+    engine's (the split host's configuration of docs/operations.md) names the books ``run``
+    keeps anyway, and passes.
+    """
+    peering = config.connector
+    if peering is None or peering.database is None or peering.database == config.database:
+        return config
+    books = peering.database
+    engine = "" if config.database is None else f", {describe_database(config.database)}"
+    raise ConfigError(
+        f"{config.source}: connector.database: `ilp-host run` keeps the packets' books in the "
+        f"engine's store ([engine] database{engine}), not in "
+        f"{describe_database(books) if is_database_url(books) else repr(books)}: remove "
+        "connector.database, or run the split host (`ilp-host connector` + `ilp-host engine`)"
     )
 
 

@@ -169,8 +169,9 @@ class ConnectorConfig:
     #: only on demand.
     reconcile_interval: float = DEFAULT_RECONCILE_INTERVAL
     #: ``ilp-host connector``'s clearing books: an SQLite file name (relative: to its state
-    #: directory) or a PostgreSQL URL (host.store.opening.is_database_url).
-    database: str = DEFAULT_DATABASE
+    #: directory) or a PostgreSQL URL (host.store.opening.is_database_url); None when not
+    #: configured (:data:`DEFAULT_DATABASE`). ``ilp-host run`` keeps them in the engine's store.
+    database: str | None = None
 
 
 # -- the tables' values --------------------------------------------------------------------------
@@ -296,7 +297,7 @@ class ConnectorTable(Table):
     api_tls_cert: Text | None = None
     api_tls_key: Text | None = None
     api_token_file: Text | None = None
-    database: Annotated[str, PlainValidator(_database)] = DEFAULT_DATABASE
+    database: Annotated[str | None, PlainValidator(_database)] = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:

@@ -221,4 +221,4 @@ def test_the_clearing_books_are_a_file_or_a_postgresql_url(database: str) -> Non
     config = parse_connector_config(edit("connector.database", database))
     assert config is not None and config.database == database
     default = parse_connector_config(document())
-    assert default is not None and default.database == "connector.db"
+    assert default is not None and default.database is None  # connector.db

@@ -455,6 +455,28 @@ def test_bad_config_exits_2(tmp_path: Path) -> None:
     assert ilp_host("status", "--no-such-flag").returncode == 2
 
 
+def test_run_refuses_a_connector_database_at_start(tmp_path: Path) -> None:
+    """`ilp-host run` keeps the packets in the engine's store: a [connector] database is the
+    split host's, and refused in one line before anything starts (it was ignored)."""
+    config = tmp_path / "host.toml"
+    config.write_text(
+        '[[adaptor]]\nname = "m"\ncommand = ["x"]\n'
+        '[[account]]\nid = "bob"\nadaptor = "m"\nasset_code = "USD"\nasset_scale = 6\n'
+        '[connector]\naddress = "test.alice"\nport = 0\ndatabase = "books.db"\n'
+        '[[peer]]\nid = "bob"\nurl = "http://127.0.0.1:9/"\naddress = "test.bob"\n'
+        'incoming_token = "token-from-bob"\noutgoing_token = "token-to-bob-1"\n'
+    )
+    result = ilp_host("run", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"ilp-host: {config}: connector.database: `ilp-host run` keeps the packets' books in "
+        f"the engine's store ([engine] database, {tmp_path / 'var' / 'engine.db'}), not in "
+        "'books.db': remove connector.database, or run the split host (`ilp-host connector` "
+        "+ `ilp-host engine`)"
+    ]
+    assert not (tmp_path / "var").exists(), "nothing started"
+
+
 def test_sigterm_stops_the_host_and_its_adaptor() -> None:
     running = Host()
     watcher: subprocess.Popen[str] | None = None

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.config import ConfigError, connector_api_target, for_role, load_config
+from host.config import ConfigError, connector_api_target, for_role, for_run, load_config
 from host.engine import InvalidArgument, Policy
 from host.engine.policy import check_policy
 
@@ -69,6 +69,35 @@ def test_a_postgresql_url_is_kept_as_written_by_every_process() -> None:
     assert whole.database == url
     assert for_role(whole, "engine").database == url  # instances share it, no per-role copy
     assert for_role(whole, "connector").database is None
+
+
+def test_run_refuses_connector_books_it_would_not_keep() -> None:
+    """`ilp-host run` keeps the packets in the engine's store: a connector.database naming
+    anything else is refused, not ignored; the engine's own PostgreSQL URL passes."""
+    sqlite = PEER.replace("[connector]\n", '[connector]\ndatabase = "books.db"\n')
+    whole = load_config(ADAPTOR + ACCOUNT + sqlite, BASE, source="alice.toml")
+    with pytest.raises(ConfigError) as refused:
+        for_run(whole)
+    assert str(refused.value) == (
+        "alice.toml: connector.database: `ilp-host run` keeps the packets' books in the "
+        "engine's store ([engine] database, /srv/ilp/var/engine.db), not in 'books.db': "
+        "remove connector.database, or run the split host (`ilp-host connector` + "
+        "`ilp-host engine`)"
+    )
+    assert for_role(whole, "connector").connector == whole.connector  # the split host's
+    url = "postgresql://ilp:secret@db.internal:5432/ilp"
+    other = PEER.replace("[connector]\n", f'[connector]\ndatabase = "{url}x"\n')
+    engine = f'[engine]\ndatabase = "{url}"\n'
+    with pytest.raises(
+        ConfigError, match=r"not in PostgreSQL database ilpx on db\.internal:5432:"
+    ) as refused:
+        for_run(load_config(engine + ADAPTOR + ACCOUNT + other, BASE))
+    assert "secret" not in str(refused.value)
+    same = PEER.replace("[connector]\n", f'[connector]\ndatabase = "{url}"\n')
+    shared = load_config(engine + ADAPTOR + ACCOUNT + same, BASE)
+    assert for_run(shared) == shared
+    plain = load_config(ADAPTOR + ACCOUNT + PEER, BASE)
+    assert for_run(plain) == plain
 
 
 def test_connector_with_its_account() -> None:
