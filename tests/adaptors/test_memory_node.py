@@ -47,6 +47,7 @@ from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2, adaptor_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 from sdk.pb.plugin import grpc_controller_pb2, grpc_controller_pb2_grpc
 from tests.grpc_status import ended
+from tests.processes import reap
 
 ADAPTOR_DIR = Path(__file__).resolve().parents[2] / "adaptors" / "memory-node"
 ADAPTOR = ADAPTOR_DIR / "adaptor.js"
@@ -126,9 +127,7 @@ async def started(**extra: str) -> AsyncIterator[Adaptor]:
             assert line, f"no handshake line; stderr:\n{stderr_path.read_text()}"
             yield Adaptor(process, parse(line.decode(), [1]), stderr_path)
         finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
+            await reap(process, DEADLINE)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -499,9 +498,7 @@ async def _parent_death() -> None:
     finally:
         if pid is not None and not process_gone(pid):
             os.kill(pid, signal.SIGKILL)
-        if shell.returncode is None:
-            shell.kill()
-        await asyncio.wait_for(shell.wait(), DEADLINE)
+        await reap(shell, DEADLINE)
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 

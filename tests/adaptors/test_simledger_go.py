@@ -541,6 +541,15 @@ def test_under_the_supervisor_receipts_go_over_grpc_stdio(
     receipts, printed on stdout, reach the host over GRPCStdio."""
     peers = Peers({"peer-bob": "ledger-bob"})
 
+    def receipts() -> list[logging.LogRecord]:
+        # The adaptor also logs "settlement sent" on stderr (hclog), before its receipt on
+        # stdout: only the stdout records are the receipts.
+        return [
+            r
+            for r in records(adaptor_logs, "alice", "settlement sent")
+            if getattr(r, "stream", "") == "stdout"
+        ]
+
     async def scenario() -> None:
         spec = go_spec(go_adaptor, ledger.target, tmp_path / "alice.json")
         async with (
@@ -564,17 +573,11 @@ def test_under_the_supervisor_receipts_go_over_grpc_stdio(
             # Settlement receipts go to stdout, which go-plugin carries over GRPCStdio: the
             # supervisor drains that stream and logs each line.
             await eventually(
-                lambda: len(records(adaptor_logs, "alice", "settlement sent")) >= 2,
-                "the receipts on GRPCStdio in the supervisor's log",
+                lambda: len(receipts()) >= 2, "the receipts on GRPCStdio in the supervisor's log"
             )
 
     asyncio.run(scenario())
-    receipts = [
-        r
-        for r in records(adaptor_logs, "alice", "settlement sent")
-        if getattr(r, "stream", "") == "stdout"
-    ]
-    assert [getattr(r, "fields", {}).get("settlement_id") for r in receipts] == [
+    assert [getattr(r, "fields", {}).get("settlement_id") for r in receipts()] == [
         "ledger-alice:settle-1",
         "ledger-alice:settle-2",
     ]
