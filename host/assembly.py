@@ -289,6 +289,7 @@ async def _open_engine(
     engine = Engine(
         store,
         AdaptorRegistry(),
+        lease=config.outbox_lease,
         journal_clearing=on_clearing_effect is not None,
         on_clearing_effect=on_clearing_effect,
         connector_in_step=connector_in_step,

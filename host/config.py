@@ -63,6 +63,8 @@ from host.connector.config import (
     ConnectorTables,
     connector_config,
 )
+from host.engine.grpc_port import CALL_DEADLINE
+from host.engine.outbox import DEFAULT_LEASE
 from host.store.opening import describe_database, is_database_url
 from host.supervisor.spec import AdaptorSpec
 from sdk import contract
@@ -159,6 +161,9 @@ class HostConfig:
     #: The engine's database: an SQLite file, or a PostgreSQL URL (str) that several instances
     #: may share; None when no account is configured (no engine runs).
     database: Path | str | None = None
+    #: Seconds a settlement claimed by the outbox stays with its claimer (``[engine]
+    #: outbox_lease``); longer than an adaptor call's deadline.
+    outbox_lease: float = DEFAULT_LEASE
     #: The connector core (ILP-over-HTTP peering); None when not configured.
     connector: ConnectorConfig | None = None
     #: The /metrics listener; off unless configured.
@@ -481,6 +486,19 @@ class _AdaptorTable(Table):
 
 class _EngineTable(Table):
     database: Text = "engine.db"
+    outbox_lease: PositiveNumber = DEFAULT_LEASE
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        # A lease that runs out while the adaptor call it covers still runs lets another
+        # instance (PostgreSQL) call again with the same key: harmless, but wasteful.
+        if self.outbox_lease <= CALL_DEADLINE:
+            raise refuse(
+                f"must exceed the adaptor call deadline ({CALL_DEADLINE:g} s), got "
+                f"{show(self.outbox_lease)}",
+                "outbox_lease",
+            )
+        return self
 
 
 class _AccountTable(Table):
@@ -569,6 +587,7 @@ class _Builder:
             adaptors,
             accounts,
             database,
+            tables.engine.outbox_lease,
             connector,
             MetricsConfig(
                 metrics.listen,

@@ -51,7 +51,7 @@ from host.engine.model import (
     check_ledger_settlement_id,
     incoming_id,
 )
-from host.engine.outbox import OutboxWorker
+from host.engine.outbox import DEFAULT_LEASE, OutboxWorker
 from host.engine.policy import (
     check_policy,
     check_scales,
@@ -104,7 +104,7 @@ class Engine:
         backoff: Backoff | None = None,
         new_settlement_id: Callable[[], str] = _new_settlement_id,
         outbox_batch: int = 32,
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         journal_clearing: bool = False,
         on_clearing_effect: Callable[[], None] | None = None,
         connector_in_step: asyncio.Event | None = None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import grpc
 
@@ -68,11 +68,16 @@ def _channel_closed(exc: asyncio.CancelledError, what: str) -> NoReturn:
     raise TransientSettlementError(f"{what}: the channel to the adaptor closed mid-call") from exc
 
 
+#: Each call's deadline, seconds, unless the port is made with another; the outbox lease
+#: (``[engine] outbox_lease``) must exceed it.
+CALL_DEADLINE: Final = 10.0
+
+
 class GrpcSettlementPort:
     """The SettlementPort of one adaptor, given its stub and its ledger's scale (from GetInfo)."""
 
     def __init__(
-        self, stub: LedgerAdaptorAsyncStub, ledger_scale: int, *, timeout: float = 10.0
+        self, stub: LedgerAdaptorAsyncStub, ledger_scale: int, *, timeout: float = CALL_DEADLINE
     ) -> None:
         """``timeout`` is each call's deadline; keep it below the outbox lease."""
         self._stub = stub

@@ -39,6 +39,10 @@ from sdk.backoff import Backoff
 
 _log = logging.getLogger(__name__)
 
+#: How long a claimed settlement is the claimer's, seconds, unless configured
+#: (``[engine] outbox_lease``).
+DEFAULT_LEASE = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class Paid:
@@ -135,7 +139,7 @@ class OutboxWorker:
         backoff: Backoff,
         *,
         batch: int = 32,
-        lease: float = 30.0,
+        lease: float = DEFAULT_LEASE,
         idle_poll: float = 60.0,
     ) -> None:
         """``adaptors``: the adaptors serving now (one not bound is not serving).

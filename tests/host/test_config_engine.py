@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from host.assembly import Together, assemble_run
 from host.config import ConfigError, connector_api_target, for_role, for_run, load_config
 from host.engine import InvalidArgument, Policy
 from host.engine.policy import check_policy
@@ -98,6 +102,37 @@ def test_run_refuses_connector_books_it_would_not_keep() -> None:
     assert for_run(shared) == shared
     plain = load_config(ADAPTOR + ACCOUNT + PEER, BASE)
     assert for_run(plain) == plain
+
+
+def test_the_outbox_lease_is_configured_and_exceeds_the_adaptor_call_deadline() -> None:
+    assert load_config(ADAPTOR + ACCOUNT, BASE).outbox_lease == 30.0
+    text = "[engine]\noutbox_lease = 45\n" + ADAPTOR + ACCOUNT + PEER
+    whole = load_config(text, BASE)
+    assert whole.outbox_lease == 45.0
+    assert for_role(whole, "engine").outbox_lease == 45.0
+    for value, problem in (
+        ("10", "must exceed the adaptor call deadline (10 s), got 10.0"),
+        ("2.5", "must exceed the adaptor call deadline (10 s), got 2.5"),
+        ("0", "must be a positive number, got 0"),
+        ('"1m"', 'must be a positive number, got "1m"'),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_config(f"[engine]\noutbox_lease = {value}\n" + ADAPTOR + ACCOUNT, BASE)
+        assert str(refused.value) == f"host.toml: engine.outbox_lease: {problem}"
+
+
+def test_the_assembled_engine_leases_for_the_configured_time() -> None:
+    async def lease(text: str) -> float:
+        with tempfile.TemporaryDirectory(prefix="ilp") as directory:  # short: the socket
+            config = load_config(text, Path(directory))
+            config.state_dir.mkdir()
+            async with contextlib.AsyncExitStack() as stack:
+                parts = await assemble_run(config, stack)
+                assert isinstance(parts, Together)
+                return parts.engine.engine.outbox.lease
+
+    assert asyncio.run(lease("[engine]\noutbox_lease = 45\n" + ADAPTOR + ACCOUNT)) == 45.0
+    assert asyncio.run(lease(ADAPTOR + ACCOUNT)) == 30.0
 
 
 def test_connector_with_its_account() -> None:
