@@ -143,7 +143,9 @@ class ClearingBook:
 
     asset_scale: int
     balance: int
-    #: Everything the balance was raised by for settlements we paid (leftover included).
+    #: Everything the balance was raised by for settlements we paid. The engine keeps an
+    #: outgoing leftover (not paid yet) in ``balance`` instead; a split host's connector cannot
+    #: tell it from the settlement it was debited with, and counts it here.
     settled_out: int
     #: Everything it was lowered by for the peer's settlements credited here.
     settled_in: int

@@ -373,6 +373,11 @@ class Engine:
         which are never deleted), not from counters of their own. Every settlement changes its
         account's row in the transaction that records it, so the sums are taken between two
         reads of an unchanged row (FailedPrecondition if it keeps changing).
+
+        The outgoing leftover (debited, below one ledger unit, not paid) is still owed to the
+        peer: it counts in the balance, not among the settlements, as the peer's book has it.
+        Counted as settled, it looked like a settlement in transit for as long as it waited,
+        and a quiet pair never reconciled as agreeing.
         """
         check_account_id(account_id)
         for _ in range(BOOK_READ_ATTEMPTS):
@@ -381,9 +386,8 @@ class Engine:
                 raise NotFound(f"account {account_id} does not exist")
             paid, credited = await self._store.settled_totals(account_id)
             if await self._store.get_account(account_id) == before:
-                return ClearingBook(
-                    before.asset_scale, before.balance, paid + before.outgoing_leftover, credited
-                )
+                owed = before.outgoing_leftover
+                return ClearingBook(before.asset_scale, before.balance - owed, paid, credited)
         raise FailedPrecondition(
             f"account {account_id} changed during each of {BOOK_READ_ATTEMPTS} reads; try again"
         )

@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,15 @@ def test_two_hosts_settle_and_reconcile(workdir: Path) -> None:
     probed: dict[str, object] = {}
 
     def over_the_limit(alice: Host, bob: Host) -> None:
-        """A packet beyond Alice's credit limit with Bob is refused T04; nothing moves."""
+        """Quiet, the two books agree, Alice's leftover included (it is owed, not in transit);
+        a packet beyond Alice's credit limit with Bob is refused T04; nothing moves."""
+        asked = admin_pb2.ReconcileRequest(peer="bob")
+        for _ in range(50):  # busy while a packet is still in flight: asked again
+            outcome = alice.connector.Reconcile(asked, timeout=60).reconciliation
+            if outcome.status != "busy":
+                break
+            time.sleep(0.2)
+        probed["reconciled"] = (outcome.status, outcome.to_peer_in_transit.value)
         before = (alice.account().clearing_balance.value, bob.account().clearing_balance.value)
         count = len(alice.settlements())
         request = admin_pb2.SendPacketsRequest(
@@ -69,6 +78,8 @@ def test_two_hosts_settle_and_reconcile(workdir: Path) -> None:
     assert isinstance(last, admin_pb2.SendPacketsResponse)
     assert last.done and last.fulfilled == 0 and dict(last.rejected_by_code) == {"T04": 1}
     assert probed["unchanged"] is True
+    assert books.alice_leftover > 0  # packets of 12345 micro-dollars, a ledger in cents
+    assert probed["reconciled"] == ("agree", "0")
     assert "the books" not in out.getvalue()  # the verdict is main()'s, not run_demo's
     assert_clean_start(workdir, out.getvalue())
 

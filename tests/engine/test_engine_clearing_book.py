@@ -33,8 +33,11 @@ def test_the_book_separates_settlements_from_packets(tmp_path: Path) -> None:
             view = await engine.get_account("alice")
             rows = await engine.list_settlements("alice")
             paid = sum(row.amount for row in rows if row.direction is Direction.OUTGOING)
-            assert book.balance == view.account.balance
-            assert book.settled_out == paid + view.account.outgoing_leftover > 0
+            # The leftover is not paid: still owed to the peer, in the balance, not settled.
+            leftover = view.account.outgoing_leftover
+            assert leftover > 0
+            assert book.balance == view.account.balance - leftover
+            assert book.settled_out == paid > 0
             assert book.settled_in == 300
             assert book.balance - book.settled_out + book.settled_in == packets
             with pytest.raises(NotFound, match="bob"):
