@@ -194,7 +194,7 @@ class ServedApi:
     """A connector's clearing file (a real SQLite file) and its Connector API on a unix socket."""
 
     directory: Path
-    ledger: DurableClearing
+    clearing: DurableClearing
     relay: EngineRelay
     address: str
 
@@ -207,15 +207,15 @@ def with_served_api(
     """Run ``scenario`` against a Connector API served in a fresh temporary directory."""
 
     async def main(directory: Path) -> None:
-        ledger = await DurableClearing.open(directory / "connector.db", limits)
+        clearing = await DurableClearing.open(directory / "connector.db", limits)
         relay = EngineRelay(timeout=5)
         address = f"unix:{directory / 'api.sock'}"
-        server = await serve_connector_api(ConnectorApi(ledger, relay, messenger), address)
+        server = await serve_connector_api(ConnectorApi(clearing, relay, messenger), address)
         try:
-            await scenario(ServedApi(directory, ledger, relay, address))
+            await scenario(ServedApi(directory, clearing, relay, address))
         finally:
             await server.stop(None)
-            await ledger.close()
+            await clearing.close()
 
     directory = Path(tempfile.mkdtemp(prefix="ilp"))  # short: unix socket paths
     try:

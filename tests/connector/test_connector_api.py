@@ -1,5 +1,6 @@
-"""The Connector API (proposal 2) served on a real unix socket over a real ledger file: every RPC,
-its error statuses, resuming the event stream, take-over, and peer messages through the relay."""
+"""The Connector API (proposal 2) served on a real unix socket over a real clearing file: every
+RPC, its error statuses, resuming the event stream, take-over, and peer messages through the
+relay."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class Messenger:
 def run(scenario: Callable[[Stub, EngineRelay, DurableClearing], Awaitable[None]]) -> None:
     async def with_stub(api: ServedApi) -> None:
         async with grpc.aio.insecure_channel(api.address) as channel:
-            await scenario(connector_pb2_grpc.ConnectorStub(channel), api.relay, api.ledger)
+            await scenario(connector_pb2_grpc.ConnectorStub(channel), api.relay, api.clearing)
 
     with_served_api(with_stub, Messenger(), {"bob": AccountLimits(6, -1000, 1000)})
 
@@ -58,7 +59,7 @@ def delta(
 
 
 def test_balances_and_idempotent_deltas() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, clearing: DurableClearing) -> None:
         reply = await stub.ApplyBalanceDelta(delta(-250, "d1"))
         assert (reply.balance.value, reply.balance.scale) == ("-250", 6)
         # Past the credit limit: deltas are settlements, not packets.
@@ -88,14 +89,14 @@ def test_balances_and_idempotent_deltas() -> None:
             assert (await failure(call)).code == code.INVALID_ARGUMENT
             call = stub.ApplyBalanceDelta(delta(1, "d6", account=malformed))
             assert (await failure(call)).code == code.INVALID_ARGUMENT
-        assert await ledger.balance("bob") == -2250  # the refusals changed nothing
-        assert ledger.last_cursor == 2
+        assert await clearing.balance("bob") == -2250  # the refusals changed nothing
+        assert clearing.last_cursor == 2
 
     run(scenario)
 
 
 def test_send_data_maps_the_peers_answers() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, clearing: DurableClearing) -> None:
         reply = await stub.SendData(pb.SendDataRequest(account_id="bob", data=b"hi"))
         assert reply.data == b"echo:hi"
         code = grpc.StatusCode
@@ -120,9 +121,9 @@ async def take(
 
 
 def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, clearing: DurableClearing) -> None:
         for n in range(3):
-            await ledger.apply_balance_change("bob", -10, f"p{n}")
+            await clearing.apply_balance_change("bob", -10, f"p{n}")
         stream = stub.WatchEvents(pb.WatchEventsRequest())
         events = await take(stream, 3)
         assert [e.cursor for e in events] == [1, 2, 3]
@@ -134,7 +135,7 @@ def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
         )
         assert change.idempotency_key == "p2"
         # Live: a new change arrives on the open stream.
-        await ledger.apply_balance_change("bob", 5, "p3")
+        await clearing.apply_balance_change("bob", 5, "p3")
         assert [e.cursor for e in await take(stream, 1)] == [4]
         stream.cancel()
 
@@ -155,13 +156,13 @@ def test_events_resume_after_the_acknowledged_cursor_or_a_given_one() -> None:
 
 
 def test_a_new_stream_replaces_the_open_one() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, clearing: DurableClearing) -> None:
         first = stub.WatchEvents(pb.WatchEventsRequest())
-        await ledger.apply_balance_change("bob", -1, "p0")
+        await clearing.apply_balance_change("bob", -1, "p0")
         await take(first, 1)
         assert relay.connected
         second = stub.WatchEvents(pb.WatchEventsRequest(after_cursor=1))
-        await ledger.apply_balance_change("bob", -1, "p1")
+        await clearing.apply_balance_change("bob", -1, "p1")
         assert [e.cursor for e in await take(second, 1)] == [2]
 
         async def read_to_the_end() -> None:
@@ -178,7 +179,7 @@ def test_a_new_stream_replaces_the_open_one() -> None:
 
 
 def test_peer_messages_go_to_the_engine_and_its_answer_back() -> None:
-    async def scenario(stub: Stub, relay: EngineRelay, ledger: DurableClearing) -> None:
+    async def scenario(stub: Stub, relay: EngineRelay, clearing: DurableClearing) -> None:
         with pytest.raises(MessageRefused) as refused:
             await relay.receive("bob", b"nobody listens")
         assert refused.value.code == "T00"
@@ -238,9 +239,9 @@ def test_on_tcp_only_the_engine_with_the_token_moves_balances(tmp_path: Path) ->
     address = f"localhost:{free_port()}"
 
     async def main() -> None:
-        ledger = await DurableClearing.open(tmp_path / "c.db", {"bob": AccountLimits(6, -10, 10)})
+        clearing = await DurableClearing.open(tmp_path / "c.db", {"bob": AccountLimits(6, -10, 10)})
         relay = EngineRelay(timeout=5)
-        server = await serve_connector_api(ConnectorApi(ledger, relay, Messenger()), address, tls)
+        server = await serve_connector_api(ConnectorApi(clearing, relay, Messenger()), address, tls)
         try:
             for token in (None, "wrong-token"):
                 credentials = grpc.ssl_channel_credentials(certificate.cert_pem)
@@ -256,7 +257,7 @@ def test_on_tcp_only_the_engine_with_the_token_moves_balances(tmp_path: Path) ->
                     refused = await failure(stream.read())
                     assert refused.code == grpc.StatusCode.UNAUTHENTICATED
                     assert not relay.connected
-            assert await ledger.balance("bob") == 0
+            assert await clearing.balance("bob") == 0
             # Plain text is not accepted at all on the TLS port.
             async with grpc.aio.insecure_channel(address) as channel:
                 await failure(
@@ -271,6 +272,6 @@ def test_on_tcp_only_the_engine_with_the_token_moves_balances(tmp_path: Path) ->
                 assert reply.balance.value == "-5"
         finally:
             await server.stop(None)
-            await ledger.close()
+            await clearing.close()
 
     asyncio.run(main())

@@ -1,4 +1,4 @@
-"""The in-flight journal of the connector's own ledger (proposal 2), on both backends (the
+"""The in-flight journal of the connector's own clearing books (proposal 2), on both backends (the
 ``books`` fixture: a real SQLite file, a real PostgreSQL server): a
 packet journaled survives reopening, its resolution and its balance changes commit together
 or not at all, a resolved packet stays resolved, and what a peer is told of its packets."""
@@ -35,13 +35,13 @@ PACKET = InFlight(
 BOTH = [BalanceChange("bob", -40, "ilp-out-k"), BalanceChange("alice", 40, "ilp-in-k")]
 
 
-def with_ledger(path: Path | str, scenario: Callable[[DurableClearing], Awaitable[None]]) -> None:
+def with_clearing(path: Path | str, scenario: Callable[[DurableClearing], Awaitable[None]]) -> None:
     async def main() -> None:
-        ledger = await DurableClearing.open(path, LIMITS)
+        clearing = await DurableClearing.open(path, LIMITS)
         try:
-            await scenario(ledger)
+            await scenario(clearing)
         finally:
-            await ledger.close()
+            await clearing.close()
 
     asyncio.run(main())
 
@@ -49,71 +49,71 @@ def with_ledger(path: Path | str, scenario: Callable[[DurableClearing], Awaitabl
 def test_a_journaled_packet_survives_reopening_until_resolved(books: str) -> None:
     path = books
 
-    async def journal(ledger: DurableClearing) -> None:
-        await ledger.journal_packet(PACKET)
-        await ledger.journal_packet(PACKET)  # a replay changes nothing
-        assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.PENDING
+    async def journal(clearing: DurableClearing) -> None:
+        await clearing.journal_packet(PACKET)
+        await clearing.journal_packet(PACKET)  # a replay changes nothing
+        assert (await clearing.packet_outcome("alice", PACKET.source_id)).status == Status.PENDING
 
-    async def resolve(ledger: DurableClearing) -> None:
-        assert await ledger.unresolved_packets() == [PACKET]
-        await ledger.resolve_packet(PACKET, Resolution.FULFILLED, FULFILLMENT, BOTH)
-        assert await ledger.unresolved_packets() == []
-        assert (await ledger.balance("bob"), await ledger.balance("alice")) == (-40, 40)
-        answer = await ledger.packet_outcome("alice", PACKET.source_id)
+    async def resolve(clearing: DurableClearing) -> None:
+        assert await clearing.unresolved_packets() == [PACKET]
+        await clearing.resolve_packet(PACKET, Resolution.FULFILLED, FULFILLMENT, BOTH)
+        assert await clearing.unresolved_packets() == []
+        assert (await clearing.balance("bob"), await clearing.balance("alice")) == (-40, 40)
+        answer = await clearing.packet_outcome("alice", PACKET.source_id)
         assert (answer.status, answer.fulfillment) == (Status.FULFILLED, FULFILLMENT)
         # Resolved stays resolved: a second resolution applies nothing.
-        await ledger.resolve_packet(PACKET, Resolution.REJECTED, b"", BOTH)
-        assert (await ledger.balance("bob"), await ledger.balance("alice")) == (-40, 40)
-        assert [e.idempotency_key for e in await ledger.events_after(0, 10)] == [
+        await clearing.resolve_packet(PACKET, Resolution.REJECTED, b"", BOTH)
+        assert (await clearing.balance("bob"), await clearing.balance("alice")) == (-40, 40)
+        assert [e.idempotency_key for e in await clearing.events_after(0, 10)] == [
             "ilp-out-k",
             "ilp-in-k",
         ]
         # Another peer asking about the same id, or an unknown id: never seen.
-        assert (await ledger.packet_outcome("bob", PACKET.source_id)).status == Status.UNKNOWN
-        assert (await ledger.packet_outcome("alice", bytes(32))).status == Status.UNKNOWN
+        assert (await clearing.packet_outcome("bob", PACKET.source_id)).status == Status.UNKNOWN
+        assert (await clearing.packet_outcome("alice", bytes(32))).status == Status.UNKNOWN
 
-    with_ledger(path, journal)
-    with_ledger(path, resolve)
+    with_clearing(path, journal)
+    with_clearing(path, resolve)
 
 
 def test_a_resolution_whose_change_fails_applies_nothing(books: str) -> None:
-    async def scenario(ledger: DurableClearing) -> None:
-        await ledger.apply_balance_change("alice", 1, "ilp-in-k")  # the key, for another delta
-        await ledger.journal_packet(PACKET)
+    async def scenario(clearing: DurableClearing) -> None:
+        await clearing.apply_balance_change("alice", 1, "ilp-in-k")  # the key, for another delta
+        await clearing.journal_packet(PACKET)
         with pytest.raises(KeyConflict):
-            await ledger.resolve_packet(PACKET, Resolution.FULFILLED, FULFILLMENT, BOTH)
-        assert await ledger.balance("bob") == 0, "bob's change rolled back with the rest"
-        assert await ledger.unresolved_packets() == [PACKET]
+            await clearing.resolve_packet(PACKET, Resolution.FULFILLED, FULFILLMENT, BOTH)
+        assert await clearing.balance("bob") == 0, "bob's change rolled back with the rest"
+        assert await clearing.unresolved_packets() == [PACKET]
         # Only the next hop's side (the source was refused): the packet is FORWARDED.
-        await ledger.resolve_packet(PACKET, Resolution.FORWARDED, FULFILLMENT, BOTH[:1])
-        assert await ledger.balance("bob") == -40
-        assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.REJECTED
+        await clearing.resolve_packet(PACKET, Resolution.FORWARDED, FULFILLMENT, BOTH[:1])
+        assert await clearing.balance("bob") == -40
+        assert (await clearing.packet_outcome("alice", PACKET.source_id)).status == Status.REJECTED
 
-    with_ledger(books, scenario)
+    with_clearing(books, scenario)
 
 
 def test_a_packet_delivered_here_is_recorded_with_its_fulfillment(books: str) -> None:
     delivered = InFlight("bb" * 32, "alice", PACKET.source_id, None, b"", 40, 1.0, PACKET.condition)
 
-    async def scenario(ledger: DurableClearing) -> None:
+    async def scenario(clearing: DurableClearing) -> None:
         credit = [BalanceChange("alice", 40, "ilp-in-here")]
-        await ledger.resolve_packet(delivered, Resolution.FULFILLED, FULFILLMENT, credit)
-        assert await ledger.unresolved_packets() == []
-        answer = await ledger.packet_outcome("alice", PACKET.source_id)
+        await clearing.resolve_packet(delivered, Resolution.FULFILLED, FULFILLMENT, credit)
+        assert await clearing.unresolved_packets() == []
+        answer = await clearing.packet_outcome("alice", PACKET.source_id)
         assert (answer.status, answer.fulfillment) == (Status.FULFILLED, FULFILLMENT)
-        assert await ledger.forget_keys(older_than=-1.0) == 1
-        assert (await ledger.packet_outcome("alice", PACKET.source_id)).status == Status.UNKNOWN
+        assert await clearing.forget_keys(older_than=-1.0) == 1
+        assert (await clearing.packet_outcome("alice", PACKET.source_id)).status == Status.UNKNOWN
 
-    with_ledger(books, scenario)
+    with_clearing(books, scenario)
 
 
-def test_a_ledger_of_the_first_version_is_migrated_forward(tmp_path: Path) -> None:
+def test_books_of_the_first_version_is_migrated_forward(tmp_path: Path) -> None:
     path = tmp_path / "connector.db"
 
-    async def write(ledger: DurableClearing) -> None:
-        await ledger.apply_balance_change("bob", -5, "old-key")
+    async def write(clearing: DurableClearing) -> None:
+        await clearing.apply_balance_change("bob", -5, "old-key")
 
-    with_ledger(path, write)
+    with_clearing(path, write)
     # Back to version 1, as a host before the journal left it.
     connection = sqlite3.connect(path)
     connection.execute("DROP TABLE packets")
@@ -122,9 +122,9 @@ def test_a_ledger_of_the_first_version_is_migrated_forward(tmp_path: Path) -> No
     connection.commit()
     connection.close()
 
-    async def reopen(ledger: DurableClearing) -> None:
-        assert await ledger.balance("bob") == -5
-        await ledger.journal_packet(PACKET)
-        assert await ledger.unresolved_packets() == [PACKET]
+    async def reopen(clearing: DurableClearing) -> None:
+        assert await clearing.balance("bob") == -5
+        await clearing.journal_packet(PACKET)
+        assert await clearing.unresolved_packets() == [PACKET]
 
-    with_ledger(path, reopen)
+    with_clearing(path, reopen)

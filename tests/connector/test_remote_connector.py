@@ -51,7 +51,7 @@ class NoPeers:
 @dataclass
 class World:
     directory: Path
-    ledger: DurableClearing
+    clearing: DurableClearing
     address: str
     payments: Ledger
 
@@ -100,26 +100,26 @@ class World:
 
 def run(scenario: Callable[[World], Awaitable[None]]) -> None:
     async def in_world(api: ServedApi) -> None:
-        await scenario(World(api.directory, api.ledger, api.address, Ledger()))
+        await scenario(World(api.directory, api.clearing, api.address, Ledger()))
 
     with_served_api(in_world, NoPeers(), {"bob": AccountLimits(2, -1000, 1000)})
 
 
 def test_changes_apply_once_and_settlements_flow_back() -> None:
     async def scenario(world: World) -> None:
-        ledger = world.ledger
+        clearing = world.clearing
         async with world.engine() as (engine, store, link):
 
             async def engine_balance() -> int:
                 return (await engine.get_account("bob")).account.balance
 
             async def in_step() -> bool:
-                caught_up = ledger.acknowledged == ledger.last_cursor
-                return caught_up and await ledger.balance("bob") == await engine_balance()
+                caught_up = clearing.acknowledged == clearing.last_cursor
+                return caught_up and await clearing.balance("bob") == await engine_balance()
 
             # Packets the connector cleared: -100 each; the third reaches the threshold.
             for n in range(3):
-                await ledger.apply_balance_change("bob", -100, f"packet-{n}")
+                await clearing.apply_balance_change("bob", -100, f"packet-{n}")
             await wait_until_async(in_step, "engine and connector in step")
             assert await engine_balance() == 0  # settled 300 back up to settle_to
             assert list(world.payments.paid.values()) == [300]
@@ -127,26 +127,26 @@ def test_changes_apply_once_and_settlements_flow_back() -> None:
             assert link.status.pushed == 1
             # The push came back as a logged change (cursor 4) that the engine skipped: had it
             # applied it, its balance would be 300, not the connector's 0.
-            assert ledger.last_cursor == 4  # three packets and the pushed debit
+            assert clearing.last_cursor == 4  # three packets and the pushed debit
 
     run(scenario)
 
 
 def test_a_restarted_engine_replays_unacknowledged_changes_once() -> None:
     async def scenario(world: World) -> None:
-        ledger = world.ledger
+        clearing = world.clearing
         async with world.engine() as (engine, _, link):
-            await ledger.apply_balance_change("bob", -100, "packet-0")
+            await clearing.apply_balance_change("bob", -100, "packet-0")
             await wait_until_async(
-                lambda: ledger.acknowledged == ledger.last_cursor == 1, "first change acked"
+                lambda: clearing.acknowledged == clearing.last_cursor == 1, "first change acked"
             )
         # The engine is gone; the connector clears on, then forgets nothing.
-        await ledger.apply_balance_change("bob", -50, "packet-1")
+        await clearing.apply_balance_change("bob", -50, "packet-1")
         # A change the engine applied but never acknowledged (it died in between): replayed.
         async with world.engine() as (engine, _, link):
             await engine.apply_balance_change("bob", -50, "packet-1")
             await wait_until_async(
-                lambda: ledger.acknowledged == ledger.last_cursor == 2, "replay acked"
+                lambda: clearing.acknowledged == clearing.last_cursor == 2, "replay acked"
             )
             assert (await engine.get_account("bob")).account.balance == -150
             assert link.status.processed == 2
@@ -161,7 +161,7 @@ def test_an_idle_engine_counts_itself_connected_once_attached() -> None:
     async def scenario(world: World) -> None:
         async with world.engine() as (_, _, link):
             await wait_until_async(lambda: link.status.connected, "the link to count as connected")
-            assert world.ledger.last_cursor == 0  # not one event was sent
+            assert world.clearing.last_cursor == 0  # not one event was sent
             assert link.in_step.is_set(), "nothing logged: nothing to catch up on"
 
     run(scenario)
@@ -173,9 +173,9 @@ def test_an_incoming_settlement_is_credited_after_the_changes_it_paid_for() -> N
     the threshold, -300) and it paid the peer back; the credit now waits for the log."""
 
     async def scenario(world: World) -> None:
-        ledger = world.ledger
+        clearing = world.clearing
         for n in range(5):  # the peer's packets: it owes us 500
-            await ledger.apply_balance_change("bob", 100, f"packet-{n}")
+            await clearing.apply_balance_change("bob", 100, f"packet-{n}")
         async with world.engine(follow=False) as (engine, _, link):
             credit = asyncio.create_task(engine.receive_settlement("L-1", "bob", 500))
             await asyncio.wait({credit}, timeout=0.5)
@@ -188,7 +188,7 @@ def test_an_incoming_settlement_is_credited_after_the_changes_it_paid_for() -> N
                 await wait_until_async(
                     lambda: link.status.pushed == 1, "the credit pushed to the connector"
                 )
-                assert await ledger.balance("bob") == 0
+                assert await clearing.balance("bob") == 0
                 assert world.payments.paid == {}, "nothing is owed to the peer: nothing paid"
             finally:
                 following.cancel()
