@@ -65,7 +65,6 @@ from bench_vs_ilp_connector import (  # noqa: E402
     NODE_MODULES,
     Loadgen,
     Processes,
-    _quantile,
     free_ports,
     host_config,
     loadgen,
@@ -73,6 +72,7 @@ from bench_vs_ilp_connector import (  # noqa: E402
     start_run,
 )
 
+from host.connector.local import nearest_rank  # noqa: E402
 from host.demo.scenario import PACKET_AMOUNT  # noqa: E402
 from host.demo.twohost import Host, Pair, Side, running  # noqa: E402
 from host.engine.model import Direction, Settlement, SettlementState, incoming_id  # noqa: E402
@@ -108,8 +108,8 @@ class Series:
         latencies = result["latencies_ms"]
         rate = float(result["fulfilled"] / result["seconds"])
         self.pps.append(rate)
-        self.p50.append(_quantile(latencies, 0.5))
-        self.p99.append(_quantile(latencies, 0.99))
+        self.p50.append(nearest_rank(latencies, 0.5))
+        self.p99.append(nearest_rank(latencies, 0.99))
         if result["rejected"]:
             self.rejects.append(f"{result['rejected']} rejected, first: {result['first_reject']}")
         return rate
