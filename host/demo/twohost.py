@@ -48,6 +48,10 @@ MIN_BALANCE = -2_000_000
 MAX_BALANCE = 2_000_000
 #: Every wait polls until this many seconds have passed: generous, the machine may be busy.
 DEADLINE = 60.0
+#: How long an adaptor may take to handshake (the host's default is 10 s): on a busy machine
+#: the Ethereum adaptor's imports alone took 20 to 36 s, and a start cut short is started again,
+#: as slowly, so that it never served.
+START_TIMEOUT = DEADLINE
 #: Where a host's engine runs: in the connector's process (proposal 1, ``ilp-host run``) or
 #: in a process of its own (proposal 2), and the processes that makes.
 ENGINE_PLACES = {"internal": ("run",), "external": ("connector", "engine")}
@@ -62,6 +66,7 @@ name = "{adaptor_name}"
 command = {command}
 cwd = {cwd}
 env = {{ {env} }}
+timeouts = {{ start = {start_timeout:g} }}
 {restart}
 [[account]]
 id = "{peer}"
@@ -491,6 +496,7 @@ class Pair:
                 cwd=_toml(str(adaptor.cwd or ".")),
                 env=", ".join(f"{key} = {_toml(value)}" for key, value in env.items()),
                 restart=backoff,
+                start_timeout=START_TIMEOUT,
                 name=host.name,
                 peer=host.peer,
                 asset_code=asset[0],
