@@ -1,11 +1,15 @@
-"""Three host instances on one PostgreSQL database, killed at random while they settle: every
-settlement is paid exactly once, none is left behind, every incoming one is credited once, and
-the books agree with the ledger.
+"""Three engine instances on one PostgreSQL database, killed at random while the ledger loses
+replies: every settlement is paid exactly once, none is left behind, every incoming one is
+credited once, and the books agree with the ledger.
 
-Each instance is a real process (tests/store/pg_instance.py: the engine, the PostgreSQL store,
-payments on a real simledger); the ledger answers some payments UNAVAILABLE after committing
-them, and some instances run with the ``engine.after-send-money`` failpoint, which kills them
-between a payment and its record. After the chaos, one more instance drains the outbox.
+What the tier run (test_store_postgres_tier.py: whole ``ilp-host run`` instances, packets, the
+``engine.after-send-money`` failpoint, reconciliation with the peer) does not check, and this
+test does: a ledger that answers payments UNAVAILABLE after committing them (a lost reply,
+retried with the same key by whichever instance holds the row then), four accounts settling
+at once (their rows claimed across instances with SKIP LOCKED), and the rows of a killed
+instance taken over by the others once its short lease runs out, not by its restart. Each
+instance is a real process (tests/store/pg_instance.py: the engine, the PostgreSQL store,
+payments on a real simledger). After the chaos, one more instance drains the outbox.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from tests.store.pg_instance import ACCOUNTS, INCOMING, OURS, SCALE, incoming_am
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANCES = 3
-#: SIGKILLs from outside, besides at least one death at the failpoint; bounded in time.
+#: SIGKILLs; bounded in time.
 KILLS = 5
 #: ... while they made at least this many settlements.
 SETTLEMENTS = 20
@@ -60,13 +64,9 @@ def amount(value: int) -> types_pb2.Amount:
     return types_pb2.Amount(value=str(value), scale=SCALE)
 
 
-def spawn(
-    url: str, ledger: str, name: str, seed: int, *args: str, armed: bool = False
-) -> subprocess.Popen[str]:
+def spawn(url: str, ledger: str, name: str, seed: int, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ)
     env.pop(failpoints.ENV_FAILPOINTS, None)
-    if armed:
-        env[failpoints.ENV_FAILPOINTS] = failpoints.ENGINE_AFTER_SEND_MONEY
     return subprocess.Popen(
         [sys.executable, "-m", "tests.store.pg_instance", url, ledger, name, str(seed), *args],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -107,21 +107,14 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
         generation = 0
         running: list[subprocess.Popen[str]] = []
         died: list[subprocess.Popen[str]] = []
-        #: Instances whose failpoint is armed: they die by themselves, between pay and record.
-        armed: set[int] = set()
         started: dict[int, Path] = {}
 
         def start() -> None:
             nonlocal generation
             generation += 1
             ready = tmp_path / f"g{generation}.ready"
-            process = spawn(
-                url, ledger.target, f"g{generation}", generation, "--ready", str(ready),
-                armed=generation % 3 == 0,
-            )  # fmt: skip
+            process = spawn(url, ledger.target, f"g{generation}", generation, "--ready", str(ready))
             started[process.pid] = ready
-            if generation % 3 == 0:
-                armed.add(process.pid)
             running.append(process)
 
         for _ in range(INSTANCES):
@@ -130,9 +123,7 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
         kills = 0
         try:
             while time.monotonic() < deadline and not (
-                kills >= KILLS
-                and any(p.pid in armed for p in died)
-                and int(postgres.psql(SETTLED, url)) >= SETTLEMENTS
+                kills >= KILLS and int(postgres.psql(SETTLED, url)) >= SETTLEMENTS
             ):
                 time.sleep(rng.uniform(0.5, 1.5))
                 for process in [p for p in running if p.poll() is not None]:
@@ -140,7 +131,7 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
                     died.append(process)
                     start()
                 # Only working instances: a kill during start-up proves nothing.
-                victims = [p for p in running if p.pid not in armed and started[p.pid].exists()]
+                victims = [p for p in running if started[p.pid].exists()]
                 if not victims:
                     continue
                 victim = rng.choice(victims)
@@ -158,8 +149,7 @@ def test_three_instances_killed_at_random_pay_every_settlement_exactly_once(
         logs = [process.communicate()[1] for process in died]
         for log in logs:
             assert "Traceback" not in log, log
-        fired = sum(f"failpoint {failpoints.ENGINE_AFTER_SEND_MONEY}" in log for log in logs)
-        assert kills >= KILLS and fired >= 1  # killed from outside and between pay and record
+        assert kills >= KILLS
 
         drain = spawn(url, ledger.target, "drain", 0, "--drain")
         try:
