@@ -24,13 +24,14 @@ Which peers take part: ``send_routes`` / ``receive_routes`` of each ``[[peer]]``
 default for every relation. (ilp-connector defaults to false for its children; this host
 sends its routes to children and accepts theirs under the child's address.)
 
-Retries back off (sdk.backoff, with jitter): a route control or update that was not delivered
-or was refused, and a gap that follows a gap, wait twice as long each time, up to
-:data:`MAX_RETRY` (or the interval, if longer), until the exchange progresses again; a route
-control from the peer (it is back, and listens) ends the backoff on both sides. Without it a
-host asks each peer that refuses routes (a child on ilp-connector's defaults) every interval,
-which with thousands of children is most of its work, and a parent that was down is met by all
-its children at once, every second.
+Retries back off (sdk.backoff, with jitter), each failure twice as long as the one before,
+until the exchange progresses again: a route control or update that was not delivered (the
+peer is down or starting) up to the interval; one the peer refused, and a gap that follows a
+gap, up to :data:`MAX_RETRY` (or the interval, if longer): such a peer will not change its mind
+soon. A route control from the peer (it is back, and listens) ends the backoff on both sides.
+Without it a host asks each peer that refuses routes (a child on ilp-connector's defaults)
+every interval, which with thousands of children is most of its work, and a parent that was
+down is met by all its children at once, every second.
 """
 
 from __future__ import annotations
@@ -123,16 +124,19 @@ class RouteBroadcaster:
         interval: float = 30.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         backoff: Backoff | None = None,
+        refused_backoff: Backoff | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        """``backoff``: the retry delays after failures (default :func:`retry_backoff` of
-        ``interval``); ``rng`` draws their jitter."""
+        """``backoff``: the retry delays after messages not delivered, ``refused_backoff``
+        after refusals and gaps (by default :func:`retry_backoff` of ``interval``); ``rng``
+        draws their jitter."""
         self._peers = peers
         self._routing = routing
         self._exchange = exchange
         self._interval = interval
         self._now = now
         self._backoff = backoff or retry_backoff(interval)
+        self._refused_backoff = refused_backoff or retry_backoff(interval, refused=True)
         self._rng = rng
         self.table_id = uuid.uuid4()
         #: Epoch i changed the advertised route of log[i][0] to log[i][1] (None: withdrawn);
@@ -288,7 +292,7 @@ class RouteBroadcaster:
             receiver.failures += 1
             due = loop.time()
             if receiver.failures > 1:
-                due += self._backoff.delay(receiver.failures - 1, self._rng)
+                due += self._refused_backoff.delay(receiver.failures - 1, self._rng)
             receiver.control_due = min(receiver.control_due, due)
             self._wake.set()
             return ccp.accepted()
@@ -374,8 +378,9 @@ class RouteBroadcaster:
                 pause = min(pause, sender.retry_at - now)
         return max(pause, 0.0)
 
-    def _retry_delay(self, failures: int) -> float:
-        return self._backoff.delay(failures, self._rng)
+    def _retry_delay(self, failures: int, error: Exception) -> float:
+        refused = isinstance(error, ccp.CcpError)
+        return (self._refused_backoff if refused else self._backoff).delay(failures, self._rng)
 
     async def _send_control(self, peer_id: str, receiver: _Receiver) -> None:
         control = ccp.RouteControl(ccp.Mode.SYNC, receiver.table_id, receiver.epoch)
@@ -384,7 +389,7 @@ class RouteBroadcaster:
             ccp.check_reply(await self._exchange(peer_id, prepare, MESSAGE_TIMEOUT))
         except Exception as exc:
             receiver.failures += 1
-            delay = self._retry_delay(receiver.failures)
+            delay = self._retry_delay(receiver.failures, exc)
             receiver.control_due = asyncio.get_running_loop().time() + delay
             if isinstance(exc, ccp.CcpError):
                 receiver.error = f"route control refused: {exc.message} ({exc.code})"
@@ -406,7 +411,7 @@ class RouteBroadcaster:
             ccp.check_reply(await self._exchange(peer_id, prepare, MESSAGE_TIMEOUT))
         except Exception as exc:
             sender.failures += 1
-            delay = self._retry_delay(sender.failures)
+            delay = self._retry_delay(sender.failures, exc)
             sender.retry_at = asyncio.get_running_loop().time() + delay
             if isinstance(exc, ccp.CcpError):
                 sender.error = f"route update refused: {exc.message} ({exc.code})"
@@ -448,13 +453,14 @@ class RouteBroadcaster:
         return result
 
 
-def retry_backoff(interval: float) -> Backoff:
+def retry_backoff(interval: float, *, refused: bool = False) -> Backoff:
     """The retry delays of route messages with a broadcast ``interval``: from
-    :data:`FIRST_RETRY` (or the interval, if shorter), doubling, at most :data:`MAX_RETRY` (or
-    the interval, if longer), each drawn within +-50 % so that the children of one parent do not
-    retry in step."""
+    :data:`FIRST_RETRY` (or the interval, if shorter), doubling, at most the interval (after a
+    refusal or a gap: :data:`MAX_RETRY`, or the interval if longer), each drawn within +-50 %
+    so that the children of one parent do not retry in step."""
     first = min(FIRST_RETRY, interval)
-    return Backoff(initial=first, multiplier=2.0, cap=max(interval, MAX_RETRY), jitter=0.5)
+    cap = max(interval, MAX_RETRY) if refused else interval
+    return Backoff(initial=first, multiplier=2.0, cap=cap, jitter=0.5)
 
 
 def _advertisable(prefix: str) -> bool:

@@ -7,10 +7,12 @@ import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from host.connector import PeerConfig
 from host.connector.route_broadcast import MAX_RETRY, RouteBroadcaster, retry_backoff
 from host.connector.routing import Route, RoutingTable
-from host.ilp import Fulfill, Prepare, Reject, Reply, ccp
+from host.ilp import ErrorCode, Fulfill, Prepare, Reject, Reply, ccp
 from sdk.backoff import Backoff
 from tests.polling import wait_until_async
 
@@ -137,19 +139,27 @@ MIDDLE = 0.5  # what rng() returns: the jitter factor 1 + 0.5 * (2 * MIDDLE - 1)
 SLACK = 0.005
 
 
-class Unreachable:
-    """An exchange with a peer that is down: every message fails; it notes when each was sent,
-    by address, and delivers only once ``back`` is set."""
+#: A backoff that barely waits: what the other kind of failure must not be retried with.
+HASTY = Backoff(initial=0.001, multiplier=1.0, cap=0.001, jitter=0.0)
 
-    def __init__(self) -> None:
+
+class Unreachable:
+    """An exchange with a peer that is down (or, with ``refusing``, that refuses CCP as
+    ilp-connector does with F01): every message fails; it notes when each was sent, by
+    address, and delivers only once ``back`` is set."""
+
+    def __init__(self, refusing: bool = False) -> None:
         self.sent: dict[str, list[float]] = {}
         self.back = False
+        self.refusing = refusing
 
     async def __call__(self, peer_id: str, prepare: Prepare, time_limit: float) -> Reply:
         self.sent.setdefault(prepare.destination, []).append(asyncio.get_running_loop().time())
-        if not self.back:
-            raise ConnectionRefusedError(f"peer {peer_id} does not answer")
-        return ccp.accepted()
+        if self.back:
+            return ccp.accepted()
+        if self.refusing:
+            return Reject(ErrorCode.F01_INVALID_PACKET, "test.mum", "unknown peer protocol", b"")
+        raise ConnectionRefusedError(f"peer {peer_id} does not answer")
 
     async def until(self, address: str, count: int) -> list[float]:
         """The times of the first ``count`` messages to ``address``."""
@@ -163,16 +173,24 @@ def gaps(times: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
 
 
-def test_route_controls_to_an_unreachable_parent_back_off() -> None:
-    """A child asks its parent for routes; while the parent is down, each control waits longer
-    than the one before (up to the cap), not a fixed second as 2000 children once did."""
+@pytest.mark.parametrize("refusing", [False, True], ids=["unreachable", "refusing"])
+def test_route_controls_to_a_parent_that_fails_back_off(refusing: bool) -> None:
+    """A child asks its parent for routes; while the parent is down (or refuses), each control
+    waits longer than the one before (up to the cap), not a fixed second (or interval) as a
+    host with 2000 children once did; each kind of failure with its own backoff."""
 
     async def run() -> None:
-        exchange = Unreachable()
+        exchange = Unreachable(refusing)
         mum = peer("mum", "parent")
         routing = RoutingTable("test.me", {"mum": "test.mum"}, relations={"mum": "parent"})
         speaker = RouteBroadcaster(
-            {"mum": mum}, routing, exchange, interval=30, backoff=QUICK, rng=lambda: MIDDLE
+            {"mum": mum},
+            routing,
+            exchange,
+            interval=30,
+            backoff=HASTY if refusing else QUICK,
+            refused_backoff=QUICK if refusing else HASTY,
+            rng=lambda: MIDDLE,
         )
         speaker.start()
         try:
@@ -181,7 +199,8 @@ def test_route_controls_to_an_unreachable_parent_back_off() -> None:
             assert expected == [0.05, 0.1, 0.2, 0.4, 0.8, 0.8]
             for waited, delay in zip(gaps(times), expected, strict=True):
                 assert waited >= delay - SLACK, (gaps(times), expected)
-            assert "route control not delivered" in speaker.status()[0].error
+            failure = "refused" if refusing else "not delivered"
+            assert f"route control {failure}" in speaker.status()[0].error
             # The parent is back: the next control is delivered and no more are sent.
             exchange.back = True
             await exchange.until(ccp.CONTROL_ADDRESS, 8)
@@ -201,7 +220,13 @@ def test_route_updates_to_an_unreachable_peer_back_off_until_it_asks_again() -> 
         bob = peer("bob", receive_routes=False)
         routing = RoutingTable("test.me", {"bob": "test.bob"}, relations={"bob": "peer"})
         speaker = RouteBroadcaster(
-            {"bob": bob}, routing, exchange, interval=30, backoff=QUICK, rng=lambda: MIDDLE
+            {"bob": bob},
+            routing,
+            exchange,
+            interval=30,
+            backoff=QUICK,
+            refused_backoff=QUICK,
+            rng=lambda: MIDDLE,
         )
         speaker.start()
         try:
@@ -236,6 +261,7 @@ def test_a_gap_is_asked_about_at_once_and_gaps_in_a_row_back_off() -> None:
             no_exchange,
             interval=30,
             backoff=QUICK,
+            refused_backoff=QUICK,
             rng=lambda: MIDDLE,
         )
         receiver = speaker._receivers["bob"]
@@ -262,12 +288,17 @@ def test_a_gap_is_asked_about_at_once_and_gaps_in_a_row_back_off() -> None:
 
 
 def test_the_default_retries_double_up_to_a_cap_and_spread() -> None:
-    backoff = retry_backoff(0.5)  # the benchmarks' interval: the retries still back off
-    assert [backoff.delay(n, lambda: MIDDLE) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
-    assert backoff.delay(30, lambda: MIDDLE) == MAX_RETRY
-    assert backoff.delay(1, lambda: 0.0) == 0.25 and backoff.delay(1, lambda: 0.999) > 0.74
-    assert retry_backoff(30.0).delay(1, lambda: MIDDLE) == 1.0
-    assert retry_backoff(600.0).delay(30, lambda: MIDDLE) == 600.0  # never below the interval
+    # Not delivered (the peer is down or starting): up to the interval.
+    assert [retry_backoff(30.0).delay(n, lambda: MIDDLE) for n in (1, 2, 3, 9)] == [1, 2, 4, 30]
+    assert retry_backoff(0.5).delay(9, lambda: MIDDLE) == 0.5
+    # Refused (the peer does not speak CCP, or keeps sending gaps): up to MAX_RETRY, also with
+    # the benchmarks' short interval, where a refusal was asked again every 0.5 s.
+    refused = retry_backoff(0.5, refused=True)
+    assert [refused.delay(n, lambda: MIDDLE) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert refused.delay(30, lambda: MIDDLE) == MAX_RETRY
+    assert retry_backoff(600.0, refused=True).delay(30, lambda: MIDDLE) == 600.0
+    # Jitter: within +-50 %.
+    assert refused.delay(1, lambda: 0.0) == 0.25 and refused.delay(1, lambda: 0.999) > 0.74
 
 
 def test_a_control_from_a_peer_we_back_off_from_asks_it_at_once() -> None:
