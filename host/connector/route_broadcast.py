@@ -371,6 +371,8 @@ class RouteBroadcaster:
         """How long the loop may sleep: until the next retry or control falls due, at most a
         quarter interval (and a second), so that heartbeats and expiries are on time."""
         pause = min(1.0, self._interval / 4)
+        if self._routing.own_address is None:
+            return pause  # nothing is sent without our address: no control falls due
         for receiver in self._receivers.values():
             pause = min(pause, receiver.control_due - now)
         for sender in self._senders.values():

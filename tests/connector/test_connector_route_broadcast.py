@@ -301,6 +301,15 @@ def test_the_default_retries_double_up_to_a_cap_and_spread() -> None:
     assert refused.delay(1, lambda: 0.0) == 0.25 and refused.delay(1, lambda: 0.999) > 0.74
 
 
+def test_the_loop_sleeps_while_due_controls_wait_for_our_address() -> None:
+    """Controls are due at start, but none is sent without our address: the loop must sleep
+    its usual pause then, not spin."""
+    routing = RoutingTable(None, {"mum": "test.mum"}, relations={"mum": "parent"})
+    speaker = RouteBroadcaster({"mum": peer("mum", "parent")}, routing, no_exchange, interval=30)
+    assert speaker._receivers["mum"].control_due == 0.0
+    assert speaker._pause(1000.0) == 1.0
+
+
 def test_a_control_from_a_peer_we_back_off_from_asks_it_at_once() -> None:
     async def run() -> None:
         routing = RoutingTable("test.me", {"bob": "test.bob"}, relations={"bob": "peer"})
