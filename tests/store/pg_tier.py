@@ -70,6 +70,10 @@ OUTBOX_LEFT = (
     "'credited') GROUP BY state"
 )
 OUTGOING_COUNT = "SELECT count(*) FROM settlements WHERE direction = 'outgoing'"
+#: The outbox lease of Alice's instances (``[engine] outbox_lease``): the settlements a killed
+#: instance held wait for it to run out (on PostgreSQL a restart frees nothing), and the
+#: verdict's wait (60 s) must be far longer than that; just above the adaptor call deadline.
+LEASE = 12
 
 
 @dataclass
@@ -126,7 +130,7 @@ class Tier(harness.Pair):
     ) -> None:
         self.server = server
         self.url = url
-        database = f"[engine]\ndatabase = {json.dumps(url)}\n"
+        database = f"[engine]\ndatabase = {json.dumps(url)}\noutbox_lease = {LEASE}\n"
         alice_side = Side(threshold=thresholds[0], extra=database)
         # The two-host pair writes Bob's file and one for Alice, which the instances' follow.
         twohost.Pair.__init__(
