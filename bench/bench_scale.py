@@ -77,6 +77,7 @@ from host.demo.scenario import PACKET_AMOUNT  # noqa: E402
 from host.demo.twohost import Host, Pair, Side, running  # noqa: E402
 from host.engine.model import Direction, Settlement, SettlementState, incoming_id  # noqa: E402
 from host.pb.ilphost.admin.v1 import admin_pb2  # noqa: E402
+from host.store import sqlite_totals  # noqa: E402
 from host.store.rows import SETTLEMENT_COLUMNS, settlement_values  # noqa: E402
 from host.store.sqlite_schema import MIGRATIONS  # noqa: E402
 
@@ -355,6 +356,10 @@ def fill(alice: Host, bob: Host, count: int) -> None:
                 conn.executemany(insert, rows)
                 conn.execute("COMMIT")
             say(f"  {min(count, start + FILL_BATCH)} settlements written")
+        for conn in (a, b):  # the rows went in behind the store's back: count them
+            conn.execute("BEGIN")
+            sqlite_totals.recount(conn)
+            conn.execute("COMMIT")
 
 
 def filled_pair(workdir: Path, count: int) -> Path:

@@ -369,10 +369,11 @@ class Engine:
     async def clearing_book(self, account_id: str) -> ClearingBook:
         """The account's balance and settlement totals, for a reconciliation with the peer.
 
-        Derived from durable records (the balance, the outgoing leftover, the settlements,
-        which are never deleted), not from counters of their own. Every settlement changes its
-        account's row in the transaction that records it, so the sums are taken between two
-        reads of an unchanged row (FailedPrecondition if it keeps changing).
+        Derived from durable records (the balance, the outgoing leftover, the settlement
+        totals, which the store keeps in the transaction that records each settlement: a read
+        of one row, however long the history). Every settlement changes its account's row in
+        that transaction too, so the totals are read between two reads of an unchanged row
+        (FailedPrecondition if it keeps changing).
 
         The outgoing leftover (debited, below one ledger unit, not paid) is still owed to the
         peer: it counts in the balance, not among the settlements, as the peer's book has it.

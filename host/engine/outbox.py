@@ -187,14 +187,9 @@ class OutboxWorker:
 
     async def _carry(self, row: Settlement) -> None:
         try:
-            recorded = await self.process(row)
+            await self.process(row)
         except Exception:  # the store failed: the lease runs out and a claim retries the row
             _log.exception("settlement %s: recording the outcome failed; retrying", row.id)
-            self.wake()
-            return
-        if recorded.next_attempt_at is not None:
-            # Work left (a retry, or a payment not final yet): the worker may be asleep until
-            # its idle poll, having never seen this row; let it schedule the next attempt.
             self.wake()
 
     async def run_once(self) -> int:
@@ -261,6 +256,11 @@ class OutboxWorker:
                 return current
             await tx.update_settlement(updated)
         observing.changed(self.observer, current, updated)
+        if updated.next_attempt_at is not None:
+            # Work left (a retry, or a payment not final yet) on a row the worker may never
+            # have seen (carried, or acknowledged by the engine itself): it may be asleep until
+            # its idle poll, so let it schedule the next attempt.
+            self.wake()
         return updated
 
     async def _attempt(self, row: Settlement) -> Outcome:

@@ -122,7 +122,9 @@ class Store(Protocol):
         """The sums of ``amount`` over every settlement of an account: (outgoing, incoming).
 
         Outgoing in any state (each was debited when queued), incoming credited or completed.
-        Settlements are never deleted, so these are the account's running totals.
+        Settlements are never deleted and their amounts never change, so the store keeps these
+        as running totals, added to in the transaction that records each settlement: one read,
+        however long the account's history.
         """
         ...
 

@@ -262,14 +262,12 @@ class PostgresStore:
         return {account: int(total) for account, total in rows}
 
     async def settled_totals(self, account_id: str) -> tuple[int, int]:
-        """Per direction, the sum of an account's settlements."""
+        """Per direction, the sum of an account's settlements: its running totals (kept by a
+        trigger on every insert, host.store.postgres_schema version 4), one row."""
         rows = await self._fetch(
-            "SELECT direction, SUM(amount) FROM settlements WHERE account_id = %s "
-            "GROUP BY direction",
-            (account_id,),
+            "SELECT outgoing, incoming FROM settled_totals WHERE account_id = %s", (account_id,)
         )
-        totals = {direction: int(total) for direction, total in rows}
-        return totals.get("outgoing", 0), totals.get("incoming", 0)
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     async def get_settlement(self, settlement_id: str) -> Settlement | None:
         """The committed settlement, or None."""

@@ -115,8 +115,49 @@ _V2: Migration = (
 # (host.store.sqlite_packets).
 _V3: Migration = postgres_packets.migration("packets")
 
+# Version 4: each account's running settled totals, as in SQLite's version 4
+# (host.store.sqlite_totals), so that a reconciliation reads two numbers instead of summing every
+# settlement of the account. Here a trigger adds each settlement as it is inserted: ``numeric``
+# adds exactly, and every writer of the table keeps the totals, a host of an older version still
+# running included. The table is locked against inserts while the totals are first counted.
+_V4: Migration = (
+    "LOCK TABLE settlements IN SHARE MODE",
+    """
+    CREATE TABLE settled_totals (
+        account_id text PRIMARY KEY REFERENCES accounts (id),
+        outgoing   numeric NOT NULL,
+        incoming   numeric NOT NULL
+    )
+    """,
+    """
+    INSERT INTO settled_totals (account_id, outgoing, incoming)
+        SELECT account_id,
+               COALESCE(SUM(amount) FILTER (WHERE direction = 'outgoing'), 0),
+               COALESCE(SUM(amount) FILTER (WHERE direction = 'incoming'), 0)
+        FROM settlements GROUP BY account_id
+    """,
+    """
+    CREATE FUNCTION settled_totals_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO settled_totals AS t (account_id, outgoing, incoming)
+            VALUES (NEW.account_id,
+                    CASE WHEN NEW.direction = 'outgoing' THEN NEW.amount ELSE 0 END,
+                    CASE WHEN NEW.direction = 'incoming' THEN NEW.amount ELSE 0 END)
+            ON CONFLICT (account_id) DO UPDATE
+                SET outgoing = t.outgoing + EXCLUDED.outgoing,
+                    incoming = t.incoming + EXCLUDED.incoming;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE TRIGGER settled_totals_add AFTER INSERT ON settlements
+        FOR EACH ROW EXECUTE FUNCTION settled_totals_add()
+    """,
+)
+
 #: Every migration, oldest first. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 
 async def schema_version(conn: AsyncConnection[TupleRow], table: str = VERSION_TABLE) -> int:

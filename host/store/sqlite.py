@@ -32,7 +32,7 @@ from host.engine.model import (
 )
 from host.engine.store import Store, Transaction
 from host.ilp.outcome import Outcome
-from host.store import sqlite_packets
+from host.store import sqlite_packets, sqlite_totals
 from host.store.base import StoreError
 from host.store.groupcommit import TxContext
 from host.store.rows import (
@@ -54,6 +54,15 @@ T = TypeVar("T")
 def _one_row(cursor: sqlite3.Cursor, what: str) -> None:
     if cursor.rowcount != 1:
         raise StoreError(f"{what} does not exist")
+
+
+def _insert_settlement(c: sqlite3.Connection, settlement: Settlement) -> None:
+    """Record a settlement and add it to its account's running totals (one transaction)."""
+    c.execute(
+        f"INSERT INTO settlements ({SETTLEMENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+        settlement_values(settlement, str),
+    )
+    sqlite_totals.add(c, settlement.account_id, settlement.direction, settlement.amount)
 
 
 class _SqliteTransaction:
@@ -104,13 +113,7 @@ class _SqliteTransaction:
         return None if row is None else settlement_from_row(row)
 
     async def insert_settlement(self, settlement: Settlement) -> None:
-        values = settlement_values(settlement, str)
-        self._ctx.defer(
-            lambda c: c.execute(
-                f"INSERT INTO settlements ({SETTLEMENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
-                values,
-            )
-        )
+        self._ctx.defer(partial(_insert_settlement, settlement=settlement))
 
     async def update_settlement(self, settlement: Settlement) -> None:
         values = settlement_values(settlement, str)
@@ -314,16 +317,8 @@ class SqliteStore:
         return totals
 
     async def settled_totals(self, account_id: str) -> tuple[int, int]:
-        """Per direction, the sum of an account's settlements (summed here: TEXT)."""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT direction, amount FROM settlements WHERE account_id = ?", (account_id,)
-            ).fetchall()
-        )
-        totals = {"outgoing": 0, "incoming": 0}
-        for direction, amount in rows:
-            totals[direction] += int(amount)
-        return totals["outgoing"], totals["incoming"]
+        """Per direction, the sum of an account's settlements: its running totals, one row."""
+        return await self._file.read_now(partial(sqlite_totals.read, account_id=account_id))
 
     async def get_settlement(self, settlement_id: str) -> Settlement | None:
         """The committed settlement, or None."""

@@ -6,6 +6,9 @@ version bump, so a crash mid-migration leaves the previous version intact. Relea
 are never edited: a change is a new migration appended at the end. A database whose version is
 higher than ``len(MIGRATIONS)`` was written by a newer host and is refused.
 
+A migration step is an SQL statement or, where SQL cannot do the work (sums of amounts past 64
+bits), a function of the connection, run inside the migration's transaction.
+
 Amounts are TEXT holding a base-10 integer (SQLite's INTEGER is 64-bit; amounts are not);
 times are REAL seconds since the epoch.
 """
@@ -13,12 +16,12 @@ times are REAL seconds since the epoch.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from host.store import sqlite_packets
+from host.store import sqlite_packets, sqlite_totals
 from host.store.base import SchemaTooNew
 
-Migration = tuple[str, ...]
+Migration = tuple[str | Callable[[sqlite3.Connection], None], ...]
 
 _V1: Migration = (
     """
@@ -104,8 +107,12 @@ _V2: Migration = (
 # keeps the clearing balances (proposal 1).
 _V3: Migration = sqlite_packets.MIGRATION
 
+# Version 4: each account's running settled totals (host.store.sqlite_totals), so that a
+# reconciliation reads two numbers instead of summing every settlement of the account.
+_V4: Migration = sqlite_totals.MIGRATION
+
 #: Every migration, oldest first. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -144,8 +151,11 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
     for version in range(start + 1, target + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in migrations[version - 1]:
-                conn.execute(statement)
+            for step in migrations[version - 1]:
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
             conn.execute("UPDATE schema_version SET version = ?", (version,))
             conn.execute("COMMIT")
         except BaseException:

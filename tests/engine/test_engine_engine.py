@@ -551,6 +551,43 @@ def test_restart_after_the_ledger_committed_but_the_reply_was_lost_pays_once(
     asyncio.run(main())
 
 
+def test_a_failed_acknowledgement_is_retried_without_waiting_for_the_idle_poll(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        ledger = FakeLedger()
+        store = await SqliteStore.open(tmp_path / "host.db")
+        # The real clock and short delays; the worker's idle poll (60 s) is far beyond the wait.
+        engine = Engine(store, {"sim": ledger}, backoff=Backoff(initial=0.01, cap=0.05))
+        worker = asyncio.create_task(engine.run_outbox())
+        try:
+            await add_account(engine)
+            await wait_until_async(
+                lambda: engine.outbox.lease_for_new(0.0) is not None, "the worker to run"
+            )
+            await asyncio.sleep(0.1)  # the worker asleep: nothing is due
+            ledger.ack_script.append("transient")
+            row = await engine.receive_settlement("T1", "alice", 700)
+            # The engine acknowledged it itself (no claim), and that attempt failed.
+            assert (row.state, row.attempts, ledger.acks["T1"]) == (SettlementState.CREDITED, 1, 0)
+
+            async def acknowledged() -> Settlement | None:
+                found = await engine.get_settlement(row.id)
+                return found if found.state is SettlementState.COMPLETED else None
+
+            done = await wait_until_async(
+                acknowledged, "the acknowledgement to be retried", timeout=10
+            )
+            assert (done.attempts, ledger.acks["T1"]) == (2, 1)
+        finally:
+            worker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await worker
+            await store.close()
+
+    asyncio.run(main())
+
+
 def test_the_outbox_loop_pays_as_soon_as_a_settlement_is_queued(tmp_path: Path) -> None:
     async def main() -> None:
         ledger = FakeLedger()

@@ -433,6 +433,23 @@ def test_settled_totals_sum_every_settlement_of_an_account_by_direction(backend:
                 await tx.insert_settlement(outgoing("b1", account_id="bob"))
             assert await store.settled_totals("alice") == (BIG + 5, BIG * 3)
             assert await store.settled_totals("bob") == (BIG, 0)
+            # Running totals: a later transaction adds to them, a failed one leaves them be,
+            # a state change (the outbox's) adds nothing, and they survive reopening.
+            async with store.transaction() as tx:
+                await tx.insert_settlement(replace(outgoing("a3"), amount=7))
+                await tx.update_settlement(
+                    replace(outgoing("a1"), state=SettlementState.COMPLETED, attempts=1)
+                )
+            with pytest.raises(ZeroDivisionError):
+                async with store.transaction() as tx:
+                    await tx.insert_settlement(replace(outgoing("a4"), amount=11))
+                    _ = 1 / 0
+        finally:
+            await store.close()
+        store = await backend.open()
+        try:
+            assert await store.settled_totals("alice") == (BIG + 12, BIG * 3)
+            assert await store.settled_totals("bob") == (BIG, 0)
         finally:
             await store.close()
 

@@ -4,10 +4,12 @@ at once, one housekeeping leader, leases left to their holders), clear refusals.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import psycopg
 import pytest
 
+from host.engine.model import Direction, SettlementState
 from host.store import SchemaTooNew, StoreError
 from host.store.postgres import PostgresStore
 from host.store.postgres_schema import (
@@ -17,6 +19,12 @@ from host.store.postgres_schema import (
     Migration,
     migrate,
     schema_version,
+)
+from host.store.rows import (
+    ACCOUNT_COLUMNS,
+    SETTLEMENT_COLUMNS,
+    account_values,
+    settlement_values,
 )
 from tests.postgres_server import PostgresServer
 from tests.store.test_store_contract import account, outgoing
@@ -54,6 +62,49 @@ def test_migrations_apply_in_order_once_and_atomically(postgres: PostgresServer)
             assert [row[0] for row in await cursor.fetchall()] == [1, 2]
             with pytest.raises(SchemaTooNew, match=r"version 2 .* only up to 1"):
                 await migrate(conn, [m1])
+
+    asyncio.run(main())
+
+
+def test_an_older_database_gets_running_totals_that_every_writer_keeps(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.new_schema()
+    big = 10**70
+    insert = f"INSERT INTO settlements ({SETTLEMENT_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn, MIGRATIONS[:3])  # the schema before the running totals
+            await conn.execute(
+                f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({', '.join(['%s'] * 15)})",
+                account_values(account(), int),
+            )
+            for row in (
+                replace(outgoing("o1"), amount=big),
+                replace(outgoing("o2"), state=SettlementState.COMPLETED, amount=3),
+                replace(
+                    outgoing("i1"),
+                    direction=Direction.INCOMING,
+                    state=SettlementState.CREDITED,
+                    amount=big * 2,
+                ),
+            ):
+                await conn.execute(insert, settlement_values(row, int))
+        store = await PostgresStore.open(url)
+        try:
+            assert await store.settled_totals("alice") == (big + 3, big * 2)
+            async with store.transaction() as tx:
+                await tx.insert_settlement(replace(outgoing("o3"), amount=big))
+            # A writer that knows nothing of the totals (a host of the older version still
+            # running during an upgrade) keeps them all the same.
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute(
+                    insert, settlement_values(replace(outgoing("o4"), amount=5), int)
+                )
+            assert await store.settled_totals("alice") == (2 * big + 8, big * 2)
+        finally:
+            await store.close()
 
     asyncio.run(main())
 

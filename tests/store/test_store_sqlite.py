@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,6 +14,12 @@ import pytest
 
 from host.engine.model import Account, Direction, Policy, Settlement, SettlementState
 from host.store import SchemaTooNew, StoreError, StoreInUse
+from host.store.rows import (
+    ACCOUNT_COLUMNS,
+    SETTLEMENT_COLUMNS,
+    account_values,
+    settlement_values,
+)
 from host.store.sqlite import SqliteStore
 from host.store.sqlite_schema import MIGRATIONS, Migration, migrate, schema_version
 
@@ -102,6 +109,69 @@ def test_migrations_apply_in_order_once_and_atomically(tmp_path: Path) -> None:
         assert not conn.in_transaction
     finally:
         conn.close()
+
+
+def test_a_function_step_runs_in_its_migrations_transaction(tmp_path: Path) -> None:
+    def count(conn: sqlite3.Connection) -> None:
+        (n,) = conn.execute("SELECT COUNT(*) FROM things").fetchone()
+        conn.execute("INSERT INTO things VALUES (?)", (n * 10,))
+
+    def broken(conn: sqlite3.Connection) -> None:
+        raise RuntimeError("no")
+
+    m1: Migration = ("CREATE TABLE things (n INTEGER)", "INSERT INTO things VALUES (1)", count)
+    m2: Migration = ("INSERT INTO things VALUES (2)", broken)
+    conn = sqlite3.connect(tmp_path / "custom.db", isolation_level=None)
+    try:
+        migrate(conn, [m1])
+        with pytest.raises(RuntimeError, match="no"):
+            migrate(conn, [m1, m2])
+        assert schema_version(conn) == 1
+        assert [r[0] for r in conn.execute("SELECT n FROM things ORDER BY n")] == [1, 10]
+    finally:
+        conn.close()
+
+
+def test_an_older_database_gets_the_running_totals_of_the_settlements_it_holds(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "host.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn, MIGRATIONS[:3])  # the schema before the running totals
+        conn.execute(
+            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+            account_values(account(), str),
+        )
+        rows = [
+            outgoing("o1"),
+            replace(outgoing("o2"), state=SettlementState.COMPLETED, amount=3),
+            replace(
+                outgoing("i1"),
+                direction=Direction.INCOMING,
+                state=SettlementState.CREDITED,
+                amount=BIG * 2,
+            ),
+        ]
+        conn.executemany(
+            f"INSERT INTO settlements ({SETTLEMENT_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            [settlement_values(row, str) for row in rows],
+        )
+    finally:
+        conn.close()
+
+    async def main() -> None:
+        store = await SqliteStore.open(path)
+        try:
+            assert await store.settled_totals("alice") == (BIG + 3, BIG * 2)
+            async with store.transaction() as tx:
+                await tx.insert_settlement(replace(outgoing("o3"), amount=BIG))
+            assert await store.settled_totals("alice") == (2 * BIG + 3, BIG * 2)
+        finally:
+            await store.close()
+
+    run(main)
+    assert version_of(path) == len(MIGRATIONS)
 
 
 def test_a_database_from_a_newer_host_is_refused_untouched(tmp_path: Path) -> None:
