@@ -3,10 +3,12 @@
 The life of a payment (see eth_state for what is stored):
 
 1. ``pay``: estimate gas (a transfer that would revert is refused here, nothing signed) and
-   check liquidity; then, as the one writer of nonces, take the next nonce from the persisted
-   counter, sign, and store the payment, its signed transaction and the moved counter in one
-   commit. Only then broadcast. A crash before the commit leaves nothing; after it, the stored
-   transaction is the payment, re-broadcast as it is by whoever looks next.
+   check liquidity (an ETH transfer while blocks are announced: from the announced block and
+   the headroom, with no question to the node; see ``_quick_terms``); then, as the one writer
+   of nonces, take the next nonce from the persisted counter, sign, and store the payment, its
+   signed transaction and the moved counter in one commit. Only then broadcast. A crash
+   before the commit leaves nothing; after it, the stored transaction is the payment,
+   re-broadcast as it is by whoever looks next.
 2. ``progress``: find which version of the payment's transaction the chain has mined (fee bumps
    are versions: same nonce, so at most one is ever mined). Mined with ``confirmations`` blocks
    on it: COMPLETED (status 1) or FAILED with the revert reason (status 0). Not mined: if the
@@ -184,18 +186,19 @@ class Payer:
             existing = self._state.payment(key)
             if existing is not None and existing.status != FAILED:
                 return existing
+            call = self._call(payee, amount)
             began = time.perf_counter()
-            call, gas, fees, asked = await self._prepare(payee, amount)
-            prepared = time.perf_counter()
-            async with self._signer:  # no await inside: nonce, signature and commit as one
-                nonce = self._state.next_nonce()
-                raw, tx_hash = self._sign(call, nonce, gas, fees)
-                signed = time.perf_counter()
-                self._state.record_signed(
-                    key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
-                )
-                self._headroom.committed(nonce, call["value"] + gas * fees.max_fee)
-            stored = time.perf_counter()
+            # No await inside the signer's lock: terms, nonce, signature and commit as one, so
+            # that concurrent payments never count the same headroom twice.
+            async with self._signer:
+                quick = self._quick_terms(call)
+                if quick is not None:
+                    times = self._sign_and_store(key, account_id, amount, payee, call, *quick)
+            if quick is None:
+                gas, fees = await self._ask_terms(call)
+                async with self._signer:
+                    times = self._sign_and_store(key, account_id, amount, payee, call, gas, fees)
+            tx_hash, prepared, signed, stored = times
             failpoints.hit(AFTER_SIGN)
             payment = self._state.payment(key)
             assert payment is not None
@@ -206,7 +209,7 @@ class Payer:
                 amount=str(amount),
                 nonce=payment.nonce,
                 tx=tx_hash,
-                asked_node=asked,  # whether the node was asked anything before signing
+                asked_node=quick is None,  # whether the node was asked anything before signing
                 # Where the time went (bench/bench_ethereum.py reads these).
                 prepare_ms=round((prepared - began) * 1000, 3),
                 sign_ms=round((signed - prepared) * 1000, 3),
@@ -216,18 +219,35 @@ class Payer:
             failpoints.hit(AFTER_BROADCAST)
             return payment
 
-    async def _prepare(self, payee: str, amount: int) -> tuple[dict[str, Any], int, Fees, bool]:
-        """The call, its gas limit and fees, and whether the node was asked; Refusal if it
-        would revert or cannot be paid.
+    def _sign_and_store(
+        self,
+        key: str,
+        account_id: str,
+        amount: int,
+        payee: str,
+        call: dict[str, Any],
+        gas: int,
+        fees: Fees,
+    ) -> tuple[str, float, float, float]:
+        """Under the signer's lock: take the next nonce, sign, store (one synced commit) and
+        count the cost in the headroom. The hash, and when signing began, ended and the
+        commit returned (perf_counter)."""
+        began = time.perf_counter()
+        nonce = self._state.next_nonce()
+        raw, tx_hash = self._sign(call, nonce, gas, fees)
+        signed = time.perf_counter()
+        self._state.record_signed(
+            key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
+        )
+        self._headroom.committed(nonce, call["value"] + gas * fees.max_fee)
+        return tx_hash, began, signed, time.perf_counter()
 
-        An ETH payment to a payee without code, while blocks are announced and the headroom
-        covers it, needs no question to the node: its gas is exactly TRANSFER_GAS, its fees
-        come from the announced block and the node's tip read with the headroom, and it cannot
-        revert. Anything else asks the node (below), which also decides every refusal."""
-        call = self._call(payee, amount)
-        quick = self._quick_terms(call)
-        if quick is not None:
-            return call, *quick, False
+    async def _ask_terms(self, call: dict[str, Any]) -> tuple[int, Fees]:
+        """The gas limit and fees of ``call``, asked of the node; Refusal if it would revert or
+        cannot be paid. (``_quick_terms`` first: an ETH payment to a payee without code, while
+        blocks are announced and the headroom covers it, needs no question: its gas is exactly
+        TRANSFER_GAS, its fees come from the announced block and the tip read with the
+        headroom, and it cannot revert. Anything else comes here, and the node decides.)"""
         if self._asset.token is None:
             self._headroom_due = True  # read it at the next block: the quick path wants it
         query = {
@@ -265,7 +285,7 @@ class Payer:
                 f"may cost {gas * fees.max_fee + call['value']} wei (value + gas {gas} x max fee "
                 f"{fees.max_fee})",
             )
-        return call, gas, fees, True
+        return gas, fees
 
     def _quick_terms(self, call: dict[str, Any]) -> tuple[int, Fees] | None:
         """Gas and fees of a payment that needs no question to the node, or None."""
