@@ -139,6 +139,13 @@ async def test_with_blocks_announced_eth_is_paid_without_a_question_and_never_be
             return not _signed(p["alice"].process.stderr)[-1]["asked_node"]
 
         await until(signed_without_asking, "a payment signed without asking the node")
+        # Several at once: each takes its own nonce and its own share of the headroom.
+        count_before = int(node.call("eth_getTransactionCount", ADDRESSES["alice"], "latest"), 16)
+        await asyncio.gather(
+            *(until(lambda i=i: pay(f"together-{i}", ETHER + i), "a payment") for i in range(5))
+        )
+        count_after = int(node.call("eth_getTransactionCount", ADDRESSES["alice"], "latest"), 16)
+        assert count_after == count_before + 5
         # More than the address holds: refused before anything is signed (the reckoning does
         # not cover it, the node is asked and decides) ...
         held = node.balance(ADDRESSES["alice"])
