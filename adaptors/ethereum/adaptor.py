@@ -91,8 +91,8 @@ class EthereumAdaptor(sdk.Adaptor):
         self._resources = contextlib.AsyncExitStack()
         #: Set when the node announces a block (ILP_ETHEREUM_WS_URL): look at once.
         self._new_block = asyncio.Event()
-        #: Whether blocks are being announced (a live subscription).
-        self._announced = False
+        #: The payer's headroom being read, if it is (see _read_headroom).
+        self._headroom_reading: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -163,13 +163,18 @@ class EthereumAdaptor(sdk.Adaptor):
                 self._connections.move(LEDGER, Connectivity.READY)
                 self.log.info("node ready", node=self._config.rpc_url, chain_id=self._chain_id)
                 attempt = 0
+                # The height is asked unless a block was just announced, or the last step
+                # read it (it stopped short): then the step checks it with the blocks it reads.
+                ask_height = True
                 while True:
-                    more = await self._follower.step()
+                    more = await self._follower.step(ask_height)
                     await self._move_payments()
+                    ask_height = not more
                     if not more:
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(self._poll_interval()):
                                 await self._new_block.wait()
+                                ask_height = False
                         self._new_block.clear()
             except asyncio.CancelledError:
                 raise
@@ -187,7 +192,7 @@ class EthereumAdaptor(sdk.Adaptor):
             self._connections.move(LEDGER, Connectivity.CONNECTING)
 
     def _poll_interval(self) -> float:
-        if self._announced:
+        if self._chain.head is not None:
             return max(self._config.poll_interval, ANNOUNCED_POLL_INTERVAL)
         return self._config.poll_interval
 
@@ -196,18 +201,35 @@ class EthereumAdaptor(sdk.Adaptor):
         attempt = 0
         while True:
             try:
-                async for _ in new_heads(ws_url):
+                async for header in new_heads(ws_url):
                     attempt = 0
-                    self._announced = True
+                    self._chain.announce(header)
                     self._new_block.set()
+                    self._read_headroom()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if attempt == 0:
                     self.log.warn("new-block subscription lost; polling", error=_reason(exc))
-            self._announced = False
+            self._chain.head = None  # not announced any more: payments ask the node
             attempt += 1
             await asyncio.sleep(_delay(attempt, 0.2, 5.0))
+
+    def _read_headroom(self) -> None:
+        """Read the payer's headroom at the announced block, in the background, one reading
+        at a time, when it is due (see Payer.headroom_due)."""
+        payer = self._payer
+        if payer is None or self._headroom_reading is not None or not payer.headroom_due():
+            return
+        task = self._spawn(payer.read_headroom())
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._headroom_reading = None
+            if not finished.cancelled():
+                finished.exception()  # an unreachable node is the node link's loop to report
+
+        task.add_done_callback(done)
+        self._headroom_reading = task
 
     async def _connect(self) -> None:
         """Check the chain and the asset against the configuration and the state."""

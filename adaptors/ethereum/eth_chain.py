@@ -206,3 +206,66 @@ def spendable(balance: int, gas: int, max_fee: int) -> int:
 def confirmed_height(head: int, confirmations: int) -> int:
     """The highest block with at least ``confirmations`` blocks on it (itself included)."""
     return head - confirmations + 1
+
+
+@dataclass(frozen=True)
+class Head:
+    """A block the node announced (``newHeads``): its number and base fee."""
+
+    number: int
+    base_fee: int
+
+    @classmethod
+    def of(cls, header: dict[str, Any]) -> Head:
+        """From an announced header; ValueError if it has no number."""
+        return cls(
+            from_quantity(header.get("number")), from_quantity(header.get("baseFeePerGas", "0x0"))
+        )
+
+
+#: Nonces below an observed count whose costs are still kept (see Headroom.observe).
+HEADROOM_REORG_DEPTH: Final = 256
+
+
+class Headroom:
+    """What the address can still commit to new transactions, known without asking the node.
+
+    ``observe`` takes the address's balance and transaction count read *at one block* (both
+    pinned to its number, so they agree). Every transaction signed since is ``committed`` with
+    the most it may spend (value + gas x max fee; a fee bump raises it). Those whose nonce the
+    block has not counted yet are what the balance does not reflect, so what is left is the
+    balance less their costs: conservative (gas used is at most the limit, money arriving only
+    adds), and exact again at every observation. Only another signer on the same key can make
+    it wrong, and then the node refuses the broadcast (see eth_payer).
+    """
+
+    def __init__(self) -> None:
+        self._costs: dict[int, int] = {}
+        self._nonce: int | None = None
+        self._balance = 0
+
+    @property
+    def counted_nonce(self) -> int | None:
+        """The transaction count of the last observed block; None before any."""
+        return self._nonce
+
+    def committed(self, nonce: int, cost: int) -> None:
+        self._costs[nonce] = max(cost, self._costs.get(nonce, 0))
+
+    def observe(self, nonce: int, balance: int) -> None:
+        self._nonce, self._balance = nonce, balance
+        # Costs just below the count are kept: a reorganisation may uncount them again.
+        for spent in [n for n in self._costs if n < nonce - HEADROOM_REORG_DEPTH]:
+            del self._costs[spent]
+
+    def has_uncounted(self) -> bool:
+        """Whether a transaction was signed that the last observation did not count."""
+        nonce = self._nonce
+        return any(nonce is None or n >= nonce for n in self._costs)
+
+    def available(self) -> int | None:
+        """The balance less what signed, uncounted transactions may spend; None if unknown."""
+        if self._nonce is None:
+            return None
+        nonce = self._nonce
+        return self._balance - sum(cost for n, cost in self._costs.items() if n >= nonce)

@@ -11,7 +11,7 @@ cursor steps back to read the new branch (ids already reported stay reported).
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -23,13 +23,15 @@ from eth_chain import (
     settlement_id,
 )
 from eth_payer import Chain
+from eth_rpc import RpcError
 from eth_state import EthState, Found, Incoming
 from eth_utils import to_checksum_address
 
 from sdk.stdio import Log
 
-#: Blocks read per step: bounded work per poll while catching up.
-ETH_BLOCKS_PER_STEP: Final = 50
+#: Blocks read per step (one request: each block with its receipts): bounded work per poll
+#: while catching up.
+ETH_BLOCKS_PER_STEP: Final = 20
 LOG_BLOCKS_PER_STEP: Final = 2000
 #: How far back the cursor steps after a reorganisation deeper than the confirmations.
 REWIND: Final = 64
@@ -55,27 +57,40 @@ class Follower:
         self._report = report
         self._log = log
 
-    async def step(self) -> bool:
-        """Read what became confirmed since the cursor; True if there may be more to read."""
-        confirmed = await self._chain.confirmed_height()
+    async def step(self, ask_height: bool = True) -> bool:
+        """Read what became confirmed since the cursor; True if there may be more to read.
+
+        With ``ask_height`` False the chain's height is the one the node announced (or last
+        told), and the request that reads the blocks asks the height too: blocks read beyond
+        what that height confirms are dropped, and the step is made again with it. So one
+        announced block costs one round trip, and nothing unconfirmed is ever read as confirmed.
+        """
         cursor = self._state.cursor()
         if cursor is None:
+            confirmed = await self._chain.confirmed_height()
             start = self._chain.config.start_block
             first = confirmed if start is None else start - 1
             block_hash = await self._hash(first)
             self._state.record_scan([], first, block_hash)
             cursor = (first, block_hash)
         height, block_hash = cursor
+        known = self._chain.known_height
+        guessed = not ask_height and known is not None and not self._chain.config.finalized
+        if guessed:
+            assert known is not None
+            confirmed = self._chain.confirmed_of(known)
+        else:
+            confirmed = await self._chain.confirmed_height()
         if confirmed <= height:
             return False
         per_step = LOG_BLOCKS_PER_STEP if self._token else ETH_BLOCKS_PER_STEP
         end = min(confirmed, height + per_step)
-        if self._token:
-            found, parent, end_hash = await asyncio.gather(
-                self._token_payments(height + 1, end), self._hash(height), self._hash(end)
-            )
-        else:
-            found, parent, end_hash = await self._eth_payments(height + 1, end)
+        read = await (self._token_payments if self._token else self._eth_payments)(
+            height, end, guessed
+        )
+        if read is None:
+            return True  # the chain is lower than announced: again, with the height it told
+        found, parent, end_hash = read
         # Is the block under the cursor still the chain's (the parent of what was just read)?
         if height >= 0 and parent != block_hash:
             back = max(-1, height - REWIND)
@@ -87,36 +102,78 @@ class Follower:
             )
             self._state.record_scan([], back, await self._hash(back))
             return True
-        for incoming in self._state.record_scan(found, end, end_hash):
+        new = self._state.record_scan(found, end, end_hash)
+        for incoming in new:
             self._report(incoming)
+        if new:
+            self._log_found(new)
         return end < confirmed
+
+    def _log_found(self, new: list[Incoming]) -> None:
+        # read_ms: from the newest block's announcement to its payments reported (where a
+        # settlement's time goes: bench/bench_ethereum.py reads it).
+        since = None
+        if self._chain.head is not None:
+            since = round((time.time() - self._chain.announced_at) * 1000, 3)
+        for incoming in new:
+            self._log.info(
+                "incoming settlement",
+                settlement=incoming.settlement_id,
+                account=incoming.account_id,
+                amount=str(incoming.amount),
+                read_ms=since,
+            )
+
+    def _height_holds(self, answer: object, last: int) -> bool:
+        """Record the height the node told with the blocks; whether it confirms ``last``."""
+        if isinstance(answer, RpcError):
+            raise answer
+        self._chain.known_height = from_quantity(answer)
+        return self._chain.confirmed_of(self._chain.known_height) >= last
 
     async def _hash(self, height: int) -> str:
         if height < 0:
             return ""
-        block = await self._rpc.block(height)
-        if block is None:
-            raise LookupError(f"the node has no block {height}")
-        return str(block["hash"])
+        return _hash_of(await self._rpc.block(height), height)
 
-    async def _eth_payments(self, first: int, last: int) -> tuple[list[Found], str, str]:
-        """The payments in blocks ``first``..``last``, the parent hash of the first block and
-        the hash of the last."""
+    async def _eth_payments(
+        self, height: int, last: int, check: bool
+    ) -> tuple[list[Found], str, str] | None:
+        """The payments in blocks ``height + 1``..``last``, the parent hash of the first block
+        and the hash of the last, read in one request: each block with its transactions and
+        its receipts; with ``check``, the chain's height too (None if it does not confirm
+        ``last``)."""
+        numbers = range(height + 1, last + 1)
+        calls: list[tuple[str, tuple[object, ...]]] = [("eth_blockNumber", ())] if check else []
+        for number in numbers:
+            calls.append(("eth_getBlockByNumber", (hex(number), True)))
+            calls.append(("eth_getBlockReceipts", (hex(number),)))
+        answers = await self._rpc.batch(*calls)
+        if check and not self._height_holds(answers.pop(0), last):
+            return None
         found: list[Found] = []
         parent = last_hash = ""
-        for number in range(first, last + 1):
-            block = await self._rpc.block(number, full=True)
-            if block is None:
+        for offset, number in enumerate(numbers):
+            block, receipts = answers[2 * offset], answers[2 * offset + 1]
+            if isinstance(block, RpcError):
+                raise block
+            if not isinstance(block, dict):
                 raise LookupError(f"the node has no block {number}")
-            if number == first:
+            if number == height + 1:
                 parent = str(block["parentHash"])
             last_hash = str(block["hash"])
+            # A node without eth_getBlockReceipts answers an error: receipts asked one by one.
+            of_block = {
+                r["transactionHash"]: r
+                for r in (receipts if isinstance(receipts, list) else [])
+                if isinstance(r, dict) and r.get("blockHash") == block["hash"]
+            }
             for tx in block.get("transactions") or []:
                 to, value = tx.get("to"), from_quantity(tx.get("value", "0x0"))
                 # In lower case: a checksum costs a keccak per transaction of the block.
                 if not to or value == 0 or str(to).lower() != self._address.lower():
                     continue
-                receipt = await self._rpc.receipt(tx["hash"])
+                receipt = of_block.get(tx["hash"]) or await self._rpc.receipt(tx["hash"])
                 if receipt is None or from_quantity(receipt["status"]) != 1:
                     continue
                 found.append(
@@ -130,17 +187,32 @@ class Follower:
                 )
         return found, parent, last_hash
 
-    async def _token_payments(self, first: int, last: int) -> list[Found]:
-        logs = await self._rpc.logs(
-            {
-                "fromBlock": hex(first),
-                "toBlock": hex(last),
-                "address": self._token,
-                "topics": [TRANSFER_TOPIC, None, address_topic(self._address)],
-            }
-        )
+    async def _token_payments(
+        self, height: int, last: int, check: bool
+    ) -> tuple[list[Found], str, str] | None:
+        """The token's transfers to us in blocks ``height + 1``..``last``, the hash of block
+        ``height`` and of ``last``, in one request; with ``check`` as in ``_eth_payments``."""
+        query = {
+            "fromBlock": hex(height + 1),
+            "toBlock": hex(last),
+            "address": self._token,
+            "topics": [TRANSFER_TOPIC, None, address_topic(self._address)],
+        }
+        calls: list[tuple[str, tuple[object, ...]]] = [("eth_blockNumber", ())] if check else []
+        calls.append(("eth_getLogs", (query,)))
+        calls.append(("eth_getBlockByNumber", (hex(last), False)))
+        if height >= 0:
+            calls.append(("eth_getBlockByNumber", (hex(height), False)))
+        answers = await self._rpc.batch(*calls)
+        if check and not self._height_holds(answers.pop(0), last):
+            return None
+        logs = answers[0]
+        if isinstance(logs, RpcError):
+            raise logs
+        end_hash = _hash_of(answers[1], last)
+        parent = _hash_of(answers[2], height) if height >= 0 else ""
         found = []
-        for log in logs:
+        for log in logs or []:
             if log.get("removed"):
                 continue
             transfer = parse_transfer_log(log)
@@ -155,4 +227,13 @@ class Follower:
                     transfer.value,
                 )
             )
-        return found
+        return found, parent, end_hash
+
+
+def _hash_of(block: object, number: int) -> str:
+    """The hash of a block the node answered; LookupError if it has none."""
+    if isinstance(block, RpcError):
+        raise block
+    if not isinstance(block, dict):
+        raise LookupError(f"the node has no block {number}")
+    return str(block["hash"])

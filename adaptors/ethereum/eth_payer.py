@@ -3,10 +3,12 @@
 The life of a payment (see eth_state for what is stored):
 
 1. ``pay``: estimate gas (a transfer that would revert is refused here, nothing signed) and
-   check liquidity; then, as the one writer of nonces, take the next nonce from the persisted
-   counter, sign, and store the payment, its signed transaction and the moved counter in one
-   commit. Only then broadcast. A crash before the commit leaves nothing; after it, the stored
-   transaction is the payment, re-broadcast as it is by whoever looks next.
+   check liquidity (an ETH transfer while blocks are announced: from the announced block and
+   the headroom, with no question to the node; see ``_quick_terms``); then, as the one writer
+   of nonces, take the next nonce from the persisted counter, sign, and store the payment, its
+   signed transaction and the moved counter in one commit. Only then broadcast. A crash
+   before the commit leaves nothing; after it, the stored transaction is the payment,
+   re-broadcast as it is by whoever looks next.
 2. ``progress``: find which version of the payment's transaction the chain has mined (fee bumps
    are versions: same nonce, so at most one is ever mined). Mined with ``confirmations`` blocks
    on it: COMPLETED (status 1) or FAILED with the revert reason (status 0). Not mined: if the
@@ -30,6 +32,8 @@ from eth_account.signers.local import LocalAccount
 from eth_chain import (
     TRANSFER_GAS,
     Fees,
+    Head,
+    Headroom,
     TransferLog,
     confirmed_height,
     from_quantity,
@@ -51,6 +55,9 @@ AFTER_SIGN: Final = failpoints.ADAPTOR_ETH_AFTER_SIGN
 AFTER_BROADCAST: Final = failpoints.ADAPTOR_ETH_AFTER_BROADCAST
 #: Seconds a payment's nonce must look taken by another signer before the payment fails.
 DISPLACED_AFTER: Final = 2.0
+#: Seconds between two readings of the address's headroom while it pays (each announced block
+#: could be one; the headroom stays right between readings, only narrower).
+HEADROOM_EVERY: Final = 2.0
 
 
 class Refusal(Exception):
@@ -72,20 +79,38 @@ class Asset:
 
 
 class Chain:
-    """The node as the payer and the follower see it: heights that count as confirmed."""
+    """The node as the payer and the follower see it: heights that count as confirmed, and
+    the newest block the node announced (while it announces them)."""
 
     def __init__(self, rpc: JsonRpc, config: Config) -> None:
         self.rpc = rpc
         self.config = config
+        #: The newest announced block, while the subscription is live (None otherwise).
+        self.head: Head | None = None
+        #: When (wall clock) the newest block was announced.
+        self.announced_at = 0.0
+        #: The chain's height as last read or announced: the follower's guess of what to read
+        #: next (it checks the height in the same request).
+        self.known_height: int | None = None
+
+    def announce(self, header: dict[str, Any]) -> None:
+        """A block the node announced."""
+        self.head = Head.of(header)
+        self.announced_at = time.time()
+        self.known_height = self.head.number
+
+    def confirmed_of(self, height: int) -> int:
+        """The highest confirmed block when the chain is ``height`` blocks high; -1 while it is
+        shorter than the confirmations (nothing confirmed yet)."""
+        return max(-1, confirmed_height(height, self.config.confirmations))
 
     async def confirmed_height(self) -> int:
         """The highest block that counts as final for this adaptor."""
         if self.config.finalized:
             block = await self.rpc.block("finalized")
             return -1 if block is None else from_quantity(block["number"])
-        head = await self.rpc.block_number()
-        # -1 while the chain is shorter than the confirmations: nothing is confirmed yet.
-        return max(-1, confirmed_height(head, self.config.confirmations))
+        self.known_height = await self.rpc.block_number()
+        return self.confirmed_of(self.known_height)
 
     async def is_confirmed(self, block: int) -> bool:
         """Whether a block of the chain (one that holds a receipt) counts as final."""
@@ -101,6 +126,10 @@ class Chain:
         """The fees of a transaction signed now, from the latest block and the node's tip."""
         base = from_quantity((latest or {}).get("baseFeePerGas", "0x0"))
         return Fees.for_base_fee(base, tip, self.config.max_fee)
+
+    def fees_of_head(self, head: Head, tip: int) -> Fees:
+        """The same from an announced block."""
+        return Fees.for_base_fee(head.base_fee, tip, self.config.max_fee)
 
 
 class Payer:
@@ -121,6 +150,17 @@ class Payer:
         self._keys: dict[str, asyncio.Lock] = {}
         #: Payments whose nonce looked spent by another signer, and since when (monotonic).
         self._suspects: dict[str, float] = {}
+        #: What the address can still commit (ETH): lets a payment be signed with no question
+        #: to the node; read again at an announced block (``read_headroom``).
+        self._headroom = Headroom()
+        self._headroom_due = True
+        self._headroom_read = 0.0
+        self._tip: int | None = None
+        #: Payees known to hold no code: an ETH transfer to them takes exactly TRANSFER_GAS.
+        self._plain_payees: set[str] = set()
+        #: The highest nonce of a payment signed before this process and not final: its cost
+        #: is not in the headroom, so the quick path waits until the chain has counted it.
+        self._inherited = max((p.nonce for p in state.unfinished_payments()), default=-1)
 
     @property
     def address(self) -> str:
@@ -146,13 +186,19 @@ class Payer:
             existing = self._state.payment(key)
             if existing is not None and existing.status != FAILED:
                 return existing
-            call, gas, fees = await self._prepare(payee, amount)
-            async with self._signer:  # no await inside: nonce, signature and commit as one
-                nonce = self._state.next_nonce()
-                raw, tx_hash = self._sign(call, nonce, gas, fees)
-                self._state.record_signed(
-                    key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
-                )
+            call = self._call(payee, amount)
+            began = time.perf_counter()
+            # No await inside the signer's lock: terms, nonce, signature and commit as one, so
+            # that concurrent payments never count the same headroom twice.
+            async with self._signer:
+                quick = self._quick_terms(call)
+                if quick is not None:
+                    times = self._sign_and_store(key, account_id, amount, payee, call, *quick)
+            if quick is None:
+                gas, fees = await self._ask_terms(call)
+                async with self._signer:
+                    times = self._sign_and_store(key, account_id, amount, payee, call, gas, fees)
+            tx_hash, prepared, signed, stored = times
             failpoints.hit(AFTER_SIGN)
             payment = self._state.payment(key)
             assert payment is not None
@@ -163,14 +209,47 @@ class Payer:
                 amount=str(amount),
                 nonce=payment.nonce,
                 tx=tx_hash,
+                asked_node=quick is None,  # whether the node was asked anything before signing
+                # Where the time went (bench/bench_ethereum.py reads these).
+                prepare_ms=round((prepared - began) * 1000, 3),
+                sign_ms=round((signed - prepared) * 1000, 3),
+                store_ms=round((stored - signed) * 1000, 3),
             )
             await self._broadcast(self._state.attempts(key, payment.nonce)[-1].raw, key)
             failpoints.hit(AFTER_BROADCAST)
             return payment
 
-    async def _prepare(self, payee: str, amount: int) -> tuple[dict[str, Any], int, Fees]:
-        """The call, its gas limit and fees; Refusal if it would revert or cannot be paid."""
-        call = self._call(payee, amount)
+    def _sign_and_store(
+        self,
+        key: str,
+        account_id: str,
+        amount: int,
+        payee: str,
+        call: dict[str, Any],
+        gas: int,
+        fees: Fees,
+    ) -> tuple[str, float, float, float]:
+        """Under the signer's lock: take the next nonce, sign, store (one synced commit) and
+        count the cost in the headroom. The hash, and when signing began, ended and the
+        commit returned (perf_counter)."""
+        began = time.perf_counter()
+        nonce = self._state.next_nonce()
+        raw, tx_hash = self._sign(call, nonce, gas, fees)
+        signed = time.perf_counter()
+        self._state.record_signed(
+            key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
+        )
+        self._headroom.committed(nonce, call["value"] + gas * fees.max_fee)
+        return tx_hash, began, signed, time.perf_counter()
+
+    async def _ask_terms(self, call: dict[str, Any]) -> tuple[int, Fees]:
+        """The gas limit and fees of ``call``, asked of the node; Refusal if it would revert or
+        cannot be paid. (``_quick_terms`` first: an ETH payment to a payee without code, while
+        blocks are announced and the headroom covers it, needs no question: its gas is exactly
+        TRANSFER_GAS, its fees come from the announced block and the tip read with the
+        headroom, and it cannot revert. Anything else comes here, and the node decides.)"""
+        if self._asset.token is None:
+            self._headroom_due = True  # read it at the next block: the quick path wants it
         query = {
             "from": self.address,
             "to": call["to"],
@@ -178,11 +257,12 @@ class Payer:
             "data": call["data"],
         }
         # Independent questions, asked in one round trip: the estimate doubles as a dry run.
-        estimated, latest, tip, held = await self._rpc.batch(
+        estimated, latest, tip, held, code = await self._rpc.batch(
             ("eth_estimateGas", (query,)),
             ("eth_getBlockByNumber", ("latest", False)),
             ("eth_maxPriorityFeePerGas", ()),
             ("eth_getBalance", (self.address, "pending")),
+            ("eth_getCode", (call["to"], "latest")),
         )
         if isinstance(estimated, RpcError):
             raise Refusal(
@@ -193,6 +273,8 @@ class Payer:
         for answer in (latest, tip, held):
             if isinstance(answer, RpcError):
                 raise answer
+        if self._asset.token is None and code == "0x":
+            self._plain_payees.add(call["to"])
         estimate, balance = from_quantity(estimated), from_quantity(held)
         fees = self._chain.fees_of(latest if isinstance(latest, dict) else None, from_quantity(tip))
         gas = estimate if estimate <= TRANSFER_GAS else estimate * 5 // 4  # state may change
@@ -203,7 +285,60 @@ class Payer:
                 f"may cost {gas * fees.max_fee + call['value']} wei (value + gas {gas} x max fee "
                 f"{fees.max_fee})",
             )
-        return call, gas, fees
+        return gas, fees
+
+    def _quick_terms(self, call: dict[str, Any]) -> tuple[int, Fees] | None:
+        """Gas and fees of a payment that needs no question to the node, or None."""
+        head, tip, room = self._chain.head, self._tip, self._headroom.available()
+        counted = self._headroom.counted_nonce
+        if (
+            self._asset.token is not None
+            or head is None
+            or tip is None
+            or room is None
+            or counted is None
+            or counted <= self._inherited
+            or call["to"] not in self._plain_payees
+        ):
+            return None
+        fees = self._chain.fees_of_head(head, tip)
+        if call["value"] > spendable(room, TRANSFER_GAS, fees.max_fee):
+            return None  # perhaps money arrived since the reading: the node decides
+        return TRANSFER_GAS, fees
+
+    def headroom_due(self) -> bool:
+        """Whether to read the headroom at the block just announced: when the quick path
+        wanted it, and every HEADROOM_EVERY seconds while paying in ETH."""
+        if self._asset.token is not None:
+            return False
+        return self._headroom_due or (
+            self._headroom.has_uncounted()
+            and time.monotonic() - self._headroom_read >= HEADROOM_EVERY
+        )
+
+    async def read_headroom(self) -> None:
+        """Read the address's transaction count and balance at the announced block (pinned to
+        its number, so they agree) and the node's tip, in one request; one reading at a time."""
+        head = self._chain.head
+        if head is None:
+            return
+        self._headroom_due = False
+        self._headroom_read = time.monotonic()
+        try:
+            answers = await self._rpc.batch(
+                ("eth_getTransactionCount", (self.address, hex(head.number))),
+                ("eth_getBalance", (self.address, hex(head.number))),
+                ("eth_maxPriorityFeePerGas", ()),
+            )
+        except NodeUnavailable:
+            self._headroom_due = True  # the node link's loop reports it
+            return
+        if any(isinstance(answer, RpcError) for answer in answers):
+            self._headroom_due = True  # e.g. the block is gone (a reorganisation): next one
+            return
+        count, balance, tip = (from_quantity(answer) for answer in answers)
+        self._headroom.observe(count, balance)
+        self._tip = tip
 
     def _sign(self, call: dict[str, Any], nonce: int, gas: int, fees: Fees) -> tuple[bytes, str]:
         signed = self._account.sign_transaction(
@@ -352,6 +487,7 @@ class Payer:
         self._state.record_replacement(
             payment.key, tx_hash, raw, payment.nonce, fees.max_fee, fees.tip
         )
+        self._headroom.committed(payment.nonce, call["value"] + gas * fees.max_fee)
         self._log.info(
             "settlement fee bumped",
             key=payment.key,

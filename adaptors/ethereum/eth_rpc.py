@@ -149,9 +149,10 @@ def _result(method: str, reply: Any) -> Any:
     )
 
 
-async def new_heads(ws_url: str) -> AsyncIterator[int]:
-    """The number of each new block the node announces (``eth_subscribe`` "newHeads" over a
-    WebSocket), until the connection ends; NodeUnavailable if it cannot be opened."""
+async def new_heads(ws_url: str) -> AsyncIterator[dict[str, Any]]:
+    """The header of each new block the node announces (``eth_subscribe`` "newHeads" over a
+    WebSocket: number, hash, parent hash, base fee), until the connection ends;
+    NodeUnavailable if it cannot be opened."""
     async with aiohttp.ClientSession() as session:
         try:
             socket = await session.ws_connect(ws_url, heartbeat=30)
@@ -169,4 +170,4 @@ async def new_heads(ws_url: str) -> AsyncIterator[int]:
                     (body.get("params") or {}).get("result") if isinstance(body, dict) else None
                 )
                 if isinstance(result, dict) and "number" in result:
-                    yield from_quantity(result["number"])
+                    yield result

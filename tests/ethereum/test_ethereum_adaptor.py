@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
@@ -101,3 +102,70 @@ async def test_eth_settlement_beyond_64_bits_paid_once_and_reported_once(
 
 async def _has(incoming: list[apb.IncomingSettlement], settlement_id: str) -> bool:
     return any(i.settlement_id == settlement_id for i in incoming)
+
+
+def _signed(stderr: bytearray) -> list[dict[str, Any]]:
+    """The adaptor's "settlement signed" log lines (hclog JSON on stderr)."""
+    lines = []
+    for line in bytes(stderr).decode(errors="replace").splitlines():
+        if '"settlement signed"' in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+@run_async
+async def test_with_blocks_announced_eth_is_paid_without_a_question_and_never_beyond_the_balance(
+    node: Anvil, workdir: Path
+) -> None:
+    ws = {"ILP_ETHEREUM_WS_URL": node.url.replace("http://", "ws://")}
+    async with pair(
+        adaptor_env(node, workdir, "alice", **ws), adaptor_env(node, workdir, "bob", **ws)
+    ) as p:
+        await p.setup_accounts()
+        bob_before = node.balance(ADDRESSES["bob"])
+        paid: dict[str, int] = {}
+
+        async def pay(key: str, value: int) -> bool:
+            reply = await p["alice"].send(key, value, 18)
+            if reply.status == apb.SETTLEMENT_STATUS_COMPLETED:
+                paid[reply.settlement_id] = value
+            return reply.status == apb.SETTLEMENT_STATUS_COMPLETED
+
+        async def signed_without_asking() -> bool:
+            # The first payment asks (the payee's code is not known yet); once a block has
+            # been announced and the headroom read, the next ones ask nothing.
+            await until(lambda: pay(f"quick-{len(paid)}", ETHER + len(paid)), "a payment")
+            assert p["alice"].process is not None
+            return not _signed(p["alice"].process.stderr)[-1]["asked_node"]
+
+        await until(signed_without_asking, "a payment signed without asking the node")
+        # Several at once: each takes its own nonce and its own share of the headroom.
+        count_before = int(node.call("eth_getTransactionCount", ADDRESSES["alice"], "latest"), 16)
+        await asyncio.gather(
+            *(until(lambda i=i: pay(f"together-{i}", ETHER + i), "a payment") for i in range(5))
+        )
+        count_after = int(node.call("eth_getTransactionCount", ADDRESSES["alice"], "latest"), 16)
+        assert count_after == count_before + 5
+        # More than the address holds: refused before anything is signed (the reckoning does
+        # not cover it, the node is asked and decides) ...
+        held = node.balance(ADDRESSES["alice"])
+        refused = await failure(p["alice"].send("large", held + ETHER, 18))
+        assert refused.code == Code.FAILED_PRECONDITION and "insufficient" in refused.details
+        # ... so the next payment takes the next nonce and is mined at once behind the others.
+        await until(lambda: pay("after-refusal", ETHER), "the payment after the refusal")
+        # Money arrives that the last reading did not see: the reckoning falls short, the node
+        # is asked, and the payment goes through.
+        node.call("anvil_setBalance", ADDRESSES["alice"], hex(held + 3 * ETHER))
+        await until(lambda: pay("large", held + ETHER), "the large payment once funded")
+        assert node.balance(ADDRESSES["bob"]) - bob_before == sum(paid.values())
+        # Bob, reading each announced block in one request, reports every one of them once.
+        await until(
+            lambda: _all(p["bob"].incoming, set(paid)), "bob reports every payment", deadline=60
+        )
+        reported = [i.settlement_id for i in p["bob"].incoming]
+        assert sorted(reported) == sorted(paid)
+        assert {i.settlement_id: int(i.amount.value) for i in p["bob"].incoming} == paid
+
+
+async def _all(incoming: list[apb.IncomingSettlement], ids: set[str]) -> bool:
+    return {i.settlement_id for i in incoming} >= ids

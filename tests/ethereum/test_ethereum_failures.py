@@ -191,18 +191,22 @@ async def _completed_token(side: object, key: str, value: int) -> bool:
     return reply.status == apb.SETTLEMENT_STATUS_COMPLETED
 
 
+@pytest.mark.parametrize("announced", [False, True], ids=["polling", "announced"])
 @run_async
 async def test_a_reorganisation_drops_an_unconfirmed_payment_before_the_engine_sees_it(
-    workdir: Path,
+    workdir: Path, announced: bool
 ) -> None:
     node = Anvil.start(workdir / "anvil.log")
     try:
+        # Announced: bob reads each announced block with the height in the same request.
+        ws = {"ILP_ETHEREUM_WS_URL": node.url.replace("http://", "ws://")} if announced else {}
         bob = adaptor_env(
             node,
             workdir,
             "bob",
             ILP_ETHEREUM_CONFIRMATIONS="3",
             ILP_ETHEREUM_PEERS=f"alice={ADDRESSES['alice']}",
+            **ws,
         )
         async with pair(adaptor_env(node, workdir, "alice"), bob) as p:
             await p.stop("alice")  # payments come from alice's key, sent by the test

@@ -70,6 +70,25 @@ def test_what_a_balance_can_pay_keeps_the_most_its_transaction_may_burn_in_gas()
     assert eth_chain.spendable(gas * max_fee - 1, gas, max_fee) == 0  # never negative
 
 
+def test_the_headroom_is_the_observed_balance_less_what_uncounted_transactions_may_spend() -> None:
+    room = eth_chain.Headroom()
+    assert room.available() is None  # never observed: the node must be asked
+    room.committed(7, 100)  # signed before the first reading
+    room.observe(nonce=7, balance=1_000)  # the block has not counted nonce 7 yet
+    assert room.available() == 900 and room.has_uncounted()
+    room.committed(8, 50)
+    room.committed(8, 60)  # a fee bump of the same nonce: its most, not both
+    assert room.available() == 840
+    room.observe(nonce=8, balance=910)  # nonce 7 mined (spent less than its most)
+    assert room.available() == 850
+    room.observe(nonce=9, balance=860)
+    assert room.available() == 860 and not room.has_uncounted()
+    # A reorganisation uncounts nonce 8 again: its cost was kept and counts again.
+    room.observe(nonce=8, balance=910)
+    assert room.available() == 850
+    assert eth_chain.Head.of({"number": "0x10", "baseFeePerGas": "0x7"}) == eth_chain.Head(16, 7)
+
+
 def test_peer_messages_round_trip_and_mismatches_name_both_sides() -> None:
     ours = eth_peering.SettlementAccount(31337, ADDRESS, TOKEN)
     assert eth_peering.parse_request(eth_peering.request(ours)) == ours
