@@ -11,7 +11,10 @@ receiver's address. Contenders, each started once and kept running:
 - ``split``: ``ilp-host connector`` + ``ilp-host engine`` (proposal 2): the connector's own
   durable clearing file on the packet path;
 - ``js-2hop`` and ``run-2hop``: sender -> A -> B -> receiver, A and B peered, routes learned
-  by route broadcast (two JS connectors; two ``ilp-host run``).
+  by route broadcast (two JS connectors; two ``ilp-host run``);
+- ``floor-aiohttp`` and ``floor-asyncio``: no connector at all, a relay that passes each POST
+  on to the receiver and its answer back (bench/ilp_relay.py, on aiohttp and on bare asyncio
+  protocols): the most any Python connector on this runtime can forward.
 
 Rounds are interleaved (round 1 of every contender, then round 2, ...) so that a noisy
 neighbour hurts every contender alike; the table gives the median of the rounds of packets/s
@@ -24,7 +27,7 @@ limits and thresholds are far away. Asserts nothing; a contender whose packets a
 says so in its row.
 
     .venv/bin/python bench/bench_vs_ilp_connector.py [--rounds 3] [--count1 1000]
-        [--count16 3000] [--only js,run,split,js-2hop,run-2hop]
+        [--count16 3000] [--only js,run,split,js-2hop,run-2hop,floor-aiohttp,floor-asyncio]
 
 Needs `make setup` (tests/interop/node_modules holds ilp-connector and ilp-plugin-http).
 """
@@ -59,6 +62,7 @@ from tests.interop.js_harness import (  # noqa: E402
 
 ILP_HOST = Path(sys.executable).with_name("ilp-host")
 LOADGEN = ROOT / "bench" / "ilp_loadgen.js"
+RELAY = ROOT / "bench" / "ilp_relay.py"
 #: Far beyond what a run moves: no packet is refused for credit, no settlement starts.
 LIMIT = 10**15
 AMOUNT = 100
@@ -186,11 +190,11 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def start(self, *args: str, log: Path) -> None:
+    async def start(self, *args: str, log: Path, program: Path = ILP_HOST) -> None:
         with log.open("ab") as out:
             self.procs.append(
                 await asyncio.create_subprocess_exec(
-                    str(ILP_HOST), *args, stdout=out, stderr=asyncio.subprocess.STDOUT
+                    str(program), *args, stdout=out, stderr=asyncio.subprocess.STDOUT
                 )
             )
 
@@ -399,12 +403,43 @@ async def start_run_two_hops(stack: AsyncExitStack, workdir: Path) -> tuple[Load
     return gen, "test.b.receiver.bench"
 
 
+async def start_relay(stack: AsyncExitStack, workdir: Path, kind: str) -> tuple[Loadgen, str]:
+    ends = endpoints()
+    sender, receiver = ends.loadgen_sides(f"http://127.0.0.1:{ends.sender_account_port}/")
+    procs = Processes()
+    stack.push_async_callback(procs.stop)
+    await procs.start(
+        str(RELAY),
+        kind,
+        f"--port={ends.sender_account_port}",
+        f"--token={sender['token']}",
+        f"--to=http://127.0.0.1:{ends.receiver_port}/",
+        f"--to-token={receiver['token']}",
+        log=workdir / f"relay-{kind}.log",
+        program=Path(sys.executable),
+    )
+    gen = await stack.enter_async_context(loadgen(sender, receiver))
+    # The relay routes nothing: any address reaches the receiver, which fulfils every
+    # exercise packet.
+    return gen, "test.relay.receiver.bench"
+
+
+async def start_floor_aiohttp(stack: AsyncExitStack, workdir: Path) -> tuple[Loadgen, str]:
+    return await start_relay(stack, workdir, "aiohttp")
+
+
+async def start_floor_asyncio(stack: AsyncExitStack, workdir: Path) -> tuple[Loadgen, str]:
+    return await start_relay(stack, workdir, "asyncio")
+
+
 CONTENDERS = [
     Contender("js", start_js, "js"),
     Contender("run", start_run, "js"),
     Contender("split", start_split, "js"),
     Contender("js-2hop", start_js_two_hops, "js-2hop"),
     Contender("run-2hop", start_run_two_hops, "js-2hop"),
+    Contender("floor-aiohttp", start_floor_aiohttp, "js"),
+    Contender("floor-asyncio", start_floor_asyncio, "js"),
 ]
 
 
