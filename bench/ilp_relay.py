@@ -121,6 +121,7 @@ class _Downstream(asyncio.Protocol):
         self.authorized = False
         self.body: list[bytes] = []
         self.last: asyncio.Future[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -148,7 +149,11 @@ class _Downstream(asyncio.Protocol):
         previous = self.last
         done = asyncio.get_running_loop().create_future()
         self.last = done
-        asyncio.create_task(self.answer(self.authorized, b"".join(self.body), previous, done))
+        task = asyncio.create_task(
+            self.answer(self.authorized, b"".join(self.body), previous, done)
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def answer(
         self,
