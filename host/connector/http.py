@@ -38,14 +38,12 @@ import hashlib
 import hmac
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
-import aiohttp
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
 from host.connector.http_guard import ClientErrorLog, ConnectionGuard, Limits
+from host.connector.http_pool import BadResponse, ConnectFailed, ConnectionPool, ResponseTooLarge
+from host.connector.http_serving import Endpoint, PacketHandler, ServerConnection
 from host.ilp import IlpPacketError, Reply, parse_reply
 
 log = logging.getLogger("ilp_host.connector.http")
@@ -53,9 +51,8 @@ log = logging.getLogger("ilp_host.connector.http")
 #: Largest request or response body accepted.
 MAX_BODY: Final = 64 * 1024
 CONTENT_TYPE: Final = "application/octet-stream"
-
-#: Turns the body of an authenticated request from peer ``peer_id`` into the reply packet.
-PacketHandler = Callable[[str, bytes], Awaitable[bytes]]
+#: Seconds :meth:`IlpHttpServer.stop` lets the packets being handled finish.
+SHUTDOWN_TIMEOUT: Final = 1.0
 
 
 class LinkFailure(Exception):
@@ -97,7 +94,8 @@ def _digest(token: str) -> bytes:
 
 
 class IlpHttpServer:
-    """The listening side of every peer link: one aiohttp server for all peers.
+    """The listening side of every peer link: one server for all peers, each connection a
+    host.connector.http_serving.ServerConnection.
 
     ``incoming_tokens`` maps each peer id to the token that peer presents. ``port`` 0 picks a
     free port; :attr:`port` is the bound one once started. ``sock``, a bound TCP socket, is
@@ -125,8 +123,10 @@ class IlpHttpServer:
         self._bare = [(digest, peer) for digest, peer in self._tokens if peer in bare_token_peers]
         self._host = host
         self._requested_port = port
-        self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._endpoint = Endpoint(
+            handler, self.authenticate, self.guard, self.client_errors, log, MAX_BODY, CONTENT_TYPE
+        )
 
     @property
     def port(self) -> int:
@@ -143,49 +143,38 @@ class IlpHttpServer:
 
     async def start(self) -> None:
         """Listen; returns once the socket is bound."""
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # No access log: one line per packet would cost more than the packet. Malformed
-        # requests go to the client-error log (a WARNING line), not aiohttp's tracebacks.
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=1.0,
-            logger=self.client_errors,
-            keepalive_timeout=self.guard.limits.idle_timeout,
-        )
-        await runner.setup()
-        server = runner.server
-        assert server is not None
+        endpoint = self._endpoint
 
         def factory() -> asyncio.Protocol:
-            return self.guard.protocol(server())
+            return self.guard.protocol(ServerConnection(endpoint))
 
         loop = asyncio.get_running_loop()
-        try:
-            if self._sock is not None:
-                self._host = self._sock.getsockname()[0]
-                listener = await loop.create_server(factory, sock=self._sock)
-            else:
-                listener = await loop.create_server(
-                    factory, self._host, self._requested_port, reuse_address=True
-                )
-        except BaseException:
-            await runner.cleanup()
-            raise
+        if self._sock is not None:
+            self._host = self._sock.getsockname()[0]
+            listener = await loop.create_server(factory, sock=self._sock)
+        else:
+            listener = await loop.create_server(
+                factory, self._host, self._requested_port, reuse_address=True
+            )
         self._listener = listener
-        self._runner = runner
         self._port = int(listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        """Stop listening and close open connections. Idempotent."""
+        """Stop listening; let the packets being handled finish (a second at most), then close
+        the open connections. Idempotent."""
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        if listener is None:
+            return
+        listener.close()
+        tasks = set(self._endpoint.tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for connection in list(self._endpoint.connections):
+            connection.close()
 
     def authenticate(self, authorization: str | None) -> str | None:
         """The peer id whose incoming token is in the Authorization header, or None."""
@@ -206,98 +195,43 @@ class IlpHttpServer:
                 found = peer_id
         return found
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        transport = request.transport
-        self.guard.headers_received(transport)
-        try:
-            return await self._answer(request, transport)
-        finally:
-            self.guard.response_sent(transport)
-
-    async def _answer(
-        self, request: web.Request, transport: asyncio.BaseTransport | None
-    ) -> web.StreamResponse:
-        if request.method != "POST":
-            return web.Response(status=405, headers={"Allow": "POST"}, text="use POST\n")
-        peer_id = self.authenticate(request.headers.get("Authorization"))
-        if peer_id is None:
-            return web.Response(
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="ilp"'},
-                text="missing or unknown bearer token\n",
-            )
-        self.guard.authenticated(transport)
-        length = request.content_length
-        if length is not None and length > MAX_BODY:
-            return _too_large()
-        limit = self.guard.limits.body_timeout
-        try:
-            async with asyncio.timeout(limit):
-                body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _too_large()
-        except TimeoutError:
-            self.client_errors.client_error(
-                f"ILP-over-HTTP: peer {peer_id} did not send its body within {limit:g} s"
-            )
-            return web.Response(status=408, headers={"Connection": "close"}, text="body too slow\n")
-        except (ConnectionError, HttpProcessingError) as exc:
-            self.client_errors.client_error(
-                f"ILP-over-HTTP: the request of peer {peer_id} broke off in its body "
-                f"({type(exc).__name__})"
-            )
-            return web.Response(status=400, headers={"Connection": "close"})
-        try:
-            reply = await self._handler(peer_id, body)
-        except Exception:  # the handler answers every body; this is a bug, keep serving
-            log.exception("ILP packet handler failed for a request from peer %s", peer_id)
-            return web.Response(status=500, text="internal error\n")
-        return web.Response(body=reply, content_type=CONTENT_TYPE)
-
-
-def _too_large() -> web.Response:
-    return web.Response(status=413, text=f"an ILP packet is at most {MAX_BODY} bytes\n")
-
 
 class IlpHttpClient:
-    """The sending side of the peer links: one pooled aiohttp session for all peers."""
+    """The sending side of the peer links: one pool of kept-alive connections for all peers
+    (host.connector.http_pool)."""
 
     def __init__(self, max_connections: int = 100) -> None:
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        """Open the session (its connection pool)."""
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(connector=connector)
+        """Open the pool."""
+        if self._pool is None:
+            self._pool = ConnectionPool(self._max_connections, MAX_BODY)
 
     async def close(self) -> None:
-        """Close the session and its connections. Idempotent."""
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        """Close the pool and its connections. Idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     async def send(self, url: str, token: str, prepare: bytes, time_limit: float) -> Reply:
         """POST the encoded Prepare to ``url``; the peer's reply, or LinkFailure/LinkTimeout.
 
         ``time_limit`` (seconds) bounds the whole exchange: the time to the Prepare's expiry.
         """
-        if self._session is None:
+        pool = self._pool
+        if pool is None:
             raise LinkFailure("the ILP-over-HTTP client is closed")
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": CONTENT_TYPE}
+        headers = f"Authorization: Bearer {token}\r\nContent-Type: {CONTENT_TYPE}\r\n"
         try:
             async with asyncio.timeout(time_limit):
-                async with self._session.post(url, data=prepare, headers=headers) as response:
-                    body = await _read_limited(response)
-                    status = response.status
+                status, body = await pool.post(url, headers, prepare)
         except TimeoutError:
             raise LinkTimeout(f"no reply from {url} within {time_limit:.3f} s") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise LinkFailure(
-                f"cannot reach {url}: {_describe(exc)}", maybe_delivered=False
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except ConnectFailed as exc:
+            raise LinkFailure(f"cannot reach {url}: {exc}", maybe_delivered=False) from exc
+        except (ResponseTooLarge, BadResponse, OSError) as exc:
             raise LinkFailure(f"cannot reach {url}: {_describe(exc)}") from exc
         if status != 200:
             text = body[:200].decode("utf-8", "replace").strip()
@@ -313,19 +247,6 @@ class IlpHttpClient:
             raise LinkFailure(
                 f"{url} answered with a body that is not an ILP reply: {exc}"
             ) from exc
-
-
-async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
-    if response.content_length is not None and response.content_length > MAX_BODY:
-        raise LinkFailure(f"reply of {response.content_length} bytes exceeds {MAX_BODY}")
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await response.content.readany():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise LinkFailure(f"reply exceeds {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _describe(exc: BaseException) -> str:
