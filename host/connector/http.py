@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import logging
 import socket
+import ssl
 from collections.abc import Mapping
 from typing import Final
 
@@ -200,14 +201,16 @@ class IlpHttpClient:
     """The sending side of the peer links: one pool of kept-alive connections for all peers
     (host.connector.http_pool)."""
 
-    def __init__(self, max_connections: int = 100) -> None:
+    def __init__(self, max_connections: int = 100, tls: ssl.SSLContext | None = None) -> None:
         self._max_connections = max_connections
+        self._tls = tls
         self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        """Open the pool."""
+        """Open the pool. ``https`` peers are checked against ``tls`` if given, else against
+        the system's trusted roots."""
         if self._pool is None:
-            self._pool = ConnectionPool(self._max_connections, MAX_BODY)
+            self._pool = ConnectionPool(self._max_connections, MAX_BODY, self._tls)
 
     async def close(self) -> None:
         """Close the pool and its connections. Idempotent."""

@@ -8,7 +8,9 @@ TLS with the system's trusted roots and the host name checked, as any HTTPS clie
 
 A connection carries one exchange at a time. One that was idle for longer than
 :data:`KEEP_IDLE` is closed rather than reused (a peer's server closes idle connections after a
-while; reusing one just as it closes would fail a packet that was never delivered). A
+while; reusing one just as it closes would fail a packet that was never delivered), and so is
+one whose socket holds unread input when it is taken (the peer's close that the loop has not
+seen yet: a poll of the socket, microseconds). A
 connection whose exchange did not finish (a timeout, a cancelled task, a response that was too
 large or malformed) is closed, never reused.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl
 from collections.abc import Callable
 from typing import Final
@@ -79,10 +82,19 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self.reusable = False
         self.idle_since = 0.0
+        self._fd = -1
 
     @property
     def open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
+
+    def unread(self) -> bool:
+        """Whether the socket holds input the loop has not read yet: between two exchanges
+        that is the peer's close (or bytes nobody asked for), so it is not to be reused."""
+        try:
+            return bool(select.select([self._fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def exchange(self, request: bytes) -> asyncio.Future[tuple[int, bytes]]:
         assert self.transport is not None
@@ -103,6 +115,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._fd = transport.get_extra_info("socket").fileno()
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:
@@ -173,13 +186,15 @@ class _Connection(asyncio.Protocol):
 class ConnectionPool:
     """Kept-alive connections per origin, at most ``max_connections`` exchanges at once."""
 
-    def __init__(self, max_connections: int, max_body: int) -> None:
+    def __init__(
+        self, max_connections: int, max_body: int, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._max_body = max_body
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[tuple[bool, str, int], collections.deque[_Connection]] = {}
         self._targets: dict[tuple[str, str], _Target] = {}
         self._all: set[_Connection] = set()
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
         self.closed = False
 
     async def post(self, url: str, headers: str, body: bytes) -> tuple[int, bytes]:
@@ -224,7 +239,7 @@ class ConnectionPool:
         oldest_kept = asyncio.get_running_loop().time() - KEEP_IDLE
         while idle:
             connection = idle.pop()  # the most recently used: the likeliest to be alive
-            if connection.open and connection.idle_since >= oldest_kept:
+            if connection.open and connection.idle_since >= oldest_kept and not connection.unread():
                 return connection
             connection.close()
         return None
