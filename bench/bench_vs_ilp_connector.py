@@ -10,6 +10,8 @@ receiver's address. Contenders, each started once and kept running:
   balance change is durable in the engine's SQLite store before its Fulfill goes back;
 - ``split``: ``ilp-host connector`` + ``ilp-host engine`` (proposal 2): the connector's own
   durable clearing file on the packet path;
+- ``run-before``: ``ilp-host run`` of another checkout (``--before DIR``, its packages first on
+  the Python path), to compare a change with the code before it in the same run;
 - ``js-2hop`` and ``run-2hop``: sender -> A -> B -> receiver, A and B peered, routes learned
   by route broadcast (two JS connectors; two ``ilp-host run``);
 - ``floor-aiohttp`` and ``floor-asyncio``: no connector at all, a relay that passes each POST
@@ -28,6 +30,7 @@ says so in its row.
 
     .venv/bin/python bench/bench_vs_ilp_connector.py [--rounds 3] [--count1 1000]
         [--count16 3000] [--only js,run,split,js-2hop,run-2hop,floor-aiohttp,floor-asyncio]
+        [--before DIR --only ...,run-before]
 
 Needs `make setup` (tests/interop/node_modules holds ilp-connector and ilp-plugin-http).
 """
@@ -190,11 +193,17 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
 
-    async def start(self, *args: str, log: Path, program: Path = ILP_HOST) -> None:
+    async def start(
+        self, *args: str, log: Path, program: Path = ILP_HOST, env: dict[str, str] | None = None
+    ) -> None:
         with log.open("ab") as out:
             self.procs.append(
                 await asyncio.create_subprocess_exec(
-                    str(program), *args, stdout=out, stderr=asyncio.subprocess.STDOUT
+                    str(program),
+                    *args,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=env,
                 )
             )
 
@@ -347,24 +356,38 @@ def _host_peers(ends: Endpoints) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
+#: Another checkout of the repository whose host ``run-before`` runs (--before).
+BEFORE: list[Path] = []
+
+
 async def _ilp_host(
-    stack: AsyncExitStack, workdir: Path, name: str, config: str, commands: list[str]
+    stack: AsyncExitStack,
+    workdir: Path,
+    name: str,
+    config: str,
+    commands: list[str],
+    code: Path | None = None,
 ) -> Path:
     path = workdir / f"{name}.toml"
     path.write_text(config)
     procs = Processes()
     stack.push_async_callback(procs.stop)
+    # The other checkout's packages come first on the path: the same environment, its code.
+    env = {**os.environ, "PYTHONPATH": str(code)} if code is not None else None
     for command in commands:
-        await procs.start(command, "-c", str(path), log=workdir / f"{name}-{command}.log")
+        await procs.start(command, "-c", str(path), log=workdir / f"{name}-{command}.log", env=env)
     return path
 
 
-async def start_host(stack: AsyncExitStack, workdir: Path, split: bool) -> tuple[Loadgen, str]:
+async def start_host(
+    stack: AsyncExitStack, workdir: Path, split: bool, code: Path | None = None
+) -> tuple[Loadgen, str]:
     ends = endpoints()
-    name = "split" if split else "run"
+    name = "split" if split else "run-before" if code is not None else "run"
     # ilp-host serves every peer on one port: the sender's account port is it.
     config = host_config(workdir / name, "test.host", ends.sender_account_port, _host_peers(ends))
-    await _ilp_host(stack, workdir, name, config, ["connector", "engine"] if split else ["run"])
+    commands = ["connector", "engine"] if split else ["run"]
+    await _ilp_host(stack, workdir, name, config, commands, code)
     sender, receiver = ends.loadgen_sides(f"http://127.0.0.1:{ends.sender_account_port}/")
     # Our host posts to the receiver's URL itself; the receiver's account port is unused.
     gen = await stack.enter_async_context(loadgen(sender, receiver))
@@ -377,6 +400,10 @@ async def start_run(stack: AsyncExitStack, workdir: Path) -> tuple[Loadgen, str]
 
 async def start_split(stack: AsyncExitStack, workdir: Path) -> tuple[Loadgen, str]:
     return await start_host(stack, workdir, split=True)
+
+
+async def start_run_before(stack: AsyncExitStack, workdir: Path) -> tuple[Loadgen, str]:
+    return await start_host(stack, workdir, split=False, code=BEFORE[0])
 
 
 async def start_run_two_hops(stack: AsyncExitStack, workdir: Path) -> tuple[Loadgen, str]:
@@ -435,6 +462,7 @@ async def start_floor_asyncio(stack: AsyncExitStack, workdir: Path) -> tuple[Loa
 CONTENDERS = [
     Contender("js", start_js, "js"),
     Contender("run", start_run, "js"),
+    Contender("run-before", start_run_before, "js"),
     Contender("split", start_split, "js"),
     Contender("js-2hop", start_js_two_hops, "js-2hop"),
     Contender("run-2hop", start_run_two_hops, "js-2hop"),
@@ -574,11 +602,21 @@ def main() -> int:
     parser.add_argument(
         "--only",
         type=lambda s: s.split(","),
-        default=[c.name for c in CONTENDERS],
+        default=[c.name for c in CONTENDERS if c.name != "run-before"],
         help="contenders, comma-separated: " + ",".join(c.name for c in CONTENDERS),
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of this repository (e.g. `git worktree add ../before main`): "
+        "the run-before contender is its `ilp-host run`, in this environment",
+    )
     args = parser.parse_args()
+    if "run-before" in args.only and args.before is None:
+        parser.error("run-before needs --before")
+    if args.before is not None:
+        BEFORE.append(args.before.resolve())
     unknown = set(args.only) - {c.name for c in CONTENDERS}
     if unknown:
         parser.error(f"unknown contender(s): {', '.join(sorted(unknown))}")
