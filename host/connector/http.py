@@ -13,8 +13,13 @@ token came close) and answers:
 - ``413`` for a body over 64 KiB (the largest Prepare is about 34 KiB);
 - ``408`` for a body that does not arrive within the body timeout;
 - ``405`` for a method other than POST;
+- ``400`` for a malformed request;
 - ``200`` with the handler's reply otherwise. The handler turns any body, garbage included,
   into a reply packet (an F01 Reject for garbage), so no exception reaches HTTP.
+
+After any answer but a ``200`` (or a ``500``, our bug) the connection is closed. The HTTP of
+both sides is on bare asyncio protocols (host.connector.http_serving,
+host.connector.http_pool): per packet, a web framework cost more than the packet's own work.
 
 Connections are bounded in time and number before and after authentication
 (host.connector.http_guard). What a client does wrong (a malformed request, a disconnect in

@@ -3,8 +3,8 @@
 The server listens where peers reach it, so anyone may open connections to it. Without bounds
 a client that sends a request line and nothing more, or a body one byte at a time, holds a
 connection (a file descriptor and its buffers) for as long as it likes, and a few thousand of
-them exhaust the host. :class:`ConnectionGuard` wraps each connection's protocol (the aiohttp
-request handler) and closes it when:
+them exhaust the host. :class:`ConnectionGuard` wraps each connection's protocol
+(host.connector.http_serving.ServerConnection) and closes it when:
 
 - the complete headers of a request have not arrived ``header_timeout`` seconds after its
   first byte (slow headers);
@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 #: Defaults, in seconds and connections.
 HEADER_TIMEOUT: Final = 10.0
@@ -61,11 +60,7 @@ def excerpt(text: object, limit: int = EXCERPT) -> str:
 
 
 class ClientErrorLog(logging.Logger):
-    """A logger for client mistakes: WARNING without traceback, rate-limited (see above).
-
-    aiohttp's request handler logs a malformed request with ``logger.exception``; given this
-    logger instead, that becomes one short WARNING.
-    """
+    """A logger for client mistakes: WARNING without traceback, rate-limited (see above)."""
 
     def __init__(
         self,
@@ -90,33 +85,6 @@ class ClientErrorLog(logging.Logger):
         more = f" ({self.suppressed} more client errors not shown)" if self.suppressed else ""
         self.suppressed = 0
         self.warning("%s%s", what, more)
-
-    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
-        error = _error_of(kwargs.get("exc_info", True))
-        summary = f"{type(error).__name__}: {excerpt(error)}" if error else ""
-        text = str(msg) % args if args else str(msg)
-        self.client_error(f"{text}: {summary}" if summary else text)
-
-    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
-        self.exception(msg, *args, **kwargs)
-
-    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
-        """Debug lines keep no traceback either: the client's bytes stay out of the log."""
-        error = _error_of(kwargs.pop("exc_info", None))
-        if error is not None and self.isEnabledFor(logging.DEBUG):
-            text = str(msg) % args if args else str(msg)
-            super().debug("%s: %s", text, excerpt(error))
-        elif error is None:
-            super().debug(msg, *args, **kwargs)
-
-
-def _error_of(exc_info: object) -> BaseException | None:
-    """The exception a logging call's ``exc_info`` stands for, if any."""
-    if isinstance(exc_info, BaseException):
-        return exc_info
-    if isinstance(exc_info, tuple) and len(exc_info) == 3:
-        return exc_info[1] if isinstance(exc_info[1], BaseException) else None
-    return sys.exc_info()[1] if exc_info else None
 
 
 class _Connection:
