@@ -18,7 +18,8 @@ Per request, in the order the server decides (:class:`Endpoint` holds what is sh
   limit while it arrives (``413`` for a chunked body that grows past it);
 - the complete body goes to the packet handler in a task of its own; its reply is the ``200``.
 
-Responses go out in the order of the requests (pipelining). A malformed request is ``400``
+Responses go out in the order of the requests (pipelining; at most :data:`MAX_PIPELINED` of one
+connection are handled at once). A malformed request is ``400``
 and one client-error line (host.connector.http_guard.ClientErrorLog); a handler that raises
 is ``500`` and logged with its traceback (a bug of ours). The connection's idle and header
 bounds are the guard's (host.connector.http_guard.ConnectionGuard), which wraps this protocol.
@@ -38,6 +39,9 @@ import httptools
 
 from host.connector.http_guard import ClientErrorLog, ConnectionGuard, excerpt
 
+#: Requests of one connection handled at once; the next wait for a turn, and the connection is
+#: read no further while some wait (a peer that pipelines more waits as its TCP window fills).
+MAX_PIPELINED: Final = 16
 #: How long a closing connection keeps reading (and dropping) what the client still sends,
 #: so that the client reads the answer before the socket is gone.
 LINGER: Final = 2.0
@@ -104,6 +108,9 @@ class ServerConnection(asyncio.Protocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._in_message = False
+        #: Handlers running for this connection, and complete requests waiting for a turn.
+        self._running = 0
+        self._waiting: collections.deque[tuple[str, bytes, _Slot]] = collections.deque()
         self._reset()
 
     def _reset(self) -> None:
@@ -223,6 +230,15 @@ class ServerConnection(asyncio.Protocol):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         slot = _Slot(close=not self._parser.should_keep_alive())
         self._queue.append(slot)
+        if self._running < MAX_PIPELINED:
+            self._start(peer, body, slot)
+        else:
+            if not self._waiting and self._transport is not None:
+                self._transport.pause_reading()
+            self._waiting.append((peer, body, slot))
+
+    def _start(self, peer: str, body: bytes, slot: _Slot) -> None:
+        self._running += 1
         task = asyncio.get_running_loop().create_task(self._serve(peer, body, slot))
         self._endpoint.tasks.add(task)
         task.add_done_callback(self._endpoint.tasks.discard)
@@ -240,6 +256,11 @@ class ServerConnection(asyncio.Protocol):
             slot.data = response(
                 200, "OK", reply, f"Content-Type: {endpoint.content_type}\r\n", slot.close
             )
+        self._running -= 1
+        if self._waiting:
+            self._start(*self._waiting.popleft())
+            if not self._waiting and self._transport is not None:
+                self._transport.resume_reading()
         self._flush()
 
     def _flush(self) -> None:

@@ -1,7 +1,8 @@
-"""ILP-over-HTTP's HTTP/1.1 on real sockets, both sides: pipelined requests answered in order,
-``Expect: 100-continue``, HTTP/1.0; the client's kept-alive connections (reused, replaced when
-the peer closed them, never reused after an exchange that did not finish), its failures
-(refused, not HTTP, too large, too late) and TLS to an ``https`` peer."""
+"""ILP-over-HTTP's HTTP/1.1 on real sockets, both sides: pipelined requests answered in order
+(a bounded number at once), ``Expect: 100-continue``, HTTP/1.0; the client's kept-alive
+connections (reused, replaced when the peer closed them, never reused after an exchange that
+did not finish), its failures (refused, not HTTP, too large, too late) and TLS to an ``https``
+peer."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from host.connector.http import (
     LinkTimeout,
 )
 from host.connector.http_guard import Limits
+from host.connector.http_serving import MAX_PIPELINED
 from host.ilp import Fulfill, Reject, serialize
 from sdk.mtls import SERVER_NAME, generate_certificate
 from tests.polling import wait_until_async
@@ -96,24 +98,34 @@ async def client(tls: ssl.SSLContext | None = None) -> AsyncIterator[IlpHttpClie
         await http.close()
 
 
-def test_pipelined_requests_are_answered_in_their_order() -> None:
+def test_pipelined_requests_are_answered_in_their_order_sixteen_at_a_time() -> None:
+    running = 0
+    most = 0
+
     async def slow_first(peer_id: str, body: bytes) -> bytes:
-        if body == b"first":
-            await asyncio.sleep(0.3)  # the second is done long before
-        return body.upper()
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.3 if body == b"0" else 0.01)  # the first is done last
+        finally:
+            running -= 1
+        return b"<%s>" % body
 
     async def main() -> None:
         async with ilp_server(slow_first) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(request(b"first") + request(b"second"))
+            writer.write(b"".join(request(b"%d" % n) for n in range(40)))
             answers = b""
             async with asyncio.timeout(PATIENCE):
-                while answers.count(b"HTTP/1.1 200") < 2 or not answers.endswith(b"SECOND"):
-                    answers += await reader.read(4096)
-            assert answers.index(b"FIRST") < answers.index(b"SECOND")
+                while answers.count(b"HTTP/1.1 200") < 40 or not answers.endswith(b"<39>"):
+                    answers += await reader.read(65536)
+            positions = [answers.index(b"<%d>" % n) for n in range(40)]
+            assert positions == sorted(positions)
             writer.close()
 
     asyncio.run(main())
+    assert most == MAX_PIPELINED
 
 
 def test_expect_continue_and_http_1_0() -> None:
