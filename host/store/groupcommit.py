@@ -18,6 +18,9 @@ so nothing is acknowledged before it is durable; a commit failure fails every me
 batch.
 
 A logical transaction that raises is rolled back to its savepoint and leaves the others intact.
+
+A ``BatchListener`` is told each of these steps as it happens, on the loop's thread (the store
+keeps its accounts in memory by them, host.store.account_cache).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from host.store.base import StoreError
 
@@ -43,6 +46,42 @@ _Job = tuple[Callable[[], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop
 _inside: contextvars.ContextVar[GroupCommit | None] = contextvars.ContextVar(
     "ilp_store_transaction", default=None
 )
+
+
+class BatchListener(Protocol):
+    """Told of each step of the transactions' lives, as it happens (one at a time)."""
+
+    def kept(self) -> None:
+        """The transaction that had the turn released its savepoint: its writes are batched."""
+
+    def undone(self) -> None:
+        """The transaction that had the turn was rolled back to its savepoint."""
+
+    def blind_write(self) -> None:
+        """A statement of unknown effect runs (``TxContext.run_in_thread``)."""
+
+    def committed_batch(self) -> None:
+        """The open batch committed."""
+
+    def lost_batch(self) -> None:
+        """The open batch is rolled back (its COMMIT failed, or SQLite undid it)."""
+
+
+class _NoListener:
+    def kept(self) -> None:
+        pass
+
+    def undone(self) -> None:
+        pass
+
+    def blind_write(self) -> None:
+        pass
+
+    def committed_batch(self) -> None:
+        pass
+
+    def lost_batch(self) -> None:
+        pass
 
 
 def _deliver(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -120,6 +159,7 @@ class TxContext:
         """``fn(connection)`` inside this transaction, in the writer thread: for statements that
         may touch many rows (the loop keeps serving meanwhile; the turn stays ours)."""
         self._check()
+        self._owner.listener.blind_write()
         job = self._owner.writer.submit(partial(fn, self._owner.connection))
         try:
             return await asyncio.shield(job)
@@ -150,7 +190,11 @@ class GroupCommit:
     """Serializes logical transactions on one connection and commits them in batches."""
 
     def __init__(
-        self, writer: WriterThread, connection: sqlite3.Connection, max_batch: int
+        self,
+        writer: WriterThread,
+        connection: sqlite3.Connection,
+        max_batch: int,
+        listener: BatchListener | None = None,
     ) -> None:
         """``connection`` (opened with ``check_same_thread=False``) is used by one side at a
         time: the loop while a logical transaction has the turn, ``writer`` while a COMMIT (or a
@@ -158,6 +202,7 @@ class GroupCommit:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.writer = writer
+        self.listener: BatchListener = listener or _NoListener()
         self._conn = connection
         self._max_batch = max_batch
         # The turn: held by one logical transaction, or by a COMMIT under way.
@@ -203,6 +248,7 @@ class GroupCommit:
         await self._acquire()
         batch, self._members = self._members, []
         error = await self.writer.submit(self._commit_job)
+        self._batch_ended(error)
         self._resolve(batch, error)
         if error is not None:
             raise error
@@ -251,8 +297,16 @@ class GroupCommit:
         done.add_done_callback(partial(self._committed, batch))
 
     def _committed(self, batch: list[asyncio.Future[None]], done: asyncio.Future[Any]) -> None:
-        self._resolve(batch, _error_of(done))
+        error = _error_of(done)
+        self._batch_ended(error)
+        self._resolve(batch, error)
         self._handoff()
+
+    def _batch_ended(self, error: BaseException | None) -> None:
+        if error is None:
+            self.listener.committed_batch()
+        else:
+            self.listener.lost_batch()
 
     def _handoff(self) -> None:
         while self._waiters:
@@ -296,6 +350,7 @@ class GroupCommit:
             if context._savepoint and self._in_batch and not self._conn.in_transaction:
                 # SQLite rolled the whole transaction back after an error: the batch is lost.
                 self._poisoned = True
+                self.listener.lost_batch()
                 own_error = StoreError(
                     "the batch transaction was lost after a database error; retry"
                 )
@@ -304,14 +359,17 @@ class GroupCommit:
                 try:
                     self._conn.execute("RELEASE tx")
                     context._savepoint = False
+                    self.listener.kept()
                 except sqlite3.Error as exc:
                     own_error, ok = translate(exc), False
             if context._savepoint and not self._poisoned:
                 try:
                     self._conn.execute("ROLLBACK TO tx")
                     self._conn.execute("RELEASE tx")
+                    self.listener.undone()
                 except sqlite3.Error:
                     self._poisoned = True
+                    self.listener.lost_batch()
             context._savepoint = False
             member: asyncio.Future[None] | None = None
             if ok:

@@ -5,7 +5,9 @@ transaction goes through the writer (host.store.groupcommit), reads outside tran
 a query-only reader (committed data only): an account by its id, the packet path's credit
 check, on the loop's thread; anything that may scan many rows in the store's thread.
 ``synchronous=FULL`` makes every commit durable before it is acknowledged; group commit shares
-that fsync among concurrent transactions.
+that fsync among concurrent transactions. The accounts are also kept in memory as the store
+writes them (host.store.account_cache), so that reading one, in a transaction or outside, is
+no query.
 
 The file belongs to one process at a time (an exclusive lock on ``<file>.lock``, released by
 the kernel if the process dies): that is what lets ``open`` free the outbox leases a crashed
@@ -33,6 +35,7 @@ from host.engine.model import (
 from host.engine.store import Store, Transaction
 from host.ilp.outcome import Outcome
 from host.store import sqlite_packets, sqlite_totals
+from host.store.account_cache import AccountCache
 from host.store.base import StoreError
 from host.store.groupcommit import TxContext
 from host.store.rows import (
@@ -65,21 +68,41 @@ def _insert_settlement(c: sqlite3.Connection, settlement: Settlement) -> None:
     sqlite_totals.add(c, settlement.account_id, settlement.direction, settlement.amount)
 
 
+def _only_balance_changed(before: Account, after: Account) -> bool:
+    return (
+        after.policy == before.policy
+        and after.outgoing_leftover == before.outgoing_leftover
+        and after.incoming_leftover == before.incoming_leftover
+        and after.liquidity == before.liquidity
+        and (after.adaptor, after.asset_code, after.asset_scale, after.ledger_scale)
+        == (before.adaptor, before.asset_code, before.asset_scale, before.ledger_scale)
+        and after.created_at == before.created_at
+    )
+
+
 class _SqliteTransaction:
     """The Transaction protocol over a group-commit context: statements by key run at once;
     those that may touch many rows (``execute``) in the store's thread."""
 
-    def __init__(self, context: TxContext) -> None:
+    def __init__(self, context: TxContext, accounts: AccountCache) -> None:
         self._ctx = context
+        self._accounts = accounts
 
     async def lock_account(self, account_id: str) -> Account | None:
         # The writer is the only one: a plain read in its transaction is already exclusive.
+        account = self._accounts.written(account_id)
+        if account is not None:
+            return account
         row = await self._ctx.run(
             lambda c: c.execute(
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
             ).fetchone()
         )
-        return None if row is None else account_from_row(row)
+        if row is None:
+            return None
+        account = account_from_row(row)
+        self._accounts.keep_written(account)
+        return account
 
     async def insert_account(self, account: Account) -> None:
         values = account_values(account, str)
@@ -88,8 +111,23 @@ class _SqliteTransaction:
                 f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ({', '.join('?' * 15)})", values
             )
         )
+        self._accounts.write(account)
 
     async def update_account(self, account: Account) -> None:
+        before = self._accounts.written(account.id)
+        if before is not None and _only_balance_changed(before, account):
+            # A packet's change: two columns, not thirteen to convert and write.
+            balance = (account.id, str(account.balance), account.updated_at)
+            self._ctx.defer(
+                lambda c: _one_row(
+                    c.execute(
+                        "UPDATE accounts SET balance = ?2, updated_at = ?3 WHERE id = ?1", balance
+                    ),
+                    f"account {account.id}",
+                )
+            )
+            self._accounts.write(account)
+            return
         values = account_values(account, str)
         self._ctx.defer(
             lambda c: _one_row(
@@ -103,6 +141,7 @@ class _SqliteTransaction:
                 f"account {account.id}",
             )
         )
+        self._accounts.write(account)
 
     async def lock_settlement(self, settlement_id: str) -> Settlement | None:
         row = await self._ctx.run(
@@ -214,13 +253,16 @@ class _InTransaction(contextlib.AbstractAsyncContextManager[_SqliteTransaction])
     """A group-commit transaction seen as a _SqliteTransaction: one plain ``async with`` layer
     rather than nested generator-based ones (a forwarded packet enters two transactions)."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_accounts", "_inner")
 
-    def __init__(self, inner: contextlib.AbstractAsyncContextManager[TxContext]) -> None:
+    def __init__(
+        self, inner: contextlib.AbstractAsyncContextManager[TxContext], accounts: AccountCache
+    ) -> None:
         self._inner = inner
+        self._accounts = accounts
 
     async def __aenter__(self) -> _SqliteTransaction:
-        return _SqliteTransaction(await self._inner.__aenter__())
+        return _SqliteTransaction(await self._inner.__aenter__(), self._accounts)
 
     async def __aexit__(
         self,
@@ -240,9 +282,10 @@ def _prepare(conn: sqlite3.Connection) -> None:
 class SqliteStore:
     """The Store protocol over one SQLite file (see the module docstring). Use ``open``."""
 
-    def __init__(self, file: SqliteFile) -> None:
+    def __init__(self, file: SqliteFile, accounts: AccountCache) -> None:
         self.path = file.path
         self._file = file
+        self._accounts = accounts
 
     @classmethod
     async def open(
@@ -257,14 +300,16 @@ class SqliteStore:
         Raises StoreInUse if another process has it open, SchemaTooNew if a newer host wrote it,
         StoreError if it is not a host database.
         """
+        accounts = AccountCache()
         file, _ = await SqliteFile.open(
             path,
             what="host database",
             prepare=_prepare,
             max_batch=max_batch,
             busy_timeout_ms=busy_timeout_ms,
+            listener=accounts,
         )
-        return cls(file)
+        return cls(file, accounts)
 
     @property
     def commits(self) -> int:
@@ -281,19 +326,27 @@ class SqliteStore:
         return self._sqlite_transaction()
 
     def _sqlite_transaction(self) -> _InTransaction:
-        return _InTransaction(self._file.transaction())
+        return _InTransaction(self._file.transaction(), self._accounts)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._file.read(fn)
 
     async def get_account(self, account_id: str) -> Account | None:
         """The committed account, or None."""
+        account = self._accounts.committed(account_id)
+        if account is not None:
+            self._file.check_open()
+            return account
         row = await self._file.read_now(
             lambda c: c.execute(
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?", (account_id,)
             ).fetchone()
         )
-        return None if row is None else account_from_row(row)
+        if row is None:
+            return None
+        account = account_from_row(row)
+        self._accounts.keep_committed(account)
+        return account
 
     async def list_accounts(self) -> list[Account]:
         """Every account, by id."""

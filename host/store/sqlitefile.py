@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from host.store.base import StoreError, StoreInUse
-from host.store.groupcommit import GroupCommit, TxContext, WriterThread, translate
+from host.store.groupcommit import (
+    BatchListener,
+    GroupCommit,
+    TxContext,
+    WriterThread,
+    translate,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -136,11 +142,13 @@ class SqliteFile:
         prepare: Callable[[sqlite3.Connection], R],
         max_batch: int = 256,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        listener: BatchListener | None = None,
     ) -> tuple[SqliteFile, R]:
         """Lock and open ``path``, then run ``prepare(writer connection)`` in the thread
         (migrations, start-up fixes); the file and what ``prepare`` returned.
 
-        ``what`` names the kind of database in errors ("not a usable <what>").
+        ``what`` names the kind of database in errors ("not a usable <what>"); ``listener`` is
+        told of each transaction's and batch's end (host.store.groupcommit).
         """
         path = str(Path(path))
         lock_fd = lock_database(path)
@@ -158,7 +166,7 @@ class SqliteFile:
             await writer.stop(lambda: None)
             os.close(lock_fd)
             raise
-        group = GroupCommit(writer, conn, max_batch)
+        group = GroupCommit(writer, conn, max_batch, listener)
         return cls(path, writer, group, reader, point_reader, lock_fd), prepared
 
     def check_open(self) -> None:
