@@ -204,6 +204,15 @@ def schedule(seed: int, kills: int, instances: int = INSTANCES) -> list[Fault]:
     ]
 
 
+def still_armed(instance: Instance) -> bool:
+    """Whether the instance's last start armed the failpoint and it has not fired since."""
+    text = instance.log_text()
+    last_start = text[text.rfind("==== start ") :]
+    first_line = last_start.partition("\n")[0]
+    fired = f"failpoint {failpoints.ENGINE_AFTER_SEND_MONEY}" in last_start
+    return failpoints.ENGINE_AFTER_SEND_MONEY in first_line and not fired
+
+
 class TierRun:
     """One run of ``faults`` over a started :class:`Tier`."""
 
@@ -297,7 +306,13 @@ class TierRun:
                 self.note(f"{instance.label} had exited ({status}): started")
 
     def restore(self) -> None:
-        """Every instance running and serving again, the first one read for the verdict."""
+        """Every instance running and serving again, none with a failpoint still armed (it
+        would fire at the verdict's first settlement), the first one read for the verdict."""
+        for instance in self.tier.instances:
+            if instance.alive() and still_armed(instance):
+                instance.kill("run")
+                instance.start(wait=False)
+                self.note(f"{instance.label}: its failpoint never fired; started without it")
         for _ in range(len(self.tier.instances) + 1):
             self.restart_exited()
             try:
