@@ -43,6 +43,9 @@ from host.pb.ilphost.admin.v1 import admin_pb2
 from host.pb.ilphost.simledger.v1 import simledger_pb2, simledger_pb2_grpc
 from sdk.pb.ilphost.types.v1 import types_pb2
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_vs_ilp_connector import cpu_seconds
+
 _OUT = admin_pb2.SETTLEMENT_DIRECTION_OUTGOING
 _IN = admin_pb2.SETTLEMENT_DIRECTION_INCOMING
 _DONE = admin_pb2.SETTLEMENT_STATE_COMPLETED
@@ -153,30 +156,43 @@ def round_trips(pair: Pair, times: int) -> tuple[list[float], list[float], list[
     return trips, commits, hops
 
 
+def host_pids(*hosts: Host) -> set[int]:
+    """The processes of ``hosts`` (their adaptors are their children)."""
+    return {process.pid for host in hosts for process in host.processes.values()}
+
+
 def packet_rounds(
-    alice: Host, count: int, rounds: int, concurrency: int
-) -> tuple[float, float, float]:
-    """Medians over ``rounds`` of packets/s, median latency and p99 latency (ms)."""
-    rates, medians, p99s = [], [], []
+    pair: Pair, count: int, rounds: int, concurrency: int
+) -> tuple[float, float, float, float]:
+    """Medians over ``rounds`` of packets/s, median latency and p99 latency (ms), and the CPU
+    milliseconds both hosts spent per packet (the steadier figure on a shared machine)."""
+    rates, medians, p99s, cpus = [], [], [], []
+    pids = host_pids(pair.alice, pair.bob)
     for _ in range(rounds):
-        elapsed, last = send(alice, count, concurrency)
+        cpu_before = cpu_seconds(pids)
+        elapsed, last = send(pair.alice, count, concurrency)
+        cpus.append(1000 * (cpu_seconds(pids) - cpu_before) / max(1, last.fulfilled))
         rates.append(last.fulfilled / elapsed)
         medians.append(last.median_latency_ms)
         p99s.append(last.p99_latency_ms)
-    return statistics.median(rates), statistics.median(medians), statistics.median(p99s)
+    median = statistics.median
+    return median(rates), median(medians), median(p99s), median(cpus)
 
 
 def packets(count: int, rounds: int, settlements: int) -> list[str]:
     rows = [
-        "| concurrency | packets/s (median of rounds) | median latency | p99 latency |",
-        "|---:|---:|---:|---:|",
+        "| concurrency | packets/s (median of rounds) | median latency | p99 latency "
+        "| CPU of both hosts per packet |",
+        "|---:|---:|---:|---:|---:|",
     ]
     with workdir() as directory, running(pair(directory, -1_000_000)) as hosts:
         alice = hosts.alice
         send(alice, 50, 4)  # warm-up
         for concurrency in (1, 16):
-            rate, median, p99 = packet_rounds(alice, count, rounds, concurrency)
-            rows.append(f"| {concurrency} | {rate:.0f} | {median:.2f} ms | {p99:.2f} ms |")
+            rate, median, p99, cpu = packet_rounds(hosts, count, rounds, concurrency)
+            rows.append(
+                f"| {concurrency} | {rate:.0f} | {median:.2f} ms | {p99:.2f} ms | {cpu:.2f} ms |"
+            )
         round_trips(hosts, 2)  # warm-up
         trips, commits, hops = round_trips(hosts, settlements)
     trip, commit, hop = (statistics.median(x) for x in (trips, commits, hops))
