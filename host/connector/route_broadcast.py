@@ -384,6 +384,21 @@ class RouteBroadcaster:
         refused = isinstance(error, ccp.CcpError)
         return (self._refused_backoff if refused else self._backoff).delay(failures, self._rng)
 
+    def _failed(
+        self, peer_id: str, message: str, failures: int, exc: Exception
+    ) -> tuple[float, str]:
+        """When to send ``message`` again after its ``failures``-th failure in a row (``exc``),
+        and the error to show for the peer."""
+        delay = self._retry_delay(failures, exc)
+        if isinstance(exc, ccp.CcpError):
+            error = f"{message} refused: {exc.message} ({exc.code})"
+            log.info("peer %s: %s; trying again in %.1f s", peer_id, error, delay)
+        else:
+            # The peer may just be starting: try again soon, then less and less often.
+            error = f"{message} not delivered: {exc}"
+            log.debug("peer %s: %s; trying again in %.1f s", peer_id, error, delay)
+        return asyncio.get_running_loop().time() + delay, error
+
     async def _send_control(self, peer_id: str, receiver: _Receiver) -> None:
         control = ccp.RouteControl(ccp.Mode.SYNC, receiver.table_id, receiver.epoch)
         prepare = ccp.control_prepare(control, self._expiry())
@@ -391,15 +406,9 @@ class RouteBroadcaster:
             ccp.check_reply(await self._exchange(peer_id, prepare, MESSAGE_TIMEOUT))
         except Exception as exc:
             receiver.failures += 1
-            delay = self._retry_delay(receiver.failures, exc)
-            receiver.control_due = asyncio.get_running_loop().time() + delay
-            if isinstance(exc, ccp.CcpError):
-                receiver.error = f"route control refused: {exc.message} ({exc.code})"
-                log.info("peer %s: %s; asking again in %.1f s", peer_id, receiver.error, delay)
-            else:
-                # The peer may just be starting: ask again soon, then less and less often.
-                receiver.error = f"route control not delivered: {exc}"
-                log.debug("peer %s: %s; asking again in %.1f s", peer_id, receiver.error, delay)
+            receiver.control_due, receiver.error = self._failed(
+                peer_id, "route control", receiver.failures, exc
+            )
         else:
             receiver.control_sent = True
             receiver.error = ""
@@ -413,14 +422,9 @@ class RouteBroadcaster:
             ccp.check_reply(await self._exchange(peer_id, prepare, MESSAGE_TIMEOUT))
         except Exception as exc:
             sender.failures += 1
-            delay = self._retry_delay(sender.failures, exc)
-            sender.retry_at = asyncio.get_running_loop().time() + delay
-            if isinstance(exc, ccp.CcpError):
-                sender.error = f"route update refused: {exc.message} ({exc.code})"
-                log.info("peer %s: %s; trying again in %.1f s", peer_id, sender.error, delay)
-            else:
-                sender.error = f"route update not delivered: {exc}"
-                log.debug("peer %s: %s; trying again in %.1f s", peer_id, sender.error, delay)
+            sender.retry_at, sender.error = self._failed(
+                peer_id, "route update", sender.failures, exc
+            )
         else:
             sender.epoch = update.to_epoch
             sender.failures = 0

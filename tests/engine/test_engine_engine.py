@@ -4,7 +4,8 @@ incoming credits, restarts. The ledger is engine_fakes.FakeLedger (its own idemp
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -551,21 +552,35 @@ def test_restart_after_the_ledger_committed_but_the_reply_was_lost_pays_once(
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def running_outbox(tmp_path: Path, ledger: FakeLedger) -> AsyncIterator[Engine]:
+    """An engine with account alice whose outbox worker runs on the real clock with short
+    retry delays, and sleeps: nothing is due. Its idle poll (60 s) is far beyond any wait, so
+    whatever happens next must wake it."""
+    store = await SqliteStore.open(tmp_path / "host.db")
+    engine = Engine(store, {"sim": ledger}, backoff=Backoff(initial=0.01, cap=0.05))
+    worker = asyncio.create_task(engine.run_outbox())
+    try:
+        await add_account(engine)
+        # Running: a new row is carried to the worker, not claimed.
+        await wait_until_async(
+            lambda: engine.outbox.lease_for_new(0.0) is not None, "the worker to run"
+        )
+        await asyncio.sleep(0.1)  # asleep: nothing is due
+        yield engine
+    finally:
+        worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await worker
+        await store.close()
+
+
 def test_a_failed_acknowledgement_is_retried_without_waiting_for_the_idle_poll(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
         ledger = FakeLedger()
-        store = await SqliteStore.open(tmp_path / "host.db")
-        # The real clock and short delays; the worker's idle poll (60 s) is far beyond the wait.
-        engine = Engine(store, {"sim": ledger}, backoff=Backoff(initial=0.01, cap=0.05))
-        worker = asyncio.create_task(engine.run_outbox())
-        try:
-            await add_account(engine)
-            await wait_until_async(
-                lambda: engine.outbox.lease_for_new(0.0) is not None, "the worker to run"
-            )
-            await asyncio.sleep(0.1)  # the worker asleep: nothing is due
+        async with running_outbox(tmp_path, ledger) as engine:
             ledger.ack_script.append("transient")
             row = await engine.receive_settlement("T1", "alice", 700)
             # The engine acknowledged it itself (no claim), and that attempt failed.
@@ -579,11 +594,6 @@ def test_a_failed_acknowledgement_is_retried_without_waiting_for_the_idle_poll(
                 acknowledged, "the acknowledgement to be retried", timeout=10
             )
             assert (done.attempts, ledger.acks["T1"]) == (2, 1)
-        finally:
-            worker.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await worker
-            await store.close()
 
     asyncio.run(main())
 
@@ -591,17 +601,8 @@ def test_a_failed_acknowledgement_is_retried_without_waiting_for_the_idle_poll(
 def test_the_outbox_loop_pays_as_soon_as_a_settlement_is_queued(tmp_path: Path) -> None:
     async def main() -> None:
         ledger = FakeLedger()
-        store = await SqliteStore.open(tmp_path / "host.db")
-        # The real clock and short delays: the loop must wake up by itself and retry.
-        engine = Engine(store, {"sim": ledger}, backoff=Backoff(initial=0.01, cap=0.05))
-        worker = asyncio.create_task(engine.run_outbox())
-        try:
-            await add_account(engine)
-            # The worker runs (and sleeps, nothing due): the new row is carried to it, not claimed,
-            # and the retries after that attempt must still wake it.
-            await wait_until_async(
-                lambda: engine.outbox.lease_for_new(0.0) is not None, "the worker to run"
-            )
+        async with running_outbox(tmp_path, ledger) as engine:
+            # Carried to the worker; the retries after that attempt must still wake it.
             ledger.script.extend(["transient", "transient"])
             await engine.apply_balance_change("alice", -1000)
 
@@ -613,10 +614,5 @@ def test_the_outbox_loop_pays_as_soon_as_a_settlement_is_queued(tmp_path: Path) 
                 settled, "the settlement to complete after two retries", timeout=10
             )
             assert (row.attempts, ledger.paid[row.id]) == (3, 1)
-        finally:
-            worker.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await worker
-            await store.close()
 
     asyncio.run(main())
