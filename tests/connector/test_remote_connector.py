@@ -183,7 +183,9 @@ def test_an_incoming_settlement_is_credited_after_the_changes_it_paid_for() -> N
             following = asyncio.create_task(link.run())
             try:
                 await credit
-                assert link.status.processed == 5
+                # The five packets were applied first; the credit's own change, pushed to the
+                # connector and logged there, may already be the sixth under load.
+                assert link.status.processed >= 5
                 assert (await engine.get_account("bob")).account.balance == 0
                 await wait_until_async(
                     lambda: link.status.pushed == 1, "the credit pushed to the connector"
