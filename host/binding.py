@@ -34,7 +34,7 @@ from host.connector.ports import (
     UnknownPeer,
 )
 from host.engine import Engine, EngineError, InvalidArgument, NotFound
-from host.engine.grpc_port import GrpcSettlementPort
+from host.engine.grpc_port import CALL_DEADLINE, GrpcSettlementPort
 from host.ilp.outcome import Outcome
 from host.lifecycle import ProcessState
 from host.supervisor import AdaptorSnapshot, Supervisor
@@ -53,8 +53,6 @@ SETUP_BACKOFF = Backoff(initial=0.2, cap=10.0)
 #: Pauses before crediting an incoming settlement again, and before reopening WatchEvents.
 CREDIT_BACKOFF = Backoff(initial=0.2, cap=5.0)
 EVENTS_BACKOFF = Backoff(initial=0.2, cap=5.0)
-#: Deadline of each call to an adaptor made here.
-CALL_TIMEOUT = 10.0
 #: How often the settlement accounts' liquidity is read (GetBalance).
 LIQUIDITY_INTERVAL = 5.0
 
@@ -258,7 +256,7 @@ class EngineBinding:
                 try:
                     await stub.SetupAccount(
                         adaptor_pb2.SetupAccountRequest(account_id=account.id),
-                        timeout=CALL_TIMEOUT,
+                        timeout=CALL_DEADLINE,
                     )
                     break
                 except grpc.aio.AioRpcError as exc:
@@ -280,7 +278,7 @@ class EngineBinding:
             while True:
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     reply = await stub.GetBalance(
-                        adaptor_pb2.GetBalanceRequest(), timeout=CALL_TIMEOUT
+                        adaptor_pb2.GetBalanceRequest(), timeout=CALL_DEADLINE
                     )
                     with contextlib.suppress(AmountError):
                         value = parse_unsigned(reply.balance.value, reply.balance.scale)
@@ -386,7 +384,7 @@ class SettlementMessages:
         try:
             reply = await stub.ReceiveData(
                 adaptor_pb2.ReceiveDataRequest(account_id=account_id, data=data),
-                timeout=CALL_TIMEOUT,
+                timeout=CALL_DEADLINE,
             )
         except grpc.aio.AioRpcError as exc:
             transient = exc.code() in (

@@ -68,8 +68,8 @@ def _channel_closed(exc: asyncio.CancelledError, what: str) -> NoReturn:
     raise TransientSettlementError(f"{what}: the channel to the adaptor closed mid-call") from exc
 
 
-#: Each call's deadline, seconds, unless the port is made with another; the outbox lease
-#: (``[engine] outbox_lease``) must exceed it.
+#: The deadline of each call the host makes to an adaptor, seconds (this port's, unless made
+#: with another, and host.binding's); the outbox lease (``[engine] outbox_lease``) must exceed it.
 CALL_DEADLINE: Final = 10.0
 
 
