@@ -380,16 +380,13 @@ class RouteBroadcaster:
                 pause = min(pause, sender.retry_at - now)
         return max(pause, 0.0)
 
-    def _retry_delay(self, failures: int, error: Exception) -> float:
-        refused = isinstance(error, ccp.CcpError)
-        return (self._refused_backoff if refused else self._backoff).delay(failures, self._rng)
-
     def _failed(
         self, peer_id: str, message: str, failures: int, exc: Exception
     ) -> tuple[float, str]:
         """When to send ``message`` again after its ``failures``-th failure in a row (``exc``),
         and the error to show for the peer."""
-        delay = self._retry_delay(failures, exc)
+        refused = isinstance(exc, ccp.CcpError)
+        delay = (self._refused_backoff if refused else self._backoff).delay(failures, self._rng)
         if isinstance(exc, ccp.CcpError):
             error = f"{message} refused: {exc.message} ({exc.code})"
             log.info("peer %s: %s; trying again in %.1f s", peer_id, error, delay)
