@@ -42,6 +42,9 @@ from sdk.stdio import Log, StdioServicer, StdoutSink, capture_stdout, install_hc
 
 #: Seconds in-flight RPCs get to finish once a stop is requested.
 DEFAULT_GRACE: Final = 5.0
+#: Seconds what still runs once the adaptor stopped gets to end by itself before the process
+#: exits (grpc ends each RPC's own tasks a few loop turns after its server stopped).
+LEFTOVER_GRACE: Final = 1.0
 #: How often the parent pid is checked (the portable fallback of the parent-death signal).
 PARENT_POLL_SECONDS: Final = 1.0
 #: A unix socket path must fit sockaddr_un (108 bytes on Linux, 104 on macOS), with margin.
@@ -394,6 +397,20 @@ async def serve_async(
         await server.stop(None, run_hook=False)
         if listening is not None and listening.socket_dir is not None:
             shutil.rmtree(listening.socket_dir, ignore_errors=True)
+        await _let_tasks_end()
+
+
+async def _let_tasks_end() -> None:
+    """Wait, at most LEFTOVER_GRACE seconds, for the loop's other tasks to end by themselves.
+
+    asyncio.run cancels whatever still runs when serve_async returns, and grpc logs the
+    cancellation of an RPC's task as an ERROR with a CancelledError traceback although the RPC
+    is over: a StreamStdio stream that the stop ended leaves such a task for a few loop turns,
+    longer under load. Shutdown is not an error.
+    """
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=LEFTOVER_GRACE)
 
 
 def serve(adaptor: Adaptor, *, grace: float = DEFAULT_GRACE) -> NoReturn:

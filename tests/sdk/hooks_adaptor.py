@@ -6,10 +6,14 @@
 - Probe prints "probe <n>" to stdout, so a test can see a print made after the handshake.
 - stop() logs "stop hook ran" on stderr (hclog JSON).
 - HOOKS_VERSIONS="1,2" sets the contract versions the adaptor speaks.
+- HOOKS_LATE_TASK: stop() leaves a task that ends 0.2 s later and logs "late task ended" (as
+  grpc's own tasks of an RPC end a few loop turns after its server stopped).
+- HOOKS_GRACE sets the seconds in-flight RPCs get once a stop is requested (sdk.serve's grace).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from google.protobuf import wrappers_pb2
@@ -25,6 +29,7 @@ class HooksAdaptor(sdk.Adaptor):
             contract_versions=[int(v) for v in versions.split(",")] if versions else None
         )
         self.probes = 0
+        self.late: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if os.environ.get("HOOKS_BAD_CONFIG"):
@@ -36,6 +41,12 @@ class HooksAdaptor(sdk.Adaptor):
 
     async def stop(self) -> None:
         self.log.info("stop hook ran")
+        if os.environ.get("HOOKS_LATE_TASK"):
+            self.late = asyncio.create_task(self._late())
+
+    async def _late(self) -> None:
+        await asyncio.sleep(0.2)
+        self.log.info("late task ended")
 
     async def Probe(
         self, request: adaptor_pb2.ProbeRequest, context: sdk.Context
@@ -46,4 +57,7 @@ class HooksAdaptor(sdk.Adaptor):
 
 
 if __name__ == "__main__":
-    sdk.serve(HooksAdaptor())
+    grace = os.environ.get("HOOKS_GRACE")
+    if grace is None:
+        sdk.serve(HooksAdaptor())
+    sdk.serve(HooksAdaptor(), grace=float(grace))

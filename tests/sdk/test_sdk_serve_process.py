@@ -149,6 +149,29 @@ def test_stdio_stream_carries_what_the_adaptor_prints() -> None:
     asyncio.run(main())
 
 
+def test_a_stop_with_the_stdio_stream_open_logs_no_error() -> None:
+    """Stopping is not an error. grpc ends each RPC's own tasks a few loop turns after its
+    server stopped (a StreamStdio stream the stop ended, say), and logs their cancellation as
+    an ERROR with a CancelledError traceback: the process lets what still runs end by itself
+    before its loop closes. HOOKS_LATE_TASK leaves such a task on purpose, so that the test
+    does not depend on the timing of grpc's; a grace of 0 cancels the open stream at once."""
+    env = {"HOOKS_GRACE": "0", "HOOKS_LATE_TASK": "1"}
+
+    async def main() -> list[dict[str, object]]:
+        async with asyncio.timeout(DEADLINE), run_adaptor(HOOKS, env=env) as adaptor:
+            await adaptor.client.adaptor.Probe(adaptor_pb2.ProbeRequest())
+            await adaptor.wait_for_output("probe 1")  # the stream is open and drained
+            await adaptor.client.controller.Shutdown(grpc_controller_pb2.Empty())
+            assert await adaptor.wait() == 0
+        return [json.loads(line) for line in adaptor.stderr.decode().splitlines()]
+
+    for _ in range(3):  # grpc's tasks' timing varies; each round is a fresh process
+        lines = asyncio.run(main())
+        messages = [line["@message"] for line in lines]
+        assert messages[-3:] == ["stop hook ran", "adaptor stopped", "late task ended"]
+        assert [line for line in lines if line["@level"] == "error"] == []
+
+
 def free_port_range(width: int = 20) -> tuple[int, int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
