@@ -53,6 +53,7 @@ from host.assembly import (
     ConnectorAlone,
     EngineAlone,
     EngineSide,
+    LinkTls,
     Parts,
     Together,
     assemble_connector,
@@ -64,6 +65,8 @@ from host.connector.connector import AddressUnknown, Connector
 from host.credentials import (
     CredentialsError,
     ServerTls,
+    https_client_context,
+    https_server_context,
     read_client_tls,
     read_server_tls,
 )
@@ -169,6 +172,24 @@ def api_tls(config: HostConfig, mode: Mode) -> ServerTls | None:
         raise ConfigError(f"{config.source}: {exc}") from exc
 
 
+def link_tls(config: HostConfig, mode: Mode) -> LinkTls:
+    """The ILP-over-HTTP links' TLS, from ``[connector]``'s files (ConfigError if one is
+    unusable); none for the engine of a split host, which has no links."""
+    peering = config.connector
+    if peering is None or mode == "engine":
+        return LinkTls()
+    try:
+        server = None
+        if peering.tls is not None:
+            server = https_server_context(peering.tls.cert, peering.tls.key, prefix="connector.")
+        peers = None
+        if peering.peer_ca is not None:
+            peers = https_client_context(peering.peer_ca, key="connector.peer_ca")
+    except CredentialsError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from exc
+    return LinkTls(server, peers)
+
+
 class _Signals:
     """First SIGTERM/SIGINT: ``on_first`` (a graceful stop). Second: exit at once."""
 
@@ -249,9 +270,10 @@ class Host:
         config = self.config
         tcp = tcp_listener(config.admin, config.source)
         tls = api_tls(config, self.mode)
+        links = link_tls(config, self.mode)
         async with contextlib.AsyncExitStack() as stack:
             try:
-                parts = await self._assemble(stack, tls)
+                parts = await self._assemble(stack, tls, links)
             except AssemblyError as exc:
                 raise HostError(str(exc)) from exc
             engine = _engine_of(parts)
@@ -307,14 +329,16 @@ class Host:
             link=parts.link if isinstance(parts, EngineAlone) else None,
         )
 
-    async def _assemble(self, stack: contextlib.AsyncExitStack, tls: ServerTls | None) -> Parts:
+    async def _assemble(
+        self, stack: contextlib.AsyncExitStack, tls: ServerTls | None, links: LinkTls
+    ) -> Parts:
         """The parts of this mode (host.assembly), each one's teardown registered on ``stack``."""
         if self.mode == "connector":
-            return await assemble_connector(self.config, stack, tls)
+            return await assemble_connector(self.config, stack, tls, links)
         if self.mode == "engine":
             assert self._connector_address is not None  # checked by __init__
             return await assemble_engine(self.config, stack, self._connector_address, tls)
-        return await assemble_run(self.config, stack)
+        return await assemble_run(self.config, stack, links)
 
     # -- the run loop ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +54,16 @@ ENGINE_SOCKET = "engine.sock"
 class AssemblyError(RuntimeError):
     """A part cannot be opened (database, socket, Connector API address); the message says
     which and why."""
+
+
+@dataclass(frozen=True)
+class LinkTls:
+    """The TLS of the ILP-over-HTTP links, made of ``[connector]``'s files: the server's
+    (None: plain HTTP, on loopback only) and what ``https`` peers are checked against (None:
+    the system's trusted roots)."""
+
+    server: ssl.SSLContext | None = None
+    peers: ssl.SSLContext | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,7 @@ Parts = AdaptorsOnly | Together | EngineAlone | ConnectorAlone
 
 
 async def assemble_run(
-    config: HostConfig, stack: contextlib.AsyncExitStack
+    config: HostConfig, stack: contextlib.AsyncExitStack, links: LinkTls | None = None
 ) -> AdaptorsOnly | Together:
     """Proposal 1: the engine's store, the engine, the connector (not yet listening), the
     Engine service."""
@@ -148,6 +159,8 @@ async def assemble_run(
             binding.settlement_messages(),
             assets=assets(config),
             books=engine.clearing_book,
+            server_tls=links.server if links is not None else None,
+            peer_tls=links.peers if links is not None else None,
         )
         stack.push_async_callback(connector.stop)
         reconciler = _reconciler(connector, config.connector)
@@ -195,7 +208,10 @@ async def assemble_engine(
 
 
 async def assemble_connector(
-    config: HostConfig, stack: contextlib.AsyncExitStack, tls: ServerTls | None
+    config: HostConfig,
+    stack: contextlib.AsyncExitStack,
+    tls: ServerTls | None,
+    links: LinkTls | None = None,
 ) -> ConnectorAlone:
     """Proposal 2, connector side: the clearing file, the connector (not yet listening),
     the Connector API (serving at once: the engine may connect before packets flow)."""
@@ -218,7 +234,13 @@ async def assemble_connector(
     stack.push_async_callback(clearing.close)
     relay = EngineRelay(timeout=peering.settle_timeout)
     connector = Connector.from_config(
-        peering, clearing, relay, assets=assets(config), books=clearing.clearing_book
+        peering,
+        clearing,
+        relay,
+        assets=assets(config),
+        books=clearing.clearing_book,
+        server_tls=links.server if links is not None else None,
+        peer_tls=links.peers if links is not None else None,
     )
     stack.push_async_callback(connector.stop)
     address = peering.api

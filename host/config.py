@@ -29,7 +29,6 @@ absolute paths:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -51,6 +50,7 @@ from host.config_schema import (
     Text,
     boolean,
     host_port,
+    is_loopback,
     refuse,
     show,
     text,
@@ -415,7 +415,7 @@ class _MetricsTable(Table):
         if missing:
             for key, address in (("listen", self.listen), ("engine_listen", self.engine_address)):
                 assert address is not None  # listen is set
-                if not _is_loopback(address[0]):
+                if not is_loopback(address[0]):
                     raise refuse(
                         f"{address[0]} is not a loopback address: serving metrics beyond this "
                         "machine needs metrics.tls_cert, metrics.tls_key and metrics.token_file",
@@ -679,16 +679,6 @@ def _pair_peers_and_accounts(connector: ConnectorConfig, accounts: tuple[Account
                 f"account[{index}].id",
                 f"no [[peer]] with id {account.id!r}: each account is a peer's",
             )
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) stays on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _normal(path: Path) -> Path:

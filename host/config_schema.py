@@ -15,6 +15,7 @@ adaptor's signing library already installs it.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -180,6 +181,17 @@ def host_port(value: object) -> tuple[str, int]:
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise refuse(f'must be "HOST:PORT" with a port from 1 to 65535, got {show(value)}')
     return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) stays on this machine: a listener there needs no
+    TLS (``localhost``, 127.0.0.0/8, ::1; "" and 0.0.0.0 mean every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def account_id(value: object) -> str:

@@ -1,8 +1,10 @@
-"""The credentials of a gRPC listener on TCP: a TLS certificate and key, and a bearer token.
+"""The credentials of a listener on TCP: a TLS certificate and key, and a bearer token.
 
-Every TCP listener of the host (the admin API, the Connector API) takes the same three files;
-:func:`read_server_tls` reads and checks them before anything listens, so that a mistake is a
-configuration error naming the key, not gRPC's bare "failed to bind". Files that hold a secret
+Every gRPC listener of the host on TCP (the admin API, the Connector API) takes the same three
+files: :func:`read_server_tls` reads and checks them before anything listens, so that a mistake
+is a configuration error naming the key, not gRPC's bare "failed to bind". The ILP-over-HTTP
+server takes the certificate and key (:func:`https_server_context`; each peer's token is in its
+``[[peer]]``), checked alike. Files that hold a secret
 (the private key, the token) must not be readable by other users: a key or token with group or
 other permission bits is refused, with the file, its mode and the ``chmod`` that fixes it. A
 secret that other local users could read authenticates nobody.
@@ -13,6 +15,7 @@ the listener's certificate and presents the token (the engine of a split host).
 
 from __future__ import annotations
 
+import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +70,20 @@ def check_private(path: Path, key: str) -> None:
 def read_server_tls(cert: Path, key: Path, token_file: Path, *, prefix: str) -> ServerTls:
     """Read and check a listener's files; ``prefix`` names the keys (``admin.``,
     ``connector.api_``) in errors. CredentialsError if any is unusable."""
-    for path, name in ((key, f"{prefix}tls_key"), (token_file, f"{prefix}token_file")):
-        check_private(path, name)
+    cert_chain, private_key = read_key_pair(cert, key, prefix=prefix)
+    check_private(token_file, f"{prefix}token_file")
+    try:
+        token = read_token(token_file)
+    except ValueError as exc:
+        raise CredentialsError(f"{prefix}token_file: {exc}") from exc
+    return ServerTls(cert_chain, private_key, token)
+
+
+def read_key_pair(cert: Path, key: Path, *, prefix: str) -> tuple[bytes, bytes]:
+    """A listener's certificate chain and private key (PEM), checked: the key private (no
+    group or other permission bits), both parseable. CredentialsError naming
+    ``{prefix}tls_cert`` or ``{prefix}tls_key`` otherwise."""
+    check_private(key, f"{prefix}tls_key")
     try:
         cert_chain = cert.read_bytes()
         private_key = key.read_bytes()
@@ -84,11 +99,34 @@ def read_server_tls(cert: Path, key: Path, token_file: Path, *, prefix: str) -> 
         raise CredentialsError(
             f"{prefix}tls_key: {key} is not an unencrypted PEM private key"
         ) from exc
+    return cert_chain, private_key
+
+
+def https_server_context(cert: Path, key: Path, *, prefix: str) -> ssl.SSLContext:
+    """The TLS context of an HTTPS listener (TLS 1.2 at least, HTTP/1.1) from checked files."""
+    read_key_pair(cert, key, prefix=prefix)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
     try:
-        token = read_token(token_file)
-    except ValueError as exc:
-        raise CredentialsError(f"{prefix}token_file: {exc}") from exc
-    return ServerTls(cert_chain, private_key, token)
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        # E.g. a key that is not the certificate's.
+        raise CredentialsError(
+            f"{prefix}tls_key: {key} does not go with the certificate {cert}: {exc}"
+        ) from exc
+    return context
+
+
+def https_client_context(ca_file: Path, *, key: str) -> ssl.SSLContext:
+    """The TLS context of an HTTPS client that trusts only the CAs (PEM) in ``ca_file``."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CredentialsError(
+            f"{key}: cannot use {ca_file} as the CA certificates (PEM): {reason}"
+        ) from exc
 
 
 def read_client_tls(cert: Path, token_file: Path, *, prefix: str) -> ServerTls:

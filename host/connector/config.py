@@ -11,6 +11,10 @@ Pure: no I/O. Example::
     address = "test.alice"      # this host's ILP address
     host = "127.0.0.1"          # where the ILP-over-HTTP server listens
     port = 7768                 # 0 picks a free port
+    # tls_cert = "tls/ilp.crt"  # HTTPS: required unless host is a loopback address
+    # tls_key = "tls/ilp.key"   # mode 0600
+    # peer_ca = "tls/peers.pem" # https peers' certificates are checked against these CAs
+    #                           # (PEM) instead of the system's trusted roots
     # expiry_margin = 1.0       # seconds kept off each forwarded Prepare's expiry
     # safety_margin = 1.0       # least time left to forward a Prepare with
     # max_hold = 30.0           # latest expiry of a forwarded Prepare, from now
@@ -74,6 +78,7 @@ from host.config_schema import (
     Problem,
     Table,
     Text,
+    is_loopback,
     refuse,
     show,
     text,
@@ -147,6 +152,14 @@ class ApiCredentials:
 
 
 @dataclass(frozen=True)
+class ServerTlsFiles:
+    """The ILP-over-HTTP server's certificate (chain, PEM) and private key (absolute paths)."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
 class ConnectorConfig:
     """The whole, checked connector configuration."""
 
@@ -172,6 +185,10 @@ class ConnectorConfig:
     #: directory) or a PostgreSQL URL (host.store.opening.is_database_url); None when not
     #: configured (:data:`DEFAULT_DATABASE`). ``ilp-host run`` keeps them in the engine's store.
     database: str | None = None
+    #: HTTPS for the ILP-over-HTTP server; None: plain HTTP, only on a loopback ``host``.
+    tls: ServerTlsFiles | None = None
+    #: The CAs (PEM) that https peers' certificates are checked against; None: the system's.
+    peer_ca: Path | None = None
 
 
 # -- the tables' values --------------------------------------------------------------------------
@@ -298,9 +315,13 @@ class ConnectorTable(Table):
     api_tls_key: Text | None = None
     api_token_file: Text | None = None
     database: Annotated[str | None, PlainValidator(_database)] = None
+    tls_cert: Text | None = None
+    tls_key: Text | None = None
+    peer_ca: Text | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
+        self._server_tls()
         if self.max_hold <= self.safety_margin:
             raise refuse(
                 f"must exceed connector.safety_margin ({self.safety_margin}), got {self.max_hold}",
@@ -310,6 +331,37 @@ class ConnectorTable(Table):
             raise refuse("must be a positive number", "settle_timeout")
         self._credential_files()
         return self
+
+    def server_tls(self, base_dir: Path) -> ServerTlsFiles | None:
+        """The ILP-over-HTTP server's TLS files, relative paths taken from ``base_dir``."""
+        files = self._server_tls()
+        if files is None:
+            return None
+        return ServerTlsFiles(*(Path(os.path.normpath(base_dir / name)) for name in files))
+
+    def _server_tls(self) -> tuple[str, str] | None:
+        """``tls_cert`` and ``tls_key``: both or neither, and both off loopback.
+
+        On a loopback ``host`` plain HTTP is allowed: what reaches it comes from this machine
+        (peers on it, or a TLS-terminating proxy in front), and each request still carries
+        its peer's bearer token. Anywhere else those tokens and the packets would cross the
+        network in the clear.
+        """
+        if self.tls_cert is not None and self.tls_key is not None:
+            return self.tls_cert, self.tls_key
+        if self.tls_cert is not None or self.tls_key is not None:
+            missing, given = (
+                ("tls_key", "tls_cert") if self.tls_key is None else ("tls_cert", "tls_key")
+            )
+            raise refuse(f"required with connector.{given} (HTTPS needs both)", missing)
+        if not is_loopback(self.host):
+            raise refuse(
+                f"{show(self.host)} is not a loopback address: serving ILP-over-HTTP beyond this "
+                "machine needs connector.tls_cert and connector.tls_key (HTTPS: the peers' "
+                "bearer tokens must not cross the network in the clear)",
+                "host",
+            )
+        return None
 
     def api_credentials(self, base_dir: Path) -> ApiCredentials | None:
         """The Connector API's credentials, relative paths taken from ``base_dir``."""
@@ -413,7 +465,8 @@ def parse_connector_config(
 ) -> ConnectorConfig | None:
     """The connector configuration of a parsed TOML document, or None if it has none.
 
-    Relative paths (the Connector API's credentials) are taken from ``base_dir``."""
+    Relative paths (the TLS files and the Connector API's credentials) are taken from
+    ``base_dir``."""
     tables = {name: document[name] for name in ConnectorTables.model_fields if name in document}
     try:
         return connector_config(validate(ConnectorTables, tables), base_dir)
@@ -456,6 +509,8 @@ def connector_config(tables: ConnectorTables, base_dir: Path) -> ConnectorConfig
         route_broadcast_interval=table.route_broadcast_interval,
         reconcile_interval=table.reconcile_interval,
         database=table.database,
+        tls=table.server_tls(base_dir),
+        peer_ca=None if table.peer_ca is None else Path(os.path.normpath(base_dir / table.peer_ca)),
     )
 
 

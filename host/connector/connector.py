@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -126,7 +127,8 @@ class Connector:
     ``clearing`` and ``settlement_messages`` are the engine's ports; ``local_handler``
     receives the packets addressed to ``address`` (a :class:`LocalReceiver` by default).
     The server listens on ``host``:``port`` (0: a free port, see :attr:`port`), or on the
-    already-bound socket ``sock``.
+    already-bound socket ``sock``; HTTPS with ``server_tls``. ``https`` peers are checked
+    against ``peer_tls`` if given, else the system's trusted roots.
     """
 
     def __init__(
@@ -148,6 +150,8 @@ class Connector:
         ildcp_timeout: float = ILDCP_TIMEOUT,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         books: BookReader | None = None,
+        server_tls: ssl.SSLContext | None = None,
+        peer_tls: ssl.SSLContext | None = None,
     ) -> None:
         if address is not None:
             ilp_address.validate(address, "connector address")
@@ -201,7 +205,7 @@ class Connector:
         #: Told of every packet on the links (host.metrics sets it); nothing by default.
         self.observer: PacketObserver = NoObserver()
         self._prober: asyncio.Task[None] | None = None
-        self._client = IlpHttpClient()
+        self._client = IlpHttpClient(tls=peer_tls)
         self._server = IlpHttpServer(
             self.handle_http,
             {peer.id: peer.incoming_token for peer in peers},
@@ -209,6 +213,7 @@ class Connector:
             port=port,
             sock=sock,
             bare_token_peers=frozenset(peer.id for peer in peers if peer.accept_bare_token),
+            tls=server_tls,
         )
 
     def _peer_addresses(self) -> dict[str, str]:
@@ -232,9 +237,12 @@ class Connector:
         local_handler: LocalHandler | None = None,
         assets: Mapping[str, tuple[str, int]] | None = None,
         books: BookReader | None = None,
+        server_tls: ssl.SSLContext | None = None,
+        peer_tls: ssl.SSLContext | None = None,
     ) -> Connector:
         """A connector built from the checked ``[connector]``/``[[peer]]``/``[[route]]`` tables;
-        ``assets`` maps account ids to (asset code, scale), for the children's ILDCP."""
+        ``assets`` maps account ids to (asset code, scale), for the children's ILDCP;
+        ``server_tls`` and ``peer_tls`` are made of the TLS files the tables name."""
         return cls(
             config.address,
             config.peers,
@@ -249,6 +257,8 @@ class Connector:
             assets=assets,
             route_broadcast_interval=config.route_broadcast_interval,
             books=books,
+            server_tls=server_tls,
+            peer_tls=peer_tls,
         )
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 
 from host.connector.http_guard import ClientErrorLog, ConnectionGuard, Limits
 from host.connector.http_pool import BadResponse, ConnectFailed, ConnectionPool, ResponseTooLarge
@@ -106,7 +106,9 @@ class IlpHttpServer:
     ``incoming_tokens`` maps each peer id to the token that peer presents. ``port`` 0 picks a
     free port; :attr:`port` is the bound one once started. ``sock``, a bound TCP socket, is
     listened on instead of ``host``/``port`` (socket activation; tests that must know every
-    port before any server starts); the server owns it from :meth:`start` on.
+    port before any server starts); the server owns it from :meth:`start` on. With ``tls`` it
+    serves HTTPS; the TLS handshake must complete within the header timeout (from then on the
+    connection is host.connector.http_guard's).
     """
 
     def __init__(
@@ -118,10 +120,13 @@ class IlpHttpServer:
         sock: socket.socket | None = None,
         limits: Limits | None = None,
         bare_token_peers: frozenset[str] = frozenset(),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._handler = handler
         self._sock = sock
+        self._tls = tls
         limits = limits or Limits()
+        self._handshake_timeout = limits.header_timeout
         self.client_errors = ClientErrorLog(log, limits.log_interval)
         self.guard = ConnectionGuard(limits, self.client_errors)
         self._listener: asyncio.Server | None = None
@@ -145,7 +150,8 @@ class IlpHttpServer:
     def url(self) -> str:
         """The base URL peers can POST to (after :meth:`start`)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}/"
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://{host}:{self.port}/"
 
     async def start(self) -> None:
         """Listen; returns once the socket is bound."""
@@ -155,12 +161,15 @@ class IlpHttpServer:
             return self.guard.protocol(ServerConnection(endpoint))
 
         loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if self._tls is not None:
+            tls = {"ssl": self._tls, "ssl_handshake_timeout": self._handshake_timeout}
         if self._sock is not None:
             self._host = self._sock.getsockname()[0]
-            listener = await loop.create_server(factory, sock=self._sock)
+            listener = await loop.create_server(factory, sock=self._sock, **tls)
         else:
             listener = await loop.create_server(
-                factory, self._host, self._requested_port, reuse_address=True
+                factory, self._host, self._requested_port, reuse_address=True, **tls
             )
         self._listener = listener
         self._port = int(listener.sockets[0].getsockname()[1])

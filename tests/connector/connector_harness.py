@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import socket
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,14 @@ class Host:
     started: bool = False
 
 
+@dataclass(frozen=True)
+class Https:
+    """HTTPS on every link: what each host serves with, what it checks its peers against."""
+
+    server: ssl.SSLContext
+    peers: ssl.SSLContext
+
+
 @dataclass
 class Net:
     """Hosts peered along ``links``; ``hosts[name]``."""
@@ -119,6 +128,7 @@ async def network(
     route_interval: float = 30.0,
     without_journal: Sequence[str] = (),
     books: Mapping[str, BookReader] | None = None,
+    https: Https | None = None,
 ) -> AsyncIterator[Net]:
     """Hosts named in ``links`` (pairs peered both ways), started unless in ``not_started``.
 
@@ -130,12 +140,14 @@ async def network(
     only with ``exchange_routes`` (every ``route_interval`` seconds), so that other tests see
     only their own packets on the links. The hosts in ``without_journal`` keep no in-flight
     journal (host.connector.ports.WithoutJournal).
-    ``books[host]`` lets that host answer peer.reconcile.
+    ``books[host]`` lets that host answer peer.reconcile. With ``https`` every host serves
+    HTTPS and its peers' URLs are ``https://127.0.0.1:PORT/ilp``.
     """
     relation_of = dict(relations or {})
     children = {peer for (_, peer), relation in relation_of.items() if relation == "child"}
     names = sorted({name for pair in links for name in pair})
     socks: dict[str, socket.socket] = {}
+    scheme = "http" if https is None else "https"
     net = Net()
     try:
         for name in names:
@@ -148,7 +160,8 @@ async def network(
                 PeerConfig(
                     id=peer,
                     url=(url_overrides or {}).get(
-                        (name, peer), f"http://127.0.0.1:{socks[peer].getsockname()[1]}/ilp"
+                        (name, peer),
+                        f"{scheme}://127.0.0.1:{socks[peer].getsockname()[1]}/ilp",
                     ),
                     address=None
                     if relation_of.get((name, peer), "peer") == "child" or peer in children
@@ -176,6 +189,8 @@ async def network(
                 route_broadcast_interval=route_interval,
                 ildcp_timeout=5.0,
                 books=(books or {}).get(name),
+                server_tls=https.server if https is not None else None,
+                peer_tls=https.peers if https is not None else None,
             )
             net.hosts[name] = Host(name, connector, clearing, recorder, socks[name])
         # Together: a child's start waits for its parent's ILDCP answer.

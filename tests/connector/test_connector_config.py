@@ -18,12 +18,15 @@ from host.connector import (
     RouteConfig,
     parse_connector_config,
 )
+from host.connector.config import ServerTlsFiles
 
 GOOD = """
 [connector]
 address = "test.alice"
 host = "0.0.0.0"
 port = 7768
+tls_cert = "tls/ilp.crt"
+tls_key = "tls/ilp.key"
 expiry_margin = 0.5
 max_hold = 20
 
@@ -84,6 +87,7 @@ def test_a_good_document() -> None:
             max_hold=timedelta(seconds=20),
         ),
         settle_timeout=30.0,
+        tls=ServerTlsFiles(Path("tls/ilp.crt"), Path("tls/ilp.key")),
     )
     assert "secret" not in repr(config)  # tokens stay out of logs
 
@@ -126,6 +130,10 @@ def edit(path: str, value: object) -> dict[str, Any]:
         ("connector.port", "80", 'connector.port: must be 0 to 65535, got "80"'),
         ("connector.port", True, "connector.port: must be 0 to 65535, got true"),
         ("connector.host", "", "connector.host: must not be empty"),
+        ("connector.tls_cert", ..., "connector.tls_cert: required with connector.tls_key"),
+        ("connector.tls_key", ..., "connector.tls_key: required with connector.tls_cert"),
+        ("connector.tls_key", 5, "connector.tls_key: must be a string, got 5"),
+        ("connector.peer_ca", "", "connector.peer_ca: must not be empty"),
         ("connector.expiry_margin", -1, "connector.expiry_margin: must be at least 0"),
         ("connector.safety_margin", "1s", "connector.safety_margin: must be a number of seconds"),
         ("connector.max_hold", float("inf"), "connector.max_hold: must be a number of seconds"),
@@ -222,3 +230,27 @@ def test_the_clearing_books_are_a_file_or_a_postgresql_url(database: str) -> Non
     assert config is not None and config.database == database
     default = parse_connector_config(document())
     assert default is not None and default.database is None  # connector.db
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost"])
+def test_plain_http_on_a_loopback_host(host: str) -> None:
+    config = parse_connector_config({"connector": {"address": "test.a", "port": 0, "host": host}})
+    assert config is not None and config.tls is None and config.host == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "alice.example"])
+def test_off_loopback_the_server_needs_tls(host: str) -> None:
+    table = {"address": "test.a", "port": 0, "host": host}
+    with pytest.raises(ConnectorConfigError) as refused:
+        parse_connector_config({"connector": table})
+    assert refused.value.key == "connector.host"
+    assert refused.value.problem == (
+        f'"{host}" is not a loopback address: serving ILP-over-HTTP beyond this machine needs '
+        "connector.tls_cert and connector.tls_key (HTTPS: the peers' bearer tokens must not "
+        "cross the network in the clear)"
+    )
+    files = {"tls_cert": "tls/ilp.crt", "tls_key": "tls/ilp.key", "peer_ca": "tls/peers.pem"}
+    config = parse_connector_config({"connector": {**table, **files}}, base_dir=Path("/srv/ilp"))
+    assert config is not None
+    assert config.tls == ServerTlsFiles(Path("/srv/ilp/tls/ilp.crt"), Path("/srv/ilp/tls/ilp.key"))
+    assert config.peer_ca == Path("/srv/ilp/tls/peers.pem")
