@@ -91,10 +91,17 @@ def connector_options(
 
 
 class JsConnector:
-    """One ``node js_connector.js`` process."""
+    """One ``node js_connector.js`` process; ``env`` adds to its environment (e.g.
+    ``NODE_EXTRA_CA_CERTS``, the CAs Node.js trusts besides its own)."""
 
-    def __init__(self, options: dict[str, Any], leaves: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        options: dict[str, Any],
+        leaves: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.options = options
+        self.env = dict(env or {})
         self.leaves = list(leaves)
         self.admin_port = int(options["adminApiPort"])
         self._process: asyncio.subprocess.Process | None = None
@@ -104,7 +111,7 @@ class JsConnector:
     async def start(self) -> None:
         if not (NODE_MODULES / "ilp-connector").is_dir():
             raise AssertionError(f"{NODE_MODULES} lacks ilp-connector: run `make setup`")
-        env = {**os.environ, "DEBUG": os.environ.get("JS_DEBUG", "")}
+        env = {**os.environ, "DEBUG": os.environ.get("JS_DEBUG", ""), **self.env}
         self._process = await asyncio.create_subprocess_exec(
             "node",
             str(HERE / "js_connector.js"),

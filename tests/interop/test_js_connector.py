@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -26,10 +27,12 @@ from host.connector import Connector, InMemoryClearing, PeerConfig
 from host.connector.local import exercise_prepare
 from host.connector.ports import PeerRefused
 from host.connector.routing import Route
+from host.credentials import https_server_context
 from host.ilp import Fulfill, Prepare, Reject
 from host.ilp.outcome import Status
 from host.ilp.reconcile import NotSupported
 from sdk.connectivity import Connectivity
+from tests.certificates import TestCa
 from tests.connector.connector_harness import RecordingMessages
 from tests.interop.js_harness import (
     JsConnector,
@@ -65,14 +68,29 @@ def _prepare(destination: str, amount: int, data: bytes = b"") -> Prepare:
 
 @asynccontextmanager
 async def world(
-    js_sees_host_as: str, *, legacy_token: bool = False, **account: bool
+    js_sees_host_as: str,
+    *,
+    legacy_token: bool = False,
+    https_files: Path | None = None,
+    **account: bool,
 ) -> AsyncIterator[World]:
     """Our host and the JS connector, related as asked, each with no static route;
-    ``account`` adds to the JS connector's account for us (sendRoutes, receiveRoutes)."""
+    ``account`` adds to the JS connector's account for us (sendRoutes, receiveRoutes).
+    With ``https_files`` (a directory) our host serves HTTPS with a certificate of a CA made
+    there, which the JS connector trusts by ``NODE_EXTRA_CA_CERTS``."""
     our_relation = OPPOSITE[js_sees_host_as]
     host_sock = socket.socket()
     host_sock.bind(("127.0.0.1", 0))
-    host_url = f"http://127.0.0.1:{host_sock.getsockname()[1]}/"
+    scheme = "http" if https_files is None else "https"
+    host_url = f"{scheme}://127.0.0.1:{host_sock.getsockname()[1]}/"
+    server_tls = None
+    js_env = {}
+    if https_files is not None:
+        ca = TestCa.make()
+        cert, key = ca.write(https_files, "host", "127.0.0.1")
+        (https_files / "ca.pem").write_bytes(ca.cert_pem)
+        server_tls = https_server_context(cert, key, prefix="connector.")
+        js_env["NODE_EXTRA_CA_CERTS"] = str(https_files / "ca.pem")
     js_port, leaf_port, leaf_account_port, admin_port = free_ports(4)
     host_address = None if our_relation == "parent" else "test.host"
     js_address = "test.js" if our_relation != "child" else None
@@ -100,6 +118,7 @@ async def world(
                 "token": "leaf-token",
             }
         ],
+        env=js_env,
     )
     peer = PeerConfig(
         "js",
@@ -126,6 +145,7 @@ async def world(
         route_broadcast_interval=0.5,
         ildcp_timeout=30.0,
         books=book,
+        server_tls=server_tls,
     )
     # Together: whichever is the child waits for its parent's ILDCP answer.
     started = await asyncio.gather(host.start(), js.start(), return_exceptions=True)
@@ -248,5 +268,17 @@ def test_our_host_as_the_js_connectors_peer_with_a_legacy_bare_token() -> None:
             assert route.path == ("test.js",)
             assert (await w.js.routes())["test.host"] == "host"
             await _per_packet_refusals_leave_the_link(w)
+
+    asyncio.run(run())
+
+
+def test_the_js_connector_reaches_our_host_over_https(tmp_path: Path) -> None:
+    """ilp-plugin-http posts to our HTTPS server, trusting a private CA by NODE_EXTRA_CA_CERTS
+    (our host reaches it over plain HTTP: its server has no TLS, and it is on loopback)."""
+
+    async def run() -> None:
+        async with world("parent", https_files=tmp_path) as w:
+            assert w.host.url.startswith("https://")
+            await _exchange_packets_both_ways(w)
 
     asyncio.run(run())
