@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from host.config import ConfigError, load_config
 from host.connector import (
     ConnectorConfig,
     ConnectorConfigError,
@@ -254,3 +255,20 @@ def test_off_loopback_the_server_needs_tls(host: str) -> None:
     assert config is not None
     assert config.tls == ServerTlsFiles(Path("/srv/ilp/tls/ilp.crt"), Path("/srv/ilp/tls/ilp.key"))
     assert config.peer_ca == Path("/srv/ilp/tls/peers.pem")
+
+
+def test_the_https_example_of_docs_security_works_as_written() -> None:
+    """docs/security.md's [connector] table is accepted, and without its TLS files it gets the
+    refusal the doc quotes."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = doc.split("## HTTPS for the ILP-over-HTTP server", 1)[1]
+    example, after = section.split("```toml\n", 1)[1].split("```\n", 1)
+    quoted = after.split("```\n", 1)[1].split("```", 1)[0].strip()
+    config = load_config(example, Path("/srv/ilp"), source="host.toml").connector
+    assert config is not None and config.tls == ServerTlsFiles(
+        Path("/srv/ilp/tls/ilp.crt"), Path("/srv/ilp/tls/ilp.key")
+    )
+    without = "\n".join(line for line in example.splitlines() if not line.startswith("tls_"))
+    with pytest.raises(ConfigError) as refused:
+        load_config(without, Path("/srv/ilp"), source="host.toml")
+    assert str(refused.value) == quoted
