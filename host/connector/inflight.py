@@ -15,6 +15,16 @@ resolved here, by asking the next hop (``peer.outcome``, host.ilp.outcome):
   skew); a peer without the query is counted (:attr:`InFlightResolver.unsupported`);
 - pending there, or no answer: asked again later.
 
+Before each question to the next hop the journal is looked at: several connector instances
+may share one set of books (PostgreSQL), and a starting instance takes over every packet the
+journal has unresolved, including those another live instance is still forwarding. Once that
+instance resolved one, the journal says so (it answers its source the same way,
+``packet_outcome``), and the packet is released here at once instead of at its expiry plus the
+grace. While the next hop has not seen a packet (it is final only after the expiry plus the
+grace), the journal is looked at again with growing delays, up to :data:`LOOK_CAP` apart, and
+the next hop is asked again at the expiry plus the grace. Only forwarded packets can be looked
+up so (by their source's id); this host's own packets (no source) wait for the next hop.
+
 The same loop is the **retry queue** of a next hop's debit that could not be recorded after its
 Fulfill (the store failed): the debit is retried with the same idempotency key, with
 sdk.backoff delays, until it is applied; the journal's pending record is what makes it survive
@@ -44,6 +54,8 @@ GRACE = 5.0
 #: Retry delays (sdk.backoff) of a query or a recording that failed.
 RETRY_INITIAL = 0.2
 RETRY_CAP = 30.0
+#: Longest delay between two looks at the journal for a packet the next hop has not seen.
+LOOK_CAP = 5.0
 
 Ask = Callable[[str, InFlight], Awaitable[Outcome]]
 
@@ -61,6 +73,11 @@ def decide(
     return None
 
 
+def _looked_up(packet: InFlight) -> bool:
+    """Whether the journal can tell how ``packet`` ended: by its source's id (a forwarded one)."""
+    return packet.source is not None and bool(packet.source_id)
+
+
 @dataclass
 class Unresolved:
     """A packet waiting here: its record, its fulfillment once known, the retries so far."""
@@ -73,6 +90,9 @@ class Unresolved:
     next_at: float = 0.0
     last_error: str = ""
     counted_unsupported: bool = False
+    #: Until when only the journal is looked at (the next hop said it has not seen it).
+    ask_after: float = 0.0
+    looks: int = 0
 
 
 class InFlightResolver:
@@ -163,6 +183,11 @@ class InFlightResolver:
         assert packet.target is not None
         try:
             if not entry.fulfillment:
+                if await self._resolved_in_journal(entry):
+                    return
+                if self._now() < entry.ask_after:
+                    self._look_again(entry)
+                    return
                 outcome = await self._ask(packet.target, packet)
                 if outcome.status == Status.UNSUPPORTED and not entry.counted_unsupported:
                     entry.counted_unsupported = True
@@ -173,7 +198,8 @@ class InFlightResolver:
                     if outcome.status == Status.PENDING or later <= self._now():
                         self._retry(entry, f"the next hop says {outcome.status.name.lower()}")
                     else:
-                        entry.next_at = later
+                        entry.ask_after = entry.next_at = later
+                        self._look_again(entry)
                     return
                 if resolution == Resolution.REJECTED:
                     await self._finish(entry, Resolution.REJECTED)
@@ -182,6 +208,46 @@ class InFlightResolver:
             await self._finish(entry, Resolution.FORWARDED)
         except Exception as exc:  # a store or link failure: try again later
             self._retry(entry, str(exc) or type(exc).__name__)
+
+    async def _resolved_in_journal(self, entry: Unresolved) -> bool:
+        """Whether the journal has ``entry``'s packet resolved already (by another instance on
+        the same books); if so it is released here, nothing applied (module docstring)."""
+        packet = entry.packet
+        if self._journal is None or not _looked_up(packet):
+            return False
+        assert packet.source is not None  # looked up by it
+        told = await self._journal.packet_outcome(packet.source, packet.source_id)
+        if told.status not in (Status.FULFILLED, Status.REJECTED):
+            return False  # pending, or not found: the next hop tells
+        # Resolving a resolved packet changes nothing and returns how it ended; it lets the
+        # store drop the packet from what this instance holds in flight.
+        resolution = await self._journal.resolve_packet(packet, Resolution.REJECTED, b"", [])
+        del self._waiting[packet.key]
+        self._balances.release(entry.hold)
+        self.resolved[resolution] += 1
+        log.info(
+            "packet %s… to peer %s was resolved on the shared books already: %s",
+            packet.key[:16],
+            packet.target,
+            resolution.value,
+        )
+        return True
+
+    def _look_again(self, entry: Unresolved) -> None:
+        """Schedule the next look at the journal before ``entry.ask_after``, if it can tell."""
+        if self._journal is None or not _looked_up(entry.packet):
+            entry.next_at = entry.ask_after
+            return
+        entry.looks += 1
+        delay = backoff_delay(
+            entry.looks,
+            initial=RETRY_INITIAL,
+            multiplier=2.0,
+            cap=LOOK_CAP,
+            jitter=0.2,
+            random=self._rng,
+        )
+        entry.next_at = min(entry.ask_after, self._now() + delay)
 
     async def _finish(self, entry: Unresolved, resolution: Resolution) -> None:
         packet = entry.packet

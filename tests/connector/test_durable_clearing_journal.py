@@ -15,7 +15,9 @@ import pytest
 
 from host.clearing_records import BalanceChange, InFlight, Resolution
 from host.connector.durable_clearing import AccountLimits, DurableClearing, KeyConflict
-from host.ilp.outcome import Status
+from host.connector.inflight import LOOK_CAP, InFlightResolver
+from host.connector.middleware import BalanceMiddleware
+from host.ilp.outcome import Outcome, Status
 
 LIMITS = {
     "alice": AccountLimits(asset_scale=6, min_balance=-1000, max_balance=1000),
@@ -128,3 +130,64 @@ def test_books_of_the_first_version_is_migrated_forward(tmp_path: Path) -> None:
         assert await clearing.unresolved_packets() == [PACKET]
 
     with_clearing(path, reopen)
+
+
+@pytest.mark.parametrize("ending", [Resolution.REJECTED, Resolution.FULFILLED])
+def test_a_packet_resolved_on_the_shared_books_is_released_at_the_next_look(
+    books: str, ending: Resolution
+) -> None:
+    """A starting instance's resolver takes over every packet the journal has unresolved,
+    including one another instance is still forwarding. Once that instance resolved it, the
+    resolver releases it at its next look at the journal, without waiting for the expiry and
+    without asking the next hop again, and applies nothing. On PostgreSQL the two are two
+    instances on one schema; an SQLite file has one owner, which plays both parts."""
+    clock = [PACKET.expires_at - 30]
+    asked: list[str] = []
+
+    async def next_hop_has_not_seen_it(peer: str, packet: InFlight) -> Outcome:
+        asked.append(peer)
+        return Outcome(Status.UNKNOWN)
+
+    async def main() -> None:
+        forwarding = await DurableClearing.open(books, LIMITS)
+        starting = forwarding
+        if not books.endswith(".db"):
+            starting = await DurableClearing.open(books, LIMITS)
+        try:
+            await forwarding.journal_packet(PACKET)
+            balances = BalanceMiddleware(starting)
+            resolver = InFlightResolver(
+                starting, balances, next_hop_has_not_seen_it, now=lambda: clock[0]
+            )
+            assert await resolver.load() == 1
+            assert balances.reserved("bob") == (0, 40)
+            (entry,) = resolver.waiting()
+            await resolver.resolve(entry)  # pending here, never seen there: look again soon
+            assert asked == ["bob"]
+            assert clock[0] < entry.next_at < clock[0] + LOOK_CAP < PACKET.expires_at
+            clock[0] = entry.next_at
+            await resolver.resolve(entry)  # still pending: only the journal was looked at
+            assert asked == ["bob"] and resolver.waiting() == [entry]
+
+            if ending == Resolution.FULFILLED:
+                await forwarding.resolve_packet(PACKET, ending, FULFILLMENT, BOTH)
+            else:
+                await forwarding.resolve_packet(PACKET, ending, b"", ())
+            clock[0] = entry.next_at
+            await resolver.resolve(entry)
+            assert resolver.waiting() == [] and asked == ["bob"]
+            assert balances.reserved("bob") == (0, 0)
+            assert resolver.resolved[ending] == 1
+            # Applied once, by the instance that resolved it; the credit is whole again.
+            moved = 40 if ending == Resolution.FULFILLED else 0
+            assert (await starting.balance("alice"), await starting.balance("bob")) == (
+                moved,
+                -moved,
+            )
+            assert await starting.check_credit("bob", -1000 + moved)
+        finally:
+            if starting is not forwarding:
+                await starting.close()
+            await forwarding.close()
+
+    asyncio.run(main())
