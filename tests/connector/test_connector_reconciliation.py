@@ -58,6 +58,28 @@ def test_a_settlement_not_yet_credited_is_in_transit_not_a_difference() -> None:
     assert outcome.in_agreement
 
 
+def test_a_leftover_agrees_from_the_engine_and_is_in_transit_from_a_split_connector() -> None:
+    """docs/peering.md: alice owed bob 1.2345 (scale 4) and settled it on a ledger in cents:
+    1.23 paid and credited by bob, 0.0045 kept as the leftover. The engine's book takes the
+    leftover off its balance; a split host's connector only saw the whole debit, a settlement
+    paid: the same clearing difference, and the leftover exactly in transit."""
+    bob = Totals(4, balance=45, settled_out=0, settled_in=12300)
+    engine = Totals(4, balance=-45, settled_out=12300, settled_in=0)
+    outcome = compare("bob", engine, bob, engine)
+    assert (outcome.status, outcome.clearing_difference, outcome.to_peer_in_transit) == (
+        AGREE,
+        0,
+        0,
+    )
+    connector = Totals(4, balance=0, settled_out=12345, settled_in=0)
+    outcome = compare("bob", connector, bob, connector)
+    assert (outcome.status, outcome.clearing_difference, outcome.to_peer_in_transit) == (
+        SETTLING,
+        0,
+        45,
+    )
+
+
 def test_a_packet_only_the_peer_recorded_is_an_exact_difference() -> None:
     bob = Totals(2, balance=450, settled_out=0, settled_in=600)  # one more packet of 50
     outcome = compare("bob", ALICE, bob, ALICE)
