@@ -48,6 +48,7 @@ from host.admin.connector_admin import ConnectorAdminService
 from host.admin.engine_admin import EngineAdminService
 from host.admin.server import AdminServer, TcpListener
 from host.assembly import (
+    PLAIN_LINKS,
     AdaptorsOnly,
     AssemblyError,
     ConnectorAlone,
@@ -177,7 +178,7 @@ def link_tls(config: HostConfig, mode: Mode) -> LinkTls:
     unusable); none for the engine of a split host, which has no links."""
     peering = config.connector
     if peering is None or mode == "engine":
-        return LinkTls()
+        return PLAIN_LINKS
     try:
         server = None
         if peering.tls is not None:

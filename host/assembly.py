@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Final
 
 import grpc
 
@@ -64,6 +65,10 @@ class LinkTls:
 
     server: ssl.SSLContext | None = None
     peers: ssl.SSLContext | None = None
+
+
+#: Plain HTTP, and the system's trusted roots for ``https`` peers.
+PLAIN_LINKS: Final = LinkTls()
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ Parts = AdaptorsOnly | Together | EngineAlone | ConnectorAlone
 
 
 async def assemble_run(
-    config: HostConfig, stack: contextlib.AsyncExitStack, links: LinkTls | None = None
+    config: HostConfig, stack: contextlib.AsyncExitStack, links: LinkTls = PLAIN_LINKS
 ) -> AdaptorsOnly | Together:
     """Proposal 1: the engine's store, the engine, the connector (not yet listening), the
     Engine service."""
@@ -159,8 +164,8 @@ async def assemble_run(
             binding.settlement_messages(),
             assets=assets(config),
             books=engine.clearing_book,
-            server_tls=links.server if links is not None else None,
-            peer_tls=links.peers if links is not None else None,
+            server_tls=links.server,
+            peer_tls=links.peers,
         )
         stack.push_async_callback(connector.stop)
         reconciler = _reconciler(connector, config.connector)
@@ -211,7 +216,7 @@ async def assemble_connector(
     config: HostConfig,
     stack: contextlib.AsyncExitStack,
     tls: ServerTls | None,
-    links: LinkTls | None = None,
+    links: LinkTls = PLAIN_LINKS,
 ) -> ConnectorAlone:
     """Proposal 2, connector side: the clearing file, the connector (not yet listening),
     the Connector API (serving at once: the engine may connect before packets flow)."""
@@ -239,8 +244,8 @@ async def assemble_connector(
         relay,
         assets=assets(config),
         books=clearing.clearing_book,
-        server_tls=links.server if links is not None else None,
-        peer_tls=links.peers if links is not None else None,
+        server_tls=links.server,
+        peer_tls=links.peers,
     )
     stack.push_async_callback(connector.stop)
     address = peering.api

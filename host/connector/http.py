@@ -21,6 +21,8 @@ After any answer but a ``200`` (or a ``500``, our bug) the connection is closed.
 both sides is on bare asyncio protocols (host.connector.http_serving,
 host.connector.http_pool): per packet, a web framework cost more than the packet's own work.
 
+With a TLS context (``[connector] tls_cert``/``tls_key``, host.credentials) the server speaks
+HTTPS; a connector whose ``host`` is not a loopback address must (host.connector.config).
 Connections are bounded in time and number before and after authentication
 (host.connector.http_guard). What a client does wrong (a malformed request, a disconnect in
 the middle of a body, a slow client) is one rate-limited WARNING line, never an ERROR.
