@@ -113,8 +113,11 @@ lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The host and the SDK (pyproject.toml's files), then the Ethereum adaptor on its own: its
+# modules import each other by their bare names (it runs as a script from its directory).
 typecheck:
 	$(BIN)/mypy
+	$(BIN)/mypy adaptors/ethereum
 
 # The suite under coverage.py; the figure is of the pytest process only (see pyproject.toml).
 pytest:

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 UINT256_MAX: Final = 2**256 - 1
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")

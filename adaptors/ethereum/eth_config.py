@@ -1,7 +1,7 @@
 """The Ethereum adaptor's configuration, from its environment (see README.md for the table).
 
-The private key is read here and kept only inside an eth-account ``LocalAccount``: it is never
-part of a message, a log line or a repr.
+The private key is read here and kept only inside an ``eth_signer.Signer``: it is never part
+of a message, a log line or a repr.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_chain import address_of
+from eth_signer import Signer
 
 import sdk
 from sdk.contract import ACCOUNT_ID
@@ -49,7 +48,7 @@ class Config:
     """Everything the adaptor is told at start."""
 
     rpc_url: str
-    account: LocalAccount = field(repr=False)
+    signer: Signer = field(repr=False)
     state_db: str
     #: The node's WebSocket endpoint: new blocks are announced there instead of polled.
     ws_url: str | None = None
@@ -69,7 +68,7 @@ class Config:
     @property
     def address(self) -> str:
         """The adaptor's own address (the key's)."""
-        return str(self.account.address)
+        return self.signer.address
 
     @property
     def finalized(self) -> bool:
@@ -90,7 +89,7 @@ class Config:
             raise ConfigError(f"{ENV_RPC_URL} must be an http:// or https:// URL, got {url!r}")
         return cls(
             rpc_url=url,
-            account=_account(environ),
+            signer=_signer(environ),
             state_db=environ[ENV_STATE_DB],
             ws_url=_optional(environ, ENV_WS_URL, _ws_url),
             token=_optional(environ, ENV_TOKEN, _token),
@@ -168,7 +167,7 @@ def _peers(value: str) -> dict[str, str]:
     return peers
 
 
-def _account(environ: Mapping[str, str]) -> LocalAccount:
+def _signer(environ: Mapping[str, str]) -> Signer:
     path, inline = environ.get(ENV_KEY_FILE, ""), environ.get(ENV_PRIVATE_KEY, "")
     if path and inline:
         raise ConfigError(f"set {ENV_KEY_FILE} or {ENV_PRIVATE_KEY}, not both")
@@ -191,7 +190,6 @@ def _account(environ: Mapping[str, str]) -> LocalAccount:
         # Never echo the text: it may be a key with a typo.
         raise ConfigError(f"{source} must hold a private key: 64 hex digits, optionally 0x")
     try:
-        account: LocalAccount = Account.from_key("0x" + digits)
+        return Signer(bytes.fromhex(digits))
     except ValueError:
         raise ConfigError(f"{source} is not a valid secp256k1 private key") from None
-    return account

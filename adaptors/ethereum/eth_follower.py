@@ -25,7 +25,7 @@ from eth_chain import (
 from eth_payer import Chain
 from eth_rpc import RpcError
 from eth_state import EthState, Found, Incoming
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from sdk.stdio import Log
 

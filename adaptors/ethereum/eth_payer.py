@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import grpc
-from eth_account.signers.local import LocalAccount
 from eth_chain import (
     TRANSFER_GAS,
     Fees,
     Head,
     Headroom,
     TransferLog,
+    address_bytes,
     confirmed_height,
     from_quantity,
     parse_transfer_log,
@@ -45,6 +45,7 @@ from eth_chain import (
 )
 from eth_config import Config
 from eth_rpc import JsonRpc, NodeUnavailable, RpcError
+from eth_signer import Signer, Transaction
 from eth_state import COMPLETED, FAILED, PENDING, Attempt, EthState, Payment
 
 from sdk import failpoints
@@ -141,7 +142,7 @@ class Payer:
         self._chain = chain
         self._rpc = chain.rpc
         self._config = chain.config
-        self._account: LocalAccount = chain.config.account
+        self._signing_key: Signer = chain.config.signer
         self._state = state
         self._asset = asset
         self._chain_id = chain_id
@@ -164,7 +165,7 @@ class Payer:
 
     @property
     def address(self) -> str:
-        return str(self._account.address)
+        return self._signing_key.address
 
     async def sync_nonce(self) -> None:
         """Move the counter past any nonce the chain has seen used (a transaction sent with
@@ -341,20 +342,19 @@ class Payer:
         self._tip = tip
 
     def _sign(self, call: dict[str, Any], nonce: int, gas: int, fees: Fees) -> tuple[bytes, str]:
-        signed = self._account.sign_transaction(
-            {
-                "type": 2,
-                "chainId": self._chain_id,
-                "nonce": nonce,
-                "to": call["to"],
-                "value": call["value"],
-                "data": call["data"],
-                "gas": gas,
-                "maxFeePerGas": fees.max_fee,
-                "maxPriorityFeePerGas": fees.tip,
-            }
+        signed = self._signing_key.sign(
+            Transaction(
+                chain_id=self._chain_id,
+                nonce=nonce,
+                max_priority_fee=fees.tip,
+                max_fee=fees.max_fee,
+                gas=gas,
+                to=address_bytes(call["to"]),
+                value=call["value"],
+                data=bytes.fromhex(call["data"].removeprefix("0x")),
+            )
         )
-        return bytes(signed.raw_transaction), "0x" + bytes(signed.hash).hex()
+        return signed.raw, "0x" + signed.hash.hex()
 
     async def _broadcast(self, raw: bytes, key: str) -> None:
         """Send a stored transaction; a refusal is logged (progress decides what it means),

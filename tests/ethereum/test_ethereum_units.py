@@ -1,5 +1,6 @@
-"""The Ethereum adaptor's pure parts: encodings, revert reasons, fees, peer messages, and the
-configuration (the key file's mode, the key never echoed)."""
+"""The Ethereum adaptor's pure parts: encodings, revert reasons, fees, peer messages, the
+transaction signer (byte for byte eth-account's), and the configuration (the key file's mode,
+the key never echoed)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "adaptors" / "ethereum"))
 
 import eth_chain
 import eth_peering
+import eth_signer
 from eth_config import Config, ConfigError
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -87,6 +92,59 @@ def test_the_headroom_is_the_observed_balance_less_what_uncounted_transactions_m
     room.observe(nonce=8, balance=910)
     assert room.available() == 850
     assert eth_chain.Head.of({"number": "0x10", "baseFeePerGas": "0x7"}) == eth_chain.Head(16, 7)
+
+
+_UINT64 = st.integers(0, 2**64 - 1)
+_UINT256 = st.integers(0, 2**256 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chain_id=_UINT64,
+    nonce=_UINT64,
+    tip=_UINT256,
+    max_fee=_UINT256,
+    gas=_UINT64,
+    to=st.binary(min_size=20, max_size=20),
+    value=_UINT256,
+    data=st.binary(max_size=300),
+)
+def test_a_signed_transaction_is_byte_for_byte_the_one_eth_account_signs(
+    chain_id: int, nonce: int, tip: int, max_fee: int, gas: int, to: bytes, value: int, data: bytes
+) -> None:
+    signer = eth_signer.Signer(bytes.fromhex(KEY[2:]))
+    signed = signer.sign(
+        eth_signer.Transaction(chain_id, nonce, tip, max_fee, gas, to, value, data)
+    )
+    reference = Account.sign_transaction(
+        {
+            "type": 2,
+            "chainId": chain_id,
+            "nonce": nonce,
+            "maxPriorityFeePerGas": tip,
+            "maxFeePerGas": max_fee,
+            "gas": gas,
+            "to": eth_chain.address_from_bytes(to),
+            "value": value,
+            "data": "0x" + data.hex(),
+        },
+        KEY,
+    )
+    assert signed.raw == bytes(reference.raw_transaction)
+    assert signed.hash == bytes(reference.hash)
+    # What a node does with it: the sender recovered from the signature is the key's address.
+    assert Account.recover_transaction(signed.raw) == signer.address == ADDRESS
+
+
+def test_the_signer_refuses_what_is_not_a_key_and_never_shows_one() -> None:
+    for bad in (bytes(32), bytes.fromhex("ff" * 32), bytes(31)):
+        with pytest.raises(ValueError):
+            eth_signer.Signer(bad)
+    assert KEY[2:] not in repr(eth_signer.Signer(bytes.fromhex(KEY[2:])))
+    with pytest.raises(ValueError, match="negative"):
+        eth_signer.Signer(bytes.fromhex(KEY[2:])).sign(
+            eth_signer.Transaction(1, -1, 0, 0, 21000, bytes(20), 0, b"")
+        )
 
 
 def test_peer_messages_round_trip_and_mismatches_name_both_sides() -> None:
