@@ -270,3 +270,37 @@ class Headroom:
             return None
         nonce = self._nonce
         return self._balance - sum(cost for n, cost in self._costs.items() if n >= nonce)
+
+
+class Reservations:
+    """What a balance read from the node (with its pending transactions) may not reflect yet.
+
+    A transaction is ``signed`` with the most it may spend, and ``sent`` once the node has
+    accepted it (or the chain has it: the payment is final). A balance read at ``mark()``
+    reflects at least the transactions sent before it; ``since(mark)`` is the rest: the costs
+    of every transaction signed but not sent by then, and of every one signed after. So a
+    payment checked against ``balance - since(mark)``, in the same step as it is signed,
+    counts every other payment exactly once or, when the node saw it meanwhile, twice (a
+    refusal too many, never a payment too many).
+    """
+
+    def __init__(self) -> None:
+        self._unsent: dict[str, int] = {}
+        self._signed = 0
+        self._sent = 0
+
+    def signed(self, tx_hash: str, cost: int) -> None:
+        self._unsent[tx_hash] = cost
+        self._signed += cost
+
+    def sent(self, tx_hash: str) -> None:
+        cost = self._unsent.pop(tx_hash, None)
+        if cost is not None:
+            self._sent += cost
+
+    def mark(self) -> int:
+        """Taken just before the balance is asked."""
+        return self._sent
+
+    def since(self, mark: int) -> int:
+        return self._signed - mark

@@ -3,12 +3,13 @@
 The life of a payment (see eth_state for what is stored):
 
 1. ``pay``: estimate gas (a transfer that would revert is refused here, nothing signed) and
-   check liquidity (an ETH transfer while blocks are announced: from the announced block and
-   the headroom, with no question to the node; see ``_quick_terms``); then, as the one writer
-   of nonces, take the next nonce from the persisted counter, sign, and store the payment, its
-   signed transaction and the moved counter in one commit. Only then broadcast. A crash
-   before the commit leaves nothing; after it, the stored transaction is the payment,
-   re-broadcast as it is by whoever looks next.
+   read the balance (an ETH transfer while blocks are announced: neither, the announced block
+   and the headroom tell; see ``_quick_terms``); then, as the one writer of nonces and in one
+   step under the signer's lock, check liquidity against what other payments reserved, take
+   the next nonce from the persisted counter, sign, and store the payment, its signed
+   transaction and the moved counter in one commit. Only then broadcast. A crash before the
+   commit leaves nothing; after it, the stored transaction is the payment, re-broadcast as it
+   is by whoever looks next.
 2. ``progress``: find which version of the payment's transaction the chain has mined (fee bumps
    are versions: same nonce, so at most one is ever mined). Mined with ``confirmations`` blocks
    on it: COMPLETED (status 1) or FAILED with the revert reason (status 0). Not mined: if the
@@ -33,6 +34,7 @@ from eth_chain import (
     Fees,
     Head,
     Headroom,
+    Reservations,
     TransferLog,
     address_bytes,
     confirmed_height,
@@ -77,6 +79,17 @@ class Asset:
     code: str
     scale: int
     token: str | None
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The gas limit and fees a payment is signed with; when the node was asked for them, the
+    balance it told (with its pending transactions) and the reservations' mark taken before."""
+
+    gas: int
+    fees: Fees
+    balance: int | None = None
+    mark: int = 0
 
 
 class Chain:
@@ -156,6 +169,8 @@ class Payer:
         self._headroom = Headroom()
         self._headroom_due = True
         self._headroom_read = 0.0
+        #: What a balance the node tells may not reflect yet (the payments asked of the node).
+        self._reservations = Reservations()
         self._tip: int | None = None
         #: Payees known to hold no code: an ETH transfer to them takes exactly TRANSFER_GAS.
         self._plain_payees: set[str] = set()
@@ -189,16 +204,16 @@ class Payer:
                 return existing
             call = self._call(payee, amount)
             began = time.perf_counter()
-            # No await inside the signer's lock: terms, nonce, signature and commit as one, so
-            # that concurrent payments never count the same headroom twice.
+            # No await inside the signer's lock: liquidity, nonce, signature and commit as one,
+            # so that concurrent payments never count the same money twice.
             async with self._signer:
                 quick = self._quick_terms(call)
                 if quick is not None:
-                    times = self._sign_and_store(key, account_id, amount, payee, call, *quick)
+                    times = self._sign_and_store(key, account_id, amount, payee, call, quick)
             if quick is None:
-                gas, fees = await self._ask_terms(call)
+                terms = await self._ask_terms(call)
                 async with self._signer:
-                    times = self._sign_and_store(key, account_id, amount, payee, call, gas, fees)
+                    times = self._sign_and_store(key, account_id, amount, payee, call, terms)
             tx_hash, prepared, signed, stored = times
             failpoints.hit(AFTER_SIGN)
             payment = self._state.payment(key)
@@ -216,7 +231,7 @@ class Payer:
                 sign_ms=round((signed - prepared) * 1000, 3),
                 store_ms=round((stored - signed) * 1000, 3),
             )
-            await self._broadcast(self._state.attempts(key, payment.nonce)[-1].raw, key)
+            await self._broadcast(self._state.attempts(key, payment.nonce)[-1], key)
             failpoints.hit(AFTER_BROADCAST)
             return payment
 
@@ -227,28 +242,42 @@ class Payer:
         amount: int,
         payee: str,
         call: dict[str, Any],
-        gas: int,
-        fees: Fees,
+        terms: Terms,
     ) -> tuple[str, float, float, float]:
-        """Under the signer's lock: take the next nonce, sign, store (one synced commit) and
-        count the cost in the headroom. The hash, and when signing began, ended and the
-        commit returned (perf_counter)."""
+        """Under the signer's lock, with no await: check the liquidity of terms the node was
+        asked for (Refusal), take the next nonce, sign, store (one synced commit) and reserve
+        the cost. The hash, and when signing began, ended and the commit returned
+        (perf_counter)."""
         began = time.perf_counter()
+        gas, fees = terms.gas, terms.fees
+        cost = call["value"] + gas * fees.max_fee
+        if terms.balance is not None:
+            available = terms.balance - self._reservations.since(terms.mark)
+            if cost > available:
+                raise Refusal(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"insufficient liquidity: {self.address} holds {terms.balance} wei, of which "
+                    f"{available} are not reserved by other settlements; the transaction may cost "
+                    f"{cost} wei (value + gas {gas} x max fee {fees.max_fee}); nothing was signed",
+                )
         nonce = self._state.next_nonce()
         raw, tx_hash = self._sign(call, nonce, gas, fees)
         signed = time.perf_counter()
         self._state.record_signed(
             key, account_id, amount, payee, tx_hash, raw, nonce, fees.max_fee, fees.tip
         )
-        self._headroom.committed(nonce, call["value"] + gas * fees.max_fee)
+        self._headroom.committed(nonce, cost)
+        self._reservations.signed(tx_hash, cost)
         return tx_hash, began, signed, time.perf_counter()
 
-    async def _ask_terms(self, call: dict[str, Any]) -> tuple[int, Fees]:
-        """The gas limit and fees of ``call``, asked of the node; Refusal if it would revert or
-        cannot be paid. (``_quick_terms`` first: an ETH payment to a payee without code, while
-        blocks are announced and the headroom covers it, needs no question: its gas is exactly
-        TRANSFER_GAS, its fees come from the announced block and the tip read with the
-        headroom, and it cannot revert. Anything else comes here, and the node decides.)"""
+    async def _ask_terms(self, call: dict[str, Any]) -> Terms:
+        """The gas limit, fees and balance for ``call``, asked of the node; Refusal if it would
+        revert. (Its liquidity is checked under the signer's lock, with what other payments
+        reserved since the question: ``_sign_and_store``. ``_quick_terms`` comes first: an ETH
+        payment to a payee without code, while blocks are announced and the headroom covers
+        it, needs no question: its gas is exactly TRANSFER_GAS, its fees come from the
+        announced block and the tip read with the headroom, and it cannot revert. Anything
+        else comes here, and the node decides.)"""
         if self._asset.token is None:
             self._headroom_due = True  # read it at the next block: the quick path wants it
         query = {
@@ -257,6 +286,7 @@ class Payer:
             "value": hex(call["value"]),
             "data": call["data"],
         }
+        mark = self._reservations.mark()
         # Independent questions, asked in one round trip: the estimate doubles as a dry run.
         estimated, latest, tip, held, code = await self._rpc.batch(
             ("eth_estimateGas", (query,)),
@@ -279,16 +309,9 @@ class Payer:
         estimate, balance = from_quantity(estimated), from_quantity(held)
         fees = self._chain.fees_of(latest if isinstance(latest, dict) else None, from_quantity(tip))
         gas = estimate if estimate <= TRANSFER_GAS else estimate * 5 // 4  # state may change
-        if call["value"] > spendable(balance, gas, fees.max_fee):
-            raise Refusal(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"insufficient liquidity: {self.address} holds {balance} wei, the transaction "
-                f"may cost {gas * fees.max_fee + call['value']} wei (value + gas {gas} x max fee "
-                f"{fees.max_fee})",
-            )
-        return gas, fees
+        return Terms(gas, fees, balance, mark)
 
-    def _quick_terms(self, call: dict[str, Any]) -> tuple[int, Fees] | None:
+    def _quick_terms(self, call: dict[str, Any]) -> Terms | None:
         """Gas and fees of a payment that needs no question to the node, or None."""
         head, tip, room = self._chain.head, self._tip, self._headroom.available()
         counted = self._headroom.counted_nonce
@@ -305,7 +328,7 @@ class Payer:
         fees = self._chain.fees_of_head(head, tip)
         if call["value"] > spendable(room, TRANSFER_GAS, fees.max_fee):
             return None  # perhaps money arrived since the reading: the node decides
-        return TRANSFER_GAS, fees
+        return Terms(TRANSFER_GAS, fees)
 
     def headroom_due(self) -> bool:
         """Whether to read the headroom at the block just announced: when the quick path
@@ -356,16 +379,20 @@ class Payer:
         )
         return signed.raw, "0x" + signed.hash.hex()
 
-    async def _broadcast(self, raw: bytes, key: str) -> None:
+    async def _broadcast(self, attempt: Attempt, key: str) -> None:
         """Send a stored transaction; a refusal is logged (progress decides what it means),
         NodeUnavailable propagates (the transaction stays stored for the next look)."""
         try:
-            await self._rpc.send_raw(raw)
+            await self._rpc.send_raw(attempt.raw)
         except RpcError as exc:
             text = exc.message.lower()
             if "already known" in text or "nonce too low" in text or "already imported" in text:
-                return  # the node has it, or has mined a version: progress finds out
+                # The node has it, or has mined a version: progress finds out.
+                self._reservations.sent(attempt.tx_hash)
+                return
             self._log.warn("broadcast refused", key=key, error=str(exc))
+            return
+        self._reservations.sent(attempt.tx_hash)
 
     def _key(self, key: str) -> asyncio.Lock:
         lock = self._keys.get(key)
@@ -386,6 +413,8 @@ class Payer:
             if result.status != PENDING:
                 self._keys.pop(key, None)
                 self._suspects.pop(key, None)
+                for attempt in self._state.attempts(key, result.nonce):
+                    self._reservations.sent(attempt.tx_hash)  # the chain's balance counts it
             return result
 
     async def _progress(self, payment: Payment) -> None:
@@ -422,10 +451,9 @@ class Payer:
             return
         newest = attempts[-1]
         if time.time() - newest.signed_at >= self._config.bump_after:
-            newest_raw = await self._bump(payment, newest.max_fee, newest.tip) or newest.raw
-            await self._broadcast(newest_raw, payment.key)
+            await self._broadcast(await self._bump(payment, newest) or newest, payment.key)
         elif await self._rpc.call("eth_getTransactionByHash", newest.tx_hash) is None:
-            await self._broadcast(newest.raw, payment.key)
+            await self._broadcast(newest, payment.key)
 
     async def _displaced(self, payment: Payment, attempts: list[Attempt]) -> bool:
         """Whether the payment's nonce was spent by a transaction this adaptor did not sign.
@@ -467,27 +495,31 @@ class Payer:
                     key=attempt.key,
                     tx=attempt.tx_hash,
                 )
-                await self._broadcast(attempt.raw, attempt.key)
+                await self._broadcast(attempt, attempt.key)
 
-    async def _bump(self, payment: Payment, max_fee: int, tip: int) -> bytes | None:
-        """Sign and store a version with higher fees; None when the fee cap forbids."""
-        fees = Fees(max_fee, tip).bumped(await self._chain.fees(), self._config.max_fee)
+    async def _bump(self, payment: Payment, newest: Attempt) -> Attempt | None:
+        """Sign and store a version with higher fees than ``newest``; None when the fee cap
+        forbids."""
+        fees = Fees(newest.max_fee, newest.tip).bumped(
+            await self._chain.fees(), self._config.max_fee
+        )
         if fees is None:
             self._log.warn(
                 "stuck settlement at the fee cap",
                 key=payment.key,
                 nonce=payment.nonce,
-                max_fee=str(max_fee),
+                max_fee=str(newest.max_fee),
             )
             return None
         call = self._call(payment.payee, payment.amount)
-        attempts = self._state.attempts(payment.key, payment.nonce)
-        gas = await self._gas_of(attempts[-1].tx_hash) or 100_000
+        gas = await self._gas_of(newest.tx_hash) or 100_000
         raw, tx_hash = self._sign(call, payment.nonce, gas, fees)
         self._state.record_replacement(
             payment.key, tx_hash, raw, payment.nonce, fees.max_fee, fees.tip
         )
-        self._headroom.committed(payment.nonce, call["value"] + gas * fees.max_fee)
+        cost = call["value"] + gas * fees.max_fee
+        self._headroom.committed(payment.nonce, cost)
+        self._reservations.signed(tx_hash, cost)
         self._log.info(
             "settlement fee bumped",
             key=payment.key,
@@ -496,7 +528,7 @@ class Payer:
             max_fee=str(fees.max_fee),
             tip=str(fees.tip),
         )
-        return raw
+        return self._state.attempts(payment.key, payment.nonce)[-1]
 
     async def _gas_of(self, tx_hash: str) -> int | None:
         tx = await self._rpc.call("eth_getTransactionByHash", tx_hash)

@@ -169,3 +169,31 @@ async def test_with_blocks_announced_eth_is_paid_without_a_question_and_never_be
 
 async def _all(incoming: list[apb.IncomingSettlement], ids: set[str]) -> bool:
     return {i.settlement_id for i in incoming} >= ids
+
+
+@run_async
+async def test_concurrent_payments_asked_of_the_node_never_spend_the_same_balance_twice(
+    node: Anvil, workdir: Path
+) -> None:
+    # No announced blocks: every payment asks the node for its balance before signing.
+    async with pair(adaptor_env(node, workdir, "alice"), adaptor_env(node, workdir, "bob")) as p:
+        await p.setup_accounts()
+        node.call("anvil_setBalance", ADDRESSES["alice"], hex(10 * ETHER))
+        bob_before = node.balance(ADDRESSES["bob"])
+        # Two payments of 6 ether at once: both questions see 10 ether; only one may be paid.
+        replies = await asyncio.gather(
+            p["alice"].send("half-a", 6 * ETHER, 18),
+            p["alice"].send("half-b", 6 * ETHER, 18),
+            return_exceptions=True,
+        )
+        paid = [r for r in replies if isinstance(r, apb.SendMoneyResponse)]
+        refused = [r for r in replies if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(paid) == 1 and len(refused) == 1, replies
+        assert paid[0].status == apb.SETTLEMENT_STATUS_COMPLETED
+        assert refused[0].code() == Code.FAILED_PRECONDITION
+        assert "insufficient liquidity" in (refused[0].details() or "")
+        assert node.balance(ADDRESSES["bob"]) - bob_before == 6 * ETHER
+        # The refusal reserved nothing: what is left can still be paid.
+        more = await p["alice"].send("rest", 3 * ETHER, 18)
+        assert more.status == apb.SETTLEMENT_STATUS_COMPLETED
+        assert node.balance(ADDRESSES["bob"]) - bob_before == 9 * ETHER

@@ -94,6 +94,23 @@ def test_the_headroom_is_the_observed_balance_less_what_uncounted_transactions_m
     assert eth_chain.Head.of({"number": "0x10", "baseFeePerGas": "0x7"}) == eth_chain.Head(16, 7)
 
 
+def test_reservations_are_what_a_balance_read_from_the_node_may_not_reflect_yet() -> None:
+    reserved = eth_chain.Reservations()
+    reserved.signed("0xa", 100)
+    reserved.sent("0xa")  # the node has it: a balance read from now on reflects it
+    reserved.signed("0xb", 30)  # signed, not sent yet: a balance read now does not reflect it
+    mark = reserved.mark()  # ... the balance is read here ...
+    assert reserved.since(mark) == 30
+    reserved.signed("0xc", 5)  # signed while the question was out: not in the answer either
+    assert reserved.since(mark) == 35
+    reserved.sent("0xb")  # sent after the mark: perhaps in the answer, still counted (refusal)
+    reserved.sent("0xb")  # sent again (a re-broadcast): counted once
+    assert reserved.since(mark) == 35
+    assert reserved.since(reserved.mark()) == 5  # read again: only 0xc is still unsent
+    reserved.sent("0xunknown")  # a transaction of before this process: nothing to release
+    assert reserved.since(reserved.mark()) == 5
+
+
 _UINT64 = st.integers(0, 2**64 - 1)
 _UINT256 = st.integers(0, 2**256 - 1)
 
