@@ -37,7 +37,7 @@ from eth_chain import (
 from eth_config import ENV_STATE_DB, Config, ConfigError
 from eth_follower import Follower
 from eth_payer import Asset, Chain, Payer, Refusal, wait_final
-from eth_rpc import JsonRpc, NodeUnavailable, RpcError, new_heads
+from eth_rpc import JsonRpc, NodeUnavailable, RpcError
 from eth_state import COMPLETED, FAILED, Acknowledgement, EthState, Incoming
 
 import sdk
@@ -201,7 +201,7 @@ class EthereumAdaptor(sdk.Adaptor):
         attempt = 0
         while True:
             try:
-                async for header in new_heads(ws_url):
+                async for header in self._rpc.new_heads(ws_url):
                     attempt = 0
                     self._chain.announce(header)
                     self._new_block.set()

@@ -99,12 +99,17 @@ async def _reported(side: object, settlement_id: str) -> bool:
     return any(i.settlement_id == settlement_id for i in side.incoming)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("announced", [False, True], ids=["http", "websocket"])
 @run_async
-async def test_node_killed_and_restarted_from_its_state_pays_exactly_once(workdir: Path) -> None:
+async def test_node_killed_and_restarted_from_its_state_pays_exactly_once(
+    workdir: Path, announced: bool
+) -> None:
     node = Anvil.start(workdir / "anvil.log", state=workdir / "chain.json")
+    # With the WebSocket, calls go over it while it is open, and over HTTP once it is cut.
+    ws = {"ILP_ETHEREUM_WS_URL": node.url.replace("http://", "ws://")} if announced else {}
     try:
         async with pair(
-            adaptor_env(node, workdir, "alice"), adaptor_env(node, workdir, "bob")
+            adaptor_env(node, workdir, "alice", **ws), adaptor_env(node, workdir, "bob", **ws)
         ) as p:
             await p.setup_accounts()
             bob_before = node.balance(ADDRESSES["bob"])
