@@ -157,7 +157,9 @@ class JsonRpc:
     async def new_heads(self, ws_url: str) -> AsyncIterator[dict[str, Any]]:
         """The header of each new block the node announces (``eth_subscribe`` "newHeads" over a
         WebSocket: number, hash, parent hash, base fee), until the connection ends;
-        NodeUnavailable if it cannot be opened. Meanwhile this client's calls go over it."""
+        NodeUnavailable if it cannot be opened. Meanwhile this client's calls go over it: a
+        task of its own reads the socket, so that replies come whatever the caller does
+        between two headers."""
         async with aiohttp.ClientSession() as session:
             try:
                 # No size limit: a batch of blocks with their transactions may be large, and
@@ -174,30 +176,45 @@ class JsonRpc:
                         "params": ["newHeads"],
                     }
                 )
+                headers: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+                reader = asyncio.get_running_loop().create_task(self._read(socket, headers))
                 self._socket = socket
                 try:
-                    async for message in socket:
-                        if message.type != aiohttp.WSMsgType.TEXT:
-                            break
-                        body = json.loads(message.data)
-                        if isinstance(body, list) or (
-                            isinstance(body, dict) and body.get("id") is not None
-                        ):
-                            self._replied(body)
-                            continue
-                        result = (
-                            (body.get("params") or {}).get("result")
-                            if isinstance(body, dict)
-                            else None
-                        )
-                        if isinstance(result, dict) and "number" in result:
-                            yield result
+                    while (header := await headers.get()) is not None:
+                        yield header
+                    await reader  # how the socket ended, if it failed
                 finally:
                     if self._socket is socket:
                         self._socket = None
+                    reader.cancel()
+                    await asyncio.gather(reader, return_exceptions=True)
                     for waiting in self._waiting.values():
                         if not waiting.done():
                             waiting.set_exception(_SocketLost("the WebSocket closed"))
+
+    async def _read(
+        self,
+        socket: aiohttp.ClientWebSocketResponse,
+        headers: asyncio.Queue[dict[str, Any] | None],
+    ) -> None:
+        """Hand each reply to its call and each announced header to ``headers``; None there
+        when the socket ends."""
+        try:
+            async for message in socket:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                body = json.loads(message.data)
+                if isinstance(body, list) or (
+                    isinstance(body, dict) and body.get("id") is not None
+                ):
+                    self._replied(body)
+                    continue
+                params = body.get("params") if isinstance(body, dict) else None
+                result = params.get("result") if isinstance(params, dict) else None
+                if isinstance(result, dict) and "number" in result:
+                    headers.put_nowait(result)
+        finally:
+            headers.put_nowait(None)
 
     # -- the calls the adaptor makes, typed --------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The Ethereum adaptor's JSON-RPC client (adaptors/ethereum/eth_rpc.py) on a real anvil node:
 while it follows new blocks over the WebSocket, its calls and batches go over that connection
-(the HTTP endpoint it is given here answers nothing), and over HTTP again once it closes."""
+(the HTTP endpoint it is given here answers nothing), whatever the follower of the blocks does
+meanwhile, and over HTTP again once it closes."""
 
 from __future__ import annotations
 
@@ -37,10 +38,12 @@ async def test_calls_go_over_the_websocket_while_it_is_open_and_over_http_after(
     with pytest.raises(NodeUnavailable):
         await rpc.block_number()  # over HTTP: nothing answers
     heads: list[dict[str, Any]] = []
+    resume = asyncio.Event()
 
     async def follow() -> None:
         async for header in rpc.new_heads(node.url.replace("http://", "ws://")):
             heads.append(header)
+            await resume.wait()  # busy with a header: the calls are answered all the same
 
     following = asyncio.create_task(follow())
     try:
@@ -60,6 +63,9 @@ async def test_calls_go_over_the_websocket_while_it_is_open_and_over_http_after(
         assert int(heads[0]["number"], 16) == 1
         heights = await asyncio.gather(*(rpc.block_number() for _ in range(50)))
         assert heights == [1] * 50
+        resume.set()
+        node.call("evm_mine")
+        await until(lambda: _true(len(heads) == 2), "the next block announced")
     finally:
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
