@@ -214,25 +214,25 @@ class Payer:
                 terms = await self._ask_terms(call)
                 async with self._signer:
                     times = self._sign_and_store(key, account_id, amount, payee, call, terms)
-            tx_hash, prepared, signed, stored = times
+            attempt, prepared, signed, stored = times
             failpoints.hit(AFTER_SIGN)
-            payment = self._state.payment(key)
-            assert payment is not None
             self._log.info(
                 "settlement signed",
                 key=key,
                 account=account_id,
                 amount=str(amount),
-                nonce=payment.nonce,
-                tx=tx_hash,
+                nonce=attempt.nonce,
+                tx=attempt.tx_hash,
                 asked_node=quick is None,  # whether the node was asked anything before signing
                 # Where the time went (bench/bench_ethereum.py reads these).
                 prepare_ms=round((prepared - began) * 1000, 3),
                 sign_ms=round((signed - prepared) * 1000, 3),
                 store_ms=round((stored - signed) * 1000, 3),
             )
-            await self._broadcast(self._state.attempts(key, payment.nonce)[-1], key)
+            await self._broadcast(attempt, key)  # as stored, not read back
             failpoints.hit(AFTER_BROADCAST)
+            payment = self._state.payment(key)
+            assert payment is not None
             return payment
 
     def _sign_and_store(
@@ -243,11 +243,11 @@ class Payer:
         payee: str,
         call: dict[str, Any],
         terms: Terms,
-    ) -> tuple[str, float, float, float]:
+    ) -> tuple[Attempt, float, float, float]:
         """Under the signer's lock, with no await: check the liquidity of terms the node was
         asked for (Refusal), take the next nonce, sign, store (one synced commit) and reserve
-        the cost. The hash, and when signing began, ended and the commit returned
-        (perf_counter)."""
+        the cost. The stored transaction, and when signing began, ended and the commit
+        returned (perf_counter)."""
         began = time.perf_counter()
         gas, fees = terms.gas, terms.fees
         cost = call["value"] + gas * fees.max_fee
@@ -268,7 +268,8 @@ class Payer:
         )
         self._headroom.committed(nonce, cost)
         self._reservations.signed(tx_hash, cost)
-        return tx_hash, began, signed, time.perf_counter()
+        attempt = Attempt(tx_hash, key, nonce, raw, fees.max_fee, fees.tip, time.time())
+        return attempt, began, signed, time.perf_counter()
 
     async def _ask_terms(self, call: dict[str, Any]) -> Terms:
         """The gas limit, fees and balance for ``call``, asked of the node; Refusal if it would
