@@ -1,6 +1,8 @@
 """The Ethereum adaptor on a real anvil node: two adaptor processes exchange settlement accounts
 over (fake) engines, pay in ETH beyond 64 bits, and report what the chain did; an asset mismatch
-refuses the account. (The ERC-20 path: the conformance test and the demo test.)"""
+refuses the account; concurrent payments never spend one balance twice; a node without
+``eth_getBlockReceipts`` (anvil behind a proxy that refuses it) still has its payments found.
+(The ERC-20 path: the conformance test and the demo test.)"""
 
 from __future__ import annotations
 
@@ -9,12 +11,15 @@ import functools
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
+from aiohttp import web
 
 from host.demo.anvil import DEV_KEYS, Anvil
 from sdk.pb.ilphost.adaptor.v1 import adaptor_pb2 as apb
@@ -197,3 +202,57 @@ async def test_concurrent_payments_asked_of_the_node_never_spend_the_same_balanc
         more = await p["alice"].send("rest", 3 * ETHER, 18)
         assert more.status == apb.SETTLEMENT_STATUS_COMPLETED
         assert node.balance(ADDRESSES["bob"]) - bob_before == 9 * ETHER
+
+
+@asynccontextmanager
+async def without_block_receipts(node: Anvil, refused: list[str]) -> AsyncIterator[str]:
+    """An HTTP JSON-RPC endpoint in front of ``node`` that knows no ``eth_getBlockReceipts``
+    (as nodes before it was standardised), noting each refusal in ``refused``: its URL."""
+    upstream = aiohttp.ClientSession()
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        calls = body if isinstance(body, list) else [body]
+        unknown = [c for c in calls if c.get("method") == "eth_getBlockReceipts"]
+        passed = [c for c in calls if c.get("method") != "eth_getBlockReceipts"]
+        refused.extend(c["method"] for c in unknown)
+        replies = [
+            {"jsonrpc": "2.0", "id": c["id"], "error": {"code": -32601, "message": "no method"}}
+            for c in unknown
+        ]
+        if passed:
+            async with upstream.post(node.url, json=passed) as answer:
+                replies += await answer.json()
+        return web.json_response(replies if isinstance(body, list) else replies[0])
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await upstream.close()
+
+
+@run_async
+async def test_a_node_without_block_receipts_still_has_its_payments_found(
+    node: Anvil, workdir: Path
+) -> None:
+    refused: list[str] = []
+    async with without_block_receipts(node, refused) as url:
+        env = {"ILP_ETHEREUM_RPC_URL": url}
+        async with pair(
+            adaptor_env(node, workdir, "alice", **env), adaptor_env(node, workdir, "bob", **env)
+        ) as p:
+            await p.setup_accounts()
+            paid = await p["alice"].send("old-node", 2 * ETHER, 18)
+            assert paid.status == apb.SETTLEMENT_STATUS_COMPLETED
+            await until(lambda: _has(p["bob"].incoming, paid.settlement_id), "bob reports it")
+            (incoming,) = p["bob"].incoming
+            assert (incoming.account_id, incoming.amount.value) == ("alice", str(2 * ETHER))
+            assert refused, "the follower asked for block receipts and was refused"
