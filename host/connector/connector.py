@@ -36,7 +36,6 @@ The pipeline answers every input with a reply packet: a bug on the way becomes a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import socket
@@ -93,7 +92,7 @@ from host.ilp import (
 )
 from host.ilp import address as ilp_address
 from host.ilp import errors as ilp_errors
-from host.ilp.packet import MAX_DATA_LENGTH
+from host.ilp.packet import MAX_DATA_LENGTH, prepare_with_expiry
 from sdk import failpoints
 from sdk.connectivity import ConnectionState, Connectivity
 
@@ -462,7 +461,7 @@ class Connector:
             if refused is not None:
                 return self._reject(refused.code, refused.message)
             time_limit = expiry.time_left(prepare.expires_at, now)
-            return await self._deliver(source, None, prepare, prepare, time_limit, raw)
+            return await self._deliver(source, None, prepare, prepare.expires_at, time_limit, raw)
         if route.peer_id == source:
             return self._reject(
                 ErrorCode.F02_UNREACHABLE,
@@ -471,19 +470,21 @@ class Connector:
         decision = expiry.forwarding(prepare.expires_at, now, self._expiry)
         if isinstance(decision, expiry.Refuse):
             return self._reject(decision.code, decision.message)
-        outgoing = dataclasses.replace(prepare, expires_at=decision.expires_at)
-        return await self._deliver(source, route.peer_id, prepare, outgoing, decision.timeout, raw)
+        return await self._deliver(
+            source, route.peer_id, prepare, decision.expires_at, decision.timeout, raw
+        )
 
     async def _deliver(
         self,
         source: str | None,
         target: str | None,
         prepare: Prepare,
-        outgoing: Prepare,
+        expires_at: datetime,
         time_limit: float,
         raw: bytes,
     ) -> Reply:
-        """Reserve, journal, hand ``outgoing`` to the next hop (or the local receiver), settle up.
+        """Reserve, journal, hand the Prepare to the next hop with its expiry ``expires_at`` (or
+        as it is to the local receiver), settle up.
 
         A forwarded packet without a definite answer (no reply in time, a failed link) stays
         in the journal: the resolver asks the next hop what became of it
@@ -495,14 +496,16 @@ class Connector:
             return self._reject(ErrorCode.T04_INSUFFICIENT_LIQUIDITY, str(exc))
         except AccountNotReady as exc:
             return self._reject(ErrorCode.T00_INTERNAL_ERROR, str(exc))
+        # The Prepare as it goes to the next hop: only its expiry differs from what came in.
+        outgoing = prepare_with_expiry(raw, expires_at) if target is not None else raw
         packet = InFlight(
             key=packet_id(source, raw).hex(),
             source=source,
             source_id=outcome.wire_packet_id(raw) if source is not None else b"",
             target=target,
-            target_id=outcome.wire_packet_id(serialize(outgoing)) if target is not None else b"",
+            target_id=outcome.wire_packet_id(outgoing) if target is not None else b"",
             amount=prepare.amount,
-            expires_at=outgoing.expires_at.timestamp(),
+            expires_at=expires_at.timestamp(),
             condition=prepare.execution_condition,
         )
         journaled = target is not None and prepare.amount > 0 and self.balances.journaled
@@ -514,7 +517,7 @@ class Connector:
                 log.exception("could not journal a packet to peer %s: rejecting it", target)
                 return self._reject(ErrorCode.T00_INTERNAL_ERROR, "could not record the packet")
         try:
-            reply, definite = await self._next_hop(target, outgoing, time_limit)
+            reply, definite = await self._next_hop(target, prepare, outgoing, time_limit)
         except BaseException:
             self.balances.release(hold)
             if journaled:
@@ -573,10 +576,11 @@ class Connector:
         return fulfill
 
     async def _next_hop(
-        self, target: str | None, prepare: Prepare, time_limit: float
+        self, target: str | None, prepare: Prepare, outgoing: bytes, time_limit: float
     ) -> tuple[Reply, bool]:
         """The next hop's reply, and whether it is definite (False: we made up a Reject
-        because no answer came, so the next hop may still have fulfilled it)."""
+        because no answer came, so the next hop may still have fulfilled it). ``outgoing``:
+        the Prepare's bytes for the next hop; the local receiver gets ``prepare``."""
         if target is None:
             try:
                 async with asyncio.timeout(time_limit):
@@ -586,7 +590,7 @@ class Connector:
                     ErrorCode.R00_TRANSFER_TIMED_OUT, "the receiver did not answer in time"
                 ), True
         try:
-            return await self._exchange(target, prepare, time_limit), True
+            return await self._exchange(target, prepare, time_limit, outgoing), True
         except LinkTimeout:
             return self._reject(
                 ErrorCode.R00_TRANSFER_TIMED_OUT, "the next hop did not answer in time"
@@ -624,8 +628,12 @@ class Connector:
         reply = await self._exchange(peer_id, query, timeout)
         return outcome.read_reply(reply, packet.condition)
 
-    async def _exchange(self, peer_id: str, prepare: Prepare, time_limit: float) -> Reply:
+    async def _exchange(
+        self, peer_id: str, prepare: Prepare, time_limit: float, encoded: bytes | None = None
+    ) -> Reply:
         """One ILP-over-HTTP exchange with a peer; the link state follows the outcome.
+        ``encoded``: the bytes to send, when the caller has them (``prepare`` encoded, its
+        expiry perhaps changed).
 
         Raises LinkFailure (the link's state moves) or PacketRefused (it does not, except
         after a streak of 5xx).
@@ -634,7 +642,10 @@ class Connector:
         self.links.sending(peer_id)
         try:
             reply = await self._client.send(
-                peer.url, peer.outgoing_token, serialize(prepare), time_limit
+                peer.url,
+                peer.outgoing_token,
+                serialize(prepare) if encoded is None else encoded,
+                time_limit,
             )
         except LinkFailure as exc:
             self.links.failed(peer_id, str(exc))

@@ -21,7 +21,14 @@ from datetime import datetime
 from typing import Final, TypeAlias
 
 from host.ilp import address, errors, timestamp
-from host.ilp.oer import UINT64_MAX, IlpPacketError, Reader, length_prefix, prefixed_size
+from host.ilp.oer import (
+    SHORT_FORM_MAX,
+    UINT64_MAX,
+    IlpPacketError,
+    Reader,
+    length_prefix,
+    prefixed_size,
+)
 
 #: Bytes of an execution condition and of a fulfillment.
 HASH_LENGTH: Final = 32
@@ -38,6 +45,13 @@ class PacketType(enum.IntEnum):
     PREPARE = 12
     FULFILL = 13
     REJECT = 14
+
+
+_PREPARE_TYPE: Final = bytes((PacketType.PREPARE,))
+_FULFILL_TYPE: Final = bytes((PacketType.FULFILL,))
+_REJECT_TYPE: Final = bytes((PacketType.REJECT,))
+#: A Fulfill without data: type, content length (fulfillment and the empty data's prefix).
+_EMPTY_FULFILL_HEAD: Final = bytes((PacketType.FULFILL, 32 + 1))
 
 
 def _check_bytes(value: object, field: str, max_length: int) -> None:
@@ -183,26 +197,44 @@ def make_reject(code: str, triggered_by: str, message: str = "", data: bytes = b
 
 def serialize(packet: Packet) -> bytes:
     """The canonical OER encoding of a packet."""
+    # One join per packet, the envelope's prefix computed from the field lengths: a connector
+    # encodes a packet or two per packet it forwards.
     if isinstance(packet, Prepare):
-        kind = PacketType.PREPARE
         destination = packet.destination.encode("ascii")
-        fields = [
-            packet.amount.to_bytes(8, "big"),
-            timestamp.encode(packet.expires_at),
-            packet.execution_condition,
-            length_prefix(len(destination)),
-            destination,
-            length_prefix(len(packet.data)),
-            packet.data,
-        ]
-    elif isinstance(packet, Fulfill):
-        kind = PacketType.FULFILL
-        fields = [packet.fulfillment, length_prefix(len(packet.data)), packet.data]
-    elif isinstance(packet, Reject):
-        kind = PacketType.REJECT
+        data = packet.data
+        # amount (8) + expiry (17) + condition (32) + two length-prefixed strings
+        content = 57 + prefixed_size(len(destination)) + prefixed_size(len(data))
+        return b"".join(
+            (
+                _PREPARE_TYPE,
+                length_prefix(content),
+                packet.amount.to_bytes(8, "big"),
+                timestamp.encode(packet.expires_at),
+                packet.execution_condition,
+                length_prefix(len(destination)),
+                destination,
+                length_prefix(len(data)),
+                data,
+            )
+        )
+    if isinstance(packet, Fulfill):
+        data = packet.data
+        if not data:
+            return _EMPTY_FULFILL_HEAD + packet.fulfillment + b"\0"
+        content = HASH_LENGTH + prefixed_size(len(data))
+        return b"".join(
+            (
+                _FULFILL_TYPE,
+                length_prefix(content),
+                packet.fulfillment,
+                length_prefix(len(data)),
+                data,
+            )
+        )
+    if isinstance(packet, Reject):
         triggered_by = packet.triggered_by.encode("ascii")
         message = packet.message.encode("utf-8")
-        fields = [
+        fields = (
             packet.code.encode("ascii"),
             length_prefix(len(triggered_by)),
             triggered_by,
@@ -210,11 +242,27 @@ def serialize(packet: Packet) -> bytes:
             message,
             length_prefix(len(packet.data)),
             packet.data,
-        ]
-    else:
-        raise TypeError(f"not an ILP packet: {type(packet).__name__}")
-    content_length = sum(len(field) for field in fields)
-    return b"".join((bytes((kind,)), length_prefix(content_length), *fields))
+        )
+        content_length = sum(len(field) for field in fields)
+        return b"".join((_REJECT_TYPE, length_prefix(content_length), *fields))
+    raise TypeError(f"not an ILP packet: {type(packet).__name__}")
+
+
+def prepare_with_expiry(encoded: bytes, expires_at: datetime) -> bytes:
+    """The encoding of a Prepare that differs from the Prepare ``encoded`` only in its expiry:
+    ``serialize(replace(parse_prepare(encoded), expires_at=expires_at))`` without decoding and
+    encoding the fields that stay (what a connector does to each packet it forwards).
+
+    ``encoded`` must be a canonical Prepare (as :func:`parse_prepare` accepts it, or
+    :func:`serialize` makes it) and ``expires_at`` canonical (:func:`timestamp.to_expiry`).
+    """
+    if not encoded or encoded[0] != PacketType.PREPARE or not timestamp.is_expiry(expires_at):
+        raise ValueError("needs an encoded Prepare and a canonical expiry")
+    first = encoded[1]
+    # The expiry follows the type byte, the envelope's length determinant and the amount.
+    start = 2 + (first & 0x7F if first > SHORT_FORM_MAX else 0) + 8
+    end = start + timestamp.LENGTH
+    return b"".join((encoded[:start], timestamp.encode(expires_at), encoded[end:]))
 
 
 def encoded_size(packet: Packet) -> int:

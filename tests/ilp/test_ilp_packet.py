@@ -22,6 +22,7 @@ from host.ilp.packet import (
     parse,
     parse_prepare,
     parse_reply,
+    prepare_with_expiry,
     serialize,
 )
 
@@ -203,7 +204,9 @@ def test_serialize_refuses_other_objects() -> None:
     [
         prepare(),
         prepare(data=b""),
+        prepare(data=b"\x07" * MAX_DATA_LENGTH),
         Fulfill(b"\x00" * 32),
+        Fulfill(b"\x00" * 32, b"\x03" * 200),
         Reject("R00", "test.connector", "timed out", b"\x00\x01"),
     ],
     ids=type,
@@ -212,6 +215,25 @@ def test_round_trip_and_encoded_size(packet: Packet) -> None:
     encoded = serialize(packet)
     assert len(encoded) == encoded_size(packet)
     assert parse(encoded) == packet
+
+
+@pytest.mark.parametrize("data_length", [0, 5, 60, 70, 200, 300, 70_000 // 3, MAX_DATA_LENGTH])
+def test_prepare_with_expiry_is_the_packet_with_that_expiry_encoded(data_length: int) -> None:
+    """Whatever the envelope's length determinant (short form, long form of 1 or 2 bytes)."""
+    original = prepare(
+        data=bytes(range(256)) * (data_length // 256) + b"\x09" * (data_length % 256)
+    )
+    earlier = EXPIRY - timedelta(seconds=1, milliseconds=1)
+    expected = serialize(dataclasses.replace(original, expires_at=earlier))
+    assert prepare_with_expiry(serialize(original), earlier) == expected
+    assert parse_prepare(expected).expires_at == earlier
+
+
+def test_prepare_with_expiry_refuses_what_it_cannot_splice() -> None:
+    with pytest.raises(ValueError):
+        prepare_with_expiry(serialize(Fulfill(b"\x00" * 32)), EXPIRY)
+    with pytest.raises(ValueError):
+        prepare_with_expiry(serialize(prepare()), EXPIRY + timedelta(microseconds=1))
 
 
 def test_typed_parsers() -> None:
