@@ -94,7 +94,11 @@ class _Connection:
         self.transport = transport
         self.authenticated = False
         self.in_request = False
+        #: A request has begun whose headers are not complete yet.
+        self.headers_due = False
         self.timer: asyncio.TimerHandle | None = None
+        #: Whether ``timer`` is the header timeout (else the idle one, or none).
+        self.timing_headers = False
 
 
 class ConnectionGuard:
@@ -137,7 +141,16 @@ class ConnectionGuard:
         connection = self._connections.get(transport)
         if connection is not None and not connection.in_request:
             connection.in_request = True
+            connection.headers_due = True
+
+    def data_read(self, transport: asyncio.BaseTransport) -> None:
+        """The handler has read the bytes that arrived: a request whose headers are still
+        incomplete is bounded from now. (A request that arrives whole, the usual case, needs
+        no timer of its own: its headers completed while the bytes were read.)"""
+        connection = self._connections.get(transport)
+        if connection is not None and connection.headers_due and not connection.timing_headers:
             self._arm(connection, self.limits.header_timeout, "did not complete its headers")
+            connection.timing_headers = True
 
     def closed(self, transport: asyncio.BaseTransport) -> None:
         connection = self._connections.pop(transport, None)
@@ -153,9 +166,11 @@ class ConnectionGuard:
     def headers_received(self, transport: asyncio.BaseTransport | None) -> None:
         """A request's headers are complete: its body is bounded by the handler."""
         connection = self._connections.get(transport) if transport is not None else None
-        if connection is not None and connection.timer is not None:
-            connection.timer.cancel()
-            connection.timer = None
+        if connection is not None:
+            connection.headers_due = False
+            if connection.timer is not None:
+                connection.timer.cancel()
+                connection.timer = None
 
     def authenticated(self, transport: asyncio.BaseTransport | None) -> None:
         """The connection presented a valid token: it no longer counts against the cap."""
@@ -174,11 +189,13 @@ class ConnectionGuard:
     def _arm(self, connection: _Connection, delay: float, why: str) -> None:
         if connection.timer is not None:
             connection.timer.cancel()
+        connection.timing_headers = False
         loop = asyncio.get_running_loop()
         connection.timer = loop.call_later(delay, self._expire, connection, delay, why)
 
     def _expire(self, connection: _Connection, delay: float, why: str) -> None:
         connection.timer = None
+        connection.timing_headers = False
         if connection.transport.is_closing():
             return
         if why != "stayed idle":  # an idle keep-alive connection closing is no client error
@@ -204,9 +221,11 @@ class _GuardedProtocol(asyncio.Protocol):
             self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._transport is not None:
-            self._guard.data(self._transport)
+        transport = self._transport
+        if transport is not None:
+            self._guard.data(transport)
             self._inner.data_received(data)
+            self._guard.data_read(transport)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._transport is not None else None

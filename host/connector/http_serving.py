@@ -137,6 +137,19 @@ class ServerConnection(asyncio.Protocol):
             self._malformed("asked to upgrade the connection")
         except httptools.HttpParserError as exc:
             self._malformed(f"sent a malformed request ({excerpt(exc)})")
+        else:
+            # An accepted request whose body is still to come is bounded from now; one that
+            # arrived whole (the usual case) needs no timer.
+            peer = self._peer
+            if (
+                self._in_message
+                and peer is not None
+                and self._body_timer is None
+                and not self._closing
+            ):
+                self._body_timer = asyncio.get_running_loop().call_later(
+                    self._endpoint.guard.limits.body_timeout, self._body_too_slow, peer
+                )
 
     def eof_received(self) -> bool:
         if self._closing:
@@ -204,10 +217,6 @@ class ServerConnection(asyncio.Protocol):
             self._refuse(self._too_large())
             return
         self._peer = peer
-        loop = asyncio.get_running_loop()
-        self._body_timer = loop.call_later(
-            endpoint.guard.limits.body_timeout, self._body_too_slow, peer
-        )
         if self._expect_continue and transport is not None:
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 

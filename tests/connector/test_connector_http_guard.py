@@ -75,6 +75,55 @@ def test_a_keep_alive_connection_idles_only_so_long() -> None:
     serve(scenario, Limits(idle_timeout=0.5))
 
 
+def test_slow_headers_are_closed_by_their_own_timeout_on_a_kept_alive_connection_too() -> None:
+    """The header timeout bounds the headers of the first request and of a later one, with an
+    idle timeout that would never close the connection in the test's time."""
+
+    async def scenario(server: IlpHttpServer) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        kept_reader, kept_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        kept_writer.write(request(3) + b"abc")
+        async with asyncio.timeout(PATIENCE):
+            head = await kept_reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert await kept_reader.readexactly(3) == b"abc"
+        kept_writer.write(b"POST / HTTP/1.1\r\n")  # the next request's headers never end
+        assert await closed_by_server(reader) == b""
+        assert await closed_by_server(kept_reader) == b""
+        for w in (writer, kept_writer):
+            w.close()
+        assert server.guard.open == 0
+
+    serve(scenario, Limits(header_timeout=0.5, idle_timeout=10 * PATIENCE))
+
+
+def test_a_request_that_arrived_whole_is_not_cut_by_the_header_or_body_timeout() -> None:
+    """Its handler may take longer than both timeouts: they bound what the client sends."""
+
+    async def slow_echo(peer_id: str, body: bytes) -> bytes:
+        await asyncio.sleep(1.0)
+        return body
+
+    async def main() -> None:
+        limits = Limits(header_timeout=0.2, body_timeout=0.2, idle_timeout=10 * PATIENCE)
+        server = IlpHttpServer(slow_echo, {"p": TOKEN}, limits=limits)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            for _ in range(2):  # the first request of the connection, and a kept-alive one
+                writer.write(request(3) + b"abc")
+                async with asyncio.timeout(PATIENCE):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200"), head
+                    assert await reader.readexactly(3) == b"abc"
+            writer.close()
+        finally:
+            await server.stop()
+
+    asyncio.run(main())
+
+
 def test_a_slow_body_gets_408() -> None:
     async def scenario(server: IlpHttpServer) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
