@@ -78,9 +78,14 @@ def signed_of(message: AmountMessage, field: str = "amount") -> int:
     return parse_signed(message.value, message.scale, field)
 
 
+#: The least magnitude with more than MAX_DIGITS digits.
+_BEYOND: Final[int] = 10**MAX_DIGITS
+
+
 def fits(value: int) -> bool:
     """Whether an integer can be written as an amount (at most MAX_DIGITS digits)."""
-    return len(str(abs(value))) <= MAX_DIGITS
+    # A comparison, not len(str(...)): the engine asks several times per ILP packet.
+    return -_BEYOND < value < _BEYOND
 
 
 def rescale(value: int, from_scale: int, to_scale: int) -> tuple[int, int]:

@@ -287,7 +287,7 @@ class Engine:
             replay = await self._replay(tx, BALANCE_SCOPE, idempotency_key, account_id, request)
             if replay is not None:
                 return _BalanceChanged(int(replay.result))
-        account = replace(account, balance=new_balance(account, delta), updated_at=now)
+        account = account.with_balance(new_balance(account, delta), now)
         debit = settlement_amount(account.balance, account.policy)
         # A settlement the adaptor refused for good waits for an operator; settling more
         # meanwhile would only debit more that cannot be paid. The balance keeps the truth

@@ -33,7 +33,9 @@ Input validation lives here too, as pure functions raising InvalidArgument.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Final
 
 from host.clearing_rules import ASSET_CODE_RULE, is_asset_code
 from host.clearing_rules import Policy as Policy
@@ -91,6 +93,20 @@ class Account:
     liquidity: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+
+    def with_balance(self, balance: int, updated_at: float) -> Account:
+        """This account with ``balance``, changed at ``updated_at``: ``dataclasses.replace``
+        for the one change made per packet, at half its cost (no per-field checks)."""
+        values = list(_account_values(self))
+        values[_BALANCE] = balance
+        values[_UPDATED_AT] = updated_at
+        return Account(*values)
+
+
+_ACCOUNT_FIELDS: Final = tuple(field.name for field in fields(Account))
+_account_values: Final = attrgetter(*_ACCOUNT_FIELDS)
+_BALANCE: Final = _ACCOUNT_FIELDS.index("balance")
+_UPDATED_AT: Final = _ACCOUNT_FIELDS.index("updated_at")
 
 
 @dataclass(frozen=True, slots=True)

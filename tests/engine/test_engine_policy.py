@@ -270,3 +270,11 @@ def test_incoming_acknowledgement_outcomes() -> None:
     # Still credited (the money is ours), parked until the next start-up re-acknowledges it.
     assert refused is not None
     assert (refused.state, refused.next_attempt_at) == (SettlementState.CREDITED, None)
+
+
+def test_with_balance_is_replace_of_the_balance_and_its_time() -> None:
+    before = account(balance=5, outgoing_leftover=3, incoming_leftover=4, liquidity=7)
+    before = replace(before, created_at=1.5, updated_at=2.5)
+    after = before.with_balance(-9, 3.5)
+    assert after == replace(before, balance=-9, updated_at=3.5)
+    assert before.balance == 5  # the original is unchanged
