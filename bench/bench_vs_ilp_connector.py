@@ -481,6 +481,8 @@ class Figures:
     p99: dict[int, list[float]] = field(default_factory=dict)
     #: CPU milliseconds per packet of the contender's processes, per round.
     cpu_ms: dict[int, list[float]] = field(default_factory=dict)
+    #: The same of its load generator (the Node sender and receiver), per round.
+    loadgen_cpu_ms: dict[int, list[float]] = field(default_factory=dict)
     rejects: list[str] = field(default_factory=list)
 
 
@@ -519,6 +521,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Figures]:
                     gen, destination = started[contender.name]
                     for concurrency, count in loads:
                         cpu_before = cpu_seconds(processes[contender.name])
+                        loadgen_before = cpu_seconds({gen.process.pid})
                         result = await gen.request(
                             op="run",
                             destination=destination,
@@ -527,9 +530,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Figures]:
                             amount=AMOUNT,
                         )
                         cpu = cpu_seconds(processes[contender.name]) - cpu_before
+                        loadgen_cpu = cpu_seconds({gen.process.pid}) - loadgen_before
                         fig = figures[contender.name]
                         fig.cpu_ms.setdefault(concurrency, []).append(
                             1000 * cpu / max(1, result["fulfilled"])
+                        )
+                        fig.loadgen_cpu_ms.setdefault(concurrency, []).append(
+                            1000 * loadgen_cpu / max(1, result["fulfilled"])
                         )
                         latencies = result["latencies_ms"]
                         fig.pps.setdefault(concurrency, []).append(
@@ -578,9 +585,15 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
             f"| {med[16]:.0f} ({statistics.median(fig.p50[16]):.1f}, "
             f"{statistics.median(fig.p99[16]):.1f}) | {ratios[0]} | {ratios[1]} |"
         )
-    print("\nCPU time of the contender's processes per packet (ms, median of the rounds):\n")
-    print("| contender | c=1 CPU ms/pkt | c=16 CPU ms/pkt | ratio c=1 | ratio c=16 |")
-    print("|---|---|---|---|---|")
+    print(
+        "\nCPU time of the contender's processes per packet (ms, median of the rounds), and of "
+        "its load generator (the Node sender and receiver, on the same cores):\n"
+    )
+    print(
+        "| contender | c=1 CPU ms/pkt | c=16 CPU ms/pkt | ratio c=1 | ratio c=16 "
+        "| load generator c=1 / c=16 |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, fig in figures.items():
         cpu = {c: statistics.median(v) for c, v in fig.cpu_ms.items()}
         base = figures.get(baselines[name])
@@ -591,7 +604,11 @@ def report(figures: dict[str, Figures], args: argparse.Namespace) -> None:
             else "-"
             for c in (1, 16)
         ]
-        print(f"| {name} | {cpu[1]:.2f} | {cpu[16]:.2f} | {cpu_ratios[0]} | {cpu_ratios[1]} |")
+        loadgen = {c: statistics.median(v) for c, v in fig.loadgen_cpu_ms.items()}
+        print(
+            f"| {name} | {cpu[1]:.2f} | {cpu[16]:.2f} | {cpu_ratios[0]} | {cpu_ratios[1]} "
+            f"| {loadgen[1]:.2f} / {loadgen[16]:.2f} |"
+        )
     for name, fig in figures.items():
         for line in fig.rejects[:3]:
             print(f"{name}: {line}")
