@@ -63,16 +63,38 @@ class Endpoint:
     content_type: str
     connections: set[ServerConnection] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _ok_head: bytes | None = field(default=None, init=False, repr=False)
+
+    def answer(self, reply: bytes, close: bool) -> bytes:
+        """The ``200`` carrying a packet handler's reply: :func:`response`'s bytes, from a
+        head encoded once per server rather than once per packet."""
+        head = self._ok_head
+        if head is None:
+            head = self._ok_head = _head(200, "OK", f"Content-Type: {self.content_type}\r\n")
+        return b"".join((head, b"%d\r\n" % len(reply), _CLOSE if close else b"", b"\r\n", reply))
 
 
 def response(
     status: int, reason: str, body: bytes, headers: str = "", close: bool = False
 ) -> bytes:
     """A complete HTTP/1.1 response (Content-Length framing). Pure."""
-    head = f"HTTP/1.1 {status} {reason}\r\n{headers}Content-Length: {len(body)}\r\n"
-    if close:
-        head += "Connection: close\r\n"
-    return head.encode("latin-1") + b"\r\n" + body
+    return b"".join(
+        (
+            _head(status, reason, headers),
+            b"%d\r\n" % len(body),
+            _CLOSE if close else b"",
+            b"\r\n",
+            body,
+        )
+    )
+
+
+def _head(status: int, reason: str, headers: str) -> bytes:
+    """A response's head up to the value of its Content-Length."""
+    return f"HTTP/1.1 {status} {reason}\r\n{headers}Content-Length: ".encode("latin-1")
+
+
+_CLOSE: Final = b"Connection: close\r\n"
 
 
 def _text(status: int, reason: str, text: str, headers: str = "", close: bool = True) -> bytes:
@@ -262,9 +284,7 @@ class ServerConnection(asyncio.Protocol):
             endpoint.log.exception("ILP packet handler failed for a request from peer %s", peer)
             slot.data = _text(500, "Internal Server Error", "internal error\n", close=slot.close)
         else:
-            slot.data = response(
-                200, "OK", reply, f"Content-Type: {endpoint.content_type}\r\n", slot.close
-            )
+            slot.data = endpoint.answer(reply, slot.close)
         self._running -= 1
         if self._waiting:
             self._start(*self._waiting.popleft())
