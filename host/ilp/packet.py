@@ -51,7 +51,9 @@ _PREPARE_TYPE: Final = bytes((PacketType.PREPARE,))
 _FULFILL_TYPE: Final = bytes((PacketType.FULFILL,))
 _REJECT_TYPE: Final = bytes((PacketType.REJECT,))
 #: A Fulfill without data: type, content length (fulfillment and the empty data's prefix).
-_EMPTY_FULFILL_HEAD: Final = bytes((PacketType.FULFILL, 32 + 1))
+_EMPTY_FULFILL_HEAD: Final = bytes((PacketType.FULFILL, HASH_LENGTH + 1))
+#: A Prepare's fixed-size fields: amount, expiry, execution condition.
+_PREPARE_FIXED: Final = 8 + timestamp.LENGTH + HASH_LENGTH
 
 
 def _check_bytes(value: object, field: str, max_length: int) -> None:
@@ -202,8 +204,7 @@ def serialize(packet: Packet) -> bytes:
     if isinstance(packet, Prepare):
         destination = packet.destination.encode("ascii")
         data = packet.data
-        # amount (8) + expiry (17) + condition (32) + two length-prefixed strings
-        content = 57 + prefixed_size(len(destination)) + prefixed_size(len(data))
+        content = _PREPARE_FIXED + prefixed_size(len(destination)) + prefixed_size(len(data))
         return b"".join(
             (
                 _PREPARE_TYPE,
@@ -268,7 +269,7 @@ def prepare_with_expiry(encoded: bytes, expires_at: datetime) -> bytes:
 def encoded_size(packet: Packet) -> int:
     """Bytes :func:`serialize` produces for ``packet``, without encoding it."""
     if isinstance(packet, Prepare):
-        content = 8 + timestamp.LENGTH + HASH_LENGTH
+        content = _PREPARE_FIXED
         content += prefixed_size(len(packet.destination)) + prefixed_size(len(packet.data))
     elif isinstance(packet, Fulfill):
         content = HASH_LENGTH + prefixed_size(len(packet.data))
