@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -126,6 +127,7 @@ async def measure(count: int, clearing_kind: str) -> dict[str, float]:
         await receiver.stop()
         if store is not None:
             await store.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return figures
 
 
