@@ -15,7 +15,10 @@
    between two accounts of its own) plus a GetLedgerInfo (one more hop, no work), both unary
    gRPC calls on the ledger's unix socket.
 
-Prints Markdown; asserts nothing. ``--quick`` for a short run.
+Prints Markdown; asserts nothing. ``--quick`` for a short run; ``--singles-only`` for 3. and 4.
+alone; ``--compare DIR`` for 3. and 4. of an older tree (a checkout or ``git worktree`` at DIR,
+its ledger, hosts and adaptors run DIR's code) and of this one, side by side in one run,
+settlements alternating between the two, with the medians of each.
 """
 
 from __future__ import annotations
@@ -179,6 +182,95 @@ def packet_rounds(
     return median(rates), median(medians), median(p99s), median(cpus)
 
 
+def single_settlements(settlements: int) -> tuple[float, float, float, float]:
+    """3. and 4. alone, after 60 packets (so that Alice owes Bob): the medians of the round
+    trip, the ledger Transfer and GetLedgerInfo, and the largest round trip, ms."""
+    with workdir() as directory, running(pair(directory, -1_000_000)) as hosts:
+        send(hosts.alice, 60, 4)
+        round_trips(hosts, 2)  # warm-up
+        trips, commits, hops = round_trips(hosts, settlements)
+    trip, commit, hop = (statistics.median(x) for x in (trips, commits, hops))
+    return trip, commit, hop, max(trips)
+
+
+#: A settle threshold the packets of a comparison do not reach: its settlements are its own.
+COMPARE_THRESHOLD = -1_900_000
+
+
+@contextmanager
+def older_pair(older: Path, directory: Path) -> Iterator[Pair]:
+    """A pair whose ledger, hosts and adaptors run the code of the tree at ``older`` (its
+    processes start with PYTHONPATH on it, and its in-tree adaptors)."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(older)
+    try:
+        context = running(
+            Pair(directory, (Side(threshold=COMPARE_THRESHOLD),) * 2, adaptors=older / "adaptors")
+        )
+        hosts = context.__enter__()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+    try:
+        yield hosts
+    finally:
+        context.__exit__(None, None, None)
+
+
+def compare(older: Path, rounds: int, settlements: int) -> list[str]:
+    """The tree at ``older`` (before) and this one (after) side by side: two pairs of hosts on
+    two ledgers, running together; ``rounds`` rounds of ``settlements`` settlements on each,
+    one settlement at a time, alternating between the pairs, each followed by a measure of its
+    pair's floor, so that both see the same load."""
+    with (
+        workdir() as first,
+        workdir() as second,
+        older_pair(older, first) as before,
+        running(pair(second, COMPARE_THRESHOLD)) as after,
+    ):
+        pairs = {"before": before, "after": after}
+        # Enough owed for every settlement of one cent, below the credit limit.
+        owed = (2 + rounds * settlements) * 10_000
+        for hosts in pairs.values():
+            send(hosts.alice, owed // PACKET_AMOUNT + 1, 4)
+            round_trips(hosts, 2)  # warm-up
+        floors = {name: Floor(hosts) for name, hosts in pairs.items()}
+        figures: dict[str, list[tuple[float, float, float]]] = {"before": [], "after": []}
+        medians: dict[str, list[float]] = {"before": [], "after": []}
+        try:
+            for number in range(rounds):
+                trips: dict[str, list[float]] = {"before": [], "after": []}
+                order = ["before", "after"] if number % 2 == 0 else ["after", "before"]
+                for _ in range(settlements):
+                    for name in order:
+                        trip = round_trip(pairs[name].alice, pairs[name].bob)
+                        figures[name].append((trip, floors[name].commit(), floors[name].hop()))
+                        trips[name].append(trip)
+                for name in order:
+                    medians[name].append(statistics.median(trips[name]))
+        finally:
+            for floor in floors.values():
+                floor.close()
+    rows = [
+        "| tree | settlement | ledger Transfer | GetLedgerInfo | floor | settlement / floor "
+        "| rounds (settlement) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in ("before", "after"):
+        trip, commit, hop = (statistics.median(f[i] for f in figures[name]) for i in range(3))
+        each = ", ".join(f"{value:.1f}" for value in medians[name])
+        rows.append(
+            f"| {name} | {trip:.1f} ms | {commit:.2f} ms | {hop:.2f} ms | {commit + hop:.2f} ms "
+            f"| {trip / (commit + hop):.2f}x | {each} |"
+        )
+    after_trip = statistics.median(f[0] for f in figures["after"])
+    before_trip = statistics.median(f[0] for f in figures["before"])
+    rows += ["", f"after / before: {after_trip / before_trip:.2f}"]
+    return rows
+
+
 def packets(count: int, rounds: int, settlements: int) -> list[str]:
     rows = [
         "| concurrency | packets/s (median of rounds) | median latency | p99 latency "
@@ -261,9 +353,29 @@ def cpu_name() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer packets and rounds")
+    parser.add_argument("--singles", type=int, help="single settlements to time (default 30)")
+    parser.add_argument(
+        "--singles-only", action="store_true", help="only the single settlements and the floor"
+    )
+    parser.add_argument("--compare", type=Path, metavar="DIR", help="an older tree to compare")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds with --compare")
     args = parser.parse_args()
     count, rounds, settle_count = (300, 2, 100) if args.quick else (1000, 3, 300)
-    singles = 10 if args.quick else 30
+    singles = args.singles or (10 if args.quick else 30)
+    if args.singles_only:
+        print(" ".join(f"{x:.3f}" for x in single_settlements(singles)))
+        return 0
+    if args.compare is not None:
+        load = os.getloadavg()[0]
+        rows = compare(args.compare.resolve(), args.rounds, singles)
+        print(
+            f"# One settlement against its floor, {args.compare} (before) and this tree (after), "
+            f"side by side, {args.rounds} rounds of {singles} each "
+            f"({time.strftime('%Y-%m-%d %H:%M')}, "
+            f"load {load:.1f} -> {os.getloadavg()[0]:.1f})\n"
+        )
+        print("\n".join(rows))
+        return 0
     cpu = cpu_name()
     print(
         f"# End to end ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, "
