@@ -52,7 +52,8 @@ def test_a_settlement_is_carried_at_once_durable_and_a_batch_at_a_time(tmp_path:
             # The first two are leased to the worker by their own transaction, the third
             # waits to be claimed: two are carried already.
             assert [row.lease_until is not None for row in rows] == [True, True, False]
-            await wait_until_async(lambda: len(ledger.seen) >= 2, "two payments asked")
+            # Three: the claimed settlement paid above, and the two carried ones.
+            await wait_until_async(lambda: len(ledger.seen) >= 3, "two payments asked")
             for row in rows[:2]:
                 seen = ledger.seen[row.id]
                 assert seen is not None and seen.state is SettlementState.PENDING  # committed
