@@ -282,7 +282,9 @@ def main() -> None:
             # Interleave the cases (and the checkouts) so that a noisy neighbour hurts them
             # all alike.
             for index, (name, case) in enumerate(table.items()):
-                for tree in trees:
+                # Either checkout first, by turns: whatever the first of a pair pays (the
+                # previous case's files leaving the page cache) is paid by both alike.
+                for tree in trees if round_number % 2 == 0 else trees[::-1]:
                     path = Path(directory) / f"r{round_number}-c{index}-{tree}.db"
                     if args.before is None:
                         figures = case(path)
