@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sqlite3
 import statistics
@@ -302,18 +303,19 @@ def main() -> None:
     names = list(table)
     print(
         f"SQLite {sqlite3.sqlite_version}, {args.rounds} rounds x {args.updates} updates, "
-        f"medians; every update durable (WAL, synchronous=FULL); load average before the "
-        f"last round's end {os.getloadavg()[0]:.1f}"
+        f"medians; every update durable (WAL, synchronous=FULL); load average at the end "
+        f"{os.getloadavg()[0]:.1f}"
     )
     for tree in trees:
         if len(trees) > 1:
             print(f"\n{'this checkout' if tree == 'this' else f'before: {args.before}'}")
         bare, single = median(names[0], tree, 0), median(names[1], tree, 0)
         # A packet's cases are compared with the packet's own floor and single caller.
+        alone = 1 in args.packet_callers
         references = {
             "update": (bare, single),
             "packet": (median("bare sqlite3, packet", tree, 0), median("packet, 1 caller", tree, 0))
-            if args.packet_callers
+            if alone
             else (bare, single),
         }
         print(
@@ -326,14 +328,14 @@ def main() -> None:
             floor, one = references["packet" if "packet" in name else "update"]
             print(
                 f"{name:<30}{rate:>12.0f}{per_commit:>12.1f}{rate / floor:>9.2f}x"
-                f"{rate / one:>12.2f}x{'' if latency != latency else f'{latency:>9.3f}'}"
+                f"{rate / one:>12.2f}x{'' if math.isnan(latency) else f'{latency:>9.3f}'}"
             )
         most = max(args.callers, default=None)
         if most is not None:
             grouped = median(f"store, {most} callers", tree, 0)
             print(f"group commit, {most} callers vs one commit per update: {grouped / single:.2f}x")
         print(f"store, 1 caller vs the bare sqlite3 loop: {single / bare:.2f}x")
-        if args.packet_callers:
+        if alone:
             ratio = median("packet, 1 caller", tree, 2) / median("bare sqlite3, packet", tree, 2)
             print(f"a packet's store latency at 1 caller vs its bare statements: {ratio:.2f}x")
     if len(trees) > 1:
@@ -341,7 +343,7 @@ def main() -> None:
         for name in names:
             ratio = median(name, "this", 0) / median(name, "before", 0)
             latency = median(name, "this", 2) / median(name, "before", 2)
-            shown = "" if latency != latency else f"; {latency:.2f}x"
+            shown = "" if math.isnan(latency) else f"; {latency:.2f}x"
             print(f"{name:<30}{ratio:>9.2f}x{shown}")
 
 
