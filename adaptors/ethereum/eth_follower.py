@@ -161,11 +161,7 @@ class Follower:
         paid: list[tuple[int, dict[str, Any]]] = []  # (block number, receipt)
         parent = last_hash = ""
         for offset, number in enumerate(numbers):
-            block, receipts = answers[2 * offset], answers[2 * offset + 1]
-            if isinstance(block, RpcError):
-                raise block
-            if not isinstance(block, dict):
-                raise LookupError(f"the node has no block {number}")
+            block, receipts = _block(number, answers[2 * offset]), answers[2 * offset + 1]
             if number == height + 1:
                 parent = str(block["parentHash"])
             last_hash = str(block["hash"])
@@ -205,11 +201,8 @@ class Follower:
         ours = self._address.lower()
         found: list[Found] = []
         parent = last_hash = ""
-        for number, block in zip(numbers, blocks, strict=True):
-            if isinstance(block, RpcError):
-                raise block
-            if not isinstance(block, dict):
-                raise LookupError(f"the node has no block {number}")
+        for number, answer in zip(numbers, blocks, strict=True):
+            block = _block(number, answer)
             if number == height + 1:
                 parent = str(block["parentHash"])
             last_hash = str(block["hash"])
@@ -264,6 +257,15 @@ class Follower:
                 )
             )
         return found, parent, end_hash
+
+
+def _block(number: int, answer: object) -> dict[str, Any]:
+    """Block ``number`` as the node answered it in a batch, or the error why there is none."""
+    if isinstance(answer, RpcError):
+        raise answer
+    if not isinstance(answer, dict):
+        raise LookupError(f"the node has no block {number}")
+    return answer
 
 
 def _eth_found(tx: dict[str, Any], number: int, value: int) -> Found:
