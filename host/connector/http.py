@@ -47,7 +47,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 from host.connector.http_guard import ClientErrorLog, ConnectionGuard, Limits
 from host.connector.http_pool import BadResponse, ConnectFailed, ConnectionPool, ResponseTooLarge
@@ -109,8 +109,8 @@ class IlpHttpServer:
     free port; :attr:`port` is the bound one once started. ``sock``, a bound TCP socket, is
     listened on instead of ``host``/``port`` (socket activation; tests that must know every
     port before any server starts); the server owns it from :meth:`start` on. With ``tls`` it
-    serves HTTPS; the TLS handshake must complete within the header timeout (from then on the
-    connection is host.connector.http_guard's).
+    serves HTTPS: host.connector.http_guard runs each TLS handshake, counted against the cap of
+    unauthenticated connections and bounded by the header timeout.
     """
 
     def __init__(
@@ -128,7 +128,6 @@ class IlpHttpServer:
         self._sock = sock
         self._tls = tls
         limits = limits or Limits()
-        self._handshake_timeout = limits.header_timeout
         self.client_errors = ClientErrorLog(log, limits.log_interval)
         self.guard = ConnectionGuard(limits, self.client_errors)
         self._listener: asyncio.Server | None = None
@@ -159,19 +158,20 @@ class IlpHttpServer:
         """Listen; returns once the socket is bound."""
         endpoint = self._endpoint
 
+        tls, guard = self._tls, self.guard
+
         def factory() -> asyncio.Protocol:
-            return self.guard.protocol(ServerConnection(endpoint))
+            if tls is not None:  # the guard runs the handshake: it counts and bounds it
+                return guard.tls_protocol(ServerConnection(endpoint), tls)
+            return guard.protocol(ServerConnection(endpoint))
 
         loop = asyncio.get_running_loop()
-        tls: dict[str, Any] = {}
-        if self._tls is not None:
-            tls = {"ssl": self._tls, "ssl_handshake_timeout": self._handshake_timeout}
         if self._sock is not None:
             self._host = self._sock.getsockname()[0]
-            listener = await loop.create_server(factory, sock=self._sock, **tls)
+            listener = await loop.create_server(factory, sock=self._sock)
         else:
             listener = await loop.create_server(
-                factory, self._host, self._requested_port, reuse_address=True, **tls
+                factory, self._host, self._requested_port, reuse_address=True
             )
         self._listener = listener
         self._port = int(listener.sockets[0].getsockname()[1])
@@ -183,6 +183,7 @@ class IlpHttpServer:
         if listener is None:
             return
         listener.close()
+        self.guard.cancel_handshakes()
         tasks = set(self._endpoint.tasks)
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)

@@ -13,6 +13,14 @@ them exhaust the host. :class:`ConnectionGuard` wraps each connection's protocol
 - more than ``max_unauthenticated`` connections are open that have not yet presented a valid
   token: a new one is closed at once. Peers' connections, once authenticated, do not count.
 
+Over HTTPS a connection is counted from its first moment, not from the end of its TLS
+handshake: :meth:`ConnectionGuard.tls_protocol` accepts the TCP connection itself, counts it
+against ``max_unauthenticated`` while the handshake runs, bounds the handshake by
+``header_timeout``, and logs a failed one (an untrusted or missing certificate, plain HTTP
+sent to the HTTPS port, a client that gave up) as the client's mistake. Left to asyncio's
+``create_server(ssl=...)``, connections in the handshake were counted nowhere and a failed
+handshake was not logged at all.
+
 The request handler reports each request's progress (:meth:`ConnectionGuard.headers_received`,
 :meth:`ConnectionGuard.authenticated`, :meth:`ConnectionGuard.response_sent`); it bounds the
 body's read itself (``body_timeout``).
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,10 +118,23 @@ class ConnectionGuard:
         self._errors = errors
         self._connections: dict[asyncio.BaseTransport, _Connection] = {}
         self.unauthenticated = 0
+        #: Connections whose TLS handshake is under way, and the tasks running them.
+        self.handshaking = 0
+        self.handshakes: set[asyncio.Task[None]] = set()
 
     def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
         """``inner`` (a fresh request handler) wrapped: the protocol factory's product."""
         return _GuardedProtocol(inner, self)
+
+    def tls_protocol(self, inner: asyncio.Protocol, context: ssl.SSLContext) -> asyncio.Protocol:
+        """``inner`` wrapped as :meth:`protocol` does, behind a TLS handshake that this guard
+        counts and bounds (module docstring): the product of a plain TCP server's factory."""
+        return _TlsAccept(_AfterHandshake(self.protocol(inner)), self, context)
+
+    def cancel_handshakes(self) -> None:
+        """The server stops: end the handshakes under way (their connections close)."""
+        for task in list(self.handshakes):
+            task.cancel()
 
     @property
     def open(self) -> int:
@@ -135,6 +157,26 @@ class ConnectionGuard:
         self.unauthenticated += 1
         self._arm(connection, self.limits.idle_timeout, "sent no request")
         return True
+
+    def handshake_begins(self, transport: asyncio.Transport) -> bool:
+        """A new HTTPS connection: False (and closed) when too many unauthenticated ones, those
+        in their TLS handshake included, are open."""
+        if self.unauthenticated + self.handshaking >= self.limits.max_unauthenticated:
+            self._errors.client_error(
+                f"ILP-over-HTTP: {self.unauthenticated + self.handshaking} connections have not "
+                f"authenticated yet; closed a new one from {_peer(transport)}"
+            )
+            transport.abort()
+            return False
+        self.handshaking += 1
+        return True
+
+    def handshake_failed(self, transport: asyncio.BaseTransport, exc: BaseException) -> None:
+        """A TLS handshake did not complete: the client's mistake (or its choice to leave)."""
+        self._errors.client_error(
+            f"ILP-over-HTTP: the TLS handshake with {_peer(transport)} failed: "
+            f"{excerpt(str(exc) or type(exc).__name__)}"
+        )
 
     def data(self, transport: asyncio.BaseTransport) -> None:
         """Bytes arrived: a waiting connection's next request has begun."""
@@ -249,3 +291,97 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return "an unknown address"
+
+
+class _TlsAccept(asyncio.Protocol):
+    """A new TCP connection of an HTTPS server while its TLS handshake runs (module docstring);
+    then the connection is ``inner``'s, through the TLS transport."""
+
+    def __init__(
+        self, inner: _AfterHandshake, guard: ConnectionGuard, context: ssl.SSLContext
+    ) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._context = context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if not self._guard.handshake_begins(transport):
+            return
+        # The ClientHello is start_tls's to read, not this protocol's: nothing is read until
+        # the handshake task has handed the socket to it.
+        transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self._guard.handshakes.add(task)
+        task.add_done_callback(self._guard.handshakes.discard)
+
+    async def _handshake(self, raw: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            secure = await loop.start_tls(
+                raw,
+                self._inner,
+                self._context,
+                server_side=True,
+                ssl_handshake_timeout=self._guard.limits.header_timeout,
+            )
+        except OSError as exc:  # ssl.SSLError, a timeout (ConnectionAbortedError), a reset
+            self._guard.handshake_failed(raw, exc)
+            raw.abort()
+            return
+        finally:
+            self._guard.handshaking -= 1
+        if secure is None:  # the connection closed as the handshake ended
+            raw.abort()
+            return
+        self._inner.attach(secure)
+
+
+class _AfterHandshake(asyncio.Protocol):
+    """``inner`` behind ``loop.start_tls``: that hands it the bytes that came with the client's
+    last handshake message (TLS 1.3 lets a request follow in the same segment) before the
+    handshake task can give it its transport, so they are kept until :meth:`attach`."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self._inner = inner
+        self._attached = False
+        self._early: list[bytes] = []
+        self._eof = False
+        self._lost: list[Exception | None] = []
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        self._attached = True
+        self._inner.connection_made(transport)
+        for data in self._early:
+            self._inner.data_received(data)
+        self._early.clear()
+        if self._eof and not self._inner.eof_received():
+            transport.close()  # what eof_received's answer asks of a transport
+        for exc in self._lost:
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._attached:
+            self._inner.data_received(data)
+        else:
+            self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        if self._attached:
+            return self._inner.eof_received()
+        self._eof = True
+        return True  # keep the transport open: what came before the EOF is still to be read
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._attached:
+            self._inner.connection_lost(exc)
+        else:
+            self._lost.append(exc)
+
+    def pause_writing(self) -> None:
+        if self._attached:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._attached:
+            self._inner.resume_writing()

@@ -14,9 +14,15 @@ from connector_harness import Https, network, prepare_to, token
 
 from host.app import link_tls
 from host.config import ConfigError, load_config
+from host.connector.http import IlpHttpServer
+from host.connector.http_guard import Limits
 from host.credentials import https_client_context, https_server_context
 from host.ilp import Fulfill, Reject, parse_reply, serialize
 from tests.certificates import TestCa
+from tests.polling import wait_until_async
+
+#: Generous: each wait ends as soon as the server acts; this only bounds a broken server.
+PATIENCE = 20.0
 
 
 def https(directory: Path, ca: TestCa | None = None) -> Https:
@@ -87,6 +93,64 @@ def test_plain_http_to_the_https_server_gets_no_answer_and_no_error_log(
 
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # The client's mistake is one WARNING line, as every other one is.
+    failed = [r for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.WARNING], failed
+    assert failed[0].exc_info is None
+
+
+async def echo(peer_id: str, body: bytes) -> bytes:
+    return body
+
+
+def test_connections_in_their_tls_handshake_are_counted_and_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that opens TCP connections and never starts TLS holds no more of them than
+    the cap of unauthenticated connections, and none longer than the header timeout."""
+    files = https(tmp_path)
+    limits = Limits(header_timeout=0.5, max_unauthenticated=2, log_interval=0.0)
+
+    async def main() -> None:
+        server = IlpHttpServer(echo, {"p": "secret"}, limits=limits, tls=files.server)
+        await server.start()
+        try:
+            silent = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+            await wait_until_async(
+                lambda: server.guard.handshaking == 2, "two handshakes under way", timeout=PATIENCE
+            )
+            # A third is closed at once: two are open that have not authenticated.
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            async with asyncio.timeout(PATIENCE):
+                assert await reader.read() == b""
+            writer.close()
+            # The silent two are closed once the handshake's time is up, then HTTPS is served.
+            for silent_reader, silent_writer in silent:
+                async with asyncio.timeout(PATIENCE):
+                    assert await silent_reader.read() == b""
+                silent_writer.close()
+            assert server.guard.handshaking == 0
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=files.peers, server_hostname="127.0.0.1"
+            )
+            body = b"ping"
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n"
+                b"Content-Type: application/octet-stream\r\nContent-Length: 4\r\n\r\n" + body
+            )
+            async with asyncio.timeout(PATIENCE):
+                head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            writer.close()
+        finally:
+            await server.stop()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("have not authenticated yet; closed a new one" in line for line in lines), lines
+    assert sum("TLS handshake" in line for line in lines) == 2, lines
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
