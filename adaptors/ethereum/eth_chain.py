@@ -182,6 +182,10 @@ class Fees:
             max_fee = min(max_fee, cap)
         return cls(max_fee=max_fee, tip=min(tip, max_fee))
 
+    def most_spent(self, value: int, gas: int) -> int:
+        """The most a transaction of ``value`` wei and ``gas`` at these fees may spend."""
+        return value + gas * self.max_fee
+
     def bumped(self, now: Fees, cap: int | None) -> Fees | None:
         """The fees of a replacement of a transaction signed with ``self``, or None when the
         cap leaves no room. Nodes accept a replacement with the same nonce only if both caps

@@ -250,7 +250,7 @@ class Payer:
         returned (perf_counter)."""
         began = time.perf_counter()
         gas, fees = terms.gas, terms.fees
-        cost = call["value"] + gas * fees.max_fee
+        cost = fees.most_spent(call["value"], gas)
         if terms.balance is not None:
             available = terms.balance - self._reservations.since(terms.mark)
             if cost > available:
@@ -518,7 +518,7 @@ class Payer:
         self._state.record_replacement(
             payment.key, tx_hash, raw, payment.nonce, fees.max_fee, fees.tip
         )
-        cost = call["value"] + gas * fees.max_fee
+        cost = fees.most_spent(call["value"], gas)
         self._headroom.committed(payment.nonce, cost)
         self._reservations.signed(tx_hash, cost)
         self._log.info(

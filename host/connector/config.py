@@ -337,7 +337,7 @@ class ConnectorTable(Table):
         files = self._server_tls()
         if files is None:
             return None
-        return ServerTlsFiles(*(Path(os.path.normpath(base_dir / name)) for name in files))
+        return ServerTlsFiles(*(_under(base_dir, name) for name in files))
 
     def _server_tls(self) -> tuple[str, str] | None:
         """``tls_cert`` and ``tls_key``: both or neither, and both off loopback.
@@ -368,7 +368,7 @@ class ConnectorTable(Table):
         files = self._credential_files()
         if files is None:
             return None
-        return ApiCredentials(*(Path(os.path.normpath(base_dir / name)) for name in files))
+        return ApiCredentials(*(_under(base_dir, name) for name in files))
 
     def _credential_files(self) -> tuple[str, str, str] | None:
         """The TLS files and token of a TCP ``api``: required there, refused elsewhere.
@@ -460,6 +460,11 @@ class ConnectorTables(Table):
 # -- the checked configuration -------------------------------------------------------------------
 
 
+def _under(base_dir: Path, name: str) -> Path:
+    """A file the tables name, a relative path taken from ``base_dir``, without ``.``/``..``."""
+    return Path(os.path.normpath(base_dir / name))
+
+
 def parse_connector_config(
     document: Mapping[str, Any], base_dir: Path = Path(".")
 ) -> ConnectorConfig | None:
@@ -510,7 +515,7 @@ def connector_config(tables: ConnectorTables, base_dir: Path) -> ConnectorConfig
         reconcile_interval=table.reconcile_interval,
         database=table.database,
         tls=table.server_tls(base_dir),
-        peer_ca=None if table.peer_ca is None else Path(os.path.normpath(base_dir / table.peer_ca)),
+        peer_ca=None if table.peer_ca is None else _under(base_dir, table.peer_ca),
     )
 
 

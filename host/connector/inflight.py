@@ -222,15 +222,7 @@ class InFlightResolver:
         # Resolving a resolved packet changes nothing and returns how it ended; it lets the
         # store drop the packet from what this instance holds in flight.
         resolution = await self._journal.resolve_packet(packet, Resolution.REJECTED, b"", [])
-        del self._waiting[packet.key]
-        self._balances.release(entry.hold)
-        self.resolved[resolution] += 1
-        log.info(
-            "packet %s… to peer %s was resolved on the shared books already: %s",
-            packet.key[:16],
-            packet.target,
-            resolution.value,
-        )
+        self._let_go(entry, resolution, "was resolved on the shared books already")
         return True
 
     def _look_again(self, entry: Unresolved) -> None:
@@ -260,15 +252,24 @@ class InFlightResolver:
             await self._clearing.apply_balance_change(
                 debit.account_id, debit.delta, debit.idempotency_key
             )
+        retries = f" (after {entry.attempts} retries)" if entry.attempts else ""
+        self._let_go(entry, resolution, "resolved", retries)
+
+    def _let_go(
+        self, entry: Unresolved, resolution: Resolution, how: str, detail: str = ""
+    ) -> None:
+        """``entry``'s packet ended (``resolution``): no longer waiting, its hold released."""
+        packet = entry.packet
         del self._waiting[packet.key]
         self._balances.release(entry.hold)
         self.resolved[resolution] += 1
         log.info(
-            "packet %s… to peer %s resolved: %s%s",
+            "packet %s… to peer %s %s: %s%s",
             packet.key[:16],
             packet.target,
+            how,
             resolution.value,
-            f" (after {entry.attempts} retries)" if entry.attempts else "",
+            detail,
         )
 
     def _retry(self, entry: Unresolved, error: str) -> None:
